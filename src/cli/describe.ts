@@ -1,0 +1,61 @@
+import path from "node:path";
+import type { LoadedConfig } from "../config/load";
+import { formatDuration } from "../core/duration";
+
+/** A table the eye can scan: pads each column to its widest cell. */
+function table(rows: string[][]): string {
+  const widths = rows.reduce<number[]>((w, r) => r.map((c, i) => Math.max(w[i] ?? 0, c.length)), []);
+  return rows.map((r) => `  ${r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join("  ")}`.trimEnd()).join("\n");
+}
+
+/** Warnings about risky inventory entries that are valid but probably not what was meant. */
+export function inventoryWarnings(cfg: LoadedConfig): string[] {
+  const out: string[] = [];
+  cfg.workloads.forEach((w, i) => {
+    if (w.subject === undefined && Object.keys(w.claims).length === 0) {
+      out.push(`workloads[${i}] (${w.id}): bound only by issuer and audience: any token of issuer ${w.issuer} maps to it`);
+    }
+  });
+  return out;
+}
+
+export function describeConfig(cfg: LoadedConfig): string {
+  const rel = (p: string) => path.relative(process.cwd(), p) || p;
+  const issuers = cfg.identity.issuers.map((i) =>
+    i.type === "oidc"
+      ? [i.name, "oidc", i.issuer, i.discovery ? "discovery" : i.jwks_uri ? `jwks_uri ${i.jwks_uri}` : `jwks_file ${rel(i.jwks_file!)}`, i.algorithms.join(",")]
+      : [i.name, "spiffe", `spiffe://${i.trust_domain}`, i.bundle_file ? `bundle_file ${rel(i.bundle_file)}` : `bundle_url ${i.bundle_url!}`, i.algorithms.join(",")],
+  );
+  const workloads = cfg.workloads.map((w) => [
+    w.id,
+    w.kind,
+    w.issuer,
+    w.subject ?? "(any subject)",
+    Object.entries(w.claims)
+      .map(([k, v]) => `${k}=${Array.isArray(v) ? v.join("|") : String(v)}`)
+      .join(" "),
+    w.owner,
+  ]);
+  const roles = cfg.roles.map((r) => [
+    r.name,
+    r.backend,
+    `ttl ${formatDuration(r.ttl.default)} (max ${formatDuration(r.ttl.max)})`,
+    Object.entries(r.labels)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(" "),
+  ]);
+  const warnings = inventoryWarnings(cfg);
+  return [
+    `${rel(cfg.file)}: OK`,
+    `redis: ${cfg.redis.url === "embedded" ? `embedded (data in ${rel(cfg.redis.data_dir)})` : cfg.redis.url.replace(/\/\/[^@/]*@/, "//***@")}, prefix ${cfg.redis.prefix}`,
+    `server: listen ${cfg.server.listen.text}, public_url ${cfg.server.public_url}, audience ${cfg.server.audience}`,
+    `issuers (${issuers.length}):`,
+    table(issuers),
+    `workloads (${workloads.length}):`,
+    workloads.length ? table(workloads) : "  (none)",
+    `roles (${roles.length}):`,
+    roles.length ? table(roles) : "  (none)",
+    ...(warnings.length ? [`warnings (${warnings.length}):`, ...warnings.map((w) => `  ${w}`)] : []),
+    "",
+  ].join("\n");
+}

@@ -1,0 +1,208 @@
+#!/usr/bin/env node
+/**
+ * The `jitbroker` command (DESIGN.md section 6, a contract). Exit codes: 0 success, 1 refused,
+ * 2 usage or configuration error, 3 broker or backend unavailable. Every failure prints one
+ * line on stderr.
+ */
+import { existsSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { Command, CommanderError, Option } from "commander";
+import { createBroker } from "../broker";
+import { ConfigError, loadConfig, type LoadedConfig } from "../config/load";
+import { parseDuration } from "../core/duration";
+import { createLogger } from "../core/logger";
+import { devConfigYaml } from "../dev/config";
+import { DEV_OIDC_ISSUER, ensureDevIssuer, signDevToken } from "../dev/issuer";
+import { describeConfig } from "./describe";
+
+export class CliError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode: 1 | 2 | 3,
+  ) {
+    super(message);
+  }
+}
+
+const devDir = () => path.resolve(process.env.JITBROKER_HOME ?? ".jitbroker");
+
+function load(file: string | undefined): LoadedConfig {
+  try {
+    return loadConfig(file);
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      process.stderr.write(`${e.message}\n`);
+      throw new CliError(`configuration has ${e.problems.length} problem${e.problems.length === 1 ? "" : "s"}`, 2);
+    }
+    throw e;
+  }
+}
+
+async function serve(cfg: LoadedConfig, banner?: (url: string) => string): Promise<void> {
+  const logger = createLogger();
+  let broker;
+  try {
+    broker = await createBroker(cfg, { logger });
+  } catch (e) {
+    throw new CliError(`cannot start: ${(e as Error).message.split("\n")[0]}`, 3);
+  }
+  let url: string;
+  try {
+    ({ url } = await broker.listen());
+  } catch (e) {
+    await broker.close();
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new CliError(
+      code === "EADDRINUSE" ? `${cfg.server.listen.text} is already in use (change server.listen or pass --port)` : `cannot listen on ${cfg.server.listen.text}: ${code ?? (e as Error).message}`,
+      3,
+    );
+  }
+  logger.info({ url, config: cfg.file, public_url: cfg.server.public_url }, "jitbroker listening");
+  if (banner) process.stdout.write(banner(url));
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, "shutting down");
+    broker.close().then(
+      () => process.exit(0),
+      (e: unknown) => {
+        logger.error({ err: e }, "shutdown failed");
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+}
+
+export function buildProgram(): Command {
+  const program = new Command("jitbroker")
+    .description("Just-in-time ephemeral credentials for workloads")
+    .version("0.1.0")
+    .exitOverride()
+    .showHelpAfterError("(run with --help for usage)");
+
+  program
+    .command("serve")
+    .description("run the broker (API and revocation worker)")
+    .option("--config <file>", "configuration file (default: $JITBROKER_CONFIG or config/broker.yaml)")
+    .addOption(new Option("--only <part>", "run only part of the broker").choices(["api", "worker"]))
+    .action(async (opts: { config?: string; only?: "api" | "worker" }) => {
+      if (opts.only === "worker") throw new CliError("--only worker: this version has no revocation worker yet (leases are not issued)", 2);
+      await serve(load(opts.config));
+    });
+
+  program
+    .command("dev")
+    .description("run everything locally: embedded Redis, a dev identity issuer, demo workloads and roles")
+    .option("--port <port>", "listen port", "8080")
+    .option("--reset", "write the dev configuration anew")
+    .action(async (opts: { port: string; reset?: boolean }) => {
+      const port = Number(opts.port);
+      if (!Number.isInteger(port) || port < 1 || port > 65535) throw new CliError(`--port ${opts.port}: not a port number`, 2);
+      const dir = devDir();
+      await ensureDevIssuer(dir);
+      const file = path.join(dir, "dev.yaml");
+      if (opts.reset || !existsSync(file)) writeFileSync(file, devConfigYaml(), { mode: 0o600 });
+      const cfg = load(file);
+      cfg.server.listen = { host: "127.0.0.1", port, text: `127.0.0.1:${port}` };
+      cfg.server.public_url = `http://127.0.0.1:${port}`;
+      const cmd = process.env.JITBROKER_CMD ?? "jitbroker";
+      await serve(cfg, (url) =>
+        [
+          ``,
+          `jitbroker dev is running at ${url}`,
+          `  config:    ${path.relative(process.cwd(), file) || file}  (embedded Redis under ${path.relative(process.cwd(), cfg.redis.data_dir)})`,
+          `  workloads: ${cfg.workloads.map((w) => `${w.id} (${w.kind})`).join(", ")}`,
+          ``,
+          `Try, in another terminal:`,
+          `  TOKEN=$(${cmd} token dev --workload support-agent)`,
+          `  curl -s -H "Authorization: Bearer $TOKEN" ${url}/v1/whoami`,
+          `  curl -s ${url}/readyz`,
+          ``,
+          `Stop with Ctrl-C.`,
+          ``,
+        ].join("\n"),
+      );
+    });
+
+  const token = program.command("token").description("workload tokens for local testing");
+  token
+    .command("dev")
+    .description("print a token from the dev identity issuer (dev mode only)")
+    .requiredOption("--workload <id>", "workload id from the dev configuration")
+    .option("--config <file>", "dev configuration (default: $JITBROKER_HOME/dev.yaml, i.e. .jitbroker/dev.yaml)")
+    .option("--ttl <duration>", "token lifetime", "10m")
+    .action(async (opts: { workload: string; config?: string; ttl: string }) => {
+      const file = opts.config ?? process.env.JITBROKER_CONFIG ?? path.join(devDir(), "dev.yaml");
+      if (!existsSync(file)) throw new CliError(`${file} not found: start \`jitbroker dev\` first`, 2);
+      const cfg = load(file);
+      if (!cfg.dev) throw new CliError(`${cfg.file} is not a dev configuration (no dev: section); dev tokens are for dev mode only`, 2);
+      const workload = cfg.workloads.find((w) => w.id === opts.workload);
+      if (!workload) throw new CliError(`unknown workload "${opts.workload}" (known: ${cfg.workloads.map((w) => w.id).join(", ")})`, 2);
+      const issuer = cfg.identity.issuers.find((i) => i.name === workload.issuer)!;
+      if (issuer.type === "oidc" && issuer.issuer !== DEV_OIDC_ISSUER) throw new CliError(`workload ${workload.id} is not bound to the dev issuer`, 2);
+      let ttlMs: number;
+      try {
+        ttlMs = parseDuration(opts.ttl);
+      } catch (e) {
+        throw new CliError(`--ttl: ${(e as Error).message}`, 2);
+      }
+      if (ttlMs > issuer.max_token_lifetime) throw new CliError(`--ttl ${opts.ttl} exceeds the issuer's max_token_lifetime`, 2);
+      const claims = Object.fromEntries(Object.entries(workload.claims).map(([k, v]) => [k, Array.isArray(v) ? v[0] : v]));
+      const jwt = await signDevToken({
+        keyFile: cfg.dev.issuer_key_file,
+        kind: issuer.type,
+        issuer: issuer.type === "oidc" ? issuer.issuer : undefined,
+        subject: workload.subject ?? `dev:${workload.id}`,
+        audience: cfg.server.audience,
+        claims,
+        ttlSeconds: Math.max(1, Math.floor(ttlMs / 1000)),
+      });
+      process.stdout.write(`${jwt}\n`);
+    });
+
+  const config = program.command("config").description("configuration tools");
+  config
+    .command("check")
+    .description("validate the configuration and print what it defines")
+    .option("--config <file>", "configuration file")
+    .action((opts: { config?: string }) => {
+      process.stdout.write(describeConfig(load(opts.config)));
+    });
+
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv, { from: "user" });
+    return 0;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      if (e.code === "commander.helpDisplayed" || e.code === "commander.version" || e.code === "commander.help") return 0;
+      return 2; // commander already printed the one-line reason
+    }
+    if (e instanceof CliError) {
+      process.stderr.write(`jitbroker: ${e.message}\n`);
+      return e.exitCode;
+    }
+    process.stderr.write(`jitbroker: ${(e as Error).message ?? String(e)}\n`);
+    return 1;
+  }
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then(
+    (code) => {
+      // Long-running commands (serve, dev) keep the event loop alive; others exit now.
+      if (code !== 0) process.exit(code);
+    },
+    (e: unknown) => {
+      process.stderr.write(`jitbroker: ${String(e)}\n`);
+      process.exit(1);
+    },
+  );
+}

@@ -1,0 +1,259 @@
+/**
+ * The configuration file's schema (DESIGN.md section 3, a contract): every field, its default,
+ * and every cross-reference check. Parsing turns durations into milliseconds; paths are left
+ * as written and resolved by `load.ts` against the file's directory.
+ */
+import { z } from "zod";
+import { parseDuration } from "../core/duration";
+import { formatPath } from "./path";
+
+const duration = z.string().transform((text, ctx) => {
+  try {
+    return parseDuration(text);
+  } catch (e) {
+    ctx.addIssue({ code: "custom", message: (e as Error).message });
+    return z.NEVER;
+  }
+});
+
+const LOOPBACK = new Set(["127.0.0.1", "localhost", "[::1]", "::1"]);
+
+/** An http(s) URL; plain http only towards loopback, where TLS buys nothing. */
+const httpsUrl = z.string().superRefine((text, ctx) => {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    ctx.addIssue({ code: "custom", message: `"${text}" is not a URL` });
+    return;
+  }
+  if (url.protocol === "https:") return;
+  if (url.protocol === "http:" && LOOPBACK.has(url.hostname)) return;
+  ctx.addIssue({ code: "custom", message: `must be an https URL (http only for localhost), got "${text}"` });
+});
+
+const ASYMMETRIC_ALGS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"] as const;
+const SVID_ALGS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"] as const;
+
+const algList = (allowed: readonly string[], dflt: string[]) =>
+  z
+    .array(z.string())
+    .min(1)
+    .default(dflt)
+    .superRefine((algs, ctx) => {
+      algs.forEach((alg, i) => {
+        if (!allowed.includes(alg)) {
+          ctx.addIssue({
+            code: "custom",
+            path: [i],
+            message: `algorithm "${alg}" is not allowed (allowed: ${allowed.join(", ")}; never none or HMAC)`,
+          });
+        }
+      });
+    });
+
+const issuerCommon = {
+  name: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, "must be 1-63 of [a-z0-9_-], starting with a letter or digit"),
+  clock_skew: duration.prefault("30s"),
+  max_token_lifetime: duration.prefault("1h"),
+  single_use: z.boolean().default(false),
+  /** How often a key set is re-read even when every kid is known. */
+  jwks_refresh: duration.prefault("10m"),
+  /** Minimum time between two refreshes caused by unknown kids. */
+  jwks_cooldown: duration.prefault("30s"),
+};
+
+const oidcIssuer = z
+  .strictObject({
+    ...issuerCommon,
+    type: z.literal("oidc"),
+    issuer: httpsUrl,
+    discovery: z.boolean().optional(),
+    jwks_uri: httpsUrl.optional(),
+    jwks_file: z.string().min(1).optional(),
+    algorithms: algList(ASYMMETRIC_ALGS, ["RS256"]),
+  })
+  .superRefine((iss, ctx) => {
+    const sources = [iss.discovery === true, iss.jwks_uri !== undefined, iss.jwks_file !== undefined].filter(Boolean).length;
+    if (sources !== 1) {
+      ctx.addIssue({ code: "custom", message: "set exactly one of discovery: true, jwks_uri or jwks_file" });
+    }
+  });
+
+const TRUST_DOMAIN = /^[a-z0-9._-]{1,255}$/;
+
+const spiffeIssuer = z
+  .strictObject({
+    ...issuerCommon,
+    type: z.literal("spiffe"),
+    trust_domain: z.string().regex(TRUST_DOMAIN, "must be a SPIFFE trust domain name (lowercase letters, digits, . _ -)"),
+    bundle_file: z.string().min(1).optional(),
+    bundle_url: httpsUrl.optional(),
+    algorithms: algList(SVID_ALGS, ["RS256", "ES256"]),
+  })
+  .superRefine((iss, ctx) => {
+    if ((iss.bundle_file === undefined) === (iss.bundle_url === undefined)) {
+      ctx.addIssue({ code: "custom", message: "set exactly one of bundle_file or bundle_url" });
+    }
+  });
+
+const issuer = z.discriminatedUnion("type", [oidcIssuer, spiffeIssuer]);
+
+const claimValue = z.union([z.string(), z.number(), z.boolean()]);
+
+const ID = /^[A-Za-z0-9._:@-]{1,128}$/;
+
+const workload = z.strictObject({
+  id: z.string().regex(ID, "must be 1-128 of [A-Za-z0-9._:@-]"),
+  kind: z.enum(["ci", "agent", "service", "human"]),
+  owner: z.string().min(1),
+  purpose: z.string().min(1),
+  issuer: z.string().min(1),
+  subject: z.string().min(1).optional(),
+  claims: z.record(z.string().min(1), z.union([claimValue, z.array(claimValue).min(1)])).default({}),
+});
+
+const roleTtl = z
+  .strictObject({ default: duration, max: duration })
+  .refine((t) => t.default <= t.max, { message: "default must not exceed max" });
+
+const role = z
+  .strictObject({
+    name: z.string().regex(ID, "must be 1-128 of [A-Za-z0-9._:@-]"),
+    backend: z.enum(["jwt", "vault", "aws_sts"]),
+    ttl: roleTtl,
+    labels: z.record(z.string().min(1), z.string()).default({}),
+    description: z.string().optional(),
+    jwt: z
+      .strictObject({ audience: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]), scope: z.string().optional() })
+      .optional(),
+    vault: z
+      .strictObject({
+        path: z.string().min(1).optional(),
+        token_role: z.string().min(1).optional(),
+        policies: z.array(z.string().min(1)).optional(),
+      })
+      .optional(),
+    aws_sts: z
+      .strictObject({
+        role_arn: z.string().regex(/^arn:aws[a-z-]*:iam::\d{12}:role\/[\w+=,.@/-]{1,512}$/, "must be an IAM role ARN"),
+        session_policy: z.record(z.string(), z.unknown()).optional(),
+        external_id: z.string().min(2).max(1224).optional(),
+      })
+      .optional(),
+  })
+  .superRefine((r, ctx) => {
+    for (const kind of ["jwt", "vault", "aws_sts"] as const) {
+      if (r.backend === kind && r[kind] === undefined) {
+        ctx.addIssue({ code: "custom", path: [kind], message: `backend ${kind} needs a "${kind}" section` });
+      }
+      if (r.backend !== kind && r[kind] !== undefined) {
+        ctx.addIssue({ code: "custom", path: [kind], message: `"${kind}" section given but backend is ${r.backend}` });
+      }
+    }
+    if (r.vault && (r.vault.path === undefined) === (r.vault.token_role === undefined)) {
+      ctx.addIssue({ code: "custom", path: ["vault"], message: "set exactly one of path or token_role" });
+    }
+  });
+
+export const listenSchema = z.string().transform((text, ctx) => {
+  const m = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(text);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || port > 65535) {
+    ctx.addIssue({ code: "custom", message: `"${text}" is not host:port` });
+    return z.NEVER;
+  }
+  return { host: m[1]!.replace(/^\[|\]$/g, ""), port, text };
+});
+
+export const redisUrlSchema = z
+  .string()
+  .refine((u) => u === "embedded" || /^rediss?:\/\/[^\s]+$/.test(u), "must be embedded, redis://... or rediss://...");
+
+export const configSchema = z
+  .strictObject({
+    server: z
+      .strictObject({
+        listen: listenSchema.default({ host: "127.0.0.1", port: 8080, text: "127.0.0.1:8080" }),
+        public_url: httpsUrl,
+        audience: z.string().min(1).default("jitbroker"),
+        body_limit: z.string().regex(/^\d+(b|kb)$/i).default("16kb"),
+        trust_proxy: z.union([z.boolean(), z.string(), z.number()]).default(false),
+        shutdown_grace: duration.prefault("10s"),
+      }),
+    redis: z
+      .strictObject({
+        url: redisUrlSchema.default("embedded"),
+        prefix: z.string().regex(/^[A-Za-z0-9_-]{1,32}$/, "must be 1-32 of [A-Za-z0-9_-]").default("jit"),
+        data_dir: z.string().default(".jitbroker/redis"),
+      })
+      .prefault({}),
+    identity: z.strictObject({ issuers: z.array(issuer).min(1) }),
+    workloads: z.array(workload).default([]),
+    roles: z.array(role).default([]),
+    backends: z
+      .strictObject({
+        jwt: z.strictObject({ signing_key_file: z.string().min(1).default(".jitbroker/signing-key.json") }).prefault({}),
+        vault: z
+          .looseObject({
+            address: httpsUrl,
+            namespace: z.string().optional(),
+            auth: z.looseObject({ method: z.enum(["token", "approle", "jwt", "kubernetes"]) }),
+          })
+          .optional(),
+        aws_sts: z
+          .strictObject({ region: z.string().min(1), endpoint: z.string().optional(), iam_endpoint: z.string().optional() })
+          .optional(),
+      })
+      .prefault({}),
+    policy: z.strictObject({ files: z.array(z.string().min(1)).min(1).default(["policies/*.cedar"]) }).prefault({}),
+    dev: z.strictObject({ issuer_key_file: z.string().min(1) }).optional(),
+  })
+  .superRefine((cfg, ctx) => {
+    const dup = (entries: [string, (string | number)[]][], what: string) => {
+      const seen = new Map<string, string>();
+      for (const [value, path] of entries) {
+        const first = seen.get(value);
+        if (first !== undefined) ctx.addIssue({ code: "custom", path, message: `duplicate ${what} "${value}" (first at ${first})` });
+        else seen.set(value, formatPath(path));
+      }
+    };
+    const issuers = cfg.identity.issuers;
+    dup(issuers.map((iss, i) => [iss.name, ["identity", "issuers", i, "name"]]), "issuer name");
+    dup(
+      issuers.map((iss, i) =>
+        iss.type === "oidc" ? [`issuer URL ${iss.issuer}`, ["identity", "issuers", i, "issuer"]] : [`trust domain ${iss.trust_domain}`, ["identity", "issuers", i, "trust_domain"]],
+      ),
+      "issuer",
+    );
+    dup(cfg.workloads.map((w, i) => [w.id, ["workloads", i, "id"]]), "workload id");
+    dup(cfg.roles.map((r, i) => [r.name, ["roles", i, "name"]]), "role name");
+
+    const byName = new Map(issuers.map((i) => [i.name, i]));
+    cfg.workloads.forEach((w, i) => {
+      const iss = byName.get(w.issuer);
+      if (!iss) {
+        ctx.addIssue({ code: "custom", path: ["workloads", i, "issuer"], message: `unknown issuer "${w.issuer}" (known: ${[...byName.keys()].join(", ")})` });
+        return;
+      }
+      if (iss.type === "spiffe" && w.subject !== undefined && !w.subject.startsWith(`spiffe://${iss.trust_domain}/`)) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["workloads", i, "subject"],
+          message: `must be a SPIFFE ID in trust domain ${iss.trust_domain} (spiffe://${iss.trust_domain}/...)`,
+        });
+      }
+    });
+    cfg.roles.forEach((r, i) => {
+      if ((r.backend === "vault" || r.backend === "aws_sts") && cfg.backends[r.backend] === undefined) {
+        ctx.addIssue({ code: "custom", path: ["roles", i, "backend"], message: `backend ${r.backend} is used but backends.${r.backend} is not configured` });
+      }
+    });
+  });
+
+export type Config = z.output<typeof configSchema>;
+export type IssuerConfig = Config["identity"]["issuers"][number];
+export type OidcIssuerConfig = Extract<IssuerConfig, { type: "oidc" }>;
+export type SpiffeIssuerConfig = Extract<IssuerConfig, { type: "spiffe" }>;
+export type WorkloadConfig = Config["workloads"][number];
+export type RoleConfig = Config["roles"][number];

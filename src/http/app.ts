@@ -1,0 +1,126 @@
+/**
+ * The HTTP shell: express 5 with request ids, access logs, metrics, a 16 KiB JSON body limit,
+ * workload authentication on /v1, and problem+json for every error. Feature routes are mounted
+ * by the composition root; this module owns only cross-cutting concerns.
+ */
+import { randomUUID } from "node:crypto";
+import express, { type Express, type NextFunction, type Request, type RequestHandler, type Response } from "express";
+import type { Logger } from "pino";
+import { BrokerError, isBrokerError } from "../core/errors";
+import type { Identity, TokenVerifier } from "../identity/verify";
+import type { Workload, WorkloadMatcher } from "../identity/workloads";
+import type { Metrics } from "./metrics";
+import { sendProblem } from "./problem";
+
+export interface AuthContext {
+  identity: Identity;
+  workload: Workload;
+}
+
+declare module "express-serve-static-core" {
+  interface Request {
+    id: string;
+    auth?: AuthContext;
+  }
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
+
+export interface HttpAppOptions {
+  logger: Logger;
+  metrics: Metrics;
+  bodyLimit: string;
+  trustProxy: boolean | string | number;
+}
+
+export function createHttpApp(opts: HttpAppOptions): Express {
+  const app = express();
+  app.disable("x-powered-by");
+  app.set("trust proxy", opts.trustProxy);
+  app.set("etag", false);
+  app.set("query parser", "simple");
+
+  app.use((req, res, next) => {
+    const incoming = req.get("x-request-id");
+    req.id = incoming !== undefined && REQUEST_ID.test(incoming) ? incoming : randomUUID();
+    res.setHeader("X-Request-Id", req.id);
+    res.setHeader("Cache-Control", "no-store");
+    res.setHeader("X-Content-Type-Options", "nosniff");
+    const started = process.hrtime.bigint();
+    res.on("finish", () => {
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      const route = req.route?.path !== undefined ? `${req.baseUrl}${String(req.route.path)}` : "unmatched";
+      opts.metrics.httpRequests.inc({ method: req.method, route, status: String(res.statusCode) });
+      opts.metrics.httpDuration.observe({ method: req.method, route }, seconds);
+      opts.logger.info(
+        {
+          request_id: req.id,
+          method: req.method,
+          path: req.path,
+          status: res.statusCode,
+          ms: Math.round(seconds * 1e6) / 1e3,
+          workload: req.auth?.workload.id,
+        },
+        "request",
+      );
+    });
+    next();
+  });
+  app.use(express.json({ limit: opts.bodyLimit, type: ["application/json", "application/*+json"], strict: true }));
+  return app;
+}
+
+/** Rejects bodies that are not JSON objects with 415/400 before a handler sees them. */
+export const requireJsonObject: RequestHandler = (req, _res, next) => {
+  if (!req.is(["application/json", "application/*+json"])) {
+    throw new BrokerError("unsupported_media_type", "send the body as application/json");
+  }
+  if (req.body === null || typeof req.body !== "object" || Array.isArray(req.body)) {
+    throw new BrokerError("invalid_request", "the body must be a JSON object");
+  }
+  next();
+};
+
+/** Authenticates the workload token and maps it to a workload; sets `req.auth`. */
+export function authenticate(verifier: TokenVerifier, workloads: WorkloadMatcher, metrics: Metrics): RequestHandler {
+  return async (req: Request, _res: Response, next: NextFunction) => {
+    try {
+      const header = req.get("authorization");
+      const m = header === undefined ? null : /^Bearer ([^\s]+)$/i.exec(header.trim());
+      if (!m) throw new BrokerError("invalid_token", "send the workload token as Authorization: Bearer <jwt>", { reason: "missing_token" });
+      const identity = await verifier.verify(m[1]!);
+      req.auth = { identity, workload: workloads.match(identity) };
+      next();
+    } catch (e) {
+      if (isBrokerError(e) && (e.status === 401 || e.code === "unknown_workload")) {
+        metrics.authFailures.inc({ reason: e.reason ?? e.code });
+      }
+      throw e;
+    }
+  };
+}
+
+/** Final handlers: 404 for unknown routes, and the one error-to-problem mapping. */
+export function finishApp(app: Express, logger: Logger): void {
+  app.use((req: Request) => {
+    throw new BrokerError("not_found", `no route ${req.method} ${req.path}`);
+  });
+  app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
+    let problem: BrokerError;
+    const e = err as { type?: string; status?: number };
+    if (isBrokerError(err)) problem = err;
+    else if (e?.type === "entity.too.large") problem = new BrokerError("payload_too_large", "request body exceeds the size limit");
+    else if (e?.type === "entity.parse.failed") problem = new BrokerError("invalid_request", "request body is not valid JSON");
+    else if (e?.type === "encoding.unsupported" || e?.type === "charset.unsupported") {
+      problem = new BrokerError("unsupported_media_type", "request body encoding is not supported");
+    } else if (typeof e?.status === "number" && e.status >= 400 && e.status < 500) problem = new BrokerError("invalid_request", "malformed request");
+    else problem = new BrokerError("internal", "internal error; quote the request id when reporting it");
+    if (problem.status >= 500) {
+      logger.error({ request_id: req.id, code: problem.code, err: isBrokerError(err) ? (err.cause ?? err) : err }, "request failed");
+    } else {
+      logger.info({ request_id: req.id, code: problem.code, reason: problem.reason }, "request refused");
+    }
+    if (res.headersSent) return;
+    sendProblem(res, problem, req.id);
+  });
+}

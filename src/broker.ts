@@ -17,11 +17,30 @@ import { compileWorkloads } from "./identity/workloads";
 import { createRedisClient, pingRedis } from "./redis/client";
 import { startEmbeddedRedis, type EmbeddedRedis } from "./redis/embedded";
 import { createKeyspace } from "./redis/keys";
+import { createAuditLedger, type AuditLedger } from "./audit/ledger";
+import { createJwtBackend, type JwtBackend } from "./backends/jwt/backend";
+import { loadOrCreateSigningKeys } from "./backends/jwt/keys";
+import { openidConfiguration } from "./backends/jwt/oidc";
+import type { Backend } from "./backends/types";
+import type { RoleConfig } from "./config/schema";
+import { BrokerError } from "./core/errors";
+import { requireJsonObject } from "./http/app";
+import { createLeaseMetrics } from "./leases/metrics";
+import { createRevocationQueue, startRevocationWorker, type RevocationWorker } from "./leases/queue";
+import { createRevoker } from "./leases/revoker";
+import { leaseRoutes } from "./leases/routes";
+import { createLeaseService, type LeaseService } from "./leases/service";
+import { createLeaseStore, type LeaseStore } from "./leases/store";
+import { compilePolicies, createPolicyEngine, loadPolicyFiles, type PolicyEngine } from "./policy/engine";
 
 export interface BrokerOptions {
   logger: Logger;
   now?: () => number;
   metrics?: Metrics;
+  /** Which parts run in this process (`serve --only`). Default both. */
+  parts?: { api: boolean; worker: boolean };
+  /** Replaces credential backends by kind (tests inject faults this way). */
+  backends?: Partial<Record<string, Backend>>;
 }
 
 export interface Readiness {
@@ -34,6 +53,12 @@ export interface Broker {
   redis: Redis;
   redisUrl: string;
   metrics: Metrics;
+  store: LeaseStore;
+  service: LeaseService;
+  audit: AuditLedger;
+  policy: () => PolicyEngine;
+  jwt: JwtBackend;
+  worker: RevocationWorker | null;
   readiness(): Promise<Readiness>;
   /** Starts listening on `server.listen` (or the given port, 0 for any). */
   listen(port?: number, host?: string): Promise<{ url: string; port: number }>;
@@ -95,6 +120,83 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     now,
   });
   const workloads = compileWorkloads(cfg.workloads);
+  const parts = opts.parts ?? { api: true, worker: true };
+
+  let policyEngine = createPolicyEngine(compilePolicies(await loadPolicyFiles(cfg.policy.files)));
+  logger.info({ policies: policyEngine.set().policies.length, hash: policyEngine.set().hash }, "policies loaded");
+  const roles = new Map<string, RoleConfig>(cfg.roles.map((r) => [r.name, r]));
+
+  const leaseMetrics = createLeaseMetrics(metrics.registry);
+  const audit = createAuditLedger(redis, {
+    streamKey: keys.audit,
+    headKey: keys.auditHead,
+    leaseIndexPrefix: keys.auditLeasePrefix,
+    leaseIndexTtlSeconds: Math.ceil(cfg.leases.retention / 1000),
+    logger,
+    now,
+  });
+  const jwt = createJwtBackend({ keys: await loadOrCreateSigningKeys(cfg.backends.jwt.signing_key_file, now), issuer: cfg.server.public_url, now });
+  const backends = new Map<string, Backend>([["jwt", jwt]]);
+  for (const [kind, b] of Object.entries(opts.backends ?? {})) if (b) backends.set(kind, b);
+  const store = createLeaseStore(redis, keys, {
+    retentionSeconds: Math.ceil(cfg.leases.retention / 1000),
+    taskRetentionSeconds: Math.ceil(cfg.leases.task_retention / 1000),
+    now,
+  });
+  const queueConn = createRedisClient(redisUrl, "jitbroker-queue", { maxRetriesPerRequest: 1 });
+  queueConn.on("error", () => undefined);
+  const queue = createRevocationQueue(queueConn, keys.tag);
+  const revoker = createRevoker({
+    store,
+    backends,
+    audit,
+    metrics: leaseMetrics,
+    logger,
+    now,
+    failAfter: cfg.worker.fail_after,
+    mintTimeoutMs: cfg.worker.mint_timeout,
+    concurrencyPerBackend: cfg.worker.backend_concurrency,
+  });
+  const service = createLeaseService({
+    store,
+    queue,
+    revoker,
+    backends,
+    roles: () => roles,
+    policy: () => policyEngine,
+    audit,
+    metrics: leaseMetrics,
+    logger,
+    quota: cfg.leases.quota_per_workload,
+    now,
+  });
+  const worker = parts.worker
+    ? startRevocationWorker({
+        redisUrl,
+        prefix: keys.tag,
+        store,
+        revoker,
+        queue,
+        audit,
+        metrics: leaseMetrics,
+        logger,
+        concurrency: cfg.worker.concurrency,
+        sweepIntervalMs: cfg.worker.sweep_interval,
+        graceMs: cfg.worker.sweep_grace,
+        now,
+      })
+    : null;
+  // Gauges are sampled when Prometheus scrapes.
+  const sampleGauges = async () => {
+    try {
+      const [counts, jobs] = await Promise.all([store.counts(), queue.queue.getJobCounts("wait", "delayed", "active", "prioritized")]);
+      leaseMetrics.leasesByState.set({ state: "live" }, counts.live);
+      leaseMetrics.leasesByState.set({ state: "revoke_failed" }, counts.revoke_failed);
+      for (const [state, n] of Object.entries(jobs)) leaseMetrics.queueDepth.set({ state }, n);
+    } catch {
+      /* Redis down: keep the last sample; /readyz says why */
+    }
+  };
 
   async function readiness(): Promise<Readiness> {
     const ok = await pingRedis(redis);
@@ -110,10 +212,33 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     res.status(r.ready ? 200 : 503).json({ status: r.ready ? "ready" : "unavailable", ...r.checks });
   });
   app.get("/metrics", async (_req, res) => {
+    await sampleGauges();
     res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+  });
+  app.get("/.well-known/jwks.json", (_req, res) => {
+    res.setHeader("Cache-Control", "public, max-age=300");
+    res.json(jwt.jwks());
+  });
+  app.get("/.well-known/openid-configuration", (_req, res) => {
+    res.setHeader("Cache-Control", "public, max-age=300");
+    res.json(openidConfiguration(cfg.server.public_url));
   });
   app.use("/v1", authenticate(verifier, workloads, metrics));
   app.use(identityRoutes());
+  app.post("/v1/introspect", requireJsonObject, async (req, res) => {
+    // RFC 7662: any authenticated workload (a resource server) may introspect a broker token.
+    const token = (req.body as { token?: unknown }).token;
+    if (typeof token !== "string" || token.length === 0) throw new BrokerError("invalid_request", "token: required string");
+    const verified = await jwt.verify(token);
+    const lease = verified ? await store.get(verified.leaseId) : null;
+    if (!verified || !lease || lease.state !== "active" || lease.expires_ms <= now()) {
+      res.json({ active: false });
+      return;
+    }
+    const p = verified.payload;
+    res.json({ active: true, token_type: "Bearer", iss: p.iss, sub: p.sub, aud: p.aud, scope: p.scope, jti: p.jti, task_id: p.task_id, iat: p.iat, nbf: p.nbf, exp: p.exp, lease_id: lease.id, role: lease.role });
+  });
+  app.use(leaseRoutes({ service, store, audit, policy: () => policyEngine, metrics: leaseMetrics }));
   finishApp(app, logger);
 
   const server = http.createServer(app);
@@ -127,6 +252,12 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     redis,
     redisUrl,
     metrics,
+    store,
+    service,
+    audit,
+    policy: () => policyEngine,
+    jwt,
+    worker,
     readiness,
     listen(port = cfg.server.listen.port, host = cfg.server.listen.host) {
       return new Promise((resolve, reject) => {
@@ -150,6 +281,10 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
           });
         }
         clearTimeout(grace);
+        if (worker) await worker.close().catch(() => undefined);
+        await queue.close().catch(() => undefined);
+        await audit.close().catch(() => undefined);
+        queueConn.disconnect();
         redis.disconnect();
         if (embedded) await embedded.stop();
       })();

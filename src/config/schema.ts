@@ -16,6 +16,10 @@ const duration = z.string().transform((text, ctx) => {
   }
 });
 
+const isObject = (v: unknown): v is object => v !== null && typeof v === "object" && !Array.isArray(v);
+/** Run a refinement even after an aborting issue elsewhere in the object (a bad duration...). */
+const evenIfInvalid = { when: (payload: { value: unknown }) => isObject(payload.value) };
+
 const LOOPBACK = new Set(["127.0.0.1", "localhost", "[::1]", "::1"]);
 
 /** An http(s) URL; plain http only towards loopback, where TLS buys nothing. */
@@ -78,7 +82,7 @@ const oidcIssuer = z
     if (sources !== 1) {
       ctx.addIssue({ code: "custom", message: "set exactly one of discovery: true, jwks_uri or jwks_file" });
     }
-  });
+  }, evenIfInvalid);
 
 const TRUST_DOMAIN = /^[a-z0-9._-]{1,255}$/;
 
@@ -95,7 +99,7 @@ const spiffeIssuer = z
     if ((iss.bundle_file === undefined) === (iss.bundle_url === undefined)) {
       ctx.addIssue({ code: "custom", message: "set exactly one of bundle_file or bundle_url" });
     }
-  });
+  }, evenIfInvalid);
 
 const issuer = z.discriminatedUnion("type", [oidcIssuer, spiffeIssuer]);
 
@@ -154,7 +158,7 @@ const role = z
     if (r.vault && (r.vault.path === undefined) === (r.vault.token_role === undefined)) {
       ctx.addIssue({ code: "custom", path: ["vault"], message: "set exactly one of path or token_role" });
     }
-  });
+  }, evenIfInvalid);
 
 export const listenSchema = z.string().transform((text, ctx) => {
   const m = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(text);
@@ -206,37 +210,68 @@ export const configSchema = z
           .optional(),
       })
       .prefault({}),
+    leases: z
+      .strictObject({
+        /** Active leases one workload may hold at once (0 = unlimited). */
+        quota_per_workload: z.number().int().min(0).default(100),
+        /** How long a terminal lease and its history stay queryable. */
+        retention: duration.prefault("7d"),
+        /** How long a completed task stays completed (I5 holds for this long). */
+        task_retention: duration.prefault("30d"),
+      })
+      .prefault({}),
+    worker: z
+      .strictObject({
+        concurrency: z.number().int().min(1).max(1000).default(50),
+        sweep_interval: duration.prefault("1s"),
+        /** How late a due lease may be before the sweeper takes it over from BullMQ. */
+        sweep_grace: duration.prefault("2s"),
+        /** Failed attempts after which a lease shows revoke_failed (it is still retried). */
+        fail_after: z.number().int().min(1).default(5),
+        mint_timeout: duration.prefault("30s"),
+        backend_concurrency: z.number().int().min(1).max(1000).default(20),
+      })
+      .prefault({}),
     policy: z.strictObject({ files: z.array(z.string().min(1)).min(1).default(["policies/*.cedar"]) }).prefault({}),
     dev: z.strictObject({ issuer_key_file: z.string().min(1) }).optional(),
   })
+  // Runs even when other parts are invalid (`evenIfInvalid`), so one `config check` reports every
+  // problem at once; the value may then be partial, hence the type guards below.
   .superRefine((cfg, ctx) => {
-    const dup = (entries: [string, (string | number)[]][], what: string) => {
+    const dup = (entries: [unknown, (string | number)[]][], what: string) => {
       const seen = new Map<string, string>();
       for (const [value, path] of entries) {
+        if (typeof value !== "string") continue;
         const first = seen.get(value);
         if (first !== undefined) ctx.addIssue({ code: "custom", path, message: `duplicate ${what} "${value}" (first at ${first})` });
         else seen.set(value, formatPath(path));
       }
     };
-    const issuers = cfg.identity.issuers;
+    const list = <T>(v: T[] | undefined): T[] => (Array.isArray(v) ? v : []).map((x) => (isObject(x) ? x : ({} as T)));
+    const issuers = list(isObject(cfg.identity) ? cfg.identity.issuers : undefined);
+    const workloads = list(cfg.workloads);
+    const roles = list(cfg.roles);
     dup(issuers.map((iss, i) => [iss.name, ["identity", "issuers", i, "name"]]), "issuer name");
     dup(
       issuers.map((iss, i) =>
-        iss.type === "oidc" ? [`issuer URL ${iss.issuer}`, ["identity", "issuers", i, "issuer"]] : [`trust domain ${iss.trust_domain}`, ["identity", "issuers", i, "trust_domain"]],
+        iss.type === "oidc"
+          ? [typeof iss.issuer === "string" ? `issuer URL ${iss.issuer}` : undefined, ["identity", "issuers", i, "issuer"]]
+          : [iss.type === "spiffe" && typeof iss.trust_domain === "string" ? `trust domain ${iss.trust_domain}` : undefined, ["identity", "issuers", i, "trust_domain"]],
       ),
       "issuer",
     );
-    dup(cfg.workloads.map((w, i) => [w.id, ["workloads", i, "id"]]), "workload id");
-    dup(cfg.roles.map((r, i) => [r.name, ["roles", i, "name"]]), "role name");
+    dup(workloads.map((w, i) => [w.id, ["workloads", i, "id"]]), "workload id");
+    dup(roles.map((r, i) => [r.name, ["roles", i, "name"]]), "role name");
 
-    const byName = new Map(issuers.map((i) => [i.name, i]));
-    cfg.workloads.forEach((w, i) => {
+    const byName = new Map(issuers.filter((i) => typeof i.name === "string").map((i) => [i.name, i]));
+    workloads.forEach((w, i) => {
+      if (typeof w.issuer !== "string") return;
       const iss = byName.get(w.issuer);
       if (!iss) {
         ctx.addIssue({ code: "custom", path: ["workloads", i, "issuer"], message: `unknown issuer "${w.issuer}" (known: ${[...byName.keys()].join(", ")})` });
         return;
       }
-      if (iss.type === "spiffe" && w.subject !== undefined && !w.subject.startsWith(`spiffe://${iss.trust_domain}/`)) {
+      if (iss.type === "spiffe" && typeof w.subject === "string" && !w.subject.startsWith(`spiffe://${iss.trust_domain}/`)) {
         ctx.addIssue({
           code: "custom",
           path: ["workloads", i, "subject"],
@@ -244,12 +279,12 @@ export const configSchema = z
         });
       }
     });
-    cfg.roles.forEach((r, i) => {
-      if ((r.backend === "vault" || r.backend === "aws_sts") && cfg.backends[r.backend] === undefined) {
+    roles.forEach((r, i) => {
+      if ((r.backend === "vault" || r.backend === "aws_sts") && !(isObject(cfg.backends) && cfg.backends[r.backend] !== undefined)) {
         ctx.addIssue({ code: "custom", path: ["roles", i, "backend"], message: `backend ${r.backend} is used but backends.${r.backend} is not configured` });
       }
     });
-  });
+  }, evenIfInvalid);
 
 export type Config = z.output<typeof configSchema>;
 export type IssuerConfig = Config["identity"]["issuers"][number];

@@ -4,6 +4,13 @@
  *
  *   {p}:jti:<issuer>:<sha256(jti) base64url>   string "1", PXAT = token exp + clock skew.
  *                                               Single-use token ids already presented.
+ *   {p}:audit                                  stream: the hash-chained audit ledger (src/audit)
+ *   {p}:audit:head                             string: hash of the newest ledger event
+ *   {p}:audit:lease:<lease id>                 list of stream ids: one lease's events
+ *   {p}:lease:*, {p}:leases:*, {p}:live:*,     the lease store: see src/leases/store.ts
+ *   {p}:task:*, {p}:revop:*
+ *   {p}:revocations:*                          BullMQ's queue (src/leases/queue.ts)
+ *   {p}:sweeper                                string: the sweeper's per-tick lock
  */
 import { createHash } from "node:crypto";
 
@@ -11,6 +18,9 @@ export interface Keyspace {
   /** The hash tag, e.g. `{jit}`; also the prefix for BullMQ queues. */
   tag: string;
   seenJti(issuer: string, jti: string): string;
+  audit: string;
+  auditHead: string;
+  auditLeasePrefix: string;
 }
 
 export function createKeyspace(prefix: string): Keyspace {
@@ -18,6 +28,9 @@ export function createKeyspace(prefix: string): Keyspace {
   const tag = `{${prefix}}`;
   return {
     tag,
+    audit: `${tag}:audit`,
+    auditHead: `${tag}:audit:head`,
+    auditLeasePrefix: `${tag}:audit:lease:`,
     seenJti: (issuer, jti) => `${tag}:jti:${issuer}:${createHash("sha256").update(jti).digest("base64url")}`,
   };
 }

@@ -11,6 +11,7 @@ import { createBroker, type Broker } from "../../src/broker";
 import { parseConfig, type LoadedConfig } from "../../src/config/load";
 import { createLogger } from "../../src/core/logger";
 import { createMetrics } from "../../src/http/metrics";
+import type { Backend } from "../../src/backends/types";
 
 export interface TestBroker {
   url: string;
@@ -42,7 +43,10 @@ export function configFrom(config: Record<string, unknown>, env: NodeJS.ProcessE
   return parseConfig(text, file, env);
 }
 
-export async function startTestBroker(config: Record<string, unknown> | LoadedConfig, opts: { redisUrl?: string; now?: () => number } = {}): Promise<TestBroker> {
+export async function startTestBroker(
+  config: Record<string, unknown> | LoadedConfig,
+  opts: { redisUrl?: string; now?: () => number; backends?: Partial<Record<string, Backend>>; worker?: boolean } = {},
+): Promise<TestBroker> {
   const base = "file" in config && "dir" in config ? (config as LoadedConfig) : null;
   const cfg =
     base ??
@@ -57,7 +61,13 @@ export async function startTestBroker(config: Record<string, unknown> | LoadedCo
       cb();
     },
   });
-  const broker = await createBroker(cfg, { logger: createLogger({ level: "debug", destination }), now: opts.now, metrics: createMetrics({ defaultMetrics: false }) });
+  const broker = await createBroker(cfg, {
+    logger: createLogger({ level: "debug", destination }),
+    now: opts.now,
+    metrics: createMetrics({ defaultMetrics: false }),
+    backends: opts.backends,
+    parts: { api: true, worker: opts.worker ?? true },
+  });
   const { url } = await broker.listen(0, "127.0.0.1");
   return { url, broker, config: cfg, logs, close: () => broker.close() };
 }

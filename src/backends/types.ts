@@ -1,0 +1,38 @@
+/**
+ * A credential backend (DESIGN.md section 7): mints one credential for one lease and revokes it.
+ * `mint` must give the credential a backend-native expiry no later than the lease's expires_at
+ * (I2), or report the later `backendExpiresAt`. `revoke` must be idempotent: "already gone"
+ * is success (I4). Errors that are worth retrying are thrown as `BackendError` with
+ * `retryable: true`.
+ */
+import type { RoleConfig } from "../config/schema";
+import type { Lease } from "../leases/types";
+
+export type RevocationKind = "revocable" | "deny_by_session" | "expiry_only";
+
+export interface MintResult {
+  /** Returned to the caller once, never stored (I6). */
+  credential: Record<string, unknown> & { type: string };
+  /** What revocation needs later (lease id, Vault lease id, accessor, session name). Not secret. */
+  handle: Record<string, string>;
+  /** Set when the backend cannot expire the credential as early as the lease. */
+  backendExpiresAt?: Date;
+}
+
+export interface Backend {
+  kind: "jwt" | "vault" | "aws_sts";
+  revocation: RevocationKind;
+  mint(lease: Lease, role: RoleConfig): Promise<MintResult>;
+  revoke(lease: Lease, handle: Record<string, string>): Promise<void>;
+}
+
+export class BackendError extends Error {
+  constructor(
+    message: string,
+    readonly retryable: boolean,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = "BackendError";
+  }
+}

@@ -1,0 +1,29 @@
+import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+
+export function createLeaseMetrics(registry: Registry) {
+  return {
+    issuance: new Histogram({
+      name: "jitbroker_issuance_duration_seconds",
+      help: "Time to issue a credential (authenticated request to response), by backend",
+      labelNames: ["backend"],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [registry],
+    }),
+    issued: new Counter({ name: "jitbroker_leases_issued_total", help: "Leases issued, by backend and role", labelNames: ["backend", "role"], registers: [registry] }),
+    decisions: new Counter({ name: "jitbroker_decisions_total", help: "Policy decisions, by action and decision", labelNames: ["action", "decision"], registers: [registry] }),
+    leaseTransitions: new Counter({ name: "jitbroker_lease_terminal_total", help: "Leases reaching a terminal state", labelNames: ["state"], registers: [registry] }),
+    revocationLag: new Histogram({
+      name: "jitbroker_revocation_lag_seconds",
+      help: "Time from a revocation trigger (expiry, completion, revoke) to the lease's terminal state",
+      labelNames: ["trigger"],
+      buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300],
+      registers: [registry],
+    }),
+    revocationFailures: new Counter({ name: "jitbroker_revocation_failures_total", help: "Failed revocation attempts, by backend", labelNames: ["backend"], registers: [registry] }),
+    leasesByState: new Gauge({ name: "jitbroker_leases", help: "Leases by state (live states, sampled)", labelNames: ["state"], registers: [registry] }),
+    queueDepth: new Gauge({ name: "jitbroker_revocation_queue_jobs", help: "Revocation queue jobs by state", labelNames: ["state"], registers: [registry] }),
+    dueLeases: new Gauge({ name: "jitbroker_leases_due", help: "Live leases whose expiry or revocation is due (sweeper backlog)", registers: [registry] }),
+  };
+}
+
+export type LeaseMetrics = ReturnType<typeof createLeaseMetrics>;

@@ -1,0 +1,173 @@
+/**
+ * The revocation queue (BullMQ) and its worker, plus the sweeper that is the safety net (I3).
+ *
+ * Queue `revocations` under the broker's hash tag (`{p}:revocations:*`, BullMQ's own keys).
+ * Jobs (custom ids contain no ':' as BullMQ requires):
+ *   x-<lease id>   "expire"  delayed until the lease's expires_at; triggers expiry, then revokes
+ *   r-<lease id>   "revoke"  immediate: completion, owner, operator, policy change, failed issue
+ *   b-<op id>      "bulk"    a bulk revocation by selector (task, workload, role, issuer)
+ * Failed revocations are retried with capped exponential backoff and jitter, without limit:
+ * a revocation is never dropped. The sweeper revokes whatever is due in `{p}:leases:due` and
+ * more than `graceMs` late, which covers delayed jobs that fire late or were lost.
+ */
+import { Queue, Worker, type Job } from "bullmq";
+import { Redis } from "ioredis";
+import type { Logger } from "pino";
+import type { AuditLedger } from "../audit/ledger";
+import type { LeaseMetrics } from "./metrics";
+import { backoffMs, type Revoker } from "./revoker";
+import type { LeaseStore } from "./store";
+import type { RevocationTrigger } from "./types";
+
+export const QUEUE_NAME = "revocations";
+const FOREVER = 2 ** 31 - 1;
+
+export type Selector = "lease" | "task" | "workload" | "role" | "issuer";
+
+export interface BulkJobData {
+  op: string;
+  selector: Selector;
+  value: string;
+  trigger: RevocationTrigger;
+  by?: string;
+  reason?: string;
+}
+
+const jobOpts = { attempts: FOREVER, backoff: { type: "jitter" }, removeOnComplete: true, removeOnFail: true } as const;
+
+export function createRevocationQueue(connection: Redis, prefix: string) {
+  const queue = new Queue(QUEUE_NAME, { connection, prefix });
+  return {
+    queue,
+    /** The fast path for expiry: a delayed job at the lease's expiry (I1: before the mint). */
+    scheduleExpiry: (leaseId: string, expiresAt: number, now = Date.now()) =>
+      queue.add("expire", { lease: leaseId }, { ...jobOpts, jobId: `x-${leaseId}`, delay: Math.max(0, expiresAt - now) }),
+    revokeSoon: (leaseIds: string[]) =>
+      leaseIds.length === 0 ? Promise.resolve([]) : queue.addBulk(leaseIds.map((id) => ({ name: "revoke", data: { lease: id }, opts: { ...jobOpts, jobId: `r-${id}` } }))),
+    bulk: (data: BulkJobData) => queue.add("bulk", data, { ...jobOpts, jobId: `b-${data.op}` }),
+    /** Drops the expiry job of a lease that ended early (saves memory; the job would no-op). */
+    dropExpiry: async (leaseIds: string[]) => {
+      await Promise.all(leaseIds.map((id) => queue.remove(`x-${id}`).catch(() => 0)));
+    },
+    close: () => queue.close(),
+  };
+}
+
+export type RevocationQueue = ReturnType<typeof createRevocationQueue>;
+
+export interface WorkerOptions {
+  redisUrl: string;
+  prefix: string;
+  store: LeaseStore;
+  revoker: Revoker;
+  queue: RevocationQueue;
+  audit: AuditLedger;
+  metrics: LeaseMetrics;
+  logger: Logger;
+  concurrency: number;
+  sweepIntervalMs: number;
+  graceMs: number;
+  now?: () => number;
+}
+
+export function startRevocationWorker(opts: WorkerOptions) {
+  const now = opts.now ?? Date.now;
+  const workerConn = new Redis(opts.redisUrl, { maxRetriesPerRequest: null, connectionName: "jitbroker-worker" });
+  workerConn.on("error", () => undefined);
+  const sweeperConn = new Redis(opts.redisUrl, { maxRetriesPerRequest: 1, enableOfflineQueue: false, connectionName: "jitbroker-sweeper" });
+  sweeperConn.on("error", () => undefined);
+
+  async function processBulk(data: BulkJobData): Promise<void> {
+    const sel = data.selector === "lease" ? null : data.selector;
+    let triggered = 0;
+    const chunks: AsyncIterable<string[]> = sel === null ? (async function* () { yield [data.value]; })() : opts.store.liveIds(sel, data.value, 500);
+    for await (const ids of chunks) {
+      const moved = await opts.store.trigger(ids, { trigger: data.trigger, by: data.by, reason: data.reason, op: data.op });
+      triggered += moved.length;
+      await opts.store.updateOp(data.op, { triggered: String(triggered) });
+      const outcome = await opts.revoker.revoke(moved);
+      // Leases that failed get their own retrying job; the bulk job moves on (I4).
+      await opts.queue.revokeSoon(outcome.failed.map((f) => f.id));
+      await opts.queue.dropExpiry(outcome.done);
+    }
+    await opts.store.updateOp(data.op, { state: "triggered", triggered: String(triggered), finished_at: new Date(now()).toISOString() });
+  }
+
+  async function processLease(job: Job<{ lease: string }>): Promise<void> {
+    const id = job.data.lease;
+    if (job.name === "expire") {
+      const lease = await opts.store.get(id);
+      if (!lease) return;
+      if (lease.expires_ms > now() + 1000) {
+        // Fired early (clock skew between hosts): put it back until the real expiry.
+        await opts.queue.scheduleExpiry(id, lease.expires_ms, now());
+        return;
+      }
+      await opts.store.trigger([id], { trigger: "expiry", onlyIfExpired: true });
+    }
+    const outcome = await opts.revoker.revoke([id]);
+    if (job.name === "revoke") await opts.queue.dropExpiry(outcome.done);
+    if (outcome.failed.length > 0) throw new Error(outcome.failed[0]!.error);
+  }
+
+  const worker = new Worker(
+    QUEUE_NAME,
+    async (job: Job) => {
+      if (job.name === "bulk") return processBulk(job.data as BulkJobData);
+      return processLease(job as Job<{ lease: string }>);
+    },
+    {
+      connection: workerConn,
+      prefix: opts.prefix,
+      concurrency: opts.concurrency,
+      settings: { backoffStrategy: (attemptsMade: number) => backoffMs(attemptsMade) },
+      autorun: true,
+    },
+  );
+  worker.on("error", (e) => opts.logger.warn({ err: { message: e.message } }, "revocation worker error"));
+
+  // The sweeper: one instance at a time cluster-wide (a short Redis lock per tick).
+  const lockKey = `${opts.prefix}:sweeper`;
+  let sweeping = false;
+  async function sweep(): Promise<number> {
+    if (sweeping) return 0;
+    sweeping = true;
+    try {
+      const got = await sweeperConn.set(lockKey, String(process.pid), "PX", Math.max(1000, opts.sweepIntervalMs * 2), "NX");
+      if (got !== "OK") return 0;
+      let total = 0;
+      for (;;) {
+        const ids = await opts.store.due(now() - opts.graceMs, 500);
+        if (ids.length === 0) break;
+        await opts.store.trigger(ids, { trigger: "expiry", onlyIfExpired: true });
+        const outcome = await opts.revoker.revoke(ids);
+        total += outcome.done.length;
+        await opts.queue.dropExpiry(outcome.done);
+        if (outcome.done.length === 0) break; // the rest are failing: their retry time moved on
+      }
+      if (total > 0) opts.logger.info({ revoked: total }, "sweeper revoked overdue leases");
+      await sweeperConn.del(lockKey);
+      return total;
+    } catch (e) {
+      opts.logger.warn({ err: { message: (e as Error).message } }, "sweep failed; will retry");
+      return 0;
+    } finally {
+      sweeping = false;
+    }
+  }
+  const timer = setInterval(() => void sweep(), opts.sweepIntervalMs);
+  timer.unref();
+
+  return {
+    worker,
+    sweep,
+    async close(): Promise<void> {
+      clearInterval(timer);
+      await worker.close();
+      workerConn.disconnect();
+      sweeperConn.disconnect();
+    },
+  };
+}
+
+export type RevocationWorker = ReturnType<typeof startRevocationWorker>;

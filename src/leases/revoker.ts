@@ -1,0 +1,124 @@
+/**
+ * Revocation: takes leases whose revocation was triggered (state revoking or revoke_failed),
+ * revokes them at their backend and records the terminal state. Used by the BullMQ worker, the
+ * bulk-revocation job and the sweeper alike, so there is exactly one revocation path.
+ * Idempotent (I4): a lease that is already terminal is skipped; "already gone" at a backend is
+ * the backend's own success.
+ */
+import type { Logger } from "pino";
+import type { AuditLedger } from "../audit/ledger";
+import type { Backend } from "../backends/types";
+import type { LeaseMetrics } from "./metrics";
+import type { LeaseStore, StoredLease } from "./store";
+
+export interface RevokerOptions {
+  store: LeaseStore;
+  backends: Map<string, Backend>;
+  audit: AuditLedger;
+  metrics: LeaseMetrics;
+  logger: Logger;
+  now?: () => number;
+  /** Attempts after which a lease shows `revoke_failed` (it is still retried). */
+  failAfter: number;
+  /** A lease still without a backend handle this long after issue was never minted. */
+  mintTimeoutMs: number;
+  /** Concurrent backend revocations per backend (protects the backend from a mass expiry). */
+  concurrencyPerBackend: number;
+}
+
+export interface RevokeOutcome {
+  done: string[];
+  failed: { id: string; attempts: number; error: string }[];
+}
+
+/** Capped exponential backoff with full jitter in [50%, 100%] of the step. */
+export function backoffMs(attempt: number, baseMs = 500, capMs = 60_000, random = Math.random): number {
+  const step = Math.min(capMs, baseMs * 2 ** Math.max(0, attempt - 1));
+  return Math.round(step * (0.5 + random() / 2));
+}
+
+export function maxBackoffMs(attempt: number, baseMs = 500, capMs = 60_000): number {
+  return Math.min(capMs, baseMs * 2 ** Math.max(0, attempt - 1));
+}
+
+function semaphore(limit: number) {
+  let active = 0;
+  const waiting: (() => void)[] = [];
+  return async <T>(fn: () => Promise<T>): Promise<T> => {
+    if (active >= limit) await new Promise<void>((r) => waiting.push(r));
+    active++;
+    try {
+      return await fn();
+    } finally {
+      active--;
+      waiting.shift()?.();
+    }
+  };
+}
+
+export function createRevoker(opts: RevokerOptions) {
+  const now = opts.now ?? Date.now;
+  const limits = new Map<string, ReturnType<typeof semaphore>>();
+  const limitFor = (backend: string) => {
+    let l = limits.get(backend);
+    if (!l) limits.set(backend, (l = semaphore(opts.concurrencyPerBackend)));
+    return l;
+  };
+
+  async function revokeOne(lease: StoredLease, out: RevokeOutcome): Promise<void> {
+    if (lease.state !== "revoking" && lease.state !== "revoke_failed") return;
+    const backend = opts.backends.get(lease.backend);
+    try {
+      if (lease.handle === null) {
+        // Issued but not (yet) minted: wait for the mint to record its handle, or time out.
+        if (now() - lease.issued_ms < opts.mintTimeoutMs) throw new Error("mint still in progress");
+      } else {
+        if (!backend) throw new Error(`backend ${lease.backend} is not configured`);
+        await limitFor(lease.backend)(() => backend.revoke(lease, lease.handle!));
+      }
+    } catch (e) {
+      const attempts = (lease.revoke_attempts ?? 0) + 1;
+      const error = (e as Error).message || String(e);
+      const state = await opts.store.fail(lease, error, opts.failAfter, now() + maxBackoffMs(attempts) + 2000);
+      opts.metrics.revocationFailures.inc({ backend: lease.backend });
+      opts.logger.warn({ lease_id: lease.id, backend: lease.backend, attempts, error }, "revocation failed; will retry");
+      if (state === "revoke_failed" && lease.state !== "revoke_failed") {
+        await opts.audit.append({ type: "revoke_failed", at: new Date(now()).toISOString(), lease_id: lease.id, workload: lease.workload, task_id: lease.task_id, actor: "system", attempts, error });
+      }
+      out.failed.push({ id: lease.id, attempts, error });
+      return;
+    }
+    const final = await opts.store.finish(lease);
+    if (final !== "revoked" && final !== "expired") return; // someone else finished it
+    out.done.push(lease.id);
+    const at = now();
+    const trigger = lease.revocation?.trigger ?? "expiry";
+    if (lease.trigger_at !== null) opts.metrics.revocationLag.observe({ trigger }, Math.max(0, at - lease.trigger_at) / 1000);
+    opts.metrics.leaseTransitions.inc({ state: final });
+    await opts.audit.append({
+      type: final,
+      at: new Date(at).toISOString(),
+      lease_id: lease.id,
+      workload: lease.workload,
+      task_id: lease.task_id,
+      actor: lease.revocation?.by ?? "system",
+      trigger,
+      ...(lease.revocation?.reason ? { reason: lease.revocation.reason } : {}),
+      backend: lease.backend,
+      revocation_kind: lease.revocation_kind,
+      ...(lease.handle === null ? { note: "never minted" } : {}),
+    });
+  }
+
+  return {
+    /** Revokes the given (already triggered) leases. Never throws for one lease's failure (I4). */
+    async revoke(ids: string[]): Promise<RevokeOutcome> {
+      const out: RevokeOutcome = { done: [], failed: [] };
+      const leases = await opts.store.getMany(ids);
+      await Promise.all(leases.map((l) => (l ? revokeOne(l, out) : Promise.resolve())));
+      return out;
+    },
+  };
+}
+
+export type Revoker = ReturnType<typeof createRevoker>;

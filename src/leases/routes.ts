@@ -1,0 +1,205 @@
+/**
+ * REST endpoints for credentials, tasks, leases and operators (DESIGN.md section 5). Handlers
+ * validate input with zod, call the lease service, and shape responses; nothing else.
+ */
+import { Router, type Request } from "express";
+import { z } from "zod";
+import type { AuditLedger } from "../audit/ledger";
+import { parseDuration } from "../core/duration";
+import { BrokerError } from "../core/errors";
+import type { AuthContext } from "../http/app";
+import { requireJsonObject } from "../http/app";
+import type { PolicyEngine } from "../policy/engine";
+import { BROKER_RESOURCE_ID } from "../policy/engine";
+import type { LeaseMetrics } from "./metrics";
+import { principalOf, type LeaseService } from "./service";
+import { publicLease, type LeaseStore, type StoredLease } from "./store";
+import type { LeaseState } from "./types";
+
+export const TASK_ID = /^[A-Za-z0-9._:@-]{1,128}$/;
+const taskId = z.string().regex(TASK_ID, "must be 1-128 characters of [A-Za-z0-9._:@-]");
+const text = z.string().max(256);
+
+export const credentialRequestSchema = z.strictObject({
+  role: z.string().min(1).max(128),
+  task: z.strictObject({ id: taskId, intent: text.optional(), tool: text.optional(), destination: text.optional(), sensitivity: text.optional() }),
+  ttl: z
+    .union([z.string().max(16), z.number().int().positive().max(7 * 24 * 3600)])
+    .optional()
+    .describe('a duration such as "5m", or seconds'),
+});
+
+const leaseState = z.enum(["issuing", "active", "revoking", "revoked", "expired", "revoke_failed"]);
+export const leaseListQuery = z.strictObject({
+  workload: z.string().max(128).optional(),
+  task_id: taskId.optional(),
+  role: z.string().max(128).optional(),
+  issuer: z.string().max(64).optional(),
+  state: leaseState.optional(),
+  limit: z.coerce.number().int().min(1).max(500).default(50),
+  cursor: z.string().max(512).optional(),
+});
+
+export const revocationRequestSchema = z
+  .strictObject({
+    lease_id: z.string().max(64).optional(),
+    task_id: taskId.optional(),
+    workload: z.string().max(128).optional(),
+    role: z.string().max(128).optional(),
+    issuer: z.string().max(64).optional(),
+    reason: z.string().min(1).max(500),
+  })
+  .refine((b) => [b.lease_id, b.task_id, b.workload, b.role, b.issuer].filter((v) => v !== undefined).length === 1, {
+    message: "give exactly one of lease_id, task_id, workload, role, issuer",
+  });
+
+export const revokeBodySchema = z.strictObject({ reason: z.string().min(1).max(500).optional() });
+
+function parse<T>(schema: z.ZodType<T>, value: unknown, where: string): T {
+  const r = schema.safeParse(value);
+  if (r.success) return r.data;
+  const problems = r.error.issues.map((i) => ({ field: i.path.length ? i.path.join(".") : where, message: i.message }));
+  throw new BrokerError("invalid_request", problems.map((p) => `${p.field}: ${p.message}`).join("; "), { extra: { errors: problems } });
+}
+
+function ttlOf(v: string | number | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v === "number") return v * 1000;
+  try {
+    return parseDuration(v);
+  } catch (e) {
+    throw new BrokerError("invalid_request", `ttl: ${(e as Error).message}`);
+  }
+}
+
+const leaseId = (v: unknown) => (typeof v === "string" && /^l_[A-Za-z0-9_-]{10,40}$/.test(v) ? v : null);
+
+export interface LeaseRoutesOptions {
+  service: LeaseService;
+  store: LeaseStore;
+  audit: AuditLedger;
+  policy: () => PolicyEngine;
+  metrics: LeaseMetrics;
+}
+
+export function leaseRoutes(opts: LeaseRoutesOptions): Router {
+  const r = Router();
+  const { service, store } = opts;
+
+  /** Operators are `human` workloads that Cedar allows the admin action on Broker::"jitbroker". */
+  function isOperator(auth: AuthContext, action: "admin_read" | "admin_revoke"): boolean {
+    if (auth.workload.kind !== "human") return false;
+    const d = opts.policy().decide({
+      principal: principalOf(auth),
+      action,
+      resource: { type: "Broker", id: BROKER_RESOURCE_ID },
+      context: { task: { id: "", intent: "", tool: "", destination: "", sensitivity: "" }, ttl_seconds: 0, approved: false },
+    });
+    opts.metrics.decisions.inc({ action, decision: d.decision });
+    return d.decision === "allow";
+  }
+  function requireOperator(req: Request, action: "admin_read" | "admin_revoke"): AuthContext {
+    const auth = req.auth!;
+    if (!isOperator(auth, action)) throw new BrokerError("policy_denied", `${action} requires an operator (a human workload allowed by policy)`);
+    return auth;
+  }
+  /** The lease if the caller owns it or is an operator; otherwise 404, revealing nothing. */
+  async function visibleLease(req: Request, action: "admin_read" | "admin_revoke"): Promise<{ lease: StoredLease; operator: boolean }> {
+    const id = leaseId(req.params.id);
+    const lease = id ? await store.get(id) : null;
+    const auth = req.auth!;
+    if (lease && lease.workload === auth.workload.id) return { lease, operator: false };
+    if (lease && isOperator(auth, action)) return { lease, operator: true };
+    throw new BrokerError("not_found", "no such lease");
+  }
+
+  r.post("/v1/credentials", requireJsonObject, async (req, res) => {
+    const body = parse(credentialRequestSchema, req.body, "body");
+    const out = await service.issue(req.auth!, { role: body.role, task: body.task, ttlMs: ttlOf(body.ttl) });
+    res.status(201).json(out);
+  });
+
+  r.post("/v1/tasks/:task_id/complete", async (req, res) => {
+    const id = parse(taskId, req.params.task_id, "task_id");
+    res.json(await service.completeTask(req.auth!, id));
+  });
+
+  r.get("/v1/leases/:id", async (req, res) => {
+    res.json({ lease: publicLease((await visibleLease(req, "admin_read")).lease) });
+  });
+
+  r.delete("/v1/leases/:id", async (req, res) => {
+    const { lease, operator } = await visibleLease(req, "admin_revoke");
+    const body = req.body === undefined || (typeof req.body === "object" && Object.keys(req.body as object).length === 0) ? {} : parse(revokeBodySchema, req.body, "body");
+    res.json({ lease: await service.revokeLease(lease, operator ? "operator" : "owner", req.auth!.workload.id, body.reason) });
+  });
+
+  r.get("/v1/admin/leases", async (req, res) => {
+    requireOperator(req, "admin_read");
+    const q = parse(leaseListQuery, req.query, "query");
+    const { leases, next } = await store.list(q, q.limit, q.cursor);
+    res.json({ leases: leases.map(publicLease), next_cursor: next });
+  });
+
+  r.post("/v1/admin/revocations", requireJsonObject, async (req, res) => {
+    const auth = requireOperator(req, "admin_revoke");
+    const b = parse(revocationRequestSchema, req.body, "body");
+    const [selector, value] = (
+      [
+        ["lease", b.lease_id],
+        ["task", b.task_id],
+        ["workload", b.workload],
+        ["role", b.role],
+        ["issuer", b.issuer],
+      ] as const
+    ).find(([, v]) => v !== undefined)!;
+    const out = await service.bulkRevoke(selector, value!, auth.workload.id, b.reason);
+    res.status(202).setHeader("Location", `/v1/admin/revocations/${out.id}`).json(out);
+  });
+
+  r.get("/v1/admin/revocations/:id", async (req, res) => {
+    requireOperator(req, "admin_read");
+    const id = typeof req.params.id === "string" && /^op_[A-Za-z0-9_-]{10,30}$/.test(req.params.id) ? req.params.id : null;
+    const op = id ? await store.getOp(id) : null;
+    if (!op) throw new BrokerError("not_found", "no such revocation");
+    const matched = Number(op.matched ?? 0);
+    const triggered = Number(op.triggered ?? 0);
+    const revoked = Number(op.revoked ?? 0);
+    const failed = Number(op.failed ?? 0);
+    const done = op.state === "triggered" && revoked + failed >= triggered;
+    res.json({
+      id: op.id,
+      selector: { [op.selector === "lease" ? "lease_id" : op.selector === "task" ? "task_id" : op.selector!]: op.value },
+      reason: op.reason,
+      by: op.by,
+      created_at: op.created_at,
+      matched,
+      triggered,
+      revoked,
+      failed,
+      state: !done ? "running" : failed > 0 ? "completed_with_failures" : "completed",
+      ...(op.finished_at ? { finished_at: op.finished_at } : {}),
+    });
+  });
+
+  r.get("/v1/admin/leases/:id/history", async (req, res) => {
+    requireOperator(req, "admin_read");
+    const id = leaseId(req.params.id);
+    const lease = id ? await store.get(id) : null;
+    if (!lease) throw new BrokerError("not_found", "no such lease");
+    const events = await opts.audit.byLease(lease.id);
+    res.json({
+      lease: publicLease(lease),
+      // DESIGN.md I8, the four questions:
+      requested_by: { workload: lease.workload, task: lease.task },
+      identity: lease.identity,
+      allowed_by: lease.policy,
+      ended: lease.revocation ? { state: lease.state, ...lease.revocation, revoked_at: lease.revoked_at ?? null } : null,
+      events,
+    });
+  });
+
+  return r;
+}
+
+export type { LeaseState };

@@ -1,0 +1,231 @@
+/**
+ * Credential issuance and revocation triggers: the order of operations that makes I1 hold.
+ *
+ *   authenticate → workload → task open? → Cedar decision → TTL → lease written (issuing,
+ *   with the quota and task checks in the same script) → expiry scheduled → mint → handle
+ *   recorded and lease flipped to active → response.
+ *
+ * If anything fails after the mint, what was minted is revoked before the error is answered.
+ */
+import { randomBytes } from "node:crypto";
+import type { Logger } from "pino";
+import type { AuditLedger } from "../audit/ledger";
+import type { Backend, MintResult } from "../backends/types";
+import type { RoleConfig } from "../config/schema";
+import { BrokerError } from "../core/errors";
+import type { AuthContext } from "../http/app";
+import type { Decision, PolicyEngine } from "../policy/engine";
+import type { LeaseMetrics } from "./metrics";
+import type { RevocationQueue, Selector } from "./queue";
+import type { Revoker } from "./revoker";
+import { publicLease, type LeaseStore, type StoredLease } from "./store";
+import { leaseTtlMs, requestedTtlMs } from "./ttl";
+import type { Lease, RevocationTrigger, TaskContext } from "./types";
+
+export interface LeaseServiceOptions {
+  store: LeaseStore;
+  queue: RevocationQueue;
+  revoker: Revoker;
+  backends: Map<string, Backend>;
+  roles: () => Map<string, RoleConfig>;
+  policy: () => PolicyEngine;
+  audit: AuditLedger;
+  metrics: LeaseMetrics;
+  logger: Logger;
+  quota: number;
+  now?: () => number;
+}
+
+export interface CredentialRequest {
+  role: string;
+  task: Partial<TaskContext> & { id: string };
+  ttlMs?: number;
+}
+
+/** Lease ids: 128 random bits, URL- and BullMQ-safe. */
+export const newLeaseId = () => `l_${randomBytes(16).toString("base64url")}`;
+export const newOpId = () => `op_${randomBytes(12).toString("base64url")}`;
+
+export function principalOf(auth: AuthContext) {
+  const w = auth.workload;
+  return {
+    id: w.id,
+    kind: w.kind,
+    owner: w.owner,
+    issuer: auth.identity.issuer,
+    subject: auth.identity.subject,
+    claims: Object.fromEntries(Object.keys(w.claims).map((c) => [c, auth.identity.claims[c] as string | number | boolean])),
+  };
+}
+
+export function createLeaseService(opts: LeaseServiceOptions) {
+  const now = opts.now ?? Date.now;
+  const { store, audit, metrics } = opts;
+  const at = () => new Date(now()).toISOString();
+
+  function decisionSummary(d: Decision) {
+    return { decision: d.decision, policy_ids: d.policyIds, policy_hash: d.policyHash, ...(d.errors.length ? { errors: d.errors } : {}) };
+  }
+
+  /** Revokes a credential minted for a lease that must not be handed out. */
+  async function undoMint(lease: StoredLease | null, leaseId: string, backend: Backend, minted: MintResult, why: string) {
+    try {
+      if (lease) await backend.revoke(lease, minted.handle);
+    } catch (e) {
+      opts.logger.error({ lease_id: leaseId, err: { message: (e as Error).message } }, "could not revoke a credential minted for a refused lease; the worker retries");
+    }
+    await opts.queue.revokeSoon([leaseId]).catch(() => undefined);
+    await audit.append({ type: "issue_failed", at: at(), lease_id: leaseId, actor: "system", reason: why }).catch(() => undefined);
+  }
+
+  return {
+    async issue(auth: AuthContext, req: CredentialRequest): Promise<{ lease: Lease; credential: MintResult["credential"] }> {
+      const started = process.hrtime.bigint();
+      const role = opts.roles().get(req.role);
+      if (!role) throw new BrokerError("unknown_role", `no role named "${req.role}"`);
+      const backend = opts.backends.get(role.backend);
+      if (!backend) throw new BrokerError("backend_unavailable", `backend ${role.backend} is not available in this broker`);
+      const task: TaskContext = { id: req.task.id, intent: req.task.intent ?? "", tool: req.task.tool ?? "", destination: req.task.destination ?? "", sensitivity: req.task.sensitivity ?? "" };
+      const workload = auth.workload.id;
+
+      const ttlIn = { requestedMs: req.ttlMs, roleDefaultMs: role.ttl.default, roleMaxMs: role.ttl.max };
+      const askedMs = requestedTtlMs(ttlIn);
+      if (await store.isTaskCompleted(workload, task.id)) throw new BrokerError("task_completed", `task ${task.id} is completed; start a new task`);
+
+      const decision = opts.policy().decide({
+        principal: principalOf(auth),
+        action: "request",
+        resource: { name: role.name, backend: role.backend, labels: role.labels },
+        context: { task, ttl_seconds: Math.floor(askedMs / 1000), approved: false },
+      });
+      metrics.decisions.inc({ action: "request", decision: decision.decision });
+      const identity = { kind: auth.identity.kind, issuer: auth.identity.issuer, subject: auth.identity.subject };
+      const allowed = decision.decision === "allow" && !decision.approvalRequired;
+      await audit.append({ type: "decision", at: at(), workload, task_id: task.id, actor: workload, action: "request", role: role.name, identity, ...decisionSummary(decision), ...(decision.approvalRequired ? { approval_required: true } : {}) });
+      if (decision.decision !== "allow") throw new BrokerError("policy_denied", `policy does not allow ${workload} to request ${role.name}`, { extra: { policy_hash: decision.policyHash } });
+      if (!allowed) throw new BrokerError("policy_denied", `requesting ${role.name} requires human approval, which this broker version does not support yet`);
+
+      const ttlMs = leaseTtlMs({ ...ttlIn, policyMaxMs: decision.maxTtlSeconds === undefined ? undefined : decision.maxTtlSeconds * 1000 });
+      const issuedAt = now();
+      // Whole seconds: JWT exp and most backends count in seconds; never later than the lease (I2).
+      const expiresAt = Math.floor((issuedAt + ttlMs) / 1000) * 1000;
+      const id = newLeaseId();
+      const created = await store.create(
+        {
+          id,
+          role: role.name,
+          backend: role.backend,
+          workload,
+          task,
+          issuedAt,
+          expiresAt,
+          ttlSeconds: Math.round((expiresAt - issuedAt) / 1000),
+          revocationKind: backend.revocation,
+          identity,
+          policy: { ids: decision.policyIds, hash: decision.policyHash },
+        },
+        opts.quota,
+      );
+      if (created === "task_completed") throw new BrokerError("task_completed", `task ${task.id} is completed; start a new task`);
+      if (created === "quota_exceeded") throw new BrokerError("quota_exceeded", `workload ${workload} already holds ${opts.quota} active leases`, { headers: { "Retry-After": "30" } });
+      if (created !== "ok") throw new BrokerError("internal", "lease id collision");
+
+      // I1: the revocation is scheduled before anything is minted.
+      try {
+        await opts.queue.scheduleExpiry(id, expiresAt, now());
+      } catch (e) {
+        await store.trigger([id], { trigger: "issue_failed", reason: "could not schedule expiry" }).catch(() => undefined);
+        throw new BrokerError("store_unavailable", "could not schedule the lease's revocation; nothing was issued", { cause: e });
+      }
+
+      let minted: MintResult;
+      try {
+        const lease = await store.get(id);
+        minted = await backend.mint(publicLease(lease!), role);
+      } catch (e) {
+        await store.trigger([id], { trigger: "issue_failed", reason: "mint failed" }).catch(() => undefined);
+        await opts.queue.revokeSoon([id]).catch(() => undefined);
+        await audit.append({ type: "issue_failed", at: at(), lease_id: id, workload, task_id: task.id, actor: "system", reason: (e as Error).message }).catch(() => undefined);
+        if (e instanceof BrokerError) throw e;
+        throw new BrokerError("backend_unavailable", `backend ${role.backend} could not mint the credential`, { cause: e });
+      }
+
+      let state;
+      try {
+        state = await store.activate(id, minted.handle, minted.backendExpiresAt?.getTime());
+      } catch (e) {
+        await undoMint(await store.get(id).catch(() => null), id, backend, minted, "could not record the lease");
+        throw e;
+      }
+      if (state !== "active") {
+        const lease = await store.get(id).catch(() => null);
+        await undoMint(lease, id, backend, minted, `lease was ${state} before the mint completed`);
+        if (lease?.revocation?.trigger === "task_completed") throw new BrokerError("task_completed", `task ${task.id} was completed while the credential was being issued`);
+        throw new BrokerError("policy_denied", `the lease was revoked (${lease?.revocation?.trigger ?? state}) while the credential was being issued`);
+      }
+      const lease = (await store.get(id))!;
+      await audit.append({
+        type: "mint",
+        at: at(),
+        lease_id: id,
+        workload,
+        task_id: task.id,
+        actor: workload,
+        role: role.name,
+        backend: role.backend,
+        identity,
+        policy_ids: decision.policyIds,
+        policy_hash: decision.policyHash,
+        expires_at: lease.expires_at,
+        ...(lease.backend_expires_at ? { backend_expires_at: lease.backend_expires_at } : {}),
+        task,
+      });
+      metrics.issued.inc({ backend: role.backend, role: role.name });
+      metrics.issuance.observe({ backend: role.backend }, Number(process.hrtime.bigint() - started) / 1e9);
+      return { lease: publicLease(lease), credential: minted.credential };
+    },
+
+    /** Completes a task for the calling workload (I5) and revokes its leases of that task. */
+    async completeTask(auth: AuthContext, taskId: string): Promise<{ task_id: string; revoked: number }> {
+      const workload = auth.workload.id;
+      const first = await store.completeTask(workload, taskId, workload);
+      const ids: string[] = [];
+      for await (const chunk of store.liveIds("task", taskId)) ids.push(...chunk);
+      const mine = (await store.getMany(ids)).filter((l): l is StoredLease => l !== null && l.workload === workload).map((l) => l.id);
+      const moved = await store.trigger(mine, { trigger: "task_completed", by: workload });
+      await opts.queue.revokeSoon(moved);
+      if (first || moved.length > 0) {
+        await audit.append({ type: "task_completed", at: at(), workload, task_id: taskId, actor: workload, leases: moved });
+      }
+      return { task_id: taskId, revoked: moved.length };
+    },
+
+    /** One lease, revoked by its owner or an operator. */
+    async revokeLease(lease: StoredLease, trigger: Extract<RevocationTrigger, "owner" | "operator">, by: string, reason?: string): Promise<Lease> {
+      const moved = await store.trigger([lease.id], { trigger, by, reason });
+      if (moved.length > 0) {
+        await audit.append({ type: "revocation_requested", at: at(), lease_id: lease.id, workload: lease.workload, task_id: lease.task_id, actor: by, trigger, ...(reason ? { reason } : {}) });
+        await opts.queue.revokeSoon(moved);
+      }
+      return publicLease((await store.get(lease.id)) ?? lease);
+    },
+
+    /** Starts an asynchronous bulk revocation; returns its id and how many live leases matched. */
+    async bulkRevoke(selector: Selector, value: string, by: string, reason: string): Promise<{ id: string; matched: number }> {
+      const id = newOpId();
+      let matched: number;
+      if (selector === "lease") {
+        const l = await store.get(value);
+        matched = l && (l.state === "issuing" || l.state === "active") ? 1 : 0;
+      } else {
+        matched = await store.countLive(selector, value);
+      }
+      await store.createOp(id, { id, selector, value, matched: String(matched), state: "running", by, reason, created_at: at() });
+      await audit.append({ type: "bulk_revocation", at: at(), actor: by, op: id, selector, value, matched, reason });
+      await opts.queue.bulk({ op: id, selector, value, trigger: "operator", by, reason });
+      return { id, matched };
+    },
+  };
+}
+
+export type LeaseService = ReturnType<typeof createLeaseService>;

@@ -1,0 +1,444 @@
+/**
+ * The lease store: the only module that reads or writes lease state in Redis. Every state
+ * change is one Lua script, so a revocation racing an issuance can never leave an active
+ * credential behind (DESIGN.md I1, I3, I5).
+ *
+ * Keys (all under the hash tag `{p}`, see src/redis/keys.ts):
+ *   {p}:lease:<id>          hash   the lease (fields below); EXPIRE = retention once terminal
+ *   {p}:leases:due          zset   live lease ids, score = ms when the lease next needs the worker:
+ *                                  its expiry, "now" once a revocation is triggered, or the next
+ *                                  retry after a failed revocation. The sweeper walks it.
+ *   {p}:leases:all          zset   every lease id by issued_at ms (listing; pruned by retention)
+ *   {p}:live:workload:<w>   set    live lease ids of a workload   (quota, bulk revocation)
+ *   {p}:live:role:<r>       set    live lease ids of a role
+ *   {p}:live:issuer:<i>     set    live lease ids by identity issuer
+ *   {p}:live:task:<t>       set    live lease ids of a task id (any workload)
+ *   {p}:task:<w>:<t>        string JSON {at, by}: task completed (I5); EXPIRE = task retention
+ *   {p}:leases:failed       set    lease ids in state revoke_failed (metrics, operators)
+ *   {p}:revop:<id>          hash   bulk revocation progress (matched, revoked, failed, state...)
+ *
+ * Lease hash fields: id role backend workload task_id state iat (issued_at ms) exp (expires_at
+ * ms) bexp (backend_expires_at ms) rat (revoked_at ms) trig by reason tat (trigger ms) rkind
+ * (revocation kind) ikind issuer subject pids (policy ids, JSON) phash task (JSON context) ttl
+ * handle (JSON backend handle, never secret) err att (revoke attempts) op (bulk op id).
+ * No field ever holds secret material (I6).
+ */
+import type { Redis } from "ioredis";
+import { storeCall } from "../redis/client";
+import type { Keyspace } from "../redis/keys";
+import { LIVE_STATES, TERMINAL_STATES, type Lease, type LeaseState, type RevocationTrigger, type TaskContext } from "./types";
+
+const CREATE = `
+-- KEYS: 1 lease, 2 due, 3 all, 4 live:workload, 5 live:role, 6 live:issuer, 7 live:task, 8 task marker
+-- ARGV: 1 quota (0 = none), 2 id, 3 issued_at ms, 4 expires_at ms, 5.. field/value pairs
+if redis.call('EXISTS', KEYS[8]) == 1 then return 'task_completed' end
+local quota = tonumber(ARGV[1])
+if quota > 0 and redis.call('SCARD', KEYS[4]) >= quota then return 'quota_exceeded' end
+if redis.call('EXISTS', KEYS[1]) == 1 then return 'exists' end
+local fields = {}
+for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
+for k = 4, 7 do redis.call('SADD', KEYS[k], ARGV[2]) end
+return 'ok'
+`;
+
+const ACTIVATE = `
+-- KEYS: 1 lease.  ARGV: 1 handle JSON, 2 backend_expires_at ms or ''
+local st = redis.call('HGET', KEYS[1], 'state')
+if not st then return 'missing' end
+redis.call('HSET', KEYS[1], 'handle', ARGV[1])
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'bexp', ARGV[2]) end
+if st == 'issuing' then redis.call('HSET', KEYS[1], 'state', 'active') return 'active' end
+return st
+`;
+
+const TRIGGER = `
+-- KEYS: 1 due, 2.. lease keys.  ARGV: 1 trigger, 2 by, 3 reason, 4 now ms, 5 op id or '',
+--       6 only-if-expired ('1': trigger only leases whose expires_at <= now), 7.. lease ids
+-- Moves each live, untriggered lease to 'revoking' (the first trigger wins) and makes it due now.
+local out = {}
+for i = 2, #KEYS do
+  local id = ARGV[5 + i]
+  local st = redis.call('HGET', KEYS[i], 'state')
+  if st == 'issuing' or st == 'active' then
+    local ok = true
+    if ARGV[6] == '1' then ok = tonumber(redis.call('HGET', KEYS[i], 'exp')) <= tonumber(ARGV[4]) end
+    if ok then
+      redis.call('HSET', KEYS[i], 'state', 'revoking', 'trig', ARGV[1], 'tat', ARGV[4])
+      if ARGV[2] ~= '' then redis.call('HSET', KEYS[i], 'by', ARGV[2]) end
+      if ARGV[3] ~= '' then redis.call('HSET', KEYS[i], 'reason', ARGV[3]) end
+      if ARGV[5] ~= '' then redis.call('HSET', KEYS[i], 'op', ARGV[5]) end
+      redis.call('ZADD', KEYS[1], ARGV[4], id)
+      out[#out + 1] = id
+    end
+  end
+end
+return out
+`;
+
+const FINISH = `
+-- KEYS: 1 lease, 2 due, 3 live:workload, 4 live:role, 5 live:issuer, 6 live:task, 7 op or a dummy, 8 failed
+-- ARGV: 1 id, 2 now ms, 3 retention seconds
+local st = redis.call('HGET', KEYS[1], 'state')
+if st ~= 'revoking' and st ~= 'revoke_failed' then return st or 'missing' end
+local trig = redis.call('HGET', KEYS[1], 'trig')
+local final = 'revoked'
+if trig == 'expiry' then final = 'expired' end
+redis.call('HSET', KEYS[1], 'state', final, 'rat', ARGV[2])
+redis.call('HDEL', KEYS[1], 'err')
+redis.call('ZREM', KEYS[2], ARGV[1])
+for k = 3, 6 do redis.call('SREM', KEYS[k], ARGV[1]) end
+redis.call('SREM', KEYS[8], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+if redis.call('HGET', KEYS[1], 'op') then
+  redis.call('HINCRBY', KEYS[7], 'revoked', 1)
+  if st == 'revoke_failed' then redis.call('HINCRBY', KEYS[7], 'failed', -1) end
+end
+return final
+`;
+
+const FAIL = `
+-- KEYS: 1 lease, 2 due, 3 op or a dummy, 4 failed.  ARGV: 1 id, 2 error text, 3 fail-after attempts, 4 next attempt ms
+local st = redis.call('HGET', KEYS[1], 'state')
+if st ~= 'revoking' and st ~= 'revoke_failed' then return st or 'missing' end
+local att = redis.call('HINCRBY', KEYS[1], 'att', 1)
+redis.call('HSET', KEYS[1], 'err', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+if st == 'revoking' and att >= tonumber(ARGV[3]) then
+  redis.call('HSET', KEYS[1], 'state', 'revoke_failed')
+  redis.call('SADD', KEYS[4], ARGV[1])
+  if redis.call('HGET', KEYS[1], 'op') then redis.call('HINCRBY', KEYS[3], 'failed', 1) end
+  return 'revoke_failed'
+end
+return st
+`;
+
+const COMPLETE_TASK = `
+-- KEYS: 1 task marker.  ARGV: 1 JSON {at, by}, 2 retention seconds
+-- Returns 1 if this call completed the task, 0 if it was already completed.
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end
+return 0
+`;
+
+export interface NewLease {
+  id: string;
+  role: string;
+  backend: Lease["backend"];
+  workload: string;
+  task: TaskContext;
+  issuedAt: number;
+  expiresAt: number;
+  ttlSeconds: number;
+  revocationKind: Lease["revocation_kind"];
+  identity: Lease["identity"];
+  policy: Lease["policy"];
+}
+
+/** A lease as stored, with the fields only the broker needs (handle, op). */
+export interface StoredLease extends Lease {
+  handle: Record<string, string> | null;
+  op: string | null;
+  trigger_at: number | null;
+  issued_ms: number;
+  expires_ms: number;
+}
+
+export interface LeaseFilter {
+  workload?: string;
+  task_id?: string;
+  role?: string;
+  issuer?: string;
+  state?: LeaseState;
+}
+
+export interface LeaseStoreOptions {
+  /** Seconds a terminal lease (and its history) is kept. */
+  retentionSeconds: number;
+  /** Seconds a completed-task marker is kept (I5 holds for this long). */
+  taskRetentionSeconds: number;
+  now?: () => number;
+}
+
+type Selector = "workload" | "role" | "issuer" | "task";
+
+export function createLeaseStore(redis: Redis, keys: Keyspace, opts: LeaseStoreOptions) {
+  const now = opts.now ?? Date.now;
+  const k = {
+    lease: (id: string) => `${keys.tag}:lease:${id}`,
+    due: `${keys.tag}:leases:due`,
+    all: `${keys.tag}:leases:all`,
+    live: (sel: Selector, v: string) => `${keys.tag}:live:${sel}:${v}`,
+    task: (w: string, t: string) => `${keys.tag}:task:${w}:${t}`,
+    op: (id: string) => `${keys.tag}:revop:${id}`,
+    failed: `${keys.tag}:leases:failed`,
+  };
+  const liveKeys = (l: { workload: string; role: string; identity: { issuer: string }; task_id: string }) => [
+    k.live("workload", l.workload),
+    k.live("role", l.role),
+    k.live("issuer", l.identity.issuer),
+    k.live("task", l.task_id),
+  ];
+
+  function decode(id: string, h: Record<string, string>): StoredLease | null {
+    if (!h.state) return null;
+    const iso = (ms: string | undefined) => (ms === undefined ? undefined : new Date(Number(ms)).toISOString());
+    const lease: StoredLease = {
+      id,
+      role: h.role!,
+      backend: h.backend as Lease["backend"],
+      workload: h.workload!,
+      task_id: h.task_id!,
+      state: h.state as LeaseState,
+      issued_at: iso(h.iat)!,
+      expires_at: iso(h.exp)!,
+      revocation_kind: h.rkind as Lease["revocation_kind"],
+      identity: { kind: h.ikind as "oidc" | "spiffe", issuer: h.issuer!, subject: h.subject! },
+      policy: { ids: JSON.parse(h.pids ?? "[]") as string[], hash: h.phash ?? "" },
+      task: JSON.parse(h.task ?? "{}") as TaskContext,
+      ttl_seconds: Number(h.ttl),
+      handle: h.handle ? (JSON.parse(h.handle) as Record<string, string>) : null,
+      op: h.op ?? null,
+      trigger_at: h.tat ? Number(h.tat) : null,
+      issued_ms: Number(h.iat),
+      expires_ms: Number(h.exp),
+    };
+    if (h.bexp) lease.backend_expires_at = iso(h.bexp);
+    if (h.rat) lease.revoked_at = iso(h.rat);
+    if (h.trig) {
+      lease.revocation = { trigger: h.trig as RevocationTrigger, at: iso(h.tat) };
+      if (h.by) lease.revocation.by = h.by;
+      if (h.reason) lease.revocation.reason = h.reason;
+    }
+    if (h.err) lease.last_error = h.err;
+    if (h.att) lease.revoke_attempts = Number(h.att);
+    return lease;
+  }
+
+  async function get(id: string): Promise<StoredLease | null> {
+    return decode(id, await storeCall(() => redis.hgetall(k.lease(id))));
+  }
+
+  async function getMany(ids: string[]): Promise<(StoredLease | null)[]> {
+    if (ids.length === 0) return [];
+    const pipe = redis.pipeline();
+    for (const id of ids) pipe.hgetall(k.lease(id));
+    const res = await storeCall(() => pipe.exec());
+    return ids.map((id, i) => {
+      const [err, h] = res![i]!;
+      if (err) throw err;
+      return decode(id, h as Record<string, string>);
+    });
+  }
+
+  return {
+    keys: k,
+
+    /** Writes a new lease in state `issuing`, atomically with the task and quota checks. */
+    async create(l: NewLease, quota: number): Promise<"ok" | "task_completed" | "quota_exceeded" | "exists"> {
+      const fields: Record<string, string> = {
+        role: l.role,
+        backend: l.backend,
+        workload: l.workload,
+        task_id: l.task.id,
+        state: "issuing",
+        iat: String(l.issuedAt),
+        exp: String(l.expiresAt),
+        rkind: l.revocationKind,
+        ikind: l.identity.kind,
+        issuer: l.identity.issuer,
+        subject: l.identity.subject,
+        pids: JSON.stringify(l.policy.ids),
+        phash: l.policy.hash,
+        task: JSON.stringify(l.task),
+        ttl: String(l.ttlSeconds),
+      };
+      const lk = liveKeys({ workload: l.workload, role: l.role, identity: l.identity, task_id: l.task.id });
+      return (await storeCall(() =>
+        redis.eval(
+          CREATE,
+          8,
+          k.lease(l.id),
+          k.due,
+          k.all,
+          ...lk,
+          k.task(l.workload, l.task.id),
+          String(quota),
+          l.id,
+          String(l.issuedAt),
+          String(l.expiresAt),
+          ...Object.entries(fields).flat(),
+        ),
+      )) as "ok" | "task_completed" | "quota_exceeded" | "exists";
+    },
+
+    /** Records the backend handle; flips issuing → active. Returns the state after the call. */
+    async activate(id: string, handle: Record<string, string>, backendExpiresAt?: number): Promise<LeaseState | "missing"> {
+      return (await storeCall(() => redis.eval(ACTIVATE, 1, k.lease(id), JSON.stringify(handle), backendExpiresAt === undefined ? "" : String(backendExpiresAt)))) as
+        | LeaseState
+        | "missing";
+    },
+
+    /**
+     * Triggers revocation of live, untriggered leases: issuing/active → revoking, due now. Returns
+     * the ids that this call moved (others were already triggered or terminal).
+     */
+    async trigger(ids: string[], t: { trigger: RevocationTrigger; by?: string; reason?: string; op?: string; onlyIfExpired?: boolean }): Promise<string[]> {
+      if (ids.length === 0) return [];
+      return (await storeCall(() =>
+        redis.eval(
+          TRIGGER,
+          1 + ids.length,
+          k.due,
+          ...ids.map(k.lease),
+          t.trigger,
+          t.by ?? "",
+          t.reason ?? "",
+          String(now()),
+          t.op ?? "",
+          t.onlyIfExpired ? "1" : "0",
+          ...ids,
+        ),
+      )) as string[];
+    },
+
+    /** revoking/revoke_failed → revoked (or expired when the trigger was expiry). */
+    async finish(lease: StoredLease): Promise<LeaseState | "missing"> {
+      return (await storeCall(() =>
+        redis.eval(FINISH, 8, k.lease(lease.id), k.due, ...liveKeys(lease), lease.op ? k.op(lease.op) : k.op("-"), k.failed, lease.id, String(now()), String(opts.retentionSeconds)),
+      )) as LeaseState | "missing";
+    },
+
+    /** Records a failed revocation attempt; after `failAfter` attempts the lease shows revoke_failed. */
+    async fail(lease: StoredLease, error: string, failAfter: number, nextAttemptAt: number): Promise<LeaseState | "missing"> {
+      return (await storeCall(() =>
+        redis.eval(FAIL, 4, k.lease(lease.id), k.due, lease.op ? k.op(lease.op) : k.op("-"), k.failed, lease.id, error.slice(0, 500), String(failAfter), String(nextAttemptAt)),
+      )) as LeaseState | "missing";
+    },
+
+    get,
+    getMany,
+
+    async isTaskCompleted(workload: string, taskId: string): Promise<boolean> {
+      return (await storeCall(() => redis.exists(k.task(workload, taskId)))) === 1;
+    },
+
+    /** Marks the task completed for this workload (I5). Returns false if it already was. */
+    async completeTask(workload: string, taskId: string, by: string): Promise<boolean> {
+      const r = await storeCall(() => redis.eval(COMPLETE_TASK, 1, k.task(workload, taskId), JSON.stringify({ at: new Date(now()).toISOString(), by }), String(opts.taskRetentionSeconds)));
+      return r === 1;
+    },
+
+    /** Live lease ids of one selector value (SSCAN, so large sets do not block Redis). */
+    async *liveIds(sel: Selector, value: string, batch = 1000): AsyncGenerator<string[]> {
+      let cursor = "0";
+      do {
+        const [next, ids] = await storeCall(() => redis.sscan(k.live(sel, value), cursor, "COUNT", batch));
+        cursor = next;
+        if (ids.length > 0) yield ids;
+      } while (cursor !== "0");
+    },
+
+    async countLive(sel: Selector, value: string): Promise<number> {
+      return storeCall(() => redis.scard(k.live(sel, value)));
+    },
+
+    /** Lease ids due for the worker at `at` (expired, triggered, or retry time reached). */
+    async due(at: number, limit: number): Promise<string[]> {
+      return storeCall(() => redis.zrangebyscore(k.due, "-inf", String(at), "LIMIT", 0, limit));
+    },
+
+    /** Live leases (all of them are in the due set) and those in revoke_failed. */
+    async counts(): Promise<{ live: number; revoke_failed: number }> {
+      const [live, failed] = await Promise.all([storeCall(() => redis.zcard(k.due)), storeCall(() => redis.scard(k.failed))]);
+      return { live, revoke_failed: failed };
+    },
+
+    /**
+     * Lists leases newest first. The cursor is the (issued_at, id) of the last lease examined;
+     * equal scores are ordered by id, so no lease is skipped or repeated across pages. Filters
+     * are applied while scanning; at most `scanLimit` leases are examined per call, so a page may
+     * hold fewer than `limit` items while `next` is still set.
+     */
+    async list(filter: LeaseFilter, limit: number, cursor: string | undefined, scanLimit = 5000): Promise<{ leases: StoredLease[]; next: string | null }> {
+      await storeCall(() => redis.zremrangebyscore(k.all, "-inf", String(now() - opts.retentionSeconds * 1000)));
+      let pos: { score: string; id: string } | null = null;
+      if (cursor) {
+        const [score, id] = Buffer.from(cursor, "base64url").toString("utf8").split("|");
+        if (!score || !id || !/^\d+$/.test(score)) return { leases: [], next: null };
+        pos = { score, id };
+      }
+      const out: StoredLease[] = [];
+      let scanned = 0;
+      while (out.length < limit && scanned < scanLimit) {
+        let ids: string[];
+        let scores: string[];
+        if (pos) {
+          // Ties at the cursor's score that sort after it, then everything strictly older.
+          const ties = (await storeCall(() => redis.zrevrangebyscore(k.all, pos!.score, pos!.score))).filter((id) => id < pos!.id);
+          const older = await storeCall(() => redis.zrevrangebyscore(k.all, `(${pos!.score}`, "-inf", "WITHSCORES", "LIMIT", 0, 200));
+          ids = [...ties];
+          scores = ties.map(() => pos!.score);
+          for (let i = 0; i < older.length; i += 2) {
+            ids.push(older[i]!);
+            scores.push(older[i + 1]!);
+          }
+        } else {
+          const page = await storeCall(() => redis.zrevrangebyscore(k.all, "+inf", "-inf", "WITHSCORES", "LIMIT", 0, 200));
+          ids = [];
+          scores = [];
+          for (let i = 0; i < page.length; i += 2) {
+            ids.push(page[i]!);
+            scores.push(page[i + 1]!);
+          }
+        }
+        if (ids.length === 0) return { leases: out, next: null };
+        const leases = await getMany(ids);
+        for (let i = 0; i < leases.length && out.length < limit; i++) {
+          scanned++;
+          pos = { score: scores[i]!, id: ids[i]! };
+          const l = leases[i];
+          if (!l || !matches(l, filter)) continue;
+          out.push(l);
+        }
+      }
+      return { leases: out, next: pos ? Buffer.from(`${pos.score}|${pos.id}`).toString("base64url") : null };
+    },
+
+    async createOp(id: string, fields: Record<string, string>): Promise<void> {
+      await storeCall(() => redis.multi().hset(k.op(id), { ...fields, revoked: "0", failed: "0" }).expire(k.op(id), opts.retentionSeconds).exec());
+    },
+    async updateOp(id: string, fields: Record<string, string>): Promise<void> {
+      await storeCall(() => redis.hset(k.op(id), fields));
+    },
+    async incrOp(id: string, field: string, by: number): Promise<void> {
+      await storeCall(() => redis.hincrby(k.op(id), field, by));
+    },
+    async getOp(id: string): Promise<Record<string, string> | null> {
+      const h = await storeCall(() => redis.hgetall(k.op(id)));
+      return Object.keys(h).length === 0 ? null : h;
+    },
+  };
+}
+
+function matches(l: StoredLease, f: LeaseFilter): boolean {
+  return (
+    (!f.workload || l.workload === f.workload) &&
+    (!f.task_id || l.task_id === f.task_id) &&
+    (!f.role || l.role === f.role) &&
+    (!f.issuer || l.identity.issuer === f.issuer) &&
+    (!f.state || l.state === f.state)
+  );
+}
+
+export type LeaseStore = ReturnType<typeof createLeaseStore>;
+
+export const isTerminal = (s: LeaseState) => TERMINAL_STATES.has(s);
+export const isLive = (s: LeaseState) => LIVE_STATES.has(s);
+
+/** The lease as the API shows it (no handle, no internal bookkeeping). */
+export function publicLease(l: StoredLease): Lease {
+  const { handle: _h, op: _o, trigger_at: _t, issued_ms: _i, expires_ms: _e, ...lease } = l;
+  return lease;
+}

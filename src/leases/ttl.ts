@@ -1,0 +1,26 @@
+/**
+ * The lease TTL (DESIGN.md section 4): min(requested or the role's default, the role's max, the
+ * deciding policy's @max_ttl). Asking for more than the role's max is an error, not a clamp, so a
+ * caller never silently gets less than it planned for; a policy's @max_ttl clamps.
+ */
+import { BrokerError } from "../core/errors";
+
+export interface TtlInput {
+  requestedMs?: number;
+  roleDefaultMs: number;
+  roleMaxMs: number;
+  policyMaxMs?: number;
+}
+
+export function requestedTtlMs(i: TtlInput): number {
+  if (i.requestedMs !== undefined && i.requestedMs > i.roleMaxMs) {
+    throw new BrokerError("ttl_too_long", `requested ttl ${Math.round(i.requestedMs / 1000)}s exceeds the role's max of ${Math.round(i.roleMaxMs / 1000)}s`, {
+      extra: { max_ttl_seconds: Math.floor(i.roleMaxMs / 1000) },
+    });
+  }
+  return i.requestedMs ?? i.roleDefaultMs;
+}
+
+export function leaseTtlMs(i: TtlInput): number {
+  return Math.min(requestedTtlMs(i), i.roleMaxMs, i.policyMaxMs ?? Number.POSITIVE_INFINITY);
+}

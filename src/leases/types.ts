@@ -1,0 +1,40 @@
+/** The lease, as stored and as shown by the API (DESIGN.md section 5, a contract). */
+export type LeaseState = "issuing" | "active" | "revoking" | "revoked" | "expired" | "revoke_failed";
+export type RevocationTrigger = "expiry" | "task_completed" | "owner" | "operator" | "policy_change" | "issue_failed";
+export type BackendKind = "jwt" | "vault" | "aws_sts";
+
+export const TERMINAL_STATES: ReadonlySet<LeaseState> = new Set(["revoked", "expired"]);
+export const LIVE_STATES: ReadonlySet<LeaseState> = new Set(["issuing", "active", "revoking", "revoke_failed"]);
+
+export interface TaskContext {
+  id: string;
+  intent: string;
+  tool: string;
+  destination: string;
+  sensitivity: string;
+}
+
+export interface Lease {
+  id: string;
+  role: string;
+  backend: BackendKind;
+  workload: string;
+  task_id: string;
+  state: LeaseState;
+  /** RFC 3339 UTC. */
+  issued_at: string;
+  expires_at: string;
+  backend_expires_at?: string;
+  revoked_at?: string;
+  revocation?: { trigger: RevocationTrigger; by?: string; reason?: string; at?: string };
+  /** What "revoked" means for this backend: cut at the backend, or deny attached, or only expiry. */
+  revocation_kind: "revocable" | "deny_by_session" | "expiry_only";
+  /** I8: which identity was used. */
+  identity: { kind: "oidc" | "spiffe"; issuer: string; subject: string };
+  /** I8: which policy allowed it. */
+  policy: { ids: string[]; hash: string };
+  task: TaskContext;
+  ttl_seconds: number;
+  last_error?: string;
+  revoke_attempts?: number;
+}

@@ -70,6 +70,11 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
   const now = opts.now ?? Date.now;
   const metrics = opts.metrics ?? createMetrics();
 
+  // Everything that can be wrong in files is checked before any process or connection starts.
+  let policyEngine = createPolicyEngine(compilePolicies(await loadPolicyFiles(cfg.policy.files)));
+  logger.info({ policies: policyEngine.set().policies.length, hash: policyEngine.set().hash }, "policies loaded");
+  const signingKeys = await loadOrCreateSigningKeys(cfg.backends.jwt.signing_key_file, now);
+
   let embedded: EmbeddedRedis | null = null;
   let redisUrl = cfg.redis.url;
   if (redisUrl === "embedded") {
@@ -122,8 +127,6 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
   const workloads = compileWorkloads(cfg.workloads);
   const parts = opts.parts ?? { api: true, worker: true };
 
-  let policyEngine = createPolicyEngine(compilePolicies(await loadPolicyFiles(cfg.policy.files)));
-  logger.info({ policies: policyEngine.set().policies.length, hash: policyEngine.set().hash }, "policies loaded");
   const roles = new Map<string, RoleConfig>(cfg.roles.map((r) => [r.name, r]));
 
   const leaseMetrics = createLeaseMetrics(metrics.registry);
@@ -135,7 +138,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     logger,
     now,
   });
-  const jwt = createJwtBackend({ keys: await loadOrCreateSigningKeys(cfg.backends.jwt.signing_key_file, now), issuer: cfg.server.public_url, now });
+  const jwt = createJwtBackend({ keys: signingKeys, issuer: cfg.server.public_url, now });
   const backends = new Map<string, Backend>([["jwt", jwt]]);
   for (const [kind, b] of Object.entries(opts.backends ?? {})) if (b) backends.set(kind, b);
   const store = createLeaseStore(redis, keys, {

@@ -14,6 +14,13 @@ import { createLogger } from "../core/logger";
 import { devConfigYaml } from "../dev/config";
 import { DEV_OIDC_ISSUER, ensureDevIssuer, signDevToken } from "../dev/issuer";
 import { describeConfig } from "./describe";
+import { verifyAuditChain } from "../audit/ledger";
+import { SigningKeyFileError } from "../backends/jwt/keys";
+import { PolicyError } from "../policy/engine";
+import { createKeyspace } from "../redis/keys";
+import { embeddedRedisUrl } from "../redis/embedded";
+import { Redis } from "ioredis";
+import { copyFileSync, mkdirSync, readdirSync } from "node:fs";
 
 export class CliError extends Error {
   constructor(
@@ -38,13 +45,39 @@ function load(file: string | undefined): LoadedConfig {
   }
 }
 
-async function serve(cfg: LoadedConfig, banner?: (url: string) => string): Promise<void> {
+async function serve(cfg: LoadedConfig, banner?: (url: string) => string, only?: "api" | "worker"): Promise<void> {
   const logger = createLogger();
   let broker;
   try {
-    broker = await createBroker(cfg, { logger });
+    broker = await createBroker(cfg, { logger, parts: { api: only !== "worker", worker: only !== "api" } });
   } catch (e) {
+    if (e instanceof PolicyError || e instanceof SigningKeyFileError) {
+      process.stderr.write(`${e.message}\n`);
+      throw new CliError(e instanceof PolicyError ? "the policy set has errors; nothing was started" : "the signing key file is unusable; nothing was started", 2);
+    }
     throw new CliError(`cannot start: ${(e as Error).message.split("\n")[0]}`, 3);
+  }
+  const stopOn = (what: string) => {
+    let stopping = false;
+    const stop = (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      logger.info({ signal }, `shutting down ${what}`);
+      broker.close().then(
+        () => process.exit(0),
+        (e: unknown) => {
+          logger.error({ err: e }, "shutdown failed");
+          process.exit(1);
+        },
+      );
+    };
+    process.on("SIGTERM", () => stop("SIGTERM"));
+    process.on("SIGINT", () => stop("SIGINT"));
+  };
+  if (only === "worker") {
+    logger.info({ config: cfg.file }, "jitbroker revocation worker running (no HTTP listener)");
+    stopOn("worker");
+    return;
   }
   let url: string;
   try {
@@ -59,22 +92,34 @@ async function serve(cfg: LoadedConfig, banner?: (url: string) => string): Promi
   }
   logger.info({ url, config: cfg.file, public_url: cfg.server.public_url }, "jitbroker listening");
   if (banner) process.stdout.write(banner(url));
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal }, "shutting down");
-    broker.close().then(
-      () => process.exit(0),
-      (e: unknown) => {
-        logger.error({ err: e }, "shutdown failed");
-        process.exit(1);
-      },
-    );
-  };
-  process.on("SIGTERM", () => stop("SIGTERM"));
-  process.on("SIGINT", () => stop("SIGINT"));
+  stopOn("broker");
 }
+
+/** Redis for CLI commands: REDIS_URL or redis.url, or the running embedded Redis. */
+function cliRedisUrl(cfg: LoadedConfig): string {
+  if (cfg.redis.url !== "embedded") return cfg.redis.url;
+  const url = embeddedRedisUrl(cfg.redis.data_dir);
+  if (!url) throw new CliError(`redis.url is embedded and no embedded Redis is running for ${cfg.redis.data_dir} (start the broker, or set REDIS_URL)`, 3);
+  return url;
+}
+
+async function withRedis<T>(cfg: LoadedConfig, fn: (redis: Redis) => Promise<T>): Promise<T> {
+  const redis = new Redis(cliRedisUrl(cfg), { lazyConnect: true, maxRetriesPerRequest: 1, enableOfflineQueue: false, connectTimeout: 3000, retryStrategy: () => null });
+  redis.on("error", () => undefined);
+  try {
+    await redis.connect();
+  } catch (e) {
+    throw new CliError(`cannot reach Redis: ${(e as Error).message}`, 3);
+  }
+  try {
+    return await fn(redis);
+  } finally {
+    redis.disconnect();
+  }
+}
+
+/** The example policies shipped with the package (config/policies). */
+const EXAMPLE_POLICIES = path.resolve(__dirname, "../../config/policies");
 
 export function buildProgram(): Command {
   const program = new Command("jitbroker")
@@ -89,8 +134,7 @@ export function buildProgram(): Command {
     .option("--config <file>", "configuration file (default: $JITBROKER_CONFIG or config/broker.yaml)")
     .addOption(new Option("--only <part>", "run only part of the broker").choices(["api", "worker"]))
     .action(async (opts: { config?: string; only?: "api" | "worker" }) => {
-      if (opts.only === "worker") throw new CliError("--only worker: this version has no revocation worker yet (leases are not issued)", 2);
-      await serve(load(opts.config));
+      await serve(load(opts.config), undefined, opts.only);
     });
 
   program
@@ -105,6 +149,11 @@ export function buildProgram(): Command {
       await ensureDevIssuer(dir);
       const file = path.join(dir, "dev.yaml");
       if (opts.reset || !existsSync(file)) writeFileSync(file, devConfigYaml(), { mode: 0o600 });
+      const policies = path.join(dir, "policies");
+      if (opts.reset || !existsSync(policies)) {
+        mkdirSync(policies, { recursive: true });
+        for (const f of readdirSync(EXAMPLE_POLICIES).filter((n) => n.endsWith(".cedar"))) copyFileSync(path.join(EXAMPLE_POLICIES, f), path.join(policies, f));
+      }
       const cfg = load(file);
       cfg.server.listen = { host: "127.0.0.1", port, text: `127.0.0.1:${port}` };
       cfg.server.public_url = `http://127.0.0.1:${port}`;
@@ -119,7 +168,11 @@ export function buildProgram(): Command {
           `Try, in another terminal:`,
           `  TOKEN=$(${cmd} token dev --workload support-agent)`,
           `  curl -s -H "Authorization: Bearer $TOKEN" ${url}/v1/whoami`,
-          `  curl -s ${url}/readyz`,
+          `  curl -s -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \\`,
+          `       -d '{"role":"orders-read","task":{"id":"ticket-42","intent":"answer a ticket"}}' ${url}/v1/credentials`,
+          `  curl -s -X POST -H "Authorization: Bearer $TOKEN" ${url}/v1/tasks/ticket-42/complete`,
+          `  ${cmd} audit verify --config ${path.relative(process.cwd(), file) || file}`,
+          `  (README.md walks through the rest: introspection, operators, force-revocation)`,
           ``,
           `Stop with Ctrl-C.`,
           ``,
@@ -170,6 +223,21 @@ export function buildProgram(): Command {
     .option("--config <file>", "configuration file")
     .action((opts: { config?: string }) => {
       process.stdout.write(describeConfig(load(opts.config)));
+    });
+
+  const audit = program.command("audit").description("the audit ledger");
+  audit
+    .command("verify")
+    .description("check the hash chain of the audit ledger (exit 1 on a break)")
+    .option("--config <file>", "configuration file (Redis is read from it or REDIS_URL)")
+    .action(async (opts: { config?: string }) => {
+      const cfg = load(opts.config);
+      const keys = createKeyspace(cfg.redis.prefix);
+      const res = await withRedis(cfg, (redis) => verifyAuditChain(redis, { streamKey: keys.audit, headKey: keys.auditHead }));
+      if (!res.ok) {
+        throw new CliError(`audit chain BROKEN at ${res.firstBreak?.seq ?? "?"}: ${res.firstBreak?.reason ?? "unknown"} (${res.checked} events checked)`, 1);
+      }
+      process.stdout.write(`audit chain OK: ${res.checked} events verified\n`);
     });
 
   return program;

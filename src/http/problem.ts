@@ -19,8 +19,7 @@ export interface ProblemDocument {
 }
 
 export function toProblem(err: BrokerError, instance?: string, requestId?: string): ProblemDocument {
-  return {
-    ...err.extra,
+  const doc: ProblemDocument = {
     type: `${PROBLEM_TYPE_BASE}${err.code}`,
     title: ERROR_TITLES[err.code],
     status: err.status,
@@ -29,6 +28,9 @@ export function toProblem(err: BrokerError, instance?: string, requestId?: strin
     ...(instance === undefined ? {} : { instance }),
     ...(requestId === undefined ? {} : { request_id: requestId }),
   };
+  // Extension members follow the standard ones and never replace them.
+  for (const [k, v] of Object.entries(err.extra ?? {})) if (!(k in doc)) doc[k] = v;
+  return doc;
 }
 
 export function sendProblem(res: Response, err: BrokerError, requestId?: string): void {

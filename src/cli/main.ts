@@ -7,7 +7,6 @@
 import { existsSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { Command, CommanderError, Option } from "commander";
-import { createBroker } from "../broker";
 import { ConfigError, loadConfig, type LoadedConfig } from "../config/load";
 import { parseDuration } from "../core/duration";
 import { createLogger } from "../core/logger";
@@ -38,8 +37,9 @@ function load(file: string | undefined): LoadedConfig {
     return loadConfig(file);
   } catch (e) {
     if (e instanceof ConfigError) {
+      if (e.problems.length === 1) throw new CliError(e.message, 2);
       process.stderr.write(`${e.message}\n`);
-      throw new CliError(`configuration has ${e.problems.length} problem${e.problems.length === 1 ? "" : "s"}`, 2);
+      throw new CliError(`configuration has ${e.problems.length} problems`, 2);
     }
     throw e;
   }
@@ -47,8 +47,9 @@ function load(file: string | undefined): LoadedConfig {
 
 async function serve(cfg: LoadedConfig, banner?: (url: string) => string, only?: "api" | "worker"): Promise<void> {
   const logger = createLogger();
-  let broker;
+  let broker: import("../broker").Broker;
   try {
+    const { createBroker } = await import("../broker");
     broker = await createBroker(cfg, { logger, parts: { api: only !== "worker", worker: only !== "api" } });
   } catch (e) {
     if (e instanceof PolicyError || e instanceof SigningKeyFileError) {

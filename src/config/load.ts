@@ -6,7 +6,7 @@
  */
 import { readFileSync } from "node:fs";
 import path from "node:path";
-import { parseDocument } from "yaml";
+import { LineCounter, parseDocument } from "yaml";
 import type { z } from "zod";
 import { configSchema, listenSchema, redisUrlSchema, type Config } from "./schema";
 import { formatPath } from "./path";
@@ -16,7 +16,8 @@ export class ConfigError extends Error {
     readonly file: string,
     readonly problems: string[],
   ) {
-    super(`${file}: ${problems.length} problem${problems.length === 1 ? "" : "s"}\n${problems.map((p) => `  ${p}`).join("\n")}`);
+    // One problem fits on one line (e.g. "<file>: file not found ..."); several are listed.
+    super(problems.length === 1 ? `${file}: ${problems[0]}` : `${file}: ${problems.length} problems\n${problems.map((p) => `  ${p}`).join("\n")}`);
     this.name = "ConfigError";
   }
 }
@@ -56,9 +57,11 @@ function substitute(value: unknown, env: NodeJS.ProcessEnv, at: PropertyKey[], p
 /** Parses configuration text. `file` is used for messages and to resolve relative paths. */
 export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
   const problems: string[] = [];
-  const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: false });
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: false, lineCounter });
   for (const err of doc.errors) {
-    const pos = err.linePos?.[0];
+    // err.linePos is only filled in with prettyErrors (which also rewrites the message).
+    const pos = err.linePos?.[0] ?? lineCounter.linePos(err.pos[0]);
     problems.push(`${pos ? `line ${pos.line}, column ${pos.col}` : "(yaml)"}: ${err.message.split("\n")[0]}`);
   }
   if (problems.length > 0) throw new ConfigError(file, problems);
@@ -70,7 +73,16 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
 
   const parsed = configSchema.safeParse(substituted);
   if (!parsed.success) {
-    for (const issue of parsed.error.issues) problems.push(`${formatPath(issue.path)}: ${issue.message}`);
+    for (const issue of parsed.error.issues) {
+      if (issue.code === "unrecognized_keys") {
+        // A typo is reported where it is, with the key itself in the path.
+        for (const key of issue.keys) problems.push(`${formatPath([...issue.path, key])}: unknown key (check the spelling)`);
+      } else if (/expected \w+, received undefined$/.test(issue.message)) {
+        problems.push(`${formatPath(issue.path)}: required`);
+      } else {
+        problems.push(`${formatPath(issue.path)}: ${issue.message}`);
+      }
+    }
   }
   if (problems.length > 0 || !parsed.success) throw new ConfigError(file, problems);
 

@@ -32,6 +32,7 @@ import { leaseRoutes } from "./leases/routes";
 import { createLeaseService, type LeaseService } from "./leases/service";
 import { createLeaseStore, type LeaseStore } from "./leases/store";
 import { compilePolicies, createPolicyEngine, loadPolicyFiles, type PolicyEngine } from "./policy/engine";
+import { createPolicyReloader } from "./policy/reload";
 
 export interface BrokerOptions {
   logger: Logger;
@@ -59,6 +60,8 @@ export interface Broker {
   policy: () => PolicyEngine;
   jwt: JwtBackend;
   worker: RevocationWorker | null;
+  /** Re-reads the policy files now (SIGHUP does the same). */
+  reloadPolicies(): Promise<{ ok: boolean; changed: boolean; hash: string; policies: number; problems?: string[] }>;
   readiness(): Promise<Readiness>;
   /** Starts listening on `server.listen` (or the given port, 0 for any). */
   listen(port?: number, host?: string): Promise<{ url: string; port: number }>;
@@ -71,7 +74,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
   const metrics = opts.metrics ?? createMetrics();
 
   // Everything that can be wrong in files is checked before any process or connection starts.
-  let policyEngine = createPolicyEngine(compilePolicies(await loadPolicyFiles(cfg.policy.files)));
+  const policyEngine = createPolicyEngine(compilePolicies(await loadPolicyFiles(cfg.policy.files)));
   logger.info({ policies: policyEngine.set().policies.length, hash: policyEngine.set().hash }, "policies loaded");
   const signingKeys = await loadOrCreateSigningKeys(cfg.backends.jwt.signing_key_file, now);
 
@@ -189,6 +192,18 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
         now,
       })
     : null;
+  const policyReloader = createPolicyReloader({
+    engine: policyEngine,
+    patterns: cfg.policy.files,
+    logger,
+    onReload: async (r, previous) => {
+      if (r.changed || !r.ok) {
+        await audit
+          .append({ type: "policy_reload", at: new Date(now()).toISOString(), actor: "system", ok: r.ok, policy_hash: r.hash, previous_policy_hash: previous, policies: r.policies, ...(r.problems ? { problems: r.problems } : {}) })
+          .catch(() => undefined);
+      }
+    },
+  });
   // Gauges are sampled when Prometheus scrapes.
   const sampleGauges = async () => {
     try {
@@ -249,6 +264,12 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
   server.requestTimeout = 30_000;
   server.keepAliveTimeout = 5_000;
 
+  // The request-path connections fail fast (no offline queue), so a broker answering before they
+  // are ready would refuse its first requests with 503 while Redis is fine. Wait for them, bounded:
+  // a broker started while Redis is down still starts, and fails closed until Redis is back (I7).
+  const notReady = (await Promise.all([whenReady(redis, 5000), whenReady(queueConn, 5000)])).includes(false);
+  if (notReady) logger.warn({ redis: redisUrl }, "redis is not reachable yet; answering 503 store_unavailable until it is");
+
   let closing: Promise<void> | null = null;
   return {
     app,
@@ -261,6 +282,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     policy: () => policyEngine,
     jwt,
     worker,
+    reloadPolicies: () => policyReloader.reload(),
     readiness,
     listen(port = cfg.server.listen.port, host = cfg.server.listen.host) {
       return new Promise((resolve, reject) => {
@@ -284,6 +306,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
           });
         }
         clearTimeout(grace);
+        policyReloader.close();
         if (worker) await worker.close().catch(() => undefined);
         await queue.close().catch(() => undefined);
         await audit.close().catch(() => undefined);
@@ -294,4 +317,20 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
       return closing;
     },
   };
+}
+
+/** Resolves true once the connection is ready, false after `timeoutMs` (never rejects). */
+function whenReady(conn: Redis, timeoutMs: number): Promise<boolean> {
+  if (conn.status === "ready") return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const done = (ok: boolean) => {
+      clearTimeout(timer);
+      conn.off("ready", onReady);
+      resolve(ok);
+    };
+    const onReady = () => done(true);
+    const timer = setTimeout(() => done(false), timeoutMs);
+    timer.unref();
+    conn.on("ready", onReady);
+  });
 }

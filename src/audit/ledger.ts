@@ -220,8 +220,11 @@ function prepare(event: AuditEvent): string {
       throw refuse(`${k} must be a non-empty string`, "audit_invalid_event");
     }
   }
-  const { seq: _s, hash: _h, prev: _p, ...rest } = event as StoredAuditEvent;
-  return canonicalJSON(rest);
+  for (const k of ["seq", "hash", "prev"] as const) {
+    // These belong to the chain; an event field of that name would be lost on read.
+    if (k in event) throw refuse(`field ${k} is reserved for the chain`, "audit_invalid_event");
+  }
+  return canonicalJSON(event);
 }
 
 interface Pending {

@@ -74,6 +74,7 @@ async function serve(cfg: LoadedConfig, banner?: (url: string) => string, only?:
     };
     process.on("SIGTERM", () => stop("SIGTERM"));
     process.on("SIGINT", () => stop("SIGINT"));
+    process.on("SIGHUP", () => void broker.reloadPolicies());
   };
   if (only === "worker") {
     logger.info({ config: cfg.file }, "jitbroker revocation worker running (no HTTP listener)");

@@ -1,0 +1,49 @@
+import { cpSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { startFixture, waitFor, type Fixture } from "../support/fixture";
+
+describe("policy reload on change", () => {
+  let f: Fixture;
+  let dir: string;
+  beforeAll(async () => {
+    dir = mkdtempSync(path.join(os.tmpdir(), "jit-policies-"));
+    cpSync(path.resolve(__dirname, "../../config/policies"), dir, { recursive: true });
+    f = await startFixture({ extra: { policy: { files: [path.join(dir, "*.cedar")] } } });
+  });
+  afterAll(async () => {
+    await f.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const request = (task: string) => f.call("POST", "/v1/credentials", "agent", { role: "orders-read", task: { id: task } });
+
+  it("picks up a changed file, refuses a broken one, and audits both", async () => {
+    const before = await request("P-1");
+    expect(before.status).toBe(201);
+    const hash0 = before.body.lease.policy.hash;
+
+    // Agents lose read access: the file now forbids it.
+    writeFileSync(path.join(dir, "agents.cedar"), '@id("agents-none")\nforbid (principal, action, resource) when { principal.kind == "agent" };\n');
+    const denied = await waitFor(async () => {
+      const r = await request(`P-2-${Date.now()}`);
+      return r.status === 403 ? r : null;
+    }, 10_000, "the new policy to deny");
+    expect(denied.body.code).toBe("policy_denied");
+    expect(denied.body.policy_hash).not.toBe(hash0);
+    const hash1 = denied.body.policy_hash;
+
+    // A file that does not compile is refused; the running set stays in force.
+    writeFileSync(path.join(dir, "broken.cedar"), "permit (principal, action, resource) when { principal.kind == };\n");
+    const r = await f.b.broker.reloadPolicies();
+    expect(r.ok).toBe(false);
+    expect(r.problems?.join("\n")).toMatch(/broken\.cedar:1/);
+    expect(r.hash).toBe(hash1);
+    expect((await request(`P-3-${Date.now()}`)).body.policy_hash).toBe(hash1);
+
+    const events = await f.b.broker.audit.range({ count: 1000 });
+    const reloads = events.filter((e) => e.type === "policy_reload");
+    expect(reloads.some((e) => e.ok === true && e.policy_hash === hash1 && e.previous_policy_hash === hash0)).toBe(true);
+    expect(reloads.some((e) => e.ok === false && e.policy_hash === hash1)).toBe(true);
+  });
+});

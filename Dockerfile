@@ -18,6 +18,7 @@ WORKDIR /app
 COPY --from=build --chown=node:node /app/package.json /app/package-lock.json ./
 COPY --from=build --chown=node:node /app/node_modules ./node_modules
 COPY --from=build --chown=node:node /app/dist ./dist
+COPY --chown=node:node config ./config
 # Writable state (e.g. a generated signing key); mount a volume here to keep it.
 RUN mkdir -p /app/.jitbroker /etc/jitbroker && chown node:node /app/.jitbroker
 USER node

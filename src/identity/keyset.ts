@@ -85,8 +85,20 @@ async function fetchJson(url: string, timeoutMs: number): Promise<unknown> {
   if (!res.ok) throw new Error(`GET ${url}: HTTP ${res.status}`);
   const len = Number(res.headers.get("content-length") ?? "0");
   if (len > MAX_DOCUMENT_BYTES) throw new Error(`GET ${url}: document too large`);
-  const text = await res.text();
-  if (text.length > MAX_DOCUMENT_BYTES) throw new Error(`GET ${url}: document too large`);
+  // Read at most MAX_DOCUMENT_BYTES even without (or with a lying) Content-Length.
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  if (res.body) {
+    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+      size += chunk.byteLength;
+      if (size > MAX_DOCUMENT_BYTES) {
+        await res.body.cancel().catch(() => undefined);
+        throw new Error(`GET ${url}: document too large`);
+      }
+      chunks.push(chunk);
+    }
+  }
+  const text = Buffer.concat(chunks).toString("utf8");
   try {
     return JSON.parse(text) as unknown;
   } catch {

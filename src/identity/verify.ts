@@ -52,6 +52,17 @@ function shapeCheck(token: string): void {
   if (token.length > MAX_TOKEN_BYTES) throw invalidToken("oversized", `token longer than ${MAX_TOKEN_BYTES} bytes`);
   if (token.trimStart().startsWith("{")) throw invalidToken("json_serialization", "JWS JSON serialization is not accepted; send a compact JWS");
   if (COMPACT.test(token)) return;
+  if (/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.$/.test(token)) {
+    // An unsigned JWS: name it for what it is when it says alg "none".
+    let alg: unknown;
+    try {
+      alg = decodeProtectedHeader(token).alg;
+    } catch {
+      /* not even a header */
+    }
+    if (typeof alg === "string" && alg.toLowerCase() === "none") throw invalidToken("alg_none", "unsigned tokens (alg none) are never accepted");
+    throw invalidToken("malformed", "token has no signature");
+  }
   if (token.split(".").length === 5) throw invalidToken("jwe", "encrypted tokens (JWE) are not accepted; send a signed JWT");
   throw invalidToken("malformed", "not a compact JWS");
 }

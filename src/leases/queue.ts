@@ -96,14 +96,19 @@ export function startRevocationWorker(opts: WorkerOptions) {
   async function processLease(job: Job<{ lease: string }>): Promise<void> {
     const id = job.data.lease;
     if (job.name === "expire") {
-      const lease = await opts.store.get(id);
-      if (!lease) return;
-      if (lease.expires_ms > now() + 1000) {
-        // Fired early (clock skew between hosts): put it back until the real expiry.
-        await opts.queue.scheduleExpiry(id, lease.expires_ms, now());
-        return;
+      // Common case first (one round trip): the lease is live and expired, so this moves it.
+      const moved = await opts.store.trigger([id], { trigger: "expiry", onlyIfExpired: true });
+      if (moved.length === 0) {
+        // Not moved: gone, already triggered or terminal (the revoke below finishes or skips
+        // it), or not expired yet.
+        const lease = await opts.store.get(id);
+        if (!lease) return;
+        if (lease.expires_ms > now() + 1000) {
+          // Fired early (clock skew between hosts): put it back until the real expiry.
+          await opts.queue.scheduleExpiry(id, lease.expires_ms, now());
+          return;
+        }
       }
-      await opts.store.trigger([id], { trigger: "expiry", onlyIfExpired: true });
     }
     const outcome = await opts.revoker.revoke([id]);
     if (job.name === "revoke") await opts.queue.dropExpiry(outcome.done);

@@ -24,7 +24,7 @@ export const credentialRequestSchema = z.strictObject({
   role: z.string().min(1).max(128),
   task: z.strictObject({ id: taskId, intent: text.optional(), tool: text.optional(), destination: text.optional(), sensitivity: text.optional() }),
   ttl: z
-    .union([z.string().max(16), z.number().int().positive().max(7 * 24 * 3600)])
+    .union([z.string().max(16), z.number().int().min(2, "must be at least 2 seconds").max(7 * 24 * 3600)])
     .optional()
     .describe('a duration such as "5m", or seconds'),
 });
@@ -65,11 +65,15 @@ function parse<T>(schema: z.ZodType<T>, value: unknown, where: string): T {
 function ttlOf(v: string | number | undefined): number | undefined {
   if (v === undefined) return undefined;
   if (typeof v === "number") return v * 1000;
+  let ms: number;
   try {
-    return parseDuration(v);
+    ms = parseDuration(v);
   } catch (e) {
     throw new BrokerError("invalid_request", `ttl: ${(e as Error).message}`);
   }
+  // Lease expiries are whole seconds, never later than asked: below 2s little would be left.
+  if (ms < 2000) throw new BrokerError("invalid_request", "ttl: must be at least 2s");
+  return ms;
 }
 
 const leaseId = (v: unknown) => (typeof v === "string" && /^l_[A-Za-z0-9_-]{10,40}$/.test(v) ? v : null);

@@ -18,7 +18,7 @@ import type { Decision, PolicyEngine } from "../policy/engine";
 import type { LeaseMetrics } from "./metrics";
 import type { RevocationQueue, Selector } from "./queue";
 import type { Revoker } from "./revoker";
-import { publicLease, type LeaseStore, type StoredLease } from "./store";
+import { publicLease, type LeaseStore, type NewLease, type StoredLease } from "./store";
 import { leaseTtlMs, requestedTtlMs } from "./ttl";
 import type { Lease, RevocationTrigger, TaskContext } from "./types";
 
@@ -110,22 +110,20 @@ export function createLeaseService(opts: LeaseServiceOptions) {
       // Whole seconds: JWT exp and most backends count in seconds; never later than the lease (I2).
       const expiresAt = Math.floor((issuedAt + ttlMs) / 1000) * 1000;
       const id = newLeaseId();
-      const created = await store.create(
-        {
-          id,
-          role: role.name,
-          backend: role.backend,
-          workload,
-          task,
-          issuedAt,
-          expiresAt,
-          ttlSeconds: Math.round((expiresAt - issuedAt) / 1000),
-          revocationKind: backend.revocation,
-          identity,
-          policy: { ids: decision.policyIds, hash: decision.policyHash },
-        },
-        opts.quota,
-      );
+      const draft: NewLease = {
+        id,
+        role: role.name,
+        backend: role.backend,
+        workload,
+        task,
+        issuedAt,
+        expiresAt,
+        ttlSeconds: Math.round((expiresAt - issuedAt) / 1000),
+        revocationKind: backend.revocation,
+        identity,
+        policy: { ids: decision.policyIds, hash: decision.policyHash },
+      };
+      const created = await store.create(draft, opts.quota);
       if (created === "task_completed") throw new BrokerError("task_completed", `task ${task.id} is completed; start a new task`);
       if (created === "quota_exceeded") throw new BrokerError("quota_exceeded", `workload ${workload} already holds ${opts.quota} active leases`, { headers: { "Retry-After": "30" } });
       if (created !== "ok") throw new BrokerError("internal", "lease id collision");
@@ -140,8 +138,8 @@ export function createLeaseService(opts: LeaseServiceOptions) {
 
       let minted: MintResult;
       try {
-        const lease = await store.get(id);
-        minted = await backend.mint(publicLease(lease!), role);
+        // The lease as just written (no re-read: backends only use its immutable fields).
+        minted = await backend.mint(publicLease(store.created(draft)), role);
       } catch (e) {
         await store.trigger([id], { trigger: "issue_failed", reason: "mint failed" }).catch(() => undefined);
         await opts.queue.revokeSoon([id]).catch(() => undefined);
@@ -163,7 +161,8 @@ export function createLeaseService(opts: LeaseServiceOptions) {
         if (lease?.revocation?.trigger === "task_completed") throw new BrokerError("task_completed", `task ${task.id} was completed while the credential was being issued`);
         throw new BrokerError("policy_denied", `the lease was revoked (${lease?.revocation?.trigger ?? state}) while the credential was being issued`);
       }
-      const lease = (await store.get(id))!;
+      // "active": the lease is exactly what we wrote plus the handle (see store.activated).
+      const lease = store.activated(draft, minted.handle, minted.backendExpiresAt?.getTime());
       await audit.append({
         type: "mint",
         at: at(),

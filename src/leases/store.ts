@@ -81,8 +81,10 @@ return out
 const FINISH = `
 -- KEYS: 1 lease, 2 due, 3 live:workload, 4 live:role, 5 live:issuer, 6 live:task, 7 op or a dummy, 8 failed
 -- ARGV: 1 id, 2 now ms, 3 retention seconds
+-- Returns the terminal state it set, or 'unchanged' when the lease was not revoking (another
+-- revoker finished it first): only the caller that made the transition records it (I4).
 local st = redis.call('HGET', KEYS[1], 'state')
-if st ~= 'revoking' and st ~= 'revoke_failed' then return st or 'missing' end
+if st ~= 'revoking' and st ~= 'revoke_failed' then return 'unchanged' end
 local trig = redis.call('HGET', KEYS[1], 'trig')
 local final = 'revoked'
 if trig == 'expiry' then final = 'expired' end
@@ -237,23 +239,7 @@ export function createLeaseStore(redis: Redis, keys: Keyspace, opts: LeaseStoreO
 
     /** Writes a new lease in state `issuing`, atomically with the task and quota checks. */
     async create(l: NewLease, quota: number): Promise<"ok" | "task_completed" | "quota_exceeded" | "exists"> {
-      const fields: Record<string, string> = {
-        role: l.role,
-        backend: l.backend,
-        workload: l.workload,
-        task_id: l.task.id,
-        state: "issuing",
-        iat: String(l.issuedAt),
-        exp: String(l.expiresAt),
-        rkind: l.revocationKind,
-        ikind: l.identity.kind,
-        issuer: l.identity.issuer,
-        subject: l.identity.subject,
-        pids: JSON.stringify(l.policy.ids),
-        phash: l.policy.hash,
-        task: JSON.stringify(l.task),
-        ttl: String(l.ttlSeconds),
-      };
+      const fields = newLeaseFields(l);
       const lk = liveKeys({ workload: l.workload, role: l.role, identity: l.identity, task_id: l.task.id });
       return (await storeCall(() =>
         redis.eval(
@@ -271,6 +257,26 @@ export function createLeaseStore(redis: Redis, keys: Keyspace, opts: LeaseStoreO
           ...Object.entries(fields).flat(),
         ),
       )) as "ok" | "task_completed" | "quota_exceeded" | "exists";
+    },
+
+    /**
+     * The lease exactly as `create` wrote it (state `issuing`), without a round trip to Redis:
+     * what `get(l.id)` returns right after a successful `create` unless a trigger moved it since.
+     */
+    created(l: NewLease): StoredLease {
+      return decode(l.id, newLeaseFields(l))!;
+    },
+
+    /**
+     * The lease exactly as it stood when `activate` answered "active" for it, without a round
+     * trip: "active" means it was still `issuing`, and only `activate` writes to an `issuing`
+     * lease (every other transition first moves it out of `issuing`), so it holds what `create`
+     * wrote plus the handle, the backend expiry and the new state.
+     */
+    activated(l: NewLease, handle: Record<string, string>, backendExpiresAt?: number): StoredLease {
+      const h: Record<string, string> = { ...newLeaseFields(l), state: "active", handle: JSON.stringify(handle) };
+      if (backendExpiresAt !== undefined) h.bexp = String(backendExpiresAt);
+      return decode(l.id, h)!;
     },
 
     /** Records the backend handle; flips issuing → active. Returns the state after the call. */
@@ -303,11 +309,14 @@ export function createLeaseStore(redis: Redis, keys: Keyspace, opts: LeaseStoreO
       )) as string[];
     },
 
-    /** revoking/revoke_failed → revoked (or expired when the trigger was expiry). */
-    async finish(lease: StoredLease): Promise<LeaseState | "missing"> {
+    /**
+     * revoking/revoke_failed → revoked (or expired when the trigger was expiry). "unchanged" when
+     * the lease was in no such state (already finished by a concurrent revoker, or gone).
+     */
+    async finish(lease: StoredLease): Promise<"revoked" | "expired" | "unchanged"> {
       return (await storeCall(() =>
         redis.eval(FINISH, 8, k.lease(lease.id), k.due, ...liveKeys(lease), lease.op ? k.op(lease.op) : k.op("-"), k.failed, lease.id, String(now()), String(opts.retentionSeconds)),
-      )) as LeaseState | "missing";
+      )) as "revoked" | "expired" | "unchanged";
     },
 
     /** Records a failed revocation attempt; after `failAfter` attempts the lease shows revoke_failed. */
@@ -433,6 +442,27 @@ function matches(l: StoredLease, f: LeaseFilter): boolean {
 }
 
 export type LeaseStore = ReturnType<typeof createLeaseStore>;
+
+/** The hash fields `create` writes for a new lease (state `issuing`). */
+function newLeaseFields(l: NewLease): Record<string, string> {
+  return {
+    role: l.role,
+    backend: l.backend,
+    workload: l.workload,
+    task_id: l.task.id,
+    state: "issuing",
+    iat: String(l.issuedAt),
+    exp: String(l.expiresAt),
+    rkind: l.revocationKind,
+    ikind: l.identity.kind,
+    issuer: l.identity.issuer,
+    subject: l.identity.subject,
+    pids: JSON.stringify(l.policy.ids),
+    phash: l.policy.hash,
+    task: JSON.stringify(l.task),
+    ttl: String(l.ttlSeconds),
+  };
+}
 
 export const isTerminal = (s: LeaseState) => TERMINAL_STATES.has(s);
 export const isLive = (s: LeaseState) => LIVE_STATES.has(s);

@@ -74,7 +74,7 @@ describe("revocation triggers", () => {
   });
 
   it("expiry: the delayed job revokes the lease at its expiry", async () => {
-    const r = (await f.call("POST", "/v1/credentials", "agent", { role: "short-read", task: { id: "T-exp" }, ttl: 1 })).body;
+    const r = (await f.call("POST", "/v1/credentials", "agent", { role: "short-read", task: { id: "T-exp" }, ttl: 2 })).body;
     const expired = await waitFor(async () => {
       const l = await leaseOf(r.lease.id);
       return l.state === "expired" ? l : null;
@@ -168,6 +168,8 @@ describe("bad input: refused, and nothing minted", () => {
     ["missing task", { role: "orders-read" }, 400, "invalid_request"],
     ["unknown field", { role: "orders-read", task: { id: "T" }, admin: true }, 400, "invalid_request"],
     ["bad ttl", { role: "orders-read", task: { id: "T" }, ttl: "soon" }, 400, "invalid_request"],
+    ["ttl below 2s", { role: "orders-read", task: { id: "T" }, ttl: "1s" }, 400, "invalid_request"],
+    ["ttl of 1 second", { role: "orders-read", task: { id: "T" }, ttl: 1 }, 400, "invalid_request"],
     ["array body", [1, 2], 400, "invalid_request"],
     ["not JSON", "{role:", 400, "invalid_request"],
     ["denied by policy (restricted write)", { role: "orders-write", task: { id: "T" } }, 403, "policy_denied"],

@@ -2,6 +2,7 @@
  * Starts a real broker (the same composition root as `jitbroker serve`) on a free port against
  * the test run's redis-server, with its log lines captured for secret scans.
  */
+import { randomBytes } from "node:crypto";
 import { Writable } from "node:stream";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import os from "node:os";
@@ -29,9 +30,13 @@ export function testRedisUrl(): string {
 }
 
 let counter = 0;
-/** A Redis key prefix unique to this test file and broker, so suites never see each other's keys. */
+/**
+ * A Redis key prefix unique to this broker, so suites never see each other's keys (jest runs
+ * several files in one worker process, each with its own module registry: the counter alone
+ * would repeat, hence the random part).
+ */
 export function uniquePrefix(): string {
-  return `t${process.pid}x${++counter}`;
+  return `t${randomBytes(4).toString("hex")}x${++counter}`;
 }
 
 /** Writes `config` as YAML in a fresh temp dir (relative paths resolve there) and loads it. */

@@ -82,7 +82,7 @@ export function createRevoker(opts: RevokerOptions) {
       const state = await opts.store.fail(lease, error, opts.failAfter, now() + maxBackoffMs(attempts) + 2000);
       opts.metrics.revocationFailures.inc({ backend: lease.backend });
       opts.logger.warn({ lease_id: lease.id, backend: lease.backend, attempts, error }, "revocation failed; will retry");
-      if (state === "revoke_failed" && lease.state !== "revoke_failed") {
+      if (state === "now_failed") {
         await opts.audit.append({ type: "revoke_failed", at: new Date(now()).toISOString(), lease_id: lease.id, workload: lease.workload, task_id: lease.task_id, actor: "system", attempts, error });
       }
       out.failed.push({ id: lease.id, attempts, error });

@@ -112,7 +112,7 @@ if st == 'revoking' and att >= tonumber(ARGV[3]) then
   redis.call('HSET', KEYS[1], 'state', 'revoke_failed')
   redis.call('SADD', KEYS[4], ARGV[1])
   if redis.call('HGET', KEYS[1], 'op') then redis.call('HINCRBY', KEYS[3], 'failed', 1) end
-  return 'revoke_failed'
+  return 'now_failed'
 end
 return st
 `;
@@ -319,11 +319,14 @@ export function createLeaseStore(redis: Redis, keys: Keyspace, opts: LeaseStoreO
       )) as "revoked" | "expired" | "unchanged";
     },
 
-    /** Records a failed revocation attempt; after `failAfter` attempts the lease shows revoke_failed. */
-    async fail(lease: StoredLease, error: string, failAfter: number, nextAttemptAt: number): Promise<LeaseState | "missing"> {
+    /**
+     * Records a failed revocation attempt; after `failAfter` attempts the lease shows revoke_failed.
+     * Returns "now_failed" only to the one caller whose attempt made that transition.
+     */
+    async fail(lease: StoredLease, error: string, failAfter: number, nextAttemptAt: number): Promise<LeaseState | "missing" | "now_failed"> {
       return (await storeCall(() =>
         redis.eval(FAIL, 4, k.lease(lease.id), k.due, lease.op ? k.op(lease.op) : k.op("-"), k.failed, lease.id, error.slice(0, 500), String(failAfter), String(nextAttemptAt)),
-      )) as LeaseState | "missing";
+      )) as LeaseState | "missing" | "now_failed";
     },
 
     get,

@@ -30,7 +30,7 @@ import { createRevocationQueue, startRevocationWorker, type RevocationWorker } f
 import { createRevoker } from "./leases/revoker";
 import { leaseRoutes } from "./leases/routes";
 import { createLeaseService, type LeaseService } from "./leases/service";
-import { createLeaseStore, type LeaseStore } from "./leases/store";
+import { createLeaseStore, REVOCATION_KIND, type LeaseStore } from "./leases/store";
 import { compilePolicies, createPolicyEngine, loadPolicyFiles, type PolicyEngine } from "./policy/engine";
 import { createPolicyReloader } from "./policy/reload";
 
@@ -133,22 +133,28 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
   const roles = new Map<string, RoleConfig>(cfg.roles.map((r) => [r.name, r]));
 
   const leaseMetrics = createLeaseMetrics(metrics.registry);
+  const store = createLeaseStore(redis, keys, {
+    retentionSeconds: Math.ceil(cfg.leases.retention / 1000),
+    taskRetentionSeconds: Math.ceil(cfg.leases.task_retention / 1000),
+    now,
+  });
   const audit = createAuditLedger(redis, {
     streamKey: keys.audit,
     headKey: keys.auditHead,
     leaseIndexPrefix: keys.auditLeasePrefix,
     leaseIndexTtlSeconds: Math.ceil(cfg.leases.retention / 1000),
+    // A lease's event ids live in its own record (field "ev"), and expire with it.
+    leaseIndexField: { hashKey: store.keys.lease, field: "ev" },
     logger,
     now,
   });
   const jwt = createJwtBackend({ keys: signingKeys, issuer: cfg.server.public_url, now });
   const backends = new Map<string, Backend>([["jwt", jwt]]);
   for (const [kind, b] of Object.entries(opts.backends ?? {})) if (b) backends.set(kind, b);
-  const store = createLeaseStore(redis, keys, {
-    retentionSeconds: Math.ceil(cfg.leases.retention / 1000),
-    taskRetentionSeconds: Math.ceil(cfg.leases.task_retention / 1000),
-    now,
-  });
+  for (const [kind, b] of backends) {
+    // Leases derive what revocation means from their backend kind; a backend must agree.
+    if (b.kind !== kind || b.revocation !== REVOCATION_KIND[b.kind]) throw new Error(`backend ${kind} declares ${b.kind}/${b.revocation}, expected ${kind}/${REVOCATION_KIND[b.kind]}`);
+  }
   const queueConn = createRedisClient(redisUrl, "jitbroker-queue", { maxRetriesPerRequest: 1 });
   queueConn.on("error", () => undefined);
   const queue = createRevocationQueue(queueConn, keys.tag);

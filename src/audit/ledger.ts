@@ -112,7 +112,23 @@ export interface AuditLedgerOptions {
   maxBatch?: number;
   /** Clock for stream ids (ms since epoch). Default Date.now. */
   now?: () => number;
+  /**
+   * Keep each lease's event ids in a field of an existing hash (the lease record) instead of a
+   * list of its own: space-separated stream ids, appended only while that hash exists, so the
+   * index lives and expires with the lease and costs no key of its own. Without it, the list
+   * `leaseIndexPrefix + id` is used.
+   */
+  leaseIndexField?: { hashKey: (leaseId: string) => string; field: string };
 }
+
+/** Appends ARGV[2] to hash field ARGV[1] of KEYS[1], only if the hash exists. */
+const APPEND_FIELD = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if v then v = v .. ' ' .. ARGV[2] else v = ARGV[2] end
+redis.call('HSET', KEYS[1], ARGV[1], v)
+return 1
+`;
 
 export const GENESIS_HASH = "0".repeat(64);
 
@@ -362,8 +378,12 @@ export function createAuditLedger(redis: Redis, opts: AuditLedgerOptions): Audit
       out.push(stored);
     }
     for (const [leaseId, ids] of byLease) {
-      multi.rpush(leaseIndexPrefix + leaseId, ...ids);
-      multi.expire(leaseIndexPrefix + leaseId, ttl);
+      if (opts.leaseIndexField) {
+        multi.eval(APPEND_FIELD, 1, opts.leaseIndexField.hashKey(leaseId), opts.leaseIndexField.field, ids.join(" "));
+      } else {
+        multi.rpush(leaseIndexPrefix + leaseId, ...ids);
+        multi.expire(leaseIndexPrefix + leaseId, ttl);
+      }
     }
     multi.set(headKey, prev);
     const res = await multi.exec();
@@ -474,7 +494,9 @@ export function createAuditLedger(redis: Redis, opts: AuditLedgerOptions): Audit
     async byLease(leaseId, limit = 1000) {
       if (!Number.isInteger(limit) || limit < 1) throw new BrokerError("invalid_request", "limit must be a positive integer");
       try {
-        const ids = await redis.lrange(leaseIndexPrefix + leaseId, 0, limit - 1);
+        const ids = opts.leaseIndexField
+          ? ((await redis.hget(opts.leaseIndexField.hashKey(leaseId), opts.leaseIndexField.field)) ?? "").split(" ").filter(Boolean).slice(0, limit)
+          : await redis.lrange(leaseIndexPrefix + leaseId, 0, limit - 1);
         // Entries trimmed away (maxLen) are simply absent.
         return await readEntries(ids.filter((id) => STREAM_ID.test(id)));
       } catch (e) {

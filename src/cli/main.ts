@@ -4,6 +4,11 @@
  * 2 usage or configuration error, 3 broker or backend unavailable. Every failure prints one
  * line on stderr.
  */
+import v8 from "node:v8";
+// Node 20's V8 can crash ("unreachable code" in the deoptimizer) under sustained issuance load
+// after deoptimizing the policy engine's decide(); without TurboFan inlining it does not
+// (docs/BENCHMARKS.md). Set before any broker code is loaded or optimized.
+v8.setFlagsFromString("--no-turbo-inlining");
 import { existsSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { Command, CommanderError, Option } from "commander";

@@ -41,7 +41,11 @@ export function createRevocationQueue(connection: Redis, prefix: string) {
     queue,
     /** The fast path for expiry: a delayed job at the lease's expiry (I1: before the mint). */
     scheduleExpiry: (leaseId: string, expiresAt: number, now = Date.now()) =>
-      queue.add("expire", { lease: leaseId }, { ...jobOpts, jobId: `x-${leaseId}`, delay: Math.max(0, expiresAt - now) }),
+      // Minimal options, one per active lease: BullMQ stores them as JSON in the job hash, and
+      // under 64 bytes the hash keeps Redis's compact encoding (DESIGN.md section 8 budget).
+      // No retries here: a failed expiry hands over to a retrying "revoke" job (processLease),
+      // and the worker's removeOnComplete/removeOnFail apply.
+      queue.add("expire", { lease: leaseId }, { jobId: `x-${leaseId}`, delay: Math.max(0, expiresAt - now) }),
     revokeSoon: (leaseIds: string[]) =>
       leaseIds.length === 0 ? Promise.resolve([]) : queue.addBulk(leaseIds.map((id) => ({ name: "revoke", data: { lease: id }, opts: { ...jobOpts, jobId: `r-${id}` } }))),
     bulk: (data: BulkJobData) => queue.add("bulk", data, { ...jobOpts, jobId: `b-${data.op}` }),
@@ -112,7 +116,11 @@ export function startRevocationWorker(opts: WorkerOptions) {
     }
     const outcome = await opts.revoker.revoke([id]);
     if (job.name === "revoke") await opts.queue.dropExpiry(outcome.done);
-    if (outcome.failed.length > 0) throw new Error(outcome.failed[0]!.error);
+    if (outcome.failed.length > 0) {
+      // Expiry jobs do not retry themselves: the revocation continues as a retrying job.
+      if (job.name === "expire") await opts.queue.revokeSoon([id]);
+      else throw new Error(outcome.failed[0]!.error);
+    }
   }
 
   const worker = new Worker(
@@ -126,6 +134,9 @@ export function startRevocationWorker(opts: WorkerOptions) {
       prefix: opts.prefix,
       concurrency: opts.concurrency,
       settings: { backoffStrategy: (attemptsMade: number) => backoffMs(attemptsMade) },
+      // For jobs that do not say (expiry jobs): keep nothing finished.
+      removeOnComplete: { count: 0 },
+      removeOnFail: { count: 0 },
       autorun: true,
     },
   );

@@ -42,8 +42,11 @@ export interface CredentialRequest {
   ttlMs?: number;
 }
 
-/** Lease ids: 128 random bits, URL- and BullMQ-safe. */
-export const newLeaseId = () => `l_${randomBytes(16).toString("base64url")}`;
+/**
+ * Lease ids: 96 random bits, URL- and BullMQ-safe. Not secrets (every read is authorized), just
+ * unique; short enough that an expiry job's options stay in Redis's compact hash encoding.
+ */
+export const newLeaseId = () => `l_${randomBytes(12).toString("base64url")}`;
 export const newOpId = () => `op_${randomBytes(12).toString("base64url")}`;
 
 export function principalOf(auth: AuthContext) {
@@ -118,8 +121,6 @@ export function createLeaseService(opts: LeaseServiceOptions) {
         task,
         issuedAt,
         expiresAt,
-        ttlSeconds: Math.round((expiresAt - issuedAt) / 1000),
-        revocationKind: backend.revocation,
         identity,
         policy: { ids: decision.policyIds, hash: decision.policyHash },
       };

@@ -17,10 +17,13 @@
  *   {p}:leases:failed       set    lease ids in state revoke_failed (metrics, operators)
  *   {p}:revop:<id>          hash   bulk revocation progress (matched, revoked, failed, state...)
  *
- * Lease hash fields: id role backend workload task_id state iat (issued_at ms) exp (expires_at
- * ms) bexp (backend_expires_at ms) rat (revoked_at ms) trig by reason tat (trigger ms) rkind
- * (revocation kind) ikind issuer subject pids (policy ids, JSON) phash task (JSON context) ttl
- * handle (JSON backend handle, never secret) err att (revoke attempts) op (bulk op id).
+ * Lease hash fields: role backend workload task_id state iat (issued_at ms) exp (expires_at
+ * ms) bexp (backend_expires_at ms) rat (revoked_at ms) trig by reason tat (trigger ms) ikind
+ * issuer subject pids (policy ids, JSON) phash (policy-set sha256, base64url) ti tt td ts (task
+ * intent, tool, destination, sensitivity; absent when empty). The revocation kind follows from
+ * the backend and the TTL from iat/exp, so neither is stored: every byte counts at 1.5 KB a lease.
+ * handle (JSON backend handle, never secret) err att (revoke attempts) op (bulk op id) ev (the
+ * lease's audit event ids, space-separated, written by the audit ledger).
  * No field ever holds secret material (I6).
  */
 import type { Redis } from "ioredis";
@@ -132,8 +135,6 @@ export interface NewLease {
   task: TaskContext;
   issuedAt: number;
   expiresAt: number;
-  ttlSeconds: number;
-  revocationKind: Lease["revocation_kind"];
   identity: Lease["identity"];
   policy: Lease["policy"];
 }
@@ -195,11 +196,11 @@ export function createLeaseStore(redis: Redis, keys: Keyspace, opts: LeaseStoreO
       state: h.state as LeaseState,
       issued_at: iso(h.iat)!,
       expires_at: iso(h.exp)!,
-      revocation_kind: h.rkind as Lease["revocation_kind"],
+      revocation_kind: REVOCATION_KIND[h.backend as Lease["backend"]] ?? "expiry_only",
       identity: { kind: h.ikind as "oidc" | "spiffe", issuer: h.issuer!, subject: h.subject! },
-      policy: { ids: JSON.parse(h.pids ?? "[]") as string[], hash: h.phash ?? "" },
-      task: JSON.parse(h.task ?? "{}") as TaskContext,
-      ttl_seconds: Number(h.ttl),
+      policy: { ids: JSON.parse(h.pids ?? "[]") as string[], hash: h.phash ? Buffer.from(h.phash, "base64url").toString("hex") : "" },
+      task: { id: h.task_id!, intent: h.ti ?? "", tool: h.tt ?? "", destination: h.td ?? "", sensitivity: h.ts ?? "" },
+      ttl_seconds: ttlSeconds(Number(h.iat), Number(h.exp)),
       handle: h.handle ? (JSON.parse(h.handle) as Record<string, string>) : null,
       op: h.op ?? null,
       trigger_at: h.tat ? Number(h.tat) : null,
@@ -444,6 +445,11 @@ function matches(l: StoredLease, f: LeaseFilter): boolean {
   );
 }
 
+/** What revocation means for each backend (DESIGN.md section 7). */
+export const REVOCATION_KIND: Record<Lease["backend"], Lease["revocation_kind"]> = { jwt: "revocable", vault: "revocable", aws_sts: "deny_by_session" };
+
+export const ttlSeconds = (issuedAtMs: number, expiresAtMs: number) => Math.round((expiresAtMs - issuedAtMs) / 1000);
+
 export type LeaseStore = ReturnType<typeof createLeaseStore>;
 
 /** The hash fields `create` writes for a new lease (state `issuing`). */
@@ -456,14 +462,17 @@ function newLeaseFields(l: NewLease): Record<string, string> {
     state: "issuing",
     iat: String(l.issuedAt),
     exp: String(l.expiresAt),
-    rkind: l.revocationKind,
     ikind: l.identity.kind,
     issuer: l.identity.issuer,
     subject: l.identity.subject,
     pids: JSON.stringify(l.policy.ids),
-    phash: l.policy.hash,
-    task: JSON.stringify(l.task),
-    ttl: String(l.ttlSeconds),
+    phash: Buffer.from(l.policy.hash, "hex").toString("base64url"),
+    // Task context as separate fields, absent when empty: short values keep the hash in Redis's
+    // compact listpack encoding (values up to hash-max-listpack-value, 64 bytes by default).
+    ...(l.task.intent ? { ti: l.task.intent } : {}),
+    ...(l.task.tool ? { tt: l.task.tool } : {}),
+    ...(l.task.destination ? { td: l.task.destination } : {}),
+    ...(l.task.sensitivity ? { ts: l.task.sensitivity } : {}),
   };
 }
 

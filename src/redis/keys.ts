@@ -6,7 +6,7 @@
  *                                               Single-use token ids already presented.
  *   {p}:audit                                  stream: the hash-chained audit ledger (src/audit)
  *   {p}:audit:head                             string: hash of the newest ledger event
- *   {p}:audit:lease:<lease id>                 list of stream ids: one lease's events
+ *   (a lease's audit event ids are in its lease hash, field "ev": see src/leases/store.ts)
  *   {p}:lease:*, {p}:leases:*, {p}:live:*,     the lease store: see src/leases/store.ts
  *   {p}:task:*, {p}:revop:*
  *   {p}:revocations:*                          BullMQ's queue (src/leases/queue.ts)

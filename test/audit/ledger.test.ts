@@ -228,6 +228,26 @@ describe("audit ledger", () => {
     expect(ttl).toBeLessThanOrEqual(120);
   });
 
+  it("with leaseIndexField, keeps a lease's event ids in its existing record and never creates one", async () => {
+    const keys = keysFor(uniquePrefix());
+    const hashKey = (id: string) => `${keys.streamKey}:rec:${id}`;
+    const l = ledger(redis, keys, { leaseIndexField: { hashKey, field: "ev" } });
+    await redis.hset(hashKey("A"), "state", "active");
+    await redis.expire(hashKey("A"), 300);
+    const sent = await l.appendMany([ev({ type: "mint", lease_id: "A" }), ev({ type: "mint", lease_id: "B" })]);
+    const revoked = await l.append(ev({ type: "revoked", lease_id: "A" }));
+    expect(await redis.hget(hashKey("A"), "ev")).toBe(`${sent[0]!.seq} ${revoked.seq}`);
+    expect((await l.byLease("A")).map((e) => e.type)).toEqual(["mint", "revoked"]);
+    expect((await l.byLease("A", 1)).map((e) => e.type)).toEqual(["mint"]);
+    // No record for B: the event is in the chain, but no index key appears out of nowhere.
+    expect(await redis.exists(hashKey("B"))).toBe(0);
+    expect(await l.byLease("B")).toEqual([]);
+    expect(await redis.exists(`${keys.leaseIndexPrefix}A`)).toBe(0);
+    // The record keeps its own expiry.
+    expect(await redis.ttl(hashKey("A"))).toBeGreaterThan(250);
+    expect((await verifyAuditChain(redis, keys)).ok).toBe(true);
+  });
+
   it("refuses events carrying secret material, at any depth, and writes nothing", async () => {
     const keys = keysFor(uniquePrefix());
     const l = ledger(redis, keys);

@@ -223,9 +223,9 @@ export const configSchema = z
     worker: z
       .strictObject({
         concurrency: z.number().int().min(1).max(1000).default(50),
-        sweep_interval: duration.prefault("1s"),
+        sweep_interval: duration.prefault("250ms"),
         /** How late a due lease may be before the sweeper takes it over from BullMQ. */
-        sweep_grace: duration.prefault("2s"),
+        sweep_grace: duration.prefault("250ms"),
         /** Failed attempts after which a lease shows revoke_failed (it is still retried). */
         fail_after: z.number().int().min(1).default(5),
         mint_timeout: duration.prefault("30s"),

@@ -27,7 +27,13 @@ jb_check_node() {
 jb_ensure_deps() {
   if [[ ! -d node_modules ]] || [[ package-lock.json -nt node_modules/.package-lock.json ]]; then
     echo "==> installing dependencies (npm ci)" >&2
-    npm ci --no-audit --no-fund
+    if ! npm ci --no-audit --no-fund; then
+      # Some npm 11 releases refuse a lock file that lacks other platforms' optional packages
+      # (npm/cli#8320), which npm itself leaves out when writing it. npm install reads the same
+      # lock file and installs the same versions.
+      echo "==> npm ci refused the lock file; installing from it with npm install instead" >&2
+      npm install --no-audit --no-fund
+    fi
   fi
 }
 

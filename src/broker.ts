@@ -9,7 +9,7 @@ import type { Logger } from "pino";
 import type { LoadedConfig } from "./config/load";
 import { authenticate, createHttpApp, finishApp } from "./http/app";
 import { createMetrics, type Metrics } from "./http/metrics";
-import { createKeySet, type KeySet } from "./identity/keyset";
+import { createKeySet, type KeySet, type KeySource } from "./identity/keyset";
 import { createRedisReplayGuard } from "./identity/replay";
 import { identityRoutes } from "./identity/routes";
 import { createTokenVerifier } from "./identity/verify";
@@ -22,7 +22,7 @@ import { createJwtBackend, type JwtBackend } from "./backends/jwt/backend";
 import { loadOrCreateSigningKeys } from "./backends/jwt/keys";
 import { openidConfiguration } from "./backends/jwt/oidc";
 import type { Backend } from "./backends/types";
-import type { RoleConfig } from "./config/schema";
+import type { IssuerConfig, RoleConfig } from "./config/schema";
 import { BrokerError } from "./core/errors";
 import { requireJsonObject } from "./http/app";
 import { createLeaseMetrics } from "./leases/metrics";
@@ -68,6 +68,14 @@ export interface Broker {
   close(): Promise<void>;
 }
 
+/** Where an issuer's keys come from: exactly the one source its configuration names. */
+function keySourceOf(iss: IssuerConfig): KeySource {
+  if (iss.type === "spiffe") return iss.bundle_file ? { kind: "file", path: iss.bundle_file } : { kind: "url", url: iss.bundle_url! };
+  if (iss.jwks_file) return { kind: "file", path: iss.jwks_file };
+  if (iss.jwks_uri) return { kind: "url", url: iss.jwks_uri };
+  return { kind: "discovery", issuer: iss.issuer };
+}
+
 export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Promise<Broker> {
   const { logger } = opts;
   const now = opts.now ?? Date.now;
@@ -91,16 +99,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
 
   const keySets = new Map<string, KeySet>();
   for (const iss of cfg.identity.issuers) {
-    const source =
-      iss.type === "spiffe"
-        ? iss.bundle_file
-          ? ({ kind: "file", path: iss.bundle_file } as const)
-          : ({ kind: "url", url: iss.bundle_url! } as const)
-        : iss.jwks_file
-          ? ({ kind: "file", path: iss.jwks_file } as const)
-          : iss.jwks_uri
-            ? ({ kind: "url", url: iss.jwks_uri } as const)
-            : ({ kind: "discovery", issuer: iss.issuer } as const);
+    const source = keySourceOf(iss);
     keySets.set(
       iss.name,
       createKeySet({

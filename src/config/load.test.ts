@@ -2,6 +2,7 @@
  * Configuration loading (DESIGN.md section 3): parsing, defaults, durations, path resolution,
  * ${VAR} substitution, environment overrides, and every problem reported at once with its path.
  */
+import { MINIMAL_CONFIG } from "../../test/support/configs";
 import { ConfigError, parseConfig, type LoadedConfig } from "./load";
 
 const FILE = "/etc/jitbroker/broker.yaml";
@@ -21,16 +22,7 @@ function problemsOf(text: string, env: NodeJS.ProcessEnv = {}, file = FILE): str
 
 const pathOf = (problem: string) => problem.slice(0, problem.indexOf(": "));
 
-const MINIMAL = `
-server:
-  public_url: "https://broker.example.com"
-identity:
-  issuers:
-    - name: ci
-      type: oidc
-      issuer: "https://ci.example.com"
-      jwks_uri: "https://ci.example.com/jwks"
-`;
+const MINIMAL = MINIMAL_CONFIG;
 
 /** MINIMAL with `extra` appended (YAML at top level) and the issuer block replaced if given. */
 function withIssuer(issuerYaml: string, extra = ""): string {

@@ -10,6 +10,7 @@ import path from "node:path";
 import { createLocalJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify, type JSONWebKeySet } from "jose";
 import { parseConfig } from "../../src/config/load";
 import { devConfigYaml } from "../../src/dev/config";
+import { MINIMAL_CONFIG } from "../support/configs";
 import { DEV_OIDC_ISSUER, DEV_TRUST_DOMAIN, ensureDevIssuer } from "../../src/dev/issuer";
 
 const ROOT = path.resolve(__dirname, "../..");
@@ -45,15 +46,7 @@ function run(args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {
 
 const lines = (text: string) => text.split("\n").filter((l) => l.trim() !== "");
 
-const MINIMAL = `server:
-  public_url: "https://broker.example.com"
-identity:
-  issuers:
-    - name: ci
-      type: oidc
-      issuer: "https://ci.example.com"
-      jwks_uri: "https://ci.example.com/jwks"
-workloads:
+const MINIMAL = `${MINIMAL_CONFIG.trimStart()}workloads:
   - { id: builder, kind: ci, owner: "o@example.com", purpose: "builds", issuer: ci, subject: "repo:acme/app" }
 `;
 

@@ -1,0 +1,229 @@
+"use strict";
+/**
+ * Benchmark 1: credential exchange throughput and latency.
+ *
+ * One run: a private redis-server, the broker as a child `jitbroker serve` process (API +
+ * worker, pino logging at info to a file, as in production), and a bare express JSON endpoint as
+ * another child process. The load generator (this process: 50 closed-loop clients, each on its own
+ * keep-alive TCP connection, see `connection` below) measures, one after another:
+ *
+ *   bare      POST /x            {ok: true} from express.json() — the ceiling
+ *   whoami    GET  /v1/whoami    broker middleware + workload JWT verification (RS256) only
+ *   exchange  POST /v1/credentials {role: "orders-read", task: {id: <unique>}} → 201, jwt backend
+ *
+ * each for WARMUP s (discarded) then DURATION s (measured). Workload tokens are signed before
+ * the measurement (one per client; 50 agent workloads). Every exchange uses a new task id.
+ * The load generator shares the machine's cores with the broker and Redis.
+ *
+ * Usage: node scripts/bench/exchange.js [--duration 10] [--warmup 2] [--concurrency 50]
+ *        [--targets bare,whoami,exchange] [--log-level warn] [--no-turbo-inlining]
+ * Exits 3 (and prints an `exchange-crash` result) if the broker process died during the run.
+ */
+const net = require("node:net");
+const L = require("./lib");
+
+const argv = process.argv.slice(2);
+const args = {};
+for (let i = 0; i < argv.length; i++) {
+  if (!argv[i].startsWith("--")) continue;
+  const k = argv[i].slice(2);
+  args[k] = argv[i + 1] !== undefined && !argv[i + 1].startsWith("--") ? argv[++i] : true;
+}
+const DURATION = Number(args.duration ?? 10) * 1000;
+const WARMUP = Number(args.warmup ?? 2) * 1000;
+const CONCURRENCY = Number(args.concurrency ?? 50);
+const TARGETS = (args.targets ?? "bare,whoami,exchange").split(",");
+const LOG_LEVEL = args["log-level"]; // optional: e.g. warn, to measure the cost of info logging
+// Optional: run the broker with V8's TurboFan inlining off (a mitigation for the V8 crash, see
+// docs/BENCHMARKS.md).
+const BROKER_NODE_ARGS = args["no-turbo-inlining"] ? ["--no-turbo-inlining"] : [];
+
+/**
+ * A lean HTTP/1.1 keep-alive client: one TCP connection per simulated client, requests written
+ * as prebuilt bytes, responses parsed just enough (status line, Content-Length or chunked end).
+ * node:http's client costs more CPU per request than a bare express handler, and the load
+ * generator shares the two cores with the servers, so a heavy client would cap the baseline.
+ */
+function connection(port) {
+  const sock = net.connect({ host: "127.0.0.1", port });
+  sock.setNoDelay(true);
+  let buf = Buffer.alloc(0);
+  let waiting = null;
+  const ready = new Promise((resolve, reject) => {
+    sock.once("connect", resolve);
+    sock.once("error", reject);
+  });
+  sock.on("error", (e) => waiting?.reject(e));
+  sock.on("close", () => waiting?.reject(new Error("closed")));
+  sock.on("data", (chunk) => {
+    buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+    if (!waiting) return;
+    const he = buf.indexOf("\r\n\r\n");
+    if (he < 0) return;
+    const head = buf.subarray(0, he).toString("latin1");
+    const status = Number(head.slice(9, 12));
+    const m = /\r\ncontent-length:\s*(\d+)/i.exec(head);
+    let end;
+    if (m) {
+      end = he + 4 + Number(m[1]);
+      if (buf.length < end) return;
+    } else {
+      const z = buf.indexOf("\r\n0\r\n\r\n", he);
+      if (z < 0) return;
+      end = z + 7;
+    }
+    buf = buf.subarray(end);
+    const w = waiting;
+    waiting = null;
+    w.resolve(status);
+  });
+  return {
+    ready,
+    send(bytes) {
+      return new Promise((resolve, reject) => {
+        waiting = { resolve, reject };
+        sock.write(bytes);
+      });
+    },
+    close: () => sock.destroy(),
+  };
+}
+
+function requestBytes(method, path, headers, payload) {
+  let head = `${method} ${path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: keep-alive\r\n`;
+  for (const [k, v] of Object.entries(headers)) head += `${k}: ${v}\r\n`;
+  head += "\r\n";
+  return payload ? Buffer.concat([Buffer.from(head, "latin1"), payload]) : Buffer.from(head, "latin1");
+}
+
+/** Closed-loop load: CONCURRENCY clients, each sending its next request when the last answered. */
+async function load(name, url, makeRequest, expectStatus, watch) {
+  const port = Number(new URL(url).port);
+  const conns = Array.from({ length: CONCURRENCY }, () => connection(port));
+  await Promise.all(conns.map((c) => c.ready));
+  const start = performance.now();
+  const measureFrom = start + WARMUP;
+  const end = measureFrom + DURATION;
+  // CPU of each process and Redis command counts over exactly the measured window.
+  let before;
+  let after;
+  const snap = () => L.snapshot(watch);
+  const t1 = setTimeout(() => void snap().then((v) => (before = v)), WARMUP);
+  const t2 = setTimeout(() => void snap().then((v) => (after = v)), WARMUP + DURATION);
+  const lat = [];
+  let ok = 0;
+  let bad = 0;
+  const badStatus = {};
+  let seq = 0;
+  async function client(lane) {
+    let conn = conns[lane];
+    while (performance.now() < end) {
+      const { method, path, headers, payload } = makeRequest(lane, seq++);
+      const bytes = requestBytes(method, path, headers, payload);
+      const t0 = performance.now();
+      let status;
+      try {
+        status = await conn.send(bytes);
+      } catch (e) {
+        status = `error:${e.code ?? e.message}`;
+        conn.close();
+        conn = conns[lane] = connection(port);
+        await conn.ready.catch(() => undefined);
+      }
+      const t1 = performance.now();
+      if (t1 >= measureFrom && t1 <= end) {
+        if (status === expectStatus) {
+          ok++;
+          lat.push(t1 - t0);
+        } else {
+          bad++;
+          badStatus[status] = (badStatus[status] ?? 0) + 1;
+        }
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: CONCURRENCY }, (_, i) => client(i)));
+  for (const c of conns) c.close();
+  clearTimeout(t1);
+  clearTimeout(t2);
+  while (!after) await L.sleep(10);
+  lat.sort((a, b) => a - b);
+  return {
+    cost: L.costPerRequest(before, after, ok),
+    target: name,
+    rps: ok / (DURATION / 1000),
+    ok,
+    errors: bad,
+    error_statuses: badStatus,
+    p50_ms: L.percentile(lat, 50),
+    p99_ms: L.percentile(lat, 99),
+    max_ms: lat[lat.length - 1],
+  };
+}
+
+async function main() {
+  const dir = L.tmpdir("exchange");
+  const redis = await L.startRedis();
+  const issuer = await L.createIssuer(dir);
+  const port = await L.freePort();
+  const cfg = L.brokerConfig({ dir, redisUrl: redis.url, port, quota: 0, issuer });
+  let broker;
+  let bare;
+  try {
+    broker = await L.spawnBroker(dir, cfg, { logLevel: LOG_LEVEL, nodeArgs: BROKER_NODE_ARGS });
+    bare = await L.spawnBare(await L.freePort());
+    const tokens = await Promise.all(Array.from({ length: CONCURRENCY }, (_, i) => issuer.token(L.agentId(i % L.AGENTS))));
+    const runId = Date.now().toString(36);
+    const bodyFor = (lane, seq) => Buffer.from(JSON.stringify({ role: "orders-read", task: { id: `bench-${runId}-${lane}-${seq}` } }));
+    const json = (lane, payload) => ({ authorization: `Bearer ${tokens[lane]}`, "content-type": "application/json", "content-length": payload.length });
+
+    // Sanity: one exchange must work before we measure anything.
+    const probe = await L.request(undefined, `${broker.url}/v1/credentials`, { method: "POST", token: tokens[0], body: { role: "orders-read", task: { id: `probe-${runId}` } } });
+    if (probe.status !== 201) throw new Error(`probe exchange failed: ${probe.status} ${JSON.stringify(probe.body)}`);
+
+    const procs = { redis: redis.pid, loadgen: process.pid };
+    const watchBare = { procs: { server: bare.pid, ...procs } };
+    const watchBroker = { procs: { server: broker.pid, ...procs }, redisPort: redis.port };
+    const targets = {
+      bare: () =>
+        load("bare", bare.url, (lane, seq) => {
+          const payload = bodyFor(lane, seq);
+          return { method: "POST", path: "/x", headers: json(lane, payload), payload };
+        }, 200, watchBare),
+      whoami: () => load("whoami", broker.url, (lane) => ({ method: "GET", path: "/v1/whoami", headers: { authorization: `Bearer ${tokens[lane]}` } }), 200, watchBroker),
+      exchange: () =>
+        load("exchange", broker.url, (lane, seq) => {
+          const payload = bodyFor(lane, seq);
+          return { method: "POST", path: "/v1/credentials", headers: json(lane, payload), payload };
+        }, 201, watchBroker),
+    };
+    const results = {};
+    for (const t of TARGETS) {
+      results[t] = await targets[t]();
+      process.stderr.write(`${t}: ${results[t].rps.toFixed(0)} req/s, p50 ${results[t].p50_ms.toFixed(1)} ms, p99 ${results[t].p99_ms.toFixed(1)} ms, errors ${results[t].errors}, cpu ms/req ${JSON.stringify(results[t].cost?.cpu_ms)}\n`);
+      await L.sleep(1000);
+    }
+    const out = { concurrency: CONCURRENCY, duration_s: DURATION / 1000, warmup_s: WARMUP / 1000, log_level: LOG_LEVEL ?? "info", broker_node_args: BROKER_NODE_ARGS, results };
+    if (results.bare && results.exchange) out.ratio = results.exchange.rps / results.bare.rps;
+    if (broker.crashed()) {
+      // The numbers of a run whose broker died are meaningless: say so, and fail the run.
+      L.emit("exchange-crash", { broker_node_args: BROKER_NODE_ARGS, exchanges_before_crash: results.exchange?.ok ?? null });
+      process.exitCode = 3;
+      return;
+    }
+    L.emit("exchange", out);
+  } finally {
+    await broker?.stop();
+    await bare?.stop();
+    await redis.stop();
+    require("node:fs").rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().then(
+  () => process.exit(process.exitCode ?? 0),
+  (e) => {
+    console.error(e);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,137 @@
+"use strict";
+/**
+ * Benchmark 4: Redis memory per active lease, its delayed revocation job included.
+ *
+ * A private redis-server (no AOF, so no AOF buffer in used_memory). Leases are issued through the
+ * service layer (`service.issue`, what POST /v1/credentials calls after authentication; jwt role
+ * orders-read, ttl 10 min, 50 agent workloads, one task id per lease) by helper processes
+ * (create-leases.js: createBroker from dist/ with the worker off, so every expiry job stays
+ * delayed). 100 warm-up leases create the fixed structures (queue meta, streams); then INFO
+ * memory used_memory is read before and after issuing N (default 10,000) more leases, with no
+ * other client connected. Per-lease cost = Δused_memory / N.
+ *
+ * Breakdown: MEMORY USAGE (SAMPLES 0, i.e. exact) of one lease's own keys — the lease hash,
+ * its BullMQ job hash, its live:task set, its audit index list — and the growth of the shared
+ * structures (sorted sets, live sets, the audit stream, BullMQ's events stream) divided by N.
+ *
+ * Usage: node scripts/bench/memory.js [--n 10000] [--listpack-value 256 (CONFIG SET hash-max-listpack-value)]
+ */
+const fs = require("node:fs");
+const L = require("./lib");
+
+const argv = process.argv.slice(2);
+const opt = (k, d) => L.numArg(argv, k, d);
+const N = opt("n", 10_000);
+// Optional: run Redis with a larger hash-max-listpack-value (default 64) to see its effect.
+const LISTPACK_VALUE = opt("listpack-value", 0);
+const WARMUP = 100;
+
+async function main() {
+  const dir = L.tmpdir("mem");
+  const redis = await L.startRedis({ appendonly: false });
+  const issuer = await L.createIssuer(dir);
+  const cfg = L.brokerConfig({ dir, redisUrl: redis.url, port: 8080, quota: 0, issuer });
+  const rc = L.redisClient(redis.url);
+  try {
+    if (LISTPACK_VALUE) await rc.config("SET", "hash-max-listpack-value", String(LISTPACK_VALUE));
+    // Leases are issued by short-lived helper processes (create-leases.js): when they have
+    // exited, the only client connected to Redis is this one.
+    const create = (n, prefix, ids) => L.createLeasesChunked(dir, cfg, { n, chunk: 5000, parallel: 1, ids, args: ["--spread", "--task-prefix", prefix, "--ttl-ms", "600000", "--concurrency", "32"] });
+    await create(WARMUP, "warm", false);
+
+    const tag = `{${cfg.redis.prefix}}`;
+    const shared = {
+      "leases:due (zset)": `${tag}:leases:due`,
+      "leases:all (zset)": `${tag}:leases:all`,
+      "live:workload:* (50 sets)": L.AGENTS > 0 ? Array.from({ length: L.AGENTS }, (_, i) => `${tag}:live:workload:${L.agentId(i)}`) : [],
+      "live:role:orders-read (set)": `${tag}:live:role:orders-read`,
+      "live:issuer:idp (set)": `${tag}:live:issuer:idp`,
+      "bullmq revocations:delayed (zset)": `${tag}:revocations:delayed`,
+      "bullmq revocations:events (stream, capped ~10k)": `${tag}:revocations:events`,
+      "audit (stream)": `${tag}:audit`,
+    };
+    const usage = async (k) => (await rc.call("MEMORY", "USAGE", k, "SAMPLES", "0")) ?? 0;
+    const sharedUsage = async () => {
+      const out = {};
+      for (const [name, k] of Object.entries(shared)) {
+        let t = 0;
+        for (const key of [].concat(k)) t += Number(await usage(key));
+        out[name] = t;
+      }
+      return out;
+    };
+    const info = async () => {
+      const text = await rc.info("memory");
+      return Number(/^used_memory:(\d+)/m.exec(text)[1]);
+    };
+
+    await L.sleep(200);
+    const keysBefore = await rc.dbsize();
+    const sharedBefore = await sharedUsage();
+    const memBefore = await info();
+
+    const ids = await create(N, "mem", true);
+    await L.sleep(200);
+
+    const memAfter = await info();
+    const sharedAfter = await sharedUsage();
+    const keysAfter = await rc.dbsize();
+    const delayed = await rc.zcard(`${tag}:revocations:delayed`);
+    if (delayed < N) throw new Error(`expected ${N} delayed jobs, found ${delayed}`);
+
+    // One lease's own keys, averaged over a sample of 200 leases.
+    const sample = [];
+    for (const id of ids.slice(0, 200)) sample.push({ id, task_id: await rc.hget(`${tag}:lease:${id}`, "task_id") });
+    const own = { "lease hash": 0, "bullmq job hash": 0, "live:task:<t> (set)": 0, "audit:lease:<id> (list)": 0 };
+    for (const l of sample) {
+      own["lease hash"] += Number(await usage(`${tag}:lease:${l.id}`));
+      own["bullmq job hash"] += Number(await usage(`${tag}:revocations:x-${l.id}`));
+      own["live:task:<t> (set)"] += Number(await usage(`${tag}:live:task:${l.task_id}`));
+      own["audit:lease:<id> (list)"] += Number(await usage(`${tag}:audit:lease:${l.id}`));
+    }
+    for (const k of Object.keys(own)) own[k] /= sample.length;
+    const l0 = sample[0];
+    const encodings = {
+      lease_hash: await rc.object("ENCODING", `${tag}:lease:${l0.id}`),
+      job_hash: await rc.object("ENCODING", `${tag}:revocations:x-${l0.id}`),
+    };
+    const fieldSizes = async (key) => {
+      const h = await rc.hgetall(key);
+      return Object.fromEntries(Object.entries(h).map(([f, v]) => [f, v.length]));
+    };
+    const perShared = {};
+    for (const name of Object.keys(shared)) perShared[name] = (sharedAfter[name] - sharedBefore[name]) / N;
+    const accounted = Object.values(own).reduce((a, b) => a + b, 0) + Object.values(perShared).reduce((a, b) => a + b, 0);
+    const perLease = (memAfter - memBefore) / N;
+    const auditShare = own["audit:lease:<id> (list)"] + perShared["audit (stream)"];
+    const config = {};
+    for (const k of ["hash-max-listpack-entries", "hash-max-listpack-value", "set-max-intset-entries", "set-max-listpack-entries", "zset-max-listpack-entries"]) {
+      const r = await rc.config("GET", k);
+      if (r.length) config[k] = r[1];
+    }
+    const result = {
+      n: N,
+      used_memory_delta: memAfter - memBefore,
+      bytes_per_lease: perLease,
+      bytes_per_lease_without_audit: perLease - auditShare - perShared["bullmq revocations:events (stream, capped ~10k)"],
+      keys_per_lease: (keysAfter - keysBefore) / N,
+      own_keys: own,
+      shared_per_lease: perShared,
+      unaccounted_per_lease: perLease - accounted,
+      encodings,
+      lease_hash_field_sizes: await fieldSizes(`${tag}:lease:${l0.id}`),
+      job_hash_field_sizes: await fieldSizes(`${tag}:revocations:x-${l0.id}`),
+      job_opts_sample: await rc.hget(`${tag}:revocations:x-${l0.id}`, "opts"),
+      lease_task_sample: await rc.hget(`${tag}:lease:${l0.id}`, "task"),
+      redis_config: config,
+    };
+    process.stderr.write(`${N} leases: ${perLease.toFixed(0)} B/lease (without audit: ${result.bytes_per_lease_without_audit.toFixed(0)} B), ${result.keys_per_lease} keys/lease; encodings ${JSON.stringify(encodings)}\n`);
+    L.emit("memory", result);
+  } finally {
+    rc.disconnect();
+    await redis.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+L.runMain(main);

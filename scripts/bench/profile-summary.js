@@ -1,0 +1,107 @@
+"use strict";
+/**
+ * Summarises a V8 .cpuprofile (from `node --cpu-prof`, e.g. BENCH_CPU_PROF=<dir> with the
+ * benchmarks): self time by package / source file and the top functions, plus inclusive time
+ * of chosen functions (--inclusive name1,name2).
+ *
+ * Usage: node scripts/bench/profile-summary.js FILE.cpuprofile [--top 30] [--inclusive issue,verify]
+ *        [--top-inclusive 60] [--last MS (only the last MS milliseconds of the profile)]
+ */
+const fs = require("node:fs");
+
+const file = process.argv[2];
+const argv = process.argv.slice(3);
+const opt = (k, d) => {
+  const i = argv.indexOf(`--${k}`);
+  return i >= 0 ? argv[i + 1] : d;
+};
+const TOP = Number(opt("top", 30));
+const INCLUSIVE = (opt("inclusive", "") || "").split(",").filter(Boolean);
+
+const prof = JSON.parse(fs.readFileSync(file, "utf8"));
+const byId = new Map(prof.nodes.map((n) => [n.id, n]));
+const parent = new Map();
+for (const n of prof.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+
+// Self time per node from samples × timeDeltas; --last MS keeps only the last MS of the profile.
+const LAST = Number(opt("last", 0)) * 1000;
+const stamps = [];
+let ts = prof.startTime;
+for (const d of prof.timeDeltas) stamps.push((ts += d));
+const from = LAST > 0 ? prof.endTime - LAST : -Infinity;
+const self = new Map();
+for (let i = 0; i < prof.samples.length; i++) {
+  if (stamps[i] < from) continue;
+  const id = prof.samples[i];
+  self.set(id, (self.get(id) ?? 0) + (prof.timeDeltas[i] ?? 0));
+}
+const total = [...self.values()].reduce((a, b) => a + b, 0);
+
+function bucket(url, name) {
+  if (!url) return name.startsWith("(") ? name : "(native/builtin)";
+  const nm = url.lastIndexOf("node_modules/");
+  if (nm >= 0) {
+    const rest = url.slice(nm + 13).split("/");
+    return rest[0].startsWith("@") ? `${rest[0]}/${rest[1]}` : rest[0];
+  }
+  const d = url.indexOf("/dist/");
+  if (d >= 0) return url.slice(d + 1);
+  if (url.startsWith("node:")) return url;
+  return url;
+}
+
+const byBucket = new Map();
+const byFn = new Map();
+for (const [id, t] of self) {
+  const n = byId.get(id);
+  const cf = n.callFrame;
+  const b = bucket(cf.url, cf.functionName || "(anonymous)");
+  byBucket.set(b, (byBucket.get(b) ?? 0) + t);
+  const fn = `${cf.functionName || "(anonymous)"} ${b}:${cf.lineNumber + 1}`;
+  byFn.set(fn, (byFn.get(fn) ?? 0) + t);
+}
+const pct = (t) => `${((100 * t) / total).toFixed(1)}%`;
+console.log(`total sampled: ${(total / 1e6).toFixed(2)} s`);
+console.log("\nself time by package / file:");
+for (const [b, t] of [...byBucket].sort((a, b) => b[1] - a[1]).slice(0, TOP)) console.log(`  ${pct(t).padStart(6)}  ${b}`);
+console.log("\ntop functions (self):");
+for (const [f, t] of [...byFn].sort((a, b) => b[1] - a[1]).slice(0, TOP)) console.log(`  ${pct(t).padStart(6)}  ${f}`);
+
+if (INCLUSIVE.length) {
+  // Inclusive time: every sample counts once for each distinct matching frame on its stack.
+  console.log("\ninclusive time:");
+  for (const name of INCLUSIVE) {
+    let t = 0;
+    for (const [id, s] of self) {
+      let cur = id;
+      while (cur !== undefined) {
+        if (byId.get(cur).callFrame.functionName === name) {
+          t += s;
+          break;
+        }
+        cur = parent.get(cur);
+      }
+    }
+    console.log(`  ${pct(t).padStart(6)}  ${name}`);
+  }
+}
+
+// Top inclusive functions: each sample counts once for every distinct function on its stack.
+if (argv.includes("--top-inclusive")) {
+  const incl = new Map();
+  for (const [id, s] of self) {
+    const seen = new Set();
+    let cur = id;
+    while (cur !== undefined) {
+      const cf = byId.get(cur).callFrame;
+      const key = `${cf.functionName || "(anonymous)"} ${bucket(cf.url, cf.functionName || "(anonymous)")}:${cf.lineNumber + 1}`;
+      if (!seen.has(key)) {
+        seen.add(key);
+        incl.set(key, (incl.get(key) ?? 0) + s);
+      }
+      cur = parent.get(cur);
+    }
+  }
+  console.log("\ntop functions (inclusive):");
+  for (const [f, t] of [...incl].sort((a, b) => b[1] - a[1]).slice(0, Number(opt("top-inclusive", 60)) || 60)) console.log(`  ${pct(t).padStart(6)}  ${f}`);
+}

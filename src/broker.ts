@@ -19,7 +19,7 @@ import { startEmbeddedRedis, type EmbeddedRedis } from "./redis/embedded";
 import { createKeyspace } from "./redis/keys";
 import { createAuditLedger, type AuditLedger } from "./audit/ledger";
 import { createJwtBackend, type JwtBackend } from "./backends/jwt/backend";
-import { loadOrCreateSigningKeys } from "./backends/jwt/keys";
+import { loadOrCreateSigningKeys, type SigningKeys } from "./backends/jwt/keys";
 import { openidConfiguration } from "./backends/jwt/oidc";
 import type { Backend } from "./backends/types";
 import type { IssuerConfig, RoleConfig } from "./config/schema";
@@ -62,6 +62,8 @@ export interface Broker {
   worker: RevocationWorker | null;
   /** Re-reads the policy files now (SIGHUP does the same). */
   reloadPolicies(): Promise<{ ok: boolean; changed: boolean; hash: string; policies: number; problems?: string[] }>;
+  /** Re-reads the signing key file (SIGHUP does the same); on error the loaded keys stay. */
+  reloadSigningKeys(): Promise<{ ok: boolean; kid: string; error?: string }>;
   readiness(): Promise<Readiness>;
   /** Starts listening on `server.listen` (or the given port, 0 for any). */
   listen(port?: number, host?: string): Promise<{ url: string; port: number }>;
@@ -84,7 +86,16 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
   // Everything that can be wrong in files is checked before any process or connection starts.
   const policyEngine = createPolicyEngine(compilePolicies(await loadPolicyFiles(cfg.policy.files)));
   logger.info({ policies: policyEngine.set().policies.length, hash: policyEngine.set().hash }, "policies loaded");
-  const signingKeys = await loadOrCreateSigningKeys(cfg.backends.jwt.signing_key_file, now);
+  let signingKeys = await loadOrCreateSigningKeys(cfg.backends.jwt.signing_key_file, now);
+  // The jwt backend reads the keys through this view, so a reload (SIGHUP, after
+  // `jitbroker keys rotate`) takes effect without a restart.
+  const currentKeys: SigningKeys = {
+    get current() {
+      return signingKeys.current;
+    },
+    jwks: () => signingKeys.jwks(),
+    verificationKey: (kid) => signingKeys.verificationKey(kid),
+  };
 
   let embedded: EmbeddedRedis | null = null;
   let redisUrl = cfg.redis.url;
@@ -147,7 +158,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     logger,
     now,
   });
-  const jwt = createJwtBackend({ keys: signingKeys, issuer: cfg.server.public_url, now });
+  const jwt = createJwtBackend({ keys: currentKeys, issuer: cfg.server.public_url, now });
   const backends = new Map<string, Backend>([["jwt", jwt]]);
   for (const [kind, b] of Object.entries(opts.backends ?? {})) if (b) backends.set(kind, b);
   for (const [kind, b] of backends) {
@@ -288,6 +299,17 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     jwt,
     worker,
     reloadPolicies: () => policyReloader.reload(),
+    async reloadSigningKeys() {
+      try {
+        const next = await loadOrCreateSigningKeys(cfg.backends.jwt.signing_key_file, now);
+        if (next.current.kid !== signingKeys.current.kid) logger.info({ kid: next.current.kid, previous: signingKeys.current.kid }, "signing key reloaded");
+        signingKeys = next;
+        return { ok: true, kid: next.current.kid };
+      } catch (e) {
+        logger.error({ err: { message: (e as Error).message } }, "signing key reload refused; the loaded keys stay in use");
+        return { ok: false, kid: signingKeys.current.kid, error: (e as Error).message };
+      }
+    },
     readiness,
     listen(port = cfg.server.listen.port, host = cfg.server.listen.host) {
       return new Promise((resolve, reject) => {

@@ -19,7 +19,7 @@ import { devConfigYaml } from "../dev/config";
 import { DEV_OIDC_ISSUER, ensureDevIssuer, signDevToken } from "../dev/issuer";
 import { describeConfig } from "./describe";
 import { verifyAuditChain } from "../audit/ledger";
-import { SigningKeyFileError } from "../backends/jwt/keys";
+import { rotateSigningKey, SigningKeyFileError } from "../backends/jwt/keys";
 import { PolicyError } from "../policy/engine";
 import { createKeyspace } from "../redis/keys";
 import { embeddedRedisUrl } from "../redis/embedded";
@@ -79,7 +79,10 @@ async function serve(cfg: LoadedConfig, banner?: (url: string) => string, only?:
     };
     process.on("SIGTERM", () => stop("SIGTERM"));
     process.on("SIGINT", () => stop("SIGINT"));
-    process.on("SIGHUP", () => void broker.reloadPolicies());
+    process.on("SIGHUP", () => {
+      void broker.reloadPolicies();
+      void broker.reloadSigningKeys();
+    });
   };
   if (only === "worker") {
     logger.info({ config: cfg.file }, "jitbroker revocation worker running (no HTTP listener)");
@@ -230,6 +233,25 @@ export function buildProgram(): Command {
     .option("--config <file>", "configuration file")
     .action((opts: { config?: string }) => {
       process.stdout.write(describeConfig(load(opts.config)));
+    });
+
+  const keysCmd = program.command("keys").description("the signing keys of broker-issued JWTs");
+  keysCmd
+    .command("rotate")
+    .description("make a new current signing key; the previous ones stay in the JWKS")
+    .option("--config <file>", "configuration file (backends.jwt.signing_key_file)")
+    .action(async (opts: { config?: string }) => {
+      const cfg = load(opts.config);
+      try {
+        const keys = await rotateSigningKey(cfg.backends.jwt.signing_key_file);
+        process.stdout.write(
+          `new signing key ${keys.current.kid} in ${cfg.backends.jwt.signing_key_file}; ${keys.jwks().keys.length - 1} previous key(s) stay in the JWKS\n` +
+            `send SIGHUP to running brokers (or restart them) to sign with it\n`,
+        );
+      } catch (e) {
+        if (e instanceof SigningKeyFileError) throw new CliError(e.message, 2);
+        throw e;
+      }
     });
 
   const audit = program.command("audit").description("the audit ledger");

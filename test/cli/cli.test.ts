@@ -11,6 +11,7 @@ import { createLocalJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify, type JS
 import { parseConfig } from "../../src/config/load";
 import { devConfigYaml } from "../../src/dev/config";
 import { MINIMAL_CONFIG } from "../support/configs";
+import { loadOrCreateSigningKeys } from "../../src/backends/jwt/keys";
 import { DEV_OIDC_ISSUER, DEV_TRUST_DOMAIN, ensureDevIssuer } from "../../src/dev/issuer";
 
 const ROOT = path.resolve(__dirname, "../..");
@@ -342,5 +343,24 @@ describe("token dev", () => {
     const r = await run(["token", "dev", "--workload", "support-agent", "--config", path.join(home, "dev.yaml")], { cwd: tmp });
     expect(r.code).toBe(0);
     expect(decodeJwt(r.stdout.trim()).sub).toBe(`spiffe://${DEV_TRUST_DOMAIN}/agents/support`);
+  });
+});
+
+describe("keys rotate", () => {
+  it("refuses a missing key file with exit 2, and rotates an existing one keeping the previous key", async () => {
+    const dir = mkdtempSync(path.join(tmp, "keys-"));
+    const file = path.join(dir, "broker.yaml");
+    writeFileSync(file, `${MINIMAL}backends:\n  jwt: { signing_key_file: "signing-key.json" }\n`);
+    const missing = await run(["keys", "rotate", "--config", file]);
+    expect(missing.code).toBe(2);
+    expect(lines(missing.stderr)).toEqual([`jitbroker: signing key file ${path.join(dir, "signing-key.json")}: does not exist; nothing to rotate`]);
+
+    const first = await loadOrCreateSigningKeys(path.join(dir, "signing-key.json"));
+    const r = await run(["keys", "rotate", "--config", file]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^new signing key \S+ in .*signing-key\.json; 1 previous key\(s\) stay in the JWKS\n/);
+    const after = await loadOrCreateSigningKeys(path.join(dir, "signing-key.json"));
+    expect(after.current.kid).not.toBe(first.current.kid);
+    expect(after.jwks().keys.map((k) => k.kid)).toEqual([after.current.kid, first.current.kid]);
   });
 });

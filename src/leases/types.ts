@@ -6,13 +6,9 @@ export type BackendKind = "jwt" | "vault" | "aws_sts";
 export const TERMINAL_STATES: ReadonlySet<LeaseState> = new Set(["revoked", "expired"]);
 export const LIVE_STATES: ReadonlySet<LeaseState> = new Set(["issuing", "active", "revoking", "revoke_failed"]);
 
-export interface TaskContext {
-  id: string;
-  intent: string;
-  tool: string;
-  destination: string;
-  sensitivity: string;
-}
+/** The task a credential is for (DESIGN.md section 4): the policy engine's own shape. */
+import type { TaskContext } from "../policy/types";
+export type { TaskContext };
 
 export interface Lease {
   id: string;

@@ -8,14 +8,13 @@
  * the expected `jitbroker_auth_failures_total{reason}` counter moved, so a token refused for the
  * wrong reason (say, "malformed" instead of "bad_audience") fails the test.
  */
-import http from "node:http";
 import { createHmac, createPublicKey, randomUUID, sign as cryptoSign, type JsonWebKey as NodeJwk, type KeyObject } from "node:crypto";
 import { mkdtempSync } from "node:fs";
-import type { AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { CompactEncrypt, CompactSign, FlattenedSign, GeneralSign, generateKeyPair, type JWTPayload } from "jose";
 import { getJson, startTestBroker, type TestBroker } from "../support/broker";
+import { startRecordingServer } from "../support/http-server";
 import { makeKey, signSvid, signWith, startTestIssuer, writeSpiffeBundle, type TestIssuer, type TestKey } from "../support/oidc-issuer";
 
 const b64u = (x: string | Buffer | Uint8Array): string => Buffer.from(x).toString("base64url");
@@ -40,24 +39,11 @@ function es256ByHand(key: TestKey, header: Record<string, unknown>, payload: Rec
 }
 
 /** A local HTTP server that must never be contacted (jku / x5u targets). */
-async function startTrap(body: unknown): Promise<{ url: string; hits: string[]; close(): Promise<void> }> {
-  const hits: string[] = [];
-  const server = http.createServer((req, res) => {
-    hits.push(req.url ?? "");
+function startTrap(body: unknown) {
+  return startRecordingServer((_req, res) => {
     res.setHeader("content-type", "application/json");
     res.end(JSON.stringify(body));
   });
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  return {
-    url,
-    hits,
-    close: () =>
-      new Promise<void>((r) => {
-        server.closeAllConnections();
-        server.close(() => r());
-      }),
-  };
 }
 
 /** `jitbroker_auth_failures_total` by reason, read from the broker's /metrics. */

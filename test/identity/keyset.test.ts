@@ -4,9 +4,7 @@
  * most one refresh per cooldown; keys come only from the configured source; a key set that was
  * never loaded fails closed with `issuer_unavailable` (I7).
  */
-import http from "node:http";
 import { mkdtempSync, writeFileSync } from "node:fs";
-import type { AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { randomUUID } from "node:crypto";
@@ -14,6 +12,7 @@ import { errors as joseErrors, exportJWK, generateKeyPair, jwtVerify, type JWK }
 import { BrokerError } from "../../src/core/errors";
 import { createKeySet, normaliseKeys, type KeySet, type KeySetOptions } from "../../src/identity/keyset";
 import { getJson, startTestBroker } from "../support/broker";
+import { startRecordingServer } from "../support/http-server";
 import { makeKey, signWith, startTestIssuer, type TestIssuer, type TestKey } from "../support/oidc-issuer";
 
 const COOLDOWN = 30_000;
@@ -47,26 +46,7 @@ async function expectUnavailable(p: Promise<unknown>) {
   expect((e as BrokerError).status).toBe(503);
 }
 
-/** A minimal local HTTP server with a handler, counting requests by path. */
-async function startServer(handler: (req: http.IncomingMessage, res: http.ServerResponse, url: string) => void) {
-  const hits: string[] = [];
-  let url = "";
-  const server = http.createServer((req, res) => {
-    hits.push(req.url ?? "");
-    handler(req, res, url);
-  });
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  return {
-    url,
-    hits,
-    close: () =>
-      new Promise<void>((r) => {
-        server.closeAllConnections();
-        server.close(() => r());
-      }),
-  };
-}
+const startServer = startRecordingServer;
 
 /** A loopback URL on which nothing listens (connection refused). */
 async function deadUrl(): Promise<string> {

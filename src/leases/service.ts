@@ -71,12 +71,14 @@ export function createLeaseService(opts: LeaseServiceOptions) {
   }
 
   /** Revokes a credential minted for a lease that must not be handed out. */
-  async function undoMint(lease: StoredLease | null, leaseId: string, backend: Backend, minted: MintResult, why: string) {
+  async function undoMint(lease: StoredLease, leaseId: string, backend: Backend, minted: MintResult, why: string) {
     try {
-      if (lease) await backend.revoke(lease, minted.handle);
+      await backend.revoke(lease, minted.handle);
     } catch (e) {
       opts.logger.error({ lease_id: leaseId, err: { message: (e as Error).message } }, "could not revoke a credential minted for a refused lease; the worker retries");
     }
+    // If the lease is still issuing (its activation failed), end it; a triggered one is untouched.
+    await store.trigger([leaseId], { trigger: "issue_failed", reason: why }).catch(() => undefined);
     await opts.queue.revokeSoon([leaseId]).catch(() => undefined);
     await audit.append({ type: "issue_failed", at: at(), lease_id: leaseId, actor: "system", reason: why }).catch(() => undefined);
   }
@@ -153,12 +155,13 @@ export function createLeaseService(opts: LeaseServiceOptions) {
       try {
         state = await store.activate(id, minted.handle, minted.backendExpiresAt?.getTime());
       } catch (e) {
-        await undoMint(await store.get(id).catch(() => null), id, backend, minted, "could not record the lease");
+        // Redis may be gone: revoke from what we wrote, not from what we could read back.
+        await undoMint(store.created(draft), id, backend, minted, "could not record the lease");
         throw e;
       }
       if (state !== "active") {
         const lease = await store.get(id).catch(() => null);
-        await undoMint(lease, id, backend, minted, `lease was ${state} before the mint completed`);
+        await undoMint(lease ?? store.created(draft), id, backend, minted, `lease was ${state} before the mint completed`);
         if (lease?.revocation?.trigger === "task_completed") throw new BrokerError("task_completed", `task ${task.id} was completed while the credential was being issued`);
         throw new BrokerError("policy_denied", `the lease was revoked (${lease?.revocation?.trigger ?? state}) while the credential was being issued`);
       }

@@ -268,14 +268,15 @@ describe("worker killed, stopped or hung mid-run", () => {
   });
 
   it("a worker closed in the middle of a batch leaves the rest to the next worker", async () => {
-    // A slow backend (100 ms per revocation) and 2 concurrent jobs: the batch takes ~2 s. The
-    // sweeper's grace is long so that BullMQ is the only path in A.
+    // A slow backend (100 ms per revocation) and 2 concurrent jobs. Half the leases expire 3 s
+    // later than the others, so closing A after the first expiries leaves work for the next
+    // worker however A batches them. The sweeper's grace is long so that BullMQ is A's only path.
     const { f, ctl } = await startWithCtl({ extra: { worker: { concurrency: 2, sweep_interval: "200ms", sweep_grace: "30s", fail_after: 2 } } });
     ctl.revokeDelayMs = 100;
     let next: TestBroker | null = null;
     try {
       const ids: string[] = [];
-      const rs = await Promise.all(Array.from({ length: 40 }, (_, i) => issue(f, i % 2 ? "agent" : "ci", "short-read", `C-${i}`, 2)));
+      const rs = await Promise.all(Array.from({ length: 40 }, (_, i) => issue(f, i % 2 ? "agent" : "ci", "short-read", `C-${i}`, i < 20 ? 2 : 5)));
       for (const r of rs) {
         expect(r.status).toBe(201);
         ids.push(r.body.lease.id);

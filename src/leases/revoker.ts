@@ -31,14 +31,14 @@ export interface RevokeOutcome {
   failed: { id: string; attempts: number; error: string }[];
 }
 
-/** Capped exponential backoff with full jitter in [50%, 100%] of the step. */
-export function backoffMs(attempt: number, baseMs = 500, capMs = 60_000, random = Math.random): number {
-  const step = Math.min(capMs, baseMs * 2 ** Math.max(0, attempt - 1));
-  return Math.round(step * (0.5 + random() / 2));
-}
-
+/** The step of capped exponential backoff: 500 ms doubling per attempt, at most 60 s. */
 export function maxBackoffMs(attempt: number, baseMs = 500, capMs = 60_000): number {
   return Math.min(capMs, baseMs * 2 ** Math.max(0, attempt - 1));
+}
+
+/** Capped exponential backoff with jitter: a random point in [50%, 100%] of the step. */
+export function backoffMs(attempt: number, baseMs = 500, capMs = 60_000, random = Math.random): number {
+  return Math.round(maxBackoffMs(attempt, baseMs, capMs) * (0.5 + random() / 2));
 }
 
 function semaphore(limit: number) {

@@ -14,7 +14,6 @@ import { BROKER_RESOURCE_ID } from "../policy/engine";
 import type { LeaseMetrics } from "./metrics";
 import { principalOf, type LeaseService } from "./service";
 import { publicLease, type LeaseStore, type StoredLease } from "./store";
-import type { LeaseState } from "./types";
 
 export const TASK_ID = /^[A-Za-z0-9._:@-]{1,128}$/;
 const taskId = z.string().regex(TASK_ID, "must be 1-128 characters of [A-Za-z0-9._:@-]");
@@ -206,4 +205,3 @@ export function leaseRoutes(opts: LeaseRoutesOptions): Router {
   return r;
 }
 
-export type { LeaseState };

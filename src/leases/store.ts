@@ -29,7 +29,7 @@
 import type { Redis } from "ioredis";
 import { storeCall } from "../redis/client";
 import type { Keyspace } from "../redis/keys";
-import { LIVE_STATES, TERMINAL_STATES, type Lease, type LeaseState, type RevocationTrigger, type TaskContext } from "./types";
+import { type Lease, type LeaseState, type RevocationTrigger, type TaskContext } from "./types";
 
 const CREATE = `
 -- KEYS: 1 lease, 2 due, 3 all, 4 live:workload, 5 live:role, 6 live:issuer, 7 live:task, 8 task marker
@@ -476,8 +476,6 @@ function newLeaseFields(l: NewLease): Record<string, string> {
   };
 }
 
-export const isTerminal = (s: LeaseState) => TERMINAL_STATES.has(s);
-export const isLive = (s: LeaseState) => LIVE_STATES.has(s);
 
 /** The lease as the API shows it (no handle, no internal bookkeeping). */
 export function publicLease(l: StoredLease): Lease {

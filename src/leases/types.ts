@@ -3,8 +3,6 @@ export type LeaseState = "issuing" | "active" | "revoking" | "revoked" | "expire
 export type RevocationTrigger = "expiry" | "task_completed" | "owner" | "operator" | "policy_change" | "issue_failed";
 export type BackendKind = "jwt" | "vault" | "aws_sts";
 
-export const TERMINAL_STATES: ReadonlySet<LeaseState> = new Set(["revoked", "expired"]);
-export const LIVE_STATES: ReadonlySet<LeaseState> = new Set(["issuing", "active", "revoking", "revoke_failed"]);
 
 /** The task a credential is for (DESIGN.md section 4): the policy engine's own shape. */
 import type { TaskContext } from "../policy/types";

@@ -21,7 +21,8 @@ import { createAuditLedger, type AuditLedger } from "./audit/ledger";
 import { createJwtBackend, type JwtBackend } from "./backends/jwt/backend";
 import { loadOrCreateSigningKeys, type SigningKeys } from "./backends/jwt/keys";
 import { openidConfiguration } from "./backends/jwt/oidc";
-import type { Backend } from "./backends/types";
+import { createConfiguredBackends } from "./backends/registry";
+import type { Backend, BackendStatus } from "./backends/types";
 import type { IssuerConfig, RoleConfig } from "./config/schema";
 import { BrokerError } from "./core/errors";
 import { requireJsonObject } from "./http/app";
@@ -46,7 +47,8 @@ export interface BrokerOptions {
 
 export interface Readiness {
   ready: boolean;
-  checks: { redis: "ok" | "unreachable"; issuers: ReturnType<KeySet["status"]>[] };
+  /** Backends report their own health here; an unavailable backend does not make the broker unready. */
+  checks: { redis: "ok" | "unreachable"; issuers: ReturnType<KeySet["status"]>[]; backends: ({ name: string } & BackendStatus)[] };
 }
 
 export interface Broker {
@@ -160,6 +162,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
   });
   const jwt = createJwtBackend({ keys: currentKeys, issuer: cfg.server.public_url, now });
   const backends = new Map<string, Backend>([["jwt", jwt]]);
+  for (const [kind, b] of await createConfiguredBackends(cfg, { logger, registry: metrics.registry, now, store, audit, parts: opts.parts ?? { api: true, worker: true } })) backends.set(kind, b);
   for (const [kind, b] of Object.entries(opts.backends ?? {})) if (b) backends.set(kind, b);
   for (const [kind, b] of backends) {
     // Leases derive what revocation means from their backend kind; a backend must agree.
@@ -234,7 +237,8 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
 
   async function readiness(): Promise<Readiness> {
     const ok = await pingRedis(redis);
-    return { ready: ok, checks: { redis: ok ? "ok" : "unreachable", issuers: [...keySets.values()].map((k) => k.status()) } };
+    const backendChecks = [...backends].map(([name, b]) => ({ name, ...(b.status?.() ?? { state: "ok" as const }) }));
+    return { ready: ok, checks: { redis: ok ? "ok" : "unreachable", issuers: [...keySets.values()].map((k) => k.status()), backends: backendChecks } };
   }
 
   const app = createHttpApp({ logger, metrics, bodyLimit: cfg.server.body_limit, trustProxy: cfg.server.trust_proxy });
@@ -337,6 +341,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
         if (worker) await worker.close().catch(() => undefined);
         await queue.close().catch(() => undefined);
         await audit.close().catch(() => undefined);
+        for (const b of backends.values()) await b.close?.().catch(() => undefined);
         queueConn.disconnect();
         redis.disconnect();
         if (embedded) await embedded.stop();

@@ -19,11 +19,34 @@ export interface MintResult {
   backendExpiresAt?: Date;
 }
 
+/** What a credential request may add for its backend (validated by `checkRequest`). */
+export interface MintRequest {
+  /**
+   * A narrowing of the role's access asked for by the caller (aws_sts: an IAM policy document
+   * inside the role's session policy). Never wider than the role allows.
+   */
+  scope?: Record<string, unknown>;
+}
+
+/** A backend's own health, shown in /readyz; "unavailable" never makes the broker unready. */
+export interface BackendStatus {
+  state: "ok" | "degraded" | "unavailable";
+  detail?: string;
+}
+
 export interface Backend {
   kind: "jwt" | "vault" | "aws_sts";
   revocation: RevocationKind;
-  mint(lease: Lease, role: RoleConfig): Promise<MintResult>;
+  /**
+   * Validates request-specific input before any lease is written or any approval is asked;
+   * throws BrokerError("invalid_request"). A backend without it accepts no `scope`.
+   */
+  checkRequest?(role: RoleConfig, req: MintRequest): void;
+  mint(lease: Lease, role: RoleConfig, req?: MintRequest): Promise<MintResult>;
   revoke(lease: Lease, handle: Record<string, string>): Promise<void>;
+  status?(): BackendStatus;
+  /** Stops timers and connections (reconciliation, token renewal). */
+  close?(): Promise<void>;
 }
 
 export class BackendError extends Error {

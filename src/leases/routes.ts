@@ -26,6 +26,10 @@ export const credentialRequestSchema = z.strictObject({
     .union([z.string().max(16), z.number().int().min(2, "must be at least 2 seconds").max(7 * 24 * 3600)])
     .optional()
     .describe('a duration such as "5m", or seconds'),
+  scope: z
+    .record(z.string(), z.unknown())
+    .optional()
+    .describe("backend-specific narrowing of the role's access (aws_sts: an IAM policy document within the role's session policy)"),
 });
 
 const leaseState = z.enum(["issuing", "active", "revoking", "revoked", "expired", "revoke_failed"]);
@@ -118,7 +122,7 @@ export function leaseRoutes(opts: LeaseRoutesOptions): Router {
 
   r.post("/v1/credentials", requireJsonObject, async (req, res) => {
     const body = parse(credentialRequestSchema, req.body, "body");
-    const out = await service.issue(req.auth!, { role: body.role, task: body.task, ttlMs: ttlOf(body.ttl) });
+    const out = await service.issue(req.auth!, { role: body.role, task: body.task, ttlMs: ttlOf(body.ttl), ...(body.scope ? { scope: body.scope } : {}) });
     res.status(201).json(out);
   });
 

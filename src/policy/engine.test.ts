@@ -16,6 +16,7 @@ import {
   type ResourceInfo,
 } from "./engine";
 import { splitStatements } from "./source";
+import { timeContext } from "./context";
 
 const REPO = path.resolve(__dirname, "../..");
 const EXAMPLES = path.join(REPO, "config/policies/*.cedar");
@@ -44,6 +45,8 @@ function role(backend: string, labels: Record<string, string> = {}, name = "r1")
 const BROKER = { type: "Broker" as const, id: "jitbroker" };
 
 interface ReqOpts {
+  /** When given, context.time of that instant (UTC), as the broker builds it. */
+  at?: string;
   ttl?: number;
   approved?: boolean;
   task?: Partial<DecisionRequest["context"]["task"]>;
@@ -59,6 +62,7 @@ function req(p: PrincipalInfo, action: ActionName, resource: DecisionRequest["re
       task: { id: "t-1", intent: "", tool: "", destination: "", sensitivity: "", ...o.task },
       ttl_seconds: o.ttl ?? 300,
       approved: o.approved ?? false,
+      ...(o.at ? { time: timeContext(Date.parse(o.at)) } : {}),
       ...o.extra,
     },
   };
@@ -83,6 +87,8 @@ function compileError(files: PolicyFile[]): PolicyError {
 
 describe("example policies (config/policies)", () => {
   let engine: ReturnType<typeof createPolicyEngine>;
+  // Monday 10:00 UTC: inside the working hours of ci-deploy-working-hours unless a case says otherwise.
+  const ex = (p: PrincipalInfo, a: ActionName, r: DecisionRequest["resource"], o: ReqOpts = {}) => req(p, a, r, { at: "2026-11-23T10:00:00Z", ...o });
 
   beforeAll(async () => {
     const files = await loadPolicyFiles([EXAMPLES]);
@@ -94,10 +100,13 @@ describe("example policies (config/policies)", () => {
     const ids = engine.set().policies.map((p) => p.id).sort();
     expect(ids).toEqual([
       "agents-request-read",
+      "agents-request-write-or-restricted-with-approval",
+      "ci-deploy-working-hours",
       "ci-request-deploy-or-read",
       "operators-admin-read",
       "operators-admin-revoke",
       "operators-approve",
+      "operators-no-approval-of-own-workloads",
       "restricted-long-lease-needs-approval",
     ]);
     for (const p of engine.set().policies) expect(p.annotations["id"]).toBe(p.id);
@@ -115,41 +124,55 @@ describe("example policies (config/policies)", () => {
     decision: "allow" | "deny";
     ids: string[];
     maxTtl?: number;
+    approval?: boolean;
   }[] = [
     // agents
-    { name: "agent reads an internal read role", r: req(principal("agent"), "request", role("jwt", internalRead)), decision: "allow", ids: ["agents-request-read"], maxTtl: 600 },
-    { name: "agent, any backend, read role", r: req(principal("agent"), "request", role("vault", { sensitivity: "public", access: "read" })), decision: "allow", ids: ["agents-request-read"], maxTtl: 600 },
-    { name: "agent, restricted read role", r: req(principal("agent"), "request", role("jwt", restrictedRead)), decision: "deny", ids: [] },
-    { name: "agent, write role", r: req(principal("agent"), "request", role("jwt", { sensitivity: "internal", access: "write" })), decision: "deny", ids: [] },
-    { name: "agent, role without labels", r: req(principal("agent"), "request", role("jwt", {})), decision: "deny", ids: [] },
-    { name: "agent, read role without sensitivity label", r: req(principal("agent"), "request", role("jwt", { access: "read" })), decision: "deny", ids: [] },
-    { name: "agent may not admin_read", r: req(principal("agent"), "admin_read", BROKER), decision: "deny", ids: [] },
-    { name: "agent may not approve", r: req(principal("agent"), "approve", BROKER), decision: "deny", ids: [] },
-    { name: "agent owned by @example.com may not admin_revoke", r: req(principal("agent"), "admin_revoke", BROKER), decision: "deny", ids: [] },
+    { name: "agent reads an internal read role", r: ex(principal("agent"), "request", role("jwt", internalRead)), decision: "allow", ids: ["agents-request-read"], maxTtl: 600 },
+    { name: "agent, any backend, read role", r: ex(principal("agent"), "request", role("vault", { sensitivity: "public", access: "read" })), decision: "allow", ids: ["agents-request-read"], maxTtl: 600 },
+    { name: "agent, restricted read role, no intent", r: ex(principal("agent"), "request", role("jwt", restrictedRead)), decision: "deny", ids: [] },
+    { name: "agent, write role, no intent", r: ex(principal("agent"), "request", role("jwt", { sensitivity: "internal", access: "write" })), decision: "deny", ids: [] },
+    { name: "agent, restricted read role, with intent: approval", r: ex(principal("agent"), "request", role("jwt", restrictedRead), { task: { intent: "refund #42" } }), decision: "allow", ids: ["agents-request-write-or-restricted-with-approval"], maxTtl: 900, approval: true },
+    { name: "agent, write role, with intent: approval", r: ex(principal("agent"), "request", role("jwt", { sensitivity: "internal", access: "write" }), { task: { intent: "fix order 7" } }), decision: "allow", ids: ["agents-request-write-or-restricted-with-approval"], maxTtl: 900, approval: true },
+    { name: "agent, restricted write role, 10 minutes, not yet approved: forbidden", r: ex(principal("agent"), "request", role("jwt", { sensitivity: "restricted", access: "write" }), { task: { intent: "x" }, ttl: 600 }), decision: "deny", ids: ["restricted-long-lease-needs-approval"] },
+    { name: "agent, restricted write role, 10 minutes, approved", r: ex(principal("agent"), "request", role("jwt", { sensitivity: "restricted", access: "write" }), { task: { intent: "x" }, ttl: 600, approved: true }), decision: "allow", ids: ["agents-request-write-or-restricted-with-approval"], maxTtl: 900, approval: true },
+    { name: "agent, internal read with intent: direct, no approval", r: ex(principal("agent"), "request", role("jwt", internalRead), { task: { intent: "answer ticket" } }), decision: "allow", ids: ["agents-request-read"], maxTtl: 600 },
+    { name: "agent, role without labels", r: ex(principal("agent"), "request", role("jwt", {})), decision: "deny", ids: [] },
+    { name: "agent, read role without sensitivity label", r: ex(principal("agent"), "request", role("jwt", { access: "read" })), decision: "deny", ids: [] },
+    { name: "agent may not admin_read", r: ex(principal("agent"), "admin_read", BROKER), decision: "deny", ids: [] },
+    { name: "agent may not approve", r: ex(principal("agent"), "approve", BROKER), decision: "deny", ids: [] },
+    { name: "agent owned by @example.com may not admin_revoke", r: ex(principal("agent"), "admin_revoke", BROKER), decision: "deny", ids: [] },
     // ci
-    { name: "ci, jwt read role", r: req(principal("ci"), "request", role("jwt", internalRead)), decision: "allow", ids: ["ci-request-deploy-or-read"] },
-    { name: "ci, aws_sts deploy role", r: req(principal("ci"), "request", role("aws_sts", { sensitivity: "internal", access: "deploy" })), decision: "allow", ids: ["ci-request-deploy-or-read"] },
-    { name: "ci, vault read role", r: req(principal("ci"), "request", role("vault", internalRead)), decision: "deny", ids: [] },
-    { name: "ci, aws_sts admin role", r: req(principal("ci"), "request", role("aws_sts", { sensitivity: "internal", access: "admin" })), decision: "deny", ids: [] },
-    { name: "ci, role without labels", r: req(principal("ci"), "request", role("aws_sts")), decision: "deny", ids: [] },
-    { name: "ci, restricted deploy, 5 minutes", r: req(principal("ci"), "request", role("aws_sts", restrictedDeploy), { ttl: 300 }), decision: "allow", ids: ["ci-request-deploy-or-read"] },
-    { name: "ci, restricted deploy, 10 minutes: forbidden", r: req(principal("ci"), "request", role("aws_sts", restrictedDeploy), { ttl: 600 }), decision: "deny", ids: ["restricted-long-lease-needs-approval"] },
-    { name: "ci, restricted deploy, 10 minutes, approved", r: req(principal("ci"), "request", role("aws_sts", restrictedDeploy), { ttl: 600, approved: true }), decision: "allow", ids: ["ci-request-deploy-or-read"] },
-    { name: "ci may not admin_read", r: req(principal("ci"), "admin_read", BROKER), decision: "deny", ids: [] },
+    { name: "ci, jwt read role", r: ex(principal("ci"), "request", role("jwt", internalRead)), decision: "allow", ids: ["ci-request-deploy-or-read"] },
+    { name: "ci, aws_sts deploy role", r: ex(principal("ci"), "request", role("aws_sts", { sensitivity: "internal", access: "deploy" })), decision: "allow", ids: ["ci-request-deploy-or-read"] },
+    { name: "ci, vault read role", r: ex(principal("ci"), "request", role("vault", internalRead)), decision: "deny", ids: [] },
+    { name: "ci, aws_sts admin role", r: ex(principal("ci"), "request", role("aws_sts", { sensitivity: "internal", access: "admin" })), decision: "deny", ids: [] },
+    { name: "ci, role without labels", r: ex(principal("ci"), "request", role("aws_sts")), decision: "deny", ids: [] },
+    { name: "ci, restricted deploy, 5 minutes", r: ex(principal("ci"), "request", role("aws_sts", restrictedDeploy), { ttl: 300 }), decision: "allow", ids: ["ci-request-deploy-or-read"] },
+    { name: "ci, restricted deploy, 10 minutes: forbidden", r: ex(principal("ci"), "request", role("aws_sts", restrictedDeploy), { ttl: 600 }), decision: "deny", ids: ["restricted-long-lease-needs-approval"] },
+    { name: "ci, restricted deploy, 10 minutes, approved", r: ex(principal("ci"), "request", role("aws_sts", restrictedDeploy), { ttl: 600, approved: true }), decision: "allow", ids: ["ci-request-deploy-or-read"] },
+    { name: "ci, deploy on Saturday: outside working hours", r: ex(principal("ci"), "request", role("aws_sts", { sensitivity: "internal", access: "deploy" }), { at: "2026-11-28T10:00:00Z" }), decision: "deny", ids: ["ci-deploy-working-hours"] },
+    { name: "ci, deploy at 06:59 Monday", r: ex(principal("ci"), "request", role("aws_sts", { sensitivity: "internal", access: "deploy" }), { at: "2026-11-23T06:59:00Z" }), decision: "deny", ids: ["ci-deploy-working-hours"] },
+    { name: "ci, deploy at 07:00 Monday", r: ex(principal("ci"), "request", role("aws_sts", { sensitivity: "internal", access: "deploy" }), { at: "2026-11-23T07:00:00Z" }), decision: "allow", ids: ["ci-request-deploy-or-read"] },
+    { name: "ci, deploy at 18:59 Friday", r: ex(principal("ci"), "request", role("aws_sts", { sensitivity: "internal", access: "deploy" }), { at: "2026-11-27T18:59:00Z" }), decision: "allow", ids: ["ci-request-deploy-or-read"] },
+    { name: "ci, deploy at 19:00 Friday", r: ex(principal("ci"), "request", role("aws_sts", { sensitivity: "internal", access: "deploy" }), { at: "2026-11-27T19:00:00Z" }), decision: "deny", ids: ["ci-deploy-working-hours"] },
+    { name: "ci, read role on Sunday night: reads are not bound to hours", r: ex(principal("ci"), "request", role("jwt", internalRead), { at: "2026-11-29T23:00:00Z" }), decision: "allow", ids: ["ci-request-deploy-or-read"] },
+    { name: "ci may not admin_read", r: ex(principal("ci"), "admin_read", BROKER), decision: "deny", ids: [] },
     // other kinds
-    { name: "service, jwt read role", r: req(principal("service"), "request", role("jwt", internalRead)), decision: "deny", ids: [] },
-    { name: "human may not request credentials", r: req(human("ops@example.com"), "request", role("jwt", internalRead)), decision: "deny", ids: [] },
+    { name: "service, jwt read role", r: ex(principal("service"), "request", role("jwt", internalRead)), decision: "deny", ids: [] },
+    { name: "human may not request credentials", r: ex(human("ops@example.com"), "request", role("jwt", internalRead)), decision: "deny", ids: [] },
     // operators
-    { name: "human admin_read", r: req(human("ops@other.org"), "admin_read", BROKER), decision: "allow", ids: ["operators-admin-read"] },
-    { name: "human @example.com admin_revoke", r: req(human("ops@example.com"), "admin_revoke", BROKER), decision: "allow", ids: ["operators-admin-revoke"] },
-    { name: "human elsewhere admin_revoke", r: req(human("ops@other.org"), "admin_revoke", BROKER), decision: "deny", ids: [] },
-    { name: "owner merely containing @example.com", r: req(human("ops@example.com.evil.org"), "admin_revoke", BROKER), decision: "deny", ids: [] },
-    { name: "human approve", r: req(human("ops@other.org"), "approve", BROKER), decision: "allow", ids: ["operators-approve"] },
+    { name: "human admin_read", r: ex(human("ops@other.org"), "admin_read", BROKER), decision: "allow", ids: ["operators-admin-read"] },
+    { name: "human @example.com admin_revoke", r: ex(human("ops@example.com"), "admin_revoke", BROKER), decision: "allow", ids: ["operators-admin-revoke"] },
+    { name: "human elsewhere admin_revoke", r: ex(human("ops@other.org"), "admin_revoke", BROKER), decision: "deny", ids: [] },
+    { name: "owner merely containing @example.com", r: ex(human("ops@example.com.evil.org"), "admin_revoke", BROKER), decision: "deny", ids: [] },
+    { name: "human approve", r: ex(human("ops@other.org"), "approve", BROKER), decision: "allow", ids: ["operators-approve"] },
+    { name: "human approves another team's request", r: ex(human("ops@other.org"), "approve", role("jwt", restrictedRead), { extra: { requester: { id: "agent-1", kind: "agent", owner: "alice@example.com" } } }), decision: "allow", ids: ["operators-approve"] },
+    { name: "human approves a request of a workload they own: forbidden", r: ex(human("alice@example.com"), "approve", role("jwt", restrictedRead), { extra: { requester: { id: "agent-1", kind: "agent", owner: "alice@example.com" } } }), decision: "deny", ids: ["operators-no-approval-of-own-workloads"] },
   ];
 
-  it.each(table)("$name → $decision", ({ r, decision, ids, maxTtl }) => {
+  it.each(table)("$name → $decision", ({ r, decision, ids, maxTtl, approval }) => {
     const d = engine.decide(r);
-    expect(d).toMatchObject({ decision, policyIds: ids, policyHash: engine.set().hash, approvalRequired: false, errors: [] });
+    expect(d).toMatchObject({ decision, policyIds: ids, policyHash: engine.set().hash, approvalRequired: approval ?? false, errors: [] });
     expect(d.maxTtlSeconds).toBe(maxTtl);
   });
 
@@ -167,7 +190,7 @@ describe("example policies (config/policies)", () => {
         for (const action of ["request", "admin_read", "admin_revoke", "approve"] as const) {
           const resource = action === "request" ? { name: r.name, backend: r.backend, labels: r.labels ?? {} } : BROKER;
           for (const ttl of [60, 3600]) {
-            const d = engine.decide(req(p, action, resource, { ttl }));
+            const d = engine.decide(ex(p, action, resource, { ttl }));
             expect(d.errors).toEqual([]); // no policy errors on the shipped inventory
             if (action === "request" && ttl === 60) seen[`${w.id}/${r.name}`] = `${d.decision} ${d.policyIds.join(",")} ${d.maxTtlSeconds ?? "-"}`;
           }

@@ -131,8 +131,14 @@ describe("parseConfig: valid configurations", () => {
     expect(cfg.backends.jwt).toEqual({ signing_key_file: `${DIR}/.jitbroker/signing-key.json` });
     expect(cfg.backends.vault).toBeUndefined();
     expect(cfg.backends.aws_sts).toBeUndefined();
-    expect(cfg.policy).toEqual({ files: [`${DIR}/policies/*.cedar`] });
+    expect(cfg.policy).toEqual({ files: [`${DIR}/policies/*.cedar`], timezone: "UTC" });
+    expect(cfg.approvals).toEqual({ pending_timeout: 3_600_000, collect_timeout: 900_000, max_pending_per_workload: 20 });
+    expect(cfg.limits).toEqual({ requests_per_minute: 120 });
     expect(cfg.dev).toBeUndefined();
+  });
+
+  it("refuses an unknown policy time zone", () => {
+    expect(() => parseConfig(withIssuer("") + `policy: { timezone: "Mars/Olympus" }\n`, FILE, {})).toThrow(/policy\.timezone.*IANA time zone/);
   });
 
   it("defaults a spiffe issuer's algorithms to RS256 and ES256", () => {

@@ -116,6 +116,13 @@ const workload = z.strictObject({
   issuer: z.string().min(1),
   subject: z.string().min(1).optional(),
   claims: z.record(z.string().min(1), z.union([claimValue, z.array(claimValue).min(1)])).default({}),
+  /** Per-workload overrides of `limits.requests_per_minute` and `leases.quota_per_workload`. */
+  limits: z
+    .strictObject({
+      requests_per_minute: z.number().int().min(0).optional(),
+      active_leases: z.number().int().min(0).optional(),
+    })
+    .optional(),
 });
 
 const roleTtl = z
@@ -233,6 +240,19 @@ export const configSchema = z
         backend_concurrency: z.number().int().min(1).max(1000).default(20),
       })
       .prefault({}),
+    /** Human approval of requests whose permit says @approval("required"). */
+    approvals: z
+      .strictObject({
+        /** How long a request waits for an operator before it expires. */
+        pending_timeout: duration.prefault("1h"),
+        /** How long an approved request may wait to be collected (the credential is minted then). */
+        collect_timeout: duration.prefault("15m"),
+        /** Pending requests one workload may have at once (0 = unlimited). */
+        max_pending_per_workload: z.number().int().min(0).default(20),
+      })
+      .prefault({}),
+    /** Per-workload rate limit of credential requests, shared by all replicas through Redis (0 = off). */
+    limits: z.strictObject({ requests_per_minute: z.number().int().min(0).default(120) }).prefault({}),
     policy: z
       .strictObject({
         files: z.array(z.string().min(1)).min(1).default(["policies/*.cedar"]),

@@ -34,6 +34,9 @@ import { createLeaseService, type LeaseService } from "./leases/service";
 import { createLeaseStore, REVOCATION_KIND, type LeaseStore } from "./leases/store";
 import { compilePolicies, createPolicyEngine, loadPolicyFiles, type PolicyEngine } from "./policy/engine";
 import { createPolicyReloader } from "./policy/reload";
+import { approvalRoutes, expireApprovals } from "./approvals/routes";
+import { createApprovalStore, type ApprovalStore } from "./approvals/store";
+import { createRateLimiter } from "./limits/ratelimit";
 
 export interface BrokerOptions {
   logger: Logger;
@@ -57,6 +60,7 @@ export interface Broker {
   redisUrl: string;
   metrics: Metrics;
   store: LeaseStore;
+  approvals: ApprovalStore;
   service: LeaseService;
   audit: AuditLedger;
   policy: () => PolicyEngine;
@@ -182,6 +186,13 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     mintTimeoutMs: cfg.worker.mint_timeout,
     concurrencyPerBackend: cfg.worker.backend_concurrency,
   });
+  const approvals = createApprovalStore(redis, keys, {
+    retentionSeconds: Math.ceil(cfg.leases.retention / 1000),
+    pendingTimeoutMs: cfg.approvals.pending_timeout,
+    collectTimeoutMs: cfg.approvals.collect_timeout,
+    maxPendingPerWorkload: cfg.approvals.max_pending_per_workload,
+    now,
+  });
   const service = createLeaseService({
     store,
     queue,
@@ -193,6 +204,9 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     metrics: leaseMetrics,
     logger,
     quota: cfg.leases.quota_per_workload,
+    approvals,
+    limiter: createRateLimiter(redis, keys.tag),
+    requestsPerMinute: cfg.limits.requests_per_minute,
     timeZone: cfg.policy.timezone,
     now,
   });
@@ -212,6 +226,19 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
         now,
       })
     : null;
+  // Approval requests past their window expire (and are audited) in the worker process.
+  let approvalTimer: NodeJS.Timeout | undefined;
+  if (parts.worker) {
+    let sweeping = false;
+    approvalTimer = setInterval(() => {
+      if (sweeping) return;
+      sweeping = true;
+      expireApprovals(approvals, audit, leaseMetrics, now)
+        .catch((e: Error) => logger.warn({ err: { message: e.message } }, "approval expiry sweep failed; retrying"))
+        .finally(() => (sweeping = false));
+    }, Math.max(250, Math.min(5000, cfg.worker.sweep_interval * 4)));
+    approvalTimer.unref();
+  }
   const policyReloader = createPolicyReloader({
     engine: policyEngine,
     patterns: cfg.policy.files,
@@ -278,6 +305,21 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     res.json({ active: true, token_type: "Bearer", iss: p.iss, sub: p.sub, aud: p.aud, scope: p.scope, jti: p.jti, task_id: p.task_id, iat: p.iat, nbf: p.nbf, exp: p.exp, lease_id: lease.id, role: lease.role });
   });
   app.use(leaseRoutes({ service, store, audit, policy: () => policyEngine, metrics: leaseMetrics }));
+  app.use(
+    approvalRoutes({
+      approvals,
+      service,
+      audit,
+      store,
+      policy: () => policyEngine,
+      roles: () => roles,
+      workloads: () => workloads,
+      metrics: leaseMetrics,
+      collectLockMs: cfg.worker.mint_timeout + 10_000,
+      timeZone: cfg.policy.timezone,
+      now,
+    }),
+  );
   finishApp(app, logger);
 
   const server = http.createServer(app);
@@ -298,6 +340,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     redisUrl,
     metrics,
     store,
+    approvals,
     service,
     audit,
     policy: () => policyEngine,
@@ -339,6 +382,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
         }
         clearTimeout(grace);
         policyReloader.close();
+        clearInterval(approvalTimer);
         if (worker) await worker.close().catch(() => undefined);
         await queue.close().catch(() => undefined);
         await audit.close().catch(() => undefined);

@@ -17,6 +17,8 @@ export interface Workload {
   issuer: string;
   subject: string | undefined;
   claims: Record<string, Scalar[]>;
+  /** Per-workload overrides of the broker's limits. */
+  limits?: { requests_per_minute?: number; active_leases?: number };
 }
 
 export interface WorkloadMatcher {
@@ -41,6 +43,7 @@ export function compileWorkloads(configs: WorkloadConfig[]): WorkloadMatcher {
     issuer: w.issuer,
     subject: w.subject,
     claims: Object.fromEntries(Object.entries(w.claims).map(([k, v]) => [k, Array.isArray(v) ? v : [v]])),
+    ...(w.limits ? { limits: w.limits } : {}),
   }));
   const byIssuer = new Map<string, Workload[]>();
   for (const w of workloads) byIssuer.set(w.issuer, [...(byIssuer.get(w.issuer) ?? []), w]);

@@ -22,6 +22,8 @@ export function createLeaseMetrics(registry: Registry) {
     revocationFailures: new Counter({ name: "jitbroker_revocation_failures_total", help: "Failed revocation attempts, by backend", labelNames: ["backend"], registers: [registry] }),
     leasesByState: new Gauge({ name: "jitbroker_leases", help: "Leases by state (live states, sampled)", labelNames: ["state"], registers: [registry] }),
     queueDepth: new Gauge({ name: "jitbroker_revocation_queue_jobs", help: "Revocation queue jobs by state", labelNames: ["state"], registers: [registry] }),
+    approvals: new Counter({ name: "jitbroker_approval_requests_total", help: "Approval requests by event (requested, approved, denied, expired, collected)", labelNames: ["event"], registers: [registry] }),
+    reauthorized: new Counter({ name: "jitbroker_reauthorization_leases_total", help: "Active leases re-evaluated after a policy or inventory change, by outcome (kept, revoked)", labelNames: ["outcome"], registers: [registry] }),
     dueLeases: new Gauge({ name: "jitbroker_leases_due", help: "Live leases whose expiry or revocation is due (sweeper backlog)", registers: [registry] }),
   };
 }

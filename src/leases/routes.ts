@@ -14,6 +14,7 @@ import { BROKER_RESOURCE_ID } from "../policy/engine";
 import type { LeaseMetrics } from "./metrics";
 import { principalOf, type LeaseService } from "./service";
 import { publicLease, type LeaseStore, type StoredLease } from "./store";
+import { publicRequest } from "../approvals/store";
 
 export const TASK_ID = /^[A-Za-z0-9._:@-]{1,128}$/;
 const taskId = z.string().regex(TASK_ID, "must be 1-128 characters of [A-Za-z0-9._:@-]");
@@ -123,7 +124,12 @@ export function leaseRoutes(opts: LeaseRoutesOptions): Router {
   r.post("/v1/credentials", requireJsonObject, async (req, res) => {
     const body = parse(credentialRequestSchema, req.body, "body");
     const out = await service.issue(req.auth!, { role: body.role, task: body.task, ttlMs: ttlOf(body.ttl), ...(body.scope ? { scope: body.scope } : {}) });
-    res.status(201).json(out);
+    if (out.pending) {
+      // @approval("required"): nothing is minted until an operator approves and the requester collects.
+      res.status(202).setHeader("Location", `/v1/requests/${out.pending.id}`).json({ request: publicRequest(out.pending) });
+      return;
+    }
+    res.status(201).json({ lease: out.lease, credential: out.credential });
   });
 
   r.post("/v1/tasks/:task_id/complete", async (req, res) => {

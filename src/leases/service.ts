@@ -9,7 +9,9 @@
  */
 import { randomBytes } from "node:crypto";
 import type { Logger } from "pino";
+import type { ApprovalRequest, ApprovalStore } from "../approvals/store";
 import type { AuditLedger } from "../audit/ledger";
+import type { RateLimiter } from "../limits/ratelimit";
 import type { Backend, MintResult } from "../backends/types";
 import type { RoleConfig } from "../config/schema";
 import { BrokerError } from "../core/errors";
@@ -34,10 +36,17 @@ export interface LeaseServiceOptions {
   metrics: LeaseMetrics;
   logger: Logger;
   quota: number;
+  /** Pending approval requests; without it a request needing approval is refused. */
+  approvals?: ApprovalStore;
+  /** Counts credential requests per workload (limits.requests_per_minute). */
+  limiter?: RateLimiter;
+  requestsPerMinute?: number;
   /** IANA zone of context.time (policy.timezone). */
   timeZone?: string;
   now?: () => number;
 }
+
+export type IssueResult = { lease: Lease; credential: MintResult["credential"]; pending?: undefined } | { pending: ApprovalRequest };
 
 export interface CredentialRequest {
   role: string;
@@ -88,9 +97,31 @@ export function createLeaseService(opts: LeaseServiceOptions) {
     await audit.append({ type: "issue_failed", at: at(), lease_id: leaseId, actor: "system", reason: why }).catch(() => undefined);
   }
 
+  /** Retry-After for a full quota: seconds until the workload's soonest lease expires (1..300). */
+  async function secondsUntilALeaseEnds(workload: string): Promise<number> {
+    try {
+      let soonest = Infinity;
+      for await (const ids of store.liveIds("workload", workload, 200)) {
+        for (const l of await store.getMany(ids)) if (l) soonest = Math.min(soonest, l.expires_ms);
+      }
+      return Math.min(300, Math.max(1, Math.ceil((soonest - now()) / 1000)));
+    } catch {
+      return 30;
+    }
+  }
+
   return {
-    async issue(auth: AuthContext, req: CredentialRequest): Promise<{ lease: Lease; credential: MintResult["credential"] }> {
+    /**
+     * Decides a credential request and either issues it (I1) or, when the determining permit
+     * says `@approval("required")`, records a pending approval request. `approval` is set when
+     * the requester collects an approved request: the decision is then taken again with
+     * `context.approved = true` (the policy may have changed since), and the credential is
+     * minted now, so its TTL starts at collection.
+     */
+    async issue(auth: AuthContext, req: CredentialRequest, approval?: { request: ApprovalRequest }): Promise<IssueResult> {
       const started = process.hrtime.bigint();
+      const workload = auth.workload.id;
+      if (!approval && opts.limiter) await opts.limiter.consume(workload, auth.workload.limits?.requests_per_minute ?? opts.requestsPerMinute ?? 0);
       const role = opts.roles().get(req.role);
       if (!role) throw new BrokerError("unknown_role", `no role named "${req.role}"`);
       const backend = opts.backends.get(role.backend);
@@ -99,24 +130,71 @@ export function createLeaseService(opts: LeaseServiceOptions) {
       if (req.scope !== undefined && !backend.checkRequest) throw new BrokerError("invalid_request", `scope: role ${role.name} (backend ${role.backend}) does not accept a scope`);
       backend.checkRequest?.(role, mintReq);
       const task: TaskContext = { id: req.task.id, intent: req.task.intent ?? "", tool: req.task.tool ?? "", destination: req.task.destination ?? "", sensitivity: req.task.sensitivity ?? "" };
-      const workload = auth.workload.id;
 
       const ttlIn = { requestedMs: req.ttlMs, roleDefaultMs: role.ttl.default, roleMaxMs: role.ttl.max };
       const askedMs = requestedTtlMs(ttlIn);
       if (await store.isTaskCompleted(workload, task.id)) throw new BrokerError("task_completed", `task ${task.id} is completed; start a new task`);
 
-      const decision = opts.policy().decide({
-        principal: principalOf(auth),
-        action: "request",
-        resource: { name: role.name, backend: role.backend, labels: role.labels },
-        context: decisionContext({ task, ttlSeconds: Math.floor(askedMs / 1000), approved: false, atMs: now(), timeZone: opts.timeZone }),
-      });
+      const principal = principalOf(auth);
+      const resource = { name: role.name, backend: role.backend, labels: role.labels };
+      const askedSeconds = Math.floor(askedMs / 1000);
+      const decide = () =>
+        opts.policy().decide({
+          principal,
+          action: "request",
+          resource,
+          context: decisionContext({ task, ttlSeconds: askedSeconds, approved: approval !== undefined, atMs: now(), timeZone: opts.timeZone }),
+        });
+      const decision = decide();
       metrics.decisions.inc({ action: "request", decision: decision.decision });
       const identity = { kind: auth.identity.kind, issuer: auth.identity.issuer, subject: auth.identity.subject };
-      const allowed = decision.decision === "allow" && !decision.approvalRequired;
-      await audit.append({ type: "decision", at: at(), workload, task_id: task.id, actor: workload, action: "request", role: role.name, identity, ...decisionSummary(decision), ...(decision.approvalRequired ? { approval_required: true } : {}) });
+      await audit.append({
+        type: "decision",
+        at: at(),
+        workload,
+        task_id: task.id,
+        actor: workload,
+        action: "request",
+        role: role.name,
+        identity,
+        ...decisionSummary(decision),
+        ...(decision.approvalRequired ? { approval_required: true } : {}),
+        ...(approval ? { approval_request: approval.request.id, approved_by: approval.request.decided_by } : {}),
+      });
       if (decision.decision !== "allow") throw new BrokerError("policy_denied", `policy does not allow ${workload} to request ${role.name}`, { extra: { policy_hash: decision.policyHash } });
-      if (!allowed) throw new BrokerError("policy_denied", `requesting ${role.name} requires human approval, which this broker version does not support yet`);
+
+      if (decision.approvalRequired && !approval) {
+        if (!opts.approvals) throw new BrokerError("policy_denied", `requesting ${role.name} requires human approval, which is not enabled in this broker`);
+        const created = await opts.approvals.create({
+          workload,
+          role: role.name,
+          task,
+          ...(req.ttlMs !== undefined ? { ttlMs: req.ttlMs } : {}),
+          ...(req.scope !== undefined ? { scope: req.scope } : {}),
+          identity,
+          policy: { ids: decision.policyIds, hash: decision.policyHash },
+        });
+        if (created.result === "too_many") {
+          throw new BrokerError("quota_exceeded", `workload ${workload} already has the maximum number of requests waiting for approval`, { headers: { "Retry-After": "60" } });
+        }
+        const r = created.request;
+        await audit.append({
+          type: "approval_requested",
+          at: at(),
+          request_id: r.id,
+          workload,
+          task_id: task.id,
+          actor: workload,
+          role: role.name,
+          identity,
+          policy_ids: decision.policyIds,
+          policy_hash: decision.policyHash,
+          expires_at: new Date(r.deadline_ms).toISOString(),
+          task,
+        });
+        metrics.approvals.inc({ event: "requested" });
+        return { pending: r };
+      }
 
       const ttlMs = leaseTtlMs({ ...ttlIn, policyMaxMs: decision.maxTtlSeconds === undefined ? undefined : decision.maxTtlSeconds * 1000 });
       const issuedAt = now();
@@ -133,10 +211,17 @@ export function createLeaseService(opts: LeaseServiceOptions) {
         expiresAt,
         identity,
         policy: { ids: decision.policyIds, hash: decision.policyHash },
+        askedTtlSeconds: askedSeconds,
+        claims: principal.claims,
+        ...(approval ? { approval: { request_id: approval.request.id, approved_by: approval.request.decided_by ?? "" } } : {}),
       };
-      const created = await store.create(draft, opts.quota);
+      const quota = auth.workload.limits?.active_leases ?? opts.quota;
+      const created = await store.create(draft, quota);
       if (created === "task_completed") throw new BrokerError("task_completed", `task ${task.id} is completed; start a new task`);
-      if (created === "quota_exceeded") throw new BrokerError("quota_exceeded", `workload ${workload} already holds ${opts.quota} active leases`, { headers: { "Retry-After": "30" } });
+      if (created === "quota_exceeded") {
+        const retryAfter = await secondsUntilALeaseEnds(workload);
+        throw new BrokerError("quota_exceeded", `workload ${workload} already holds ${quota} active leases; one ends in about ${retryAfter}s`, { headers: { "Retry-After": String(retryAfter) } });
+      }
       if (created !== "ok") throw new BrokerError("internal", "lease id collision");
 
       // I1: the revocation is scheduled before anything is minted.
@@ -173,6 +258,18 @@ export function createLeaseService(opts: LeaseServiceOptions) {
         if (lease?.revocation?.trigger === "task_completed") throw new BrokerError("task_completed", `task ${task.id} was completed while the credential was being issued`);
         throw new BrokerError("policy_denied", `the lease was revoked (${lease?.revocation?.trigger ?? state}) while the credential was being issued`);
       }
+      // A policy reload that ran while this credential was being minted re-authorized the leases
+      // it could see, not this one: decide again under the new set before handing it out.
+      if (opts.policy().set().hash !== decision.policyHash) {
+        const again = decide();
+        if (again.decision !== "allow") {
+          const reason = `policy set ${again.policyHash.slice(0, 12)} no longer allows it`;
+          const moved = await store.trigger([id], { trigger: "policy_change", by: "system", reason }).catch(() => [] as string[]);
+          await opts.queue.revokeSoon(moved).catch(() => undefined);
+          await audit.append({ type: "revocation_requested", at: at(), lease_id: id, workload, task_id: task.id, actor: "system", trigger: "policy_change", reason }).catch(() => undefined);
+          throw new BrokerError("policy_denied", `the policy changed while the credential was being issued and no longer allows ${workload} to request ${role.name}`, { extra: { policy_hash: again.policyHash } });
+        }
+      }
       // "active": the lease is exactly what we wrote plus the handle (see store.activated).
       const lease = store.activated(draft, minted.handle, minted.backendExpiresAt?.getTime());
       await audit.append({
@@ -189,6 +286,16 @@ export function createLeaseService(opts: LeaseServiceOptions) {
         policy_hash: decision.policyHash,
         expires_at: lease.expires_at,
         ...(lease.backend_expires_at ? { backend_expires_at: lease.backend_expires_at } : {}),
+        ...(approval
+          ? {
+              approval: {
+                request_id: approval.request.id,
+                requested_at: new Date(approval.request.created_ms).toISOString(),
+                approved_by: approval.request.decided_by,
+                approved_at: approval.request.decided_ms === undefined ? undefined : new Date(approval.request.decided_ms).toISOString(),
+              },
+            }
+          : {}),
         task,
       });
       metrics.issued.inc({ backend: role.backend, role: role.name });

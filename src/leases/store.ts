@@ -23,7 +23,11 @@
  * intent, tool, destination, sensitivity; absent when empty). The revocation kind follows from
  * the backend and the TTL from iat/exp, so neither is stored: every byte counts at 1.5 KB a lease.
  * handle (JSON backend handle, never secret) err att (revoke attempts) op (bulk op id) ev (the
- * lease's audit event ids, space-separated, written by the audit ledger).
+ * lease's audit event ids, space-separated, written by the audit ledger). For re-authorization
+ * (src/policy/reauthorize.ts) the original decision's inputs that are not otherwise stored:
+ * ask (the TTL seconds the request asked for, when it differs from the lease's), cl (the token
+ * claim values the workload's inventory entry constrains, JSON, absent when none), apr and apb
+ * (the approval request id and the approving workload, when the lease was approved).
  * No field ever holds secret material (I6).
  */
 import type { Redis } from "ioredis";
@@ -137,6 +141,11 @@ export interface NewLease {
   expiresAt: number;
   identity: Lease["identity"];
   policy: Lease["policy"];
+  /** The TTL (seconds) the decision saw, if not the lease's own. */
+  askedTtlSeconds?: number;
+  /** Claim values the decision's principal carried (only those the inventory constrains). */
+  claims?: Record<string, unknown>;
+  approval?: { request_id: string; approved_by: string };
 }
 
 /** A lease as stored, with the fields only the broker needs (handle, op). */
@@ -146,6 +155,10 @@ export interface StoredLease extends Lease {
   trigger_at: number | null;
   issued_ms: number;
   expires_ms: number;
+  /** The TTL seconds its policy decision saw. */
+  asked_ttl_seconds: number;
+  /** The principal's claims at the decision. */
+  claims: Record<string, unknown>;
 }
 
 export interface LeaseFilter {
@@ -206,7 +219,10 @@ export function createLeaseStore(redis: Redis, keys: Keyspace, opts: LeaseStoreO
       trigger_at: h.tat ? Number(h.tat) : null,
       issued_ms: Number(h.iat),
       expires_ms: Number(h.exp),
+      asked_ttl_seconds: h.ask ? Number(h.ask) : ttlSeconds(Number(h.iat), Number(h.exp)),
+      claims: h.cl ? (JSON.parse(h.cl) as Record<string, unknown>) : {},
     };
+    if (h.apr) lease.approval = { request_id: h.apr, approved_by: h.apb ?? "" };
     if (h.bexp) lease.backend_expires_at = iso(h.bexp);
     if (h.rat) lease.revoked_at = iso(h.rat);
     if (h.trig) {
@@ -473,12 +489,15 @@ function newLeaseFields(l: NewLease): Record<string, string> {
     ...(l.task.tool ? { tt: l.task.tool } : {}),
     ...(l.task.destination ? { td: l.task.destination } : {}),
     ...(l.task.sensitivity ? { ts: l.task.sensitivity } : {}),
+    ...(l.askedTtlSeconds !== undefined && l.askedTtlSeconds !== ttlSeconds(l.issuedAt, l.expiresAt) ? { ask: String(l.askedTtlSeconds) } : {}),
+    ...(l.claims && Object.keys(l.claims).length > 0 ? { cl: JSON.stringify(l.claims) } : {}),
+    ...(l.approval ? { apr: l.approval.request_id, apb: l.approval.approved_by } : {}),
   };
 }
 
 
 /** The lease as the API shows it (no handle, no internal bookkeeping). */
 export function publicLease(l: StoredLease): Lease {
-  const { handle: _h, op: _o, trigger_at: _t, issued_ms: _i, expires_ms: _e, ...lease } = l;
+  const { handle: _h, op: _o, trigger_at: _t, issued_ms: _i, expires_ms: _e, asked_ttl_seconds: _a, claims: _c, ...lease } = l;
   return lease;
 }

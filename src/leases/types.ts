@@ -29,6 +29,8 @@ export interface Lease {
   policy: { ids: string[]; hash: string };
   task: TaskContext;
   ttl_seconds: number;
+  /** Set when an operator approved the request this lease was issued for. */
+  approval?: { request_id: string; approved_by: string };
   last_error?: string;
   revoke_attempts?: number;
 }

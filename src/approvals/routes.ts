@@ -1,0 +1,219 @@
+/**
+ * Human approval of credential requests (DESIGN.md sections 4 and 5):
+ *
+ *   GET  /v1/requests/{id}                 the requester sees its request, or collects it once
+ *                                          approved (201 {lease, credential, request})
+ *   GET  /v1/admin/requests                operators list requests (state, workload, cursor)
+ *   GET  /v1/admin/requests/{id}           operators read one request
+ *   POST /v1/admin/requests/{id}/approve   an operator allowed `approve` on the Role approves
+ *   POST /v1/admin/requests/{id}/deny      ...or denies; {reason?}
+ *
+ * Approving is decided by Cedar (`Action::"approve"` on the requested `Role`, with the request's
+ * task and `context.requester`), and a workload can never approve its own request, whatever the
+ * policies say. Every step is audited with the approver's identity.
+ */
+import { Router, type Request } from "express";
+import { z } from "zod";
+import type { AuditLedger } from "../audit/ledger";
+import type { RoleConfig } from "../config/schema";
+import { BrokerError } from "../core/errors";
+import type { AuthContext } from "../http/app";
+import { decisionContext } from "../policy/context";
+import { BROKER_RESOURCE_ID, type PolicyEngine } from "../policy/engine";
+import type { WorkloadMatcher } from "../identity/workloads";
+import type { LeaseMetrics } from "../leases/metrics";
+import type { LeaseStore } from "../leases/store";
+import { principalOf, type LeaseService } from "../leases/service";
+import { publicRequest, REQUEST_ID, type ApprovalRequest, type ApprovalState, type ApprovalStore } from "./store";
+
+export const approvalListQuery = z.strictObject({
+  state: z.enum(["pending_approval", "approved", "denied", "expired", "collected"]).optional(),
+  workload: z.string().max(128).optional(),
+  limit: z.coerce.number().int().min(1).max(500).default(50),
+  cursor: z.string().max(128).optional(),
+});
+
+export const approvalDecisionSchema = z.strictObject({ reason: z.string().min(1).max(500).optional() });
+
+export interface ApprovalRoutesOptions {
+  approvals: ApprovalStore;
+  service: LeaseService;
+  audit: AuditLedger;
+  policy: () => PolicyEngine;
+  roles: () => Map<string, RoleConfig>;
+  workloads: () => WorkloadMatcher;
+  store: LeaseStore;
+  metrics: LeaseMetrics;
+  /** How long one collection may hold its lock (mint timeout plus a margin). */
+  collectLockMs: number;
+  timeZone?: string;
+  now?: () => number;
+}
+
+function parse<T>(schema: z.ZodType<T>, value: unknown, where: string): T {
+  const r = schema.safeParse(value);
+  if (r.success) return r.data;
+  const problems = r.error.issues.map((i) => ({ field: i.path.length ? i.path.join(".") : where, message: i.message }));
+  throw new BrokerError("invalid_request", problems.map((p) => `${p.field}: ${p.message}`).join("; "), { extra: { errors: problems } });
+}
+
+const notPending = (r: { id: string }, state: string) =>
+  new BrokerError("request_not_pending", `request ${r.id} is ${state.replace("now_", "")}`, { extra: { state: state.replace("now_", "") } });
+
+export function approvalRoutes(opts: ApprovalRoutesOptions): Router {
+  const r = Router();
+  const now = opts.now ?? Date.now;
+  const at = () => new Date(now()).toISOString();
+  const { approvals, audit } = opts;
+
+  function requireReader(auth: AuthContext) {
+    if (auth.workload.kind !== "human") throw new BrokerError("policy_denied", "admin_read requires an operator (a human workload allowed by policy)");
+    const d = opts.policy().decide({
+      principal: principalOf(auth),
+      action: "admin_read",
+      resource: { type: "Broker", id: BROKER_RESOURCE_ID },
+      context: decisionContext({ task: {}, ttlSeconds: 0, approved: false, atMs: now(), timeZone: opts.timeZone }),
+    });
+    opts.metrics.decisions.inc({ action: "admin_read", decision: d.decision });
+    if (d.decision !== "allow") throw new BrokerError("policy_denied", "admin_read requires an operator (a human workload allowed by policy)");
+  }
+
+  async function load(req: Request): Promise<ApprovalRequest> {
+    const id = typeof req.params.id === "string" && REQUEST_ID.test(req.params.id) ? req.params.id : null;
+    const found = id ? await approvals.get(id) : null;
+    if (!found) throw new BrokerError("not_found", "no such request");
+    return found;
+  }
+
+  /** The approver's identity, as recorded in the audit ledger. */
+  const approverOf = (auth: AuthContext) => ({ workload: auth.workload.id, kind: auth.workload.kind, owner: auth.workload.owner, issuer: auth.identity.issuer, subject: auth.identity.subject });
+
+  async function decideRequest(req: Request, outcome: "approved" | "denied") {
+    const auth = req.auth!;
+    const body = req.body === undefined || (typeof req.body === "object" && req.body !== null && Object.keys(req.body as object).length === 0) ? {} : parse(approvalDecisionSchema, req.body, "body");
+    const request = await load(req);
+    if (outcome === "approved" && (request.workload === auth.workload.id || (request.identity.issuer === auth.identity.issuer && request.identity.subject === auth.identity.subject))) {
+      throw new BrokerError("policy_denied", "a workload can never approve its own request");
+    }
+    const role = opts.roles().get(request.role);
+    const requester = { id: request.workload, kind: "", owner: "" };
+    const inventory = opts.workloads().get(request.workload);
+    if (inventory) Object.assign(requester, { kind: inventory.kind, owner: inventory.owner });
+    const d =
+      auth.workload.kind !== "human"
+        ? null
+        : opts.policy().decide({
+            principal: principalOf(auth),
+            action: "approve",
+            resource: role ? { name: role.name, backend: role.backend, labels: role.labels } : { type: "Broker", id: BROKER_RESOURCE_ID },
+            context: decisionContext({ task: request.task, ttlSeconds: Math.floor((request.ttl_ms ?? role?.ttl.default ?? 0) / 1000), approved: false, atMs: now(), timeZone: opts.timeZone, requester }),
+          });
+    opts.metrics.decisions.inc({ action: "approve", decision: d?.decision ?? "deny" });
+    if (!d || d.decision !== "allow") {
+      await audit
+        .append({ type: "approval_refused", at: at(), request_id: request.id, actor: auth.workload.id, approver: approverOf(auth), outcome, ...(d ? { policy_ids: d.policyIds, policy_hash: d.policyHash } : {}) })
+        .catch(() => undefined);
+      throw new BrokerError("policy_denied", `${auth.workload.id} may not approve or deny requests for ${request.role}`, d ? { extra: { policy_hash: d.policyHash } } : {});
+    }
+    const result = await approvals.decide(request.id, request.workload, outcome, auth.workload.id, body.reason);
+    if (result === "now_expired") {
+      await audit.append({ type: "approval_expired", at: at(), request_id: request.id, workload: request.workload, task_id: request.task.id, actor: "system", was: "pending_approval" });
+      opts.metrics.approvals.inc({ event: "expired" });
+    }
+    if (result !== "ok") throw notPending(request, result);
+    await audit.append({
+      type: outcome === "approved" ? "approval_approved" : "approval_denied",
+      at: at(),
+      request_id: request.id,
+      workload: request.workload,
+      task_id: request.task.id,
+      role: request.role,
+      actor: auth.workload.id,
+      approver: approverOf(auth),
+      policy_ids: d.policyIds,
+      policy_hash: d.policyHash,
+      ...(body.reason ? { reason: body.reason } : {}),
+    });
+    opts.metrics.approvals.inc({ event: outcome });
+    return publicRequest((await approvals.get(request.id)) ?? request);
+  }
+
+  r.get("/v1/requests/:id", async (req, res) => {
+    const auth = req.auth!;
+    const request = await load(req);
+    // Only the requester sees (and collects) its request; anyone else learns nothing.
+    if (request.workload !== auth.workload.id) throw new BrokerError("not_found", "no such request");
+    const expired = request.state === "pending_approval" || request.state === "approved" ? request.deadline_ms <= now() : false;
+    if (request.state !== "approved" || expired) {
+      const shown = expired ? { ...request, state: "expired" as ApprovalState } : request;
+      res.json({ request: publicRequest(shown) });
+      return;
+    }
+    const begun = await approvals.beginCollect(request.id, opts.collectLockMs);
+    if (begun === "busy") throw new BrokerError("request_not_pending", `request ${request.id} is being collected by another call`, { extra: { state: "collecting" } });
+    if (begun !== "ok") {
+      const latest = (await approvals.get(request.id)) ?? request;
+      res.json({ request: publicRequest(begun === "expired" ? { ...latest, state: "expired" } : latest) });
+      return;
+    }
+    let out;
+    try {
+      const issued = await opts.service.issue(
+        auth,
+        { role: request.role, task: request.task, ...(request.ttl_ms !== undefined ? { ttlMs: request.ttl_ms } : {}), ...(request.scope ? { scope: request.scope } : {}) },
+        { request },
+      );
+      if (issued.pending) throw new BrokerError("internal", "an approved request asked for approval again");
+      out = issued;
+    } catch (e) {
+      await approvals.abortCollect(request.id).catch(() => undefined);
+      throw e;
+    }
+    if (!(await approvals.endCollect(request.id, out.lease.id))) {
+      // Cannot happen while the collection lock is held; never hand out an untracked collection.
+      const stored = await opts.store.get(out.lease.id);
+      if (stored) await opts.service.revokeLease(stored, "operator", "system", "approval request changed during collection");
+      throw new BrokerError("request_not_pending", `request ${request.id} changed while it was being collected`);
+    }
+    await audit.append({ type: "approval_collected", at: at(), request_id: request.id, lease_id: out.lease.id, workload: request.workload, task_id: request.task.id, actor: auth.workload.id });
+    opts.metrics.approvals.inc({ event: "collected" });
+    res.status(201).json({ lease: out.lease, credential: out.credential, request: publicRequest({ ...request, state: "collected", lease_id: out.lease.id, collected_ms: now() }) });
+  });
+
+  r.get("/v1/admin/requests", async (req, res) => {
+    requireReader(req.auth!);
+    const q = parse(approvalListQuery, req.query, "query");
+    const { requests, next } = await approvals.list({ ...(q.state ? { state: q.state } : {}), ...(q.workload ? { workload: q.workload } : {}) }, q.limit, q.cursor);
+    res.json({ requests: requests.map(publicRequest), next_cursor: next });
+  });
+
+  r.get("/v1/admin/requests/:id", async (req, res) => {
+    requireReader(req.auth!);
+    res.json({ request: publicRequest(await load(req)) });
+  });
+
+  r.post("/v1/admin/requests/:id/approve", async (req, res) => {
+    res.json({ request: await decideRequest(req, "approved") });
+  });
+
+  r.post("/v1/admin/requests/:id/deny", async (req, res) => {
+    res.json({ request: await decideRequest(req, "denied") });
+  });
+
+  return r;
+}
+
+/** Expires requests past their window and audits each expiry (run periodically by the worker). */
+export async function expireApprovals(approvals: ApprovalStore, audit: AuditLedger, metrics: LeaseMetrics, now: () => number = Date.now): Promise<number> {
+  let total = 0;
+  for (;;) {
+    const expired = await approvals.expireDue(500);
+    for (const e of expired) {
+      const r = await approvals.get(e.id);
+      await audit.append({ type: "approval_expired", at: new Date(now()).toISOString(), request_id: e.id, ...(r ? { workload: r.workload, task_id: r.task.id } : {}), actor: "system", was: e.was });
+      metrics.approvals.inc({ event: "expired" });
+    }
+    total += expired.length;
+    if (expired.length < 500) return total;
+  }
+}

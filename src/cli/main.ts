@@ -25,6 +25,7 @@ import { createKeyspace } from "../redis/keys";
 import { embeddedRedisUrl } from "../redis/embedded";
 import { Redis } from "ioredis";
 import { copyFileSync, mkdirSync, readdirSync } from "node:fs";
+import { registerClientCommands } from "./client";
 
 export class CliError extends Error {
   constructor(
@@ -268,6 +269,8 @@ export function buildProgram(): Command {
       }
       process.stdout.write(`audit chain OK: ${res.checked} events verified\n`);
     });
+
+  registerClientCommands(program);
 
   return program;
 }

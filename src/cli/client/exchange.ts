@@ -1,0 +1,150 @@
+/**
+ * CI commands: `exchange` (the job's OIDC token in, a task-scoped credential out) and
+ * `complete` (the job's last step: the task's leases are revoked and the task is final).
+ */
+import { appendFileSync, existsSync } from "node:fs";
+import { Command, Option } from "commander";
+import type { BrokerClient } from "../../client/client";
+import { ApprovalError } from "../../client/errors";
+import type { CredentialGrant } from "../../client/types";
+import { CliError } from "../main";
+import { action, clientFrom, duration, withClientFlags, type ClientFlags } from "./common";
+import { credentialVars, envLines, githubFileCommands, maskCommands, OutputError, type ExportVar } from "./output";
+
+interface ExchangeFlags extends ClientFlags {
+  role: string;
+  task: string;
+  ttl?: string;
+  scope?: string;
+  intent?: string;
+  tool?: string;
+  destination?: string;
+  sensitivity?: string;
+  format: "json" | "env" | "github";
+  wait: string;
+  poll: string;
+}
+
+/** GitHub Actions' file-command files; checked before anything is minted. */
+function githubFiles(): { env: string; output: string } {
+  const env = process.env.GITHUB_ENV;
+  const output = process.env.GITHUB_OUTPUT;
+  if (!env || !output) throw new CliError("--format github needs GITHUB_ENV and GITHUB_OUTPUT (it runs inside a GitHub Actions step)", 2);
+  for (const f of [env, output]) if (!existsSync(f)) throw new CliError(`--format github: ${f} does not exist`, 2);
+  return { env, output };
+}
+
+function parseScope(text: string | undefined): Record<string, unknown> | undefined {
+  if (text === undefined) return undefined;
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (e) {
+    throw new CliError(`--scope: not JSON: ${(e as Error).message}`, 2);
+  }
+  if (v === null || typeof v !== "object" || Array.isArray(v)) throw new CliError("--scope: must be a JSON object", 2);
+  return v as Record<string, unknown>;
+}
+
+/** Revokes a credential the command could not hand over (best effort: it expires anyway). */
+async function giveBack(client: BrokerClient, grant: CredentialGrant, why: string): Promise<void> {
+  await client.revoke(grant.lease.id, `not delivered by jitbroker exchange: ${why}`).catch(() => undefined);
+}
+
+export function registerExchangeCommands(program: Command): void {
+  withClientFlags(
+    program
+      .command("exchange")
+      .description("exchange this workload's token (e.g. a CI job's OIDC token) for a credential for one task")
+      .requiredOption("--role <role>", "the role to request")
+      .requiredOption("--task <id>", "the task id (1-128 of [A-Za-z0-9._:@-]); end it with `jitbroker complete --task`")
+      .option("--ttl <duration>", "lease lifetime, e.g. 10m (default: the role's)")
+      .option("--scope <json>", "backend-specific narrowing of the role, a JSON object (aws_sts: an IAM policy document)")
+      .option("--intent <text>", "task context for the policy: what the task is for")
+      .option("--tool <text>", "task context: the tool that will use the credential")
+      .option("--destination <text>", "task context: where the credential will be used")
+      .option("--sensitivity <text>", "task context: the data's sensitivity")
+      .addOption(new Option("--format <format>", "json: the lease and credential; env: export lines for eval; github: masked GITHUB_ENV and GITHUB_OUTPUT").choices(["json", "env", "github"]).default("json"))
+      .option("--wait <duration>", "when the policy requires approval, wait this long for it (0: do not wait, exit 1)", "0")
+      .option("--poll <duration>", "interval between approval checks while waiting", "2s"),
+  ).action(
+    action(async (f: ExchangeFlags) => {
+      const waitMs = duration(f.wait, "--wait");
+      const pollMs = duration(f.poll, "--poll");
+      const scope = parseScope(f.scope);
+      const ttl = f.ttl === undefined ? undefined : /^\d+$/.test(f.ttl) ? Number(f.ttl) : f.ttl;
+      const files = f.format === "github" ? githubFiles() : null;
+      const client = clientFrom(f);
+      const task = {
+        id: f.task,
+        ...(f.intent === undefined ? {} : { intent: f.intent }),
+        ...(f.tool === undefined ? {} : { tool: f.tool }),
+        ...(f.destination === undefined ? {} : { destination: f.destination }),
+        ...(f.sensitivity === undefined ? {} : { sensitivity: f.sensitivity }),
+      };
+      let grant: CredentialGrant;
+      try {
+        grant = await client.requestCredential({
+          role: f.role,
+          task,
+          ...(ttl === undefined ? {} : { ttl }),
+          ...(scope === undefined ? {} : { scope }),
+          ...(waitMs > 0 ? { waitForApproval: { timeoutMs: waitMs, pollMs } } : {}),
+          onPending: (r) => {
+            if (waitMs > 0) process.stderr.write(`jitbroker: request ${r.id} for role ${f.role} needs an operator's approval; waiting up to ${f.wait}\n`);
+          },
+        });
+      } catch (e) {
+        if (e instanceof ApprovalError && e.state === "pending_approval" && waitMs === 0) {
+          throw new CliError(`approval_pending: request ${e.requestId} for role ${f.role} needs an operator's approval (pass --wait 15m to wait for it)`, 1);
+        }
+        throw e;
+      }
+      if (f.format === "json") {
+        process.stdout.write(`${JSON.stringify(grant, null, 2)}\n`);
+        return;
+      }
+      let vars: ExportVar[];
+      try {
+        vars = credentialVars(grant);
+      } catch (e) {
+        if (e instanceof OutputError) {
+          await giveBack(client, grant, e.message);
+          throw new CliError(`${e.message} (lease ${grant.lease.id} revoked)`, 1);
+        }
+        throw e;
+      }
+      if (f.format === "env") {
+        process.stdout.write(envLines(vars));
+        return;
+      }
+      // github: masks first, so that nothing printed later can show a secret.
+      process.stdout.write(maskCommands(vars));
+      try {
+        appendFileSync(files!.env, githubFileCommands(vars), { encoding: "utf8" });
+        appendFileSync(files!.output, githubFileCommands(vars), { encoding: "utf8" });
+      } catch (e) {
+        await giveBack(client, grant, "could not write GITHUB_ENV/GITHUB_OUTPUT");
+        throw new CliError(`cannot write GITHUB_ENV/GITHUB_OUTPUT: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message} (lease ${grant.lease.id} revoked)`, 2);
+      }
+      process.stdout.write(
+        `jitbroker: lease ${grant.lease.id} (${grant.lease.role}, task ${grant.lease.task_id}) until ${grant.lease.expires_at}; ` +
+          `set ${vars.map((v) => v.name).join(", ")} in the job's environment and step outputs\n`,
+      );
+    }),
+  );
+
+  withClientFlags(
+    program
+      .command("complete")
+      .description("complete a task: revoke its leases held by this workload; no new lease is issued for it")
+      .requiredOption("--task <id>", "the task id")
+      .option("--json", "print the broker's answer as JSON"),
+  ).action(
+    action(async (f: ClientFlags & { task: string; json?: boolean }) => {
+      const out = await clientFrom(f).completeTask(f.task);
+      if (f.json) process.stdout.write(`${JSON.stringify(out)}\n`);
+      else process.stdout.write(`task ${out.task_id} completed: ${out.revoked} lease${out.revoked === 1 ? "" : "s"} revoked\n`);
+    }),
+  );
+}

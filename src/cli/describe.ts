@@ -8,18 +8,8 @@ function table(rows: string[][]): string {
   return rows.map((r) => `  ${r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join("  ")}`.trimEnd()).join("\n");
 }
 
-/** Warnings about risky inventory entries that are valid but probably not what was meant. */
-export function inventoryWarnings(cfg: LoadedConfig): string[] {
-  const out: string[] = [];
-  cfg.workloads.forEach((w, i) => {
-    if (w.subject === undefined && Object.keys(w.claims).length === 0) {
-      out.push(`workloads[${i}] (${w.id}): bound only by issuer and audience: any token of issuer ${w.issuer} maps to it`);
-    }
-  });
-  return out;
-}
-
-export function describeConfig(cfg: LoadedConfig): string {
+/** What `config check` prints; `warnings` (policy/lint.ts, one line each) are listed last. */
+export function describeConfig(cfg: LoadedConfig, warnings: string[] = []): string {
   const rel = (p: string) => path.relative(process.cwd(), p) || p;
   const issuers = cfg.identity.issuers.map((i) =>
     i.type === "oidc"
@@ -44,7 +34,6 @@ export function describeConfig(cfg: LoadedConfig): string {
       .map(([k, v]) => `${k}=${v}`)
       .join(" "),
   ]);
-  const warnings = inventoryWarnings(cfg);
   return [
     `${rel(cfg.file)}: OK`,
     `redis: ${cfg.redis.url === "embedded" ? `embedded (data in ${rel(cfg.redis.data_dir)})` : cfg.redis.url.replace(/\/\/[^@/]*@/, "//***@")}, prefix ${cfg.redis.prefix}`,

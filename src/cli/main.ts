@@ -26,6 +26,7 @@ import { embeddedRedisUrl } from "../redis/embedded";
 import { Redis } from "ioredis";
 import { copyFileSync, mkdirSync, readdirSync } from "node:fs";
 import { registerClientCommands } from "./client";
+import { configWarnings, registerPolicyCommands } from "./policy-commands";
 
 export class CliError extends Error {
   constructor(
@@ -38,7 +39,7 @@ export class CliError extends Error {
 
 const devDir = () => path.resolve(process.env.JITBROKER_HOME ?? ".jitbroker");
 
-function load(file: string | undefined): LoadedConfig {
+export function load(file: string | undefined): LoadedConfig {
   try {
     return loadConfig(file);
   } catch (e) {
@@ -230,10 +231,14 @@ export function buildProgram(): Command {
   const config = program.command("config").description("configuration tools");
   config
     .command("check")
-    .description("validate the configuration and print what it defines")
+    .description("validate the configuration and its policies, print what it defines and warn about risky entries")
     .option("--config <file>", "configuration file")
-    .action((opts: { config?: string }) => {
-      process.stdout.write(describeConfig(load(opts.config)));
+    .option("--strict", "exit 1 when there are warnings")
+    .action(async (opts: { config?: string; strict?: boolean }) => {
+      const cfg = load(opts.config);
+      const warnings = await configWarnings(cfg);
+      process.stdout.write(describeConfig(cfg, warnings));
+      if (opts.strict && warnings.length > 0) throw new CliError(`${warnings.length} warning${warnings.length === 1 ? "" : "s"} (--strict)`, 1);
     });
 
   const keysCmd = program.command("keys").description("the signing keys of broker-issued JWTs");
@@ -271,6 +276,7 @@ export function buildProgram(): Command {
     });
 
   registerClientCommands(program);
+  registerPolicyCommands(program);
 
   return program;
 }

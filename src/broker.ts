@@ -13,7 +13,6 @@ import { createKeySet, type KeySet, type KeySource } from "./identity/keyset";
 import { createRedisReplayGuard } from "./identity/replay";
 import { identityRoutes } from "./identity/routes";
 import { createTokenVerifier } from "./identity/verify";
-import { compileWorkloads } from "./identity/workloads";
 import { createRedisClient, pingRedis } from "./redis/client";
 import { startEmbeddedRedis, type EmbeddedRedis } from "./redis/embedded";
 import { createKeyspace } from "./redis/keys";
@@ -33,7 +32,11 @@ import { leaseRoutes } from "./leases/routes";
 import { createLeaseService, type LeaseService } from "./leases/service";
 import { createLeaseStore, REVOCATION_KIND, type LeaseStore } from "./leases/store";
 import { compilePolicies, createPolicyEngine, loadPolicyFiles, type PolicyEngine } from "./policy/engine";
-import { createPolicyReloader } from "./policy/reload";
+import { createPolicyReloader, type ReloadResult } from "./policy/reload";
+import { createInventory, type InventoryCandidate } from "./policy/inventory";
+import { reauthorizeLeases, type ReauthorizationReport } from "./policy/reauthorize";
+import { policyRoutes } from "./policy/routes";
+import { loadConfig } from "./config/load";
 import { approvalRoutes, expireApprovals } from "./approvals/routes";
 import { createApprovalStore, type ApprovalStore } from "./approvals/store";
 import { createRateLimiter } from "./limits/ratelimit";
@@ -44,8 +47,17 @@ export interface BrokerOptions {
   metrics?: Metrics;
   /** Which parts run in this process (`serve --only`). Default both. */
   parts?: { api: boolean; worker: boolean };
+  /** Where a reload reads the configuration from (default: the file `cfg` came from). */
+  loadConfig?: () => LoadedConfig;
   /** Replaces credential backends by kind (tests inject faults this way). */
   backends?: Partial<Record<string, Backend>>;
+}
+
+export interface ReloadReport {
+  ok: boolean;
+  inventory: Omit<InventoryCandidate, "apply">;
+  policy: ReloadResult | null;
+  reauthorization: ReauthorizationReport | null;
 }
 
 export interface Readiness {
@@ -68,6 +80,11 @@ export interface Broker {
   worker: RevocationWorker | null;
   /** Re-reads the policy files now (SIGHUP does the same). */
   reloadPolicies(): Promise<{ ok: boolean; changed: boolean; hash: string; policies: number; problems?: string[] }>;
+  /**
+   * Reloads workloads, roles and policies from their files (SIGHUP, POST /v1/admin/policy/reload)
+   * and re-authorizes every active lease if anything changed.
+   */
+  reload(cause: { actor: string; source: string }): Promise<ReloadReport>;
   /** Re-reads the signing key file (SIGHUP does the same); on error the loaded keys stay. */
   reloadSigningKeys(): Promise<{ ok: boolean; kid: string; error?: string }>;
   readiness(): Promise<Readiness>;
@@ -143,10 +160,11 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     replayGuard: createRedisReplayGuard(redis, keys),
     now,
   });
-  const workloads = compileWorkloads(cfg.workloads);
+  // Workloads and roles reload with the policies (SIGHUP, POST /v1/admin/policy/reload).
+  const inventory = createInventory(cfg);
+  const workloads = inventory.workloads;
   const parts = opts.parts ?? { api: true, worker: true };
 
-  const roles = new Map<string, RoleConfig>(cfg.roles.map((r) => [r.name, r]));
 
   const leaseMetrics = createLeaseMetrics(metrics.registry);
   const store = createLeaseStore(redis, keys, {
@@ -198,7 +216,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     queue,
     revoker,
     backends,
-    roles: () => roles,
+    roles: inventory.roles,
     policy: () => policyEngine,
     audit,
     metrics: leaseMetrics,
@@ -249,8 +267,47 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
           .append({ type: "policy_reload", at: new Date(now()).toISOString(), actor: "system", ok: r.ok, policy_hash: r.hash, previous_policy_hash: previous, policies: r.policies, ...(r.problems ? { problems: r.problems } : {}) })
           .catch(() => undefined);
       }
+      // A policy file edited in place: re-authorize active leases (reloadAll does it itself).
+      if (r.changed && !reloadingAll) void reauthorize({ actor: "system", source: "policy files changed" }).catch(() => undefined);
     },
   });
+
+  // Re-authorizations run one at a time, in order; each sees the policies current when it starts.
+  let reauthChain: Promise<unknown> = Promise.resolve();
+  let reloadingAll = false;
+  function reauthorize(cause: { actor: string; source: string }): Promise<ReauthorizationReport> {
+    const run = reauthChain.then(() =>
+      reauthorizeLeases({ policy: policyEngine, roles: inventory.roles(), workloads, timeZone: cfg.policy.timezone, store, queue, audit, metrics: leaseMetrics, logger, now }, cause),
+    );
+    reauthChain = run.catch((e: Error) => logger.error({ err: { message: e.message } }, "re-authorization of active leases failed; it runs again on the next reload"));
+    return run;
+  }
+
+  /** Reloads the inventory (workloads, roles) and the policies together; re-authorizes if either changed. */
+  async function reloadAll(cause: { actor: string; source: string }): Promise<ReloadReport> {
+    const candidate = inventory.prepare(opts.loadConfig ?? (() => loadConfig(cfg.file)));
+    if (!candidate.ok) {
+      await audit.append({ type: "inventory_reload", at: new Date(now()).toISOString(), actor: cause.actor, source: cause.source, ok: false, problems: candidate.problems }).catch(() => undefined);
+      logger.error({ problems: candidate.problems }, "configuration reload refused; the running inventory and policies stay in force");
+      return { ok: false, inventory: candidate, policy: null, reauthorization: null };
+    }
+    reloadingAll = true;
+    let policy;
+    try {
+      policy = await policyReloader.reload();
+    } finally {
+      reloadingAll = false;
+    }
+    if (!policy.ok) return { ok: false, inventory: { ...candidate, changed: false }, policy, reauthorization: null };
+    candidate.apply();
+    if (candidate.changed) {
+      await audit.append({ type: "inventory_reload", at: new Date(now()).toISOString(), actor: cause.actor, source: cause.source, ok: true, workloads: candidate.workloads, roles: candidate.roles }).catch(() => undefined);
+      logger.info({ workloads: candidate.workloads, roles: candidate.roles }, "inventory reloaded");
+    }
+    if (candidate.restart_required.length > 0) logger.warn({ sections: candidate.restart_required }, "configuration sections changed that take effect only after a restart");
+    const reauthorization = candidate.changed || policy.changed ? await reauthorize(cause) : null;
+    return { ok: true, inventory: candidate, policy, reauthorization };
+  }
   // Gauges are sampled when Prometheus scrapes.
   const sampleGauges = async () => {
     try {
@@ -304,7 +361,8 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     const p = verified.payload;
     res.json({ active: true, token_type: "Bearer", iss: p.iss, sub: p.sub, aud: p.aud, scope: p.scope, jti: p.jti, task_id: p.task_id, iat: p.iat, nbf: p.nbf, exp: p.exp, lease_id: lease.id, role: lease.role });
   });
-  app.use(leaseRoutes({ service, store, audit, policy: () => policyEngine, metrics: leaseMetrics }));
+  app.use(leaseRoutes({ service, store, audit, policy: () => policyEngine, metrics: leaseMetrics, timeZone: cfg.policy.timezone }));
+  app.use(policyRoutes({ reload: reloadAll, policy: () => policyEngine, metrics: leaseMetrics, timeZone: cfg.policy.timezone, now }));
   app.use(
     approvalRoutes({
       approvals,
@@ -312,7 +370,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
       audit,
       store,
       policy: () => policyEngine,
-      roles: () => roles,
+      roles: inventory.roles,
       workloads: () => workloads,
       metrics: leaseMetrics,
       collectLockMs: cfg.worker.mint_timeout + 10_000,
@@ -347,6 +405,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     jwt,
     worker,
     reloadPolicies: () => policyReloader.reload(),
+    reload: reloadAll,
     async reloadSigningKeys() {
       try {
         const next = await loadOrCreateSigningKeys(cfg.backends.jwt.signing_key_file, now);

@@ -18,6 +18,7 @@ import type { AuditLedger } from "../audit/ledger";
 import type { RoleConfig } from "../config/schema";
 import { BrokerError } from "../core/errors";
 import type { AuthContext } from "../http/app";
+import { requireOperator } from "../http/operators";
 import { decisionContext } from "../policy/context";
 import { BROKER_RESOURCE_ID, type PolicyEngine } from "../policy/engine";
 import type { WorkloadMatcher } from "../identity/workloads";
@@ -66,17 +67,7 @@ export function approvalRoutes(opts: ApprovalRoutesOptions): Router {
   const at = () => new Date(now()).toISOString();
   const { approvals, audit } = opts;
 
-  function requireReader(auth: AuthContext) {
-    if (auth.workload.kind !== "human") throw new BrokerError("policy_denied", "admin_read requires an operator (a human workload allowed by policy)");
-    const d = opts.policy().decide({
-      principal: principalOf(auth),
-      action: "admin_read",
-      resource: { type: "Broker", id: BROKER_RESOURCE_ID },
-      context: decisionContext({ task: {}, ttlSeconds: 0, approved: false, atMs: now(), timeZone: opts.timeZone }),
-    });
-    opts.metrics.decisions.inc({ action: "admin_read", decision: d.decision });
-    if (d.decision !== "allow") throw new BrokerError("policy_denied", "admin_read requires an operator (a human workload allowed by policy)");
-  }
+  const requireReader = (auth: AuthContext) => requireOperator(auth, "admin_read", { policy: opts.policy, metrics: opts.metrics, timeZone: opts.timeZone, now });
 
   async function load(req: Request): Promise<ApprovalRequest> {
     const id = typeof req.params.id === "string" && REQUEST_ID.test(req.params.id) ? req.params.id : null;

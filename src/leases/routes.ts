@@ -9,10 +9,10 @@ import { parseDuration } from "../core/duration";
 import { BrokerError } from "../core/errors";
 import type { AuthContext } from "../http/app";
 import { requireJsonObject } from "../http/app";
+import { isOperator as isOperatorOf, requireOperator as requireOperatorOf, type AdminAction } from "../http/operators";
 import type { PolicyEngine } from "../policy/engine";
-import { BROKER_RESOURCE_ID } from "../policy/engine";
 import type { LeaseMetrics } from "./metrics";
-import { principalOf, type LeaseService } from "./service";
+import type { LeaseService } from "./service";
 import { publicLease, type LeaseStore, type StoredLease } from "./store";
 import { publicRequest } from "../approvals/store";
 
@@ -88,29 +88,16 @@ export interface LeaseRoutesOptions {
   audit: AuditLedger;
   policy: () => PolicyEngine;
   metrics: LeaseMetrics;
+  timeZone?: string;
 }
 
 export function leaseRoutes(opts: LeaseRoutesOptions): Router {
   const r = Router();
   const { service, store } = opts;
 
-  /** Operators are `human` workloads that Cedar allows the admin action on Broker::"jitbroker". */
-  function isOperator(auth: AuthContext, action: "admin_read" | "admin_revoke"): boolean {
-    if (auth.workload.kind !== "human") return false;
-    const d = opts.policy().decide({
-      principal: principalOf(auth),
-      action,
-      resource: { type: "Broker", id: BROKER_RESOURCE_ID },
-      context: { task: { id: "", intent: "", tool: "", destination: "", sensitivity: "" }, ttl_seconds: 0, approved: false },
-    });
-    opts.metrics.decisions.inc({ action, decision: d.decision });
-    return d.decision === "allow";
-  }
-  function requireOperator(req: Request, action: "admin_read" | "admin_revoke"): AuthContext {
-    const auth = req.auth!;
-    if (!isOperator(auth, action)) throw new BrokerError("policy_denied", `${action} requires an operator (a human workload allowed by policy)`);
-    return auth;
-  }
+  const check = { policy: opts.policy, metrics: opts.metrics, timeZone: opts.timeZone };
+  const requireOperator = (req: Request, action: AdminAction): AuthContext => requireOperatorOf(req.auth!, action, check);
+  const isOperator = (auth: AuthContext, action: AdminAction) => isOperatorOf(auth, action, check);
   /** The lease if the caller owns it or is an operator; otherwise 404, revealing nothing. */
   async function visibleLease(req: Request, action: "admin_read" | "admin_revoke"): Promise<{ lease: StoredLease; operator: boolean }> {
     const id = leaseId(req.params.id);

@@ -369,6 +369,17 @@ export function createLeaseStore(redis: Redis, keys: Keyspace, opts: LeaseStoreO
       } while (cursor !== "0");
     },
 
+    /** Every live lease id (ZSCAN over the due set; an id may repeat across batches). */
+    async *allLiveIds(batch = 1000): AsyncGenerator<string[]> {
+      let cursor = "0";
+      do {
+        const [next, flat] = await storeCall(() => redis.zscan(k.due, cursor, "COUNT", batch));
+        cursor = next;
+        const ids = flat.filter((_, i) => i % 2 === 0);
+        if (ids.length > 0) yield ids;
+      } while (cursor !== "0");
+    },
+
     async countLive(sel: Selector, value: string): Promise<number> {
       return storeCall(() => redis.scard(k.live(sel, value)));
     },

@@ -1,0 +1,69 @@
+/**
+ * The live inventory (workloads and roles) and its reload from the configuration file. Only
+ * `workloads` and `roles` take effect without a restart; a change to any other section is
+ * reported as needing one. A file that does not load is refused and the running inventory stays.
+ */
+import type { LoadedConfig } from "../config/load";
+import { ConfigError } from "../config/load";
+import type { RoleConfig } from "../config/schema";
+import { compileWorkloads, type WorkloadMatcher } from "../identity/workloads";
+
+export interface InventoryCandidate {
+  ok: boolean;
+  changed: boolean;
+  workloads: number;
+  roles: number;
+  /** Top-level sections that changed in the file but only take effect after a restart. */
+  restart_required: string[];
+  problems?: string[];
+  apply(): void;
+}
+
+const LIVE = new Set(["workloads", "roles", "file", "dir"]);
+
+export function createInventory(initial: LoadedConfig) {
+  let cfg = initial;
+  let matcher = compileWorkloads(initial.workloads);
+  let roles = new Map<string, RoleConfig>(initial.roles.map((r) => [r.name, r]));
+
+  /** A matcher that always reads the current inventory (handed to long-lived components). */
+  const workloads: WorkloadMatcher = {
+    match: (identity) => matcher.match(identity),
+    get: (id) => matcher.get(id),
+    all: () => matcher.all(),
+  };
+
+  return {
+    workloads,
+    roles: () => roles,
+    /** Loads the next inventory without applying it; `apply()` swaps it in. */
+    prepare(load: () => LoadedConfig): InventoryCandidate {
+      let next: LoadedConfig;
+      try {
+        next = load();
+      } catch (e) {
+        const problems = e instanceof ConfigError ? e.problems : [(e as Error).message];
+        return { ok: false, changed: false, workloads: matcher.all().length, roles: roles.size, restart_required: [], problems, apply() {} };
+      }
+      const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+      const changed = !same(next.workloads, cfg.workloads) || !same(next.roles, cfg.roles);
+      const sections = new Set([...Object.keys(cfg), ...Object.keys(next)]);
+      const restart = [...sections].filter((s) => !LIVE.has(s) && !same((cfg as unknown as Record<string, unknown>)[s], (next as unknown as Record<string, unknown>)[s])).sort();
+      return {
+        ok: true,
+        changed,
+        workloads: next.workloads.length,
+        roles: next.roles.length,
+        restart_required: restart,
+        apply() {
+          if (!changed) return;
+          matcher = compileWorkloads(next.workloads);
+          roles = new Map(next.roles.map((r) => [r.name, r]));
+          cfg = { ...cfg, workloads: next.workloads, roles: next.roles };
+        },
+      };
+    },
+  };
+}
+
+export type Inventory = ReturnType<typeof createInventory>;

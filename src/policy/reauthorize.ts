@@ -1,0 +1,130 @@
+/**
+ * Continuous re-authorization (DESIGN.md section 4, issue 4): when the policy set or the
+ * inventory changes, every active lease is decided again, with the context it was issued with
+ * (its task, the TTL it asked for, its approval, and the time it was issued at) against the new
+ * policies and the current inventory. Leases no longer allowed are revoked with trigger
+ * `policy_change`; a workload removed from the inventory loses all its leases (offboarding).
+ *
+ * `recheckLease` is the pure part (no I/O, table-tested); `reauthorizeLeases` walks Redis.
+ */
+import type { Logger } from "pino";
+import type { AuditLedger } from "../audit/ledger";
+import type { RoleConfig } from "../config/schema";
+import type { Workload, WorkloadMatcher } from "../identity/workloads";
+import type { LeaseMetrics } from "../leases/metrics";
+import type { RevocationQueue } from "../leases/queue";
+import type { LeaseStore, StoredLease } from "../leases/store";
+import { decisionContext } from "./context";
+import type { PolicyEngine } from "./types";
+
+export interface Recheck {
+  allowed: boolean;
+  /** Why a lease must go (shown in the lease's revocation and its audit event). */
+  reason?: string;
+}
+
+export interface RecheckInputs {
+  policy: PolicyEngine;
+  roles: Map<string, RoleConfig>;
+  workloads: Pick<WorkloadMatcher, "get">;
+  timeZone?: string;
+}
+
+function claimMatches(value: unknown, allowed: readonly unknown[]): boolean {
+  return value !== undefined && allowed.some((a) => a === value);
+}
+
+/** Does the identity a lease was issued to still map to this workload of the inventory? */
+function stillBound(lease: StoredLease, w: Workload): string | null {
+  if (w.issuer !== lease.identity.issuer) return `workload ${w.id} is now bound to issuer ${w.issuer}`;
+  if (w.subject !== undefined && w.subject !== lease.identity.subject) return `workload ${w.id} no longer matches subject ${lease.identity.subject}`;
+  for (const [name, allowed] of Object.entries(w.claims)) {
+    if (!claimMatches(lease.claims[name], allowed)) return `workload ${w.id} now requires claim ${name} to be one of ${JSON.stringify(allowed)}`;
+  }
+  return null;
+}
+
+export function recheckLease(lease: StoredLease, inputs: RecheckInputs): Recheck {
+  const w = inputs.workloads.get(lease.workload);
+  if (!w) return { allowed: false, reason: `workload ${lease.workload} was removed from the inventory` };
+  const unbound = stillBound(lease, w);
+  if (unbound) return { allowed: false, reason: unbound };
+  const role = inputs.roles.get(lease.role);
+  if (!role) return { allowed: false, reason: `role ${lease.role} was removed` };
+  if (role.backend !== lease.backend) return { allowed: false, reason: `role ${lease.role} now uses backend ${role.backend}` };
+  if (lease.ttl_seconds * 1000 > role.ttl.max) return { allowed: false, reason: `role ${lease.role} now allows at most ${Math.floor(role.ttl.max / 1000)}s` };
+  const d = inputs.policy.decide({
+    principal: { id: w.id, kind: w.kind, owner: w.owner, issuer: lease.identity.issuer, subject: lease.identity.subject, claims: lease.claims as Record<string, string> },
+    action: "request",
+    resource: { name: role.name, backend: role.backend, labels: role.labels },
+    context: decisionContext({ task: lease.task, ttlSeconds: lease.asked_ttl_seconds, approved: lease.approval !== undefined, atMs: lease.issued_ms, timeZone: inputs.timeZone }),
+  });
+  const hash = d.policyHash.slice(0, 12);
+  if (d.decision !== "allow") {
+    const by = d.policyIds.length > 0 ? ` (forbidden by ${d.policyIds.join(", ")})` : " (no permit matches)";
+    return { allowed: false, reason: `policy set ${hash} no longer allows it${by}` };
+  }
+  if (d.approvalRequired && lease.approval === undefined) return { allowed: false, reason: `policy set ${hash} now requires approval (${d.policyIds.join(", ")})` };
+  if (d.maxTtlSeconds !== undefined && lease.ttl_seconds > d.maxTtlSeconds) return { allowed: false, reason: `policy set ${hash} now allows at most ${d.maxTtlSeconds}s` };
+  return { allowed: true };
+}
+
+export interface ReauthorizationReport {
+  policy_hash: string;
+  reevaluated: number;
+  revoked: number;
+  kept: number;
+  /** Leases that were already being revoked or were still being issued (not re-evaluated). */
+  skipped: number;
+}
+
+export async function reauthorizeLeases(
+  deps: RecheckInputs & { store: LeaseStore; queue: RevocationQueue; audit: AuditLedger; metrics: LeaseMetrics; logger: Logger; now: () => number },
+  cause: { actor: string; source: string },
+): Promise<ReauthorizationReport> {
+  const report: ReauthorizationReport = { policy_hash: deps.policy.set().hash, reevaluated: 0, revoked: 0, kept: 0, skipped: 0 };
+  const seen = new Set<string>();
+  const at = () => new Date(deps.now()).toISOString();
+  for await (const batch of deps.store.allLiveIds(500)) {
+    const ids = batch.filter((id) => !seen.has(id));
+    for (const id of ids) seen.add(id);
+    const leases = await deps.store.getMany(ids);
+    const byReason = new Map<string, StoredLease[]>();
+    for (const l of leases) {
+      // An issuing lease is decided again by its own request once minted (service.issue).
+      if (!l || l.state !== "active") {
+        if (l) report.skipped++;
+        continue;
+      }
+      report.reevaluated++;
+      const r = recheckLease(l, deps);
+      if (r.allowed) {
+        report.kept++;
+        continue;
+      }
+      byReason.set(r.reason!, [...(byReason.get(r.reason!) ?? []), l]);
+    }
+    for (const [reason, group] of byReason) {
+      const moved = await deps.store.trigger(
+        group.map((l) => l.id),
+        { trigger: "policy_change", by: cause.actor, reason },
+      );
+      await deps.queue.revokeSoon(moved);
+      const movedSet = new Set(moved);
+      const events = group
+        .filter((l) => movedSet.has(l.id))
+        .map((l) => ({ type: "revocation_requested", at: at(), lease_id: l.id, workload: l.workload, task_id: l.task_id, actor: cause.actor, trigger: "policy_change", reason, policy_hash: report.policy_hash }));
+      if (events.length > 0) await deps.audit.appendMany(events);
+      report.revoked += moved.length;
+      // The others were triggered by something else meanwhile: they are being revoked anyway.
+      report.skipped += group.length - moved.length;
+    }
+    // Long walks (100k leases) must not starve the event loop.
+    await new Promise((r) => setImmediate(r));
+  }
+  deps.metrics.reauthorized.inc({ outcome: "kept" }, report.kept);
+  deps.metrics.reauthorized.inc({ outcome: "revoked" }, report.revoked);
+  await deps.audit.append({ type: "reauthorization", at: at(), actor: cause.actor, source: cause.source, ...report });
+  deps.logger.info({ ...report, source: cause.source }, "active leases re-authorized");
+  return report;
+}

@@ -1,0 +1,28 @@
+/**
+ * POST /v1/admin/policy/reload — reloads the policies and the inventory (workloads, roles) now
+ * and re-authorizes every active lease if either changed. Reloading can revoke leases, so it
+ * takes `admin_revoke`. A policy set or configuration that does not load is refused (422
+ * policy_invalid, with every problem) and the running set stays in force.
+ */
+import { Router } from "express";
+import type { ReloadReport } from "../broker";
+import { BrokerError } from "../core/errors";
+import { requireOperator, type OperatorCheck } from "../http/operators";
+
+export function policyRoutes(opts: OperatorCheck & { reload(cause: { actor: string; source: string }): Promise<ReloadReport> }): Router {
+  const r = Router();
+  r.post("/v1/admin/policy/reload", async (req, res) => {
+    const auth = requireOperator(req.auth!, "admin_revoke", opts);
+    const out = await opts.reload({ actor: auth.workload.id, source: "POST /v1/admin/policy/reload" });
+    const { apply: _apply, ...inventory } = out.inventory as typeof out.inventory & { apply?: unknown };
+    const problems = [...(inventory.problems ?? []), ...(out.policy?.problems ?? [])];
+    if (!out.ok) throw new BrokerError("policy_invalid", `reload refused; the running policies and inventory stay in force: ${problems.join("; ")}`, { extra: { problems } });
+    const policy = out.policy!;
+    res.json({
+      policy: { changed: policy.changed, hash: policy.hash, policies: policy.policies },
+      inventory: { changed: inventory.changed, workloads: inventory.workloads, roles: inventory.roles, restart_required: inventory.restart_required },
+      reauthorization: out.reauthorization ?? { reevaluated: 0, revoked: 0, kept: 0, skipped: 0, policy_hash: policy.hash },
+    });
+  });
+  return r;
+}

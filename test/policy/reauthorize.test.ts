@@ -1,0 +1,130 @@
+/**
+ * Continuous re-authorization (issue 4): a policy or inventory change revokes exactly the
+ * active leases the new policies no longer allow, with trigger policy_change, and no other;
+ * a workload removed from the inventory loses all its leases; the reload endpoint reports it.
+ */
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { parse, stringify } from "yaml";
+import { startFixture, waitFor, type Fixture } from "../support/fixture";
+
+type Who = "agent" | "agent2" | "ci";
+
+describe("re-authorization of active leases", () => {
+  let f: Fixture;
+  let dir: string;
+  beforeEach(async () => {
+    dir = mkdtempSync(path.join(os.tmpdir(), "jit-reauth-"));
+    cpSync(path.resolve(__dirname, "../../config/policies"), dir, { recursive: true });
+    f = await startFixture({ extra: { policy: { files: [path.join(dir, "*.cedar")] } } });
+  });
+  afterEach(async () => {
+    await f.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function issue(who: Who, task: string, role = "orders-read"): Promise<string> {
+    const r = await f.call("POST", "/v1/credentials", who, { role, task: { id: task } });
+    expect(r.status).toBe(201);
+    return r.body.lease.id as string;
+  }
+  const lease = async (id: string) => (await f.call("GET", `/v1/leases/${id}`, "alice")).body.lease;
+  const reload = () => f.call("POST", "/v1/admin/policy/reload", "alice");
+
+  it("a policy change revokes exactly the leases it no longer allows, and reports the counts", async () => {
+    const a1 = await issue("agent", "A-1");
+    const a2 = await issue("agent", "A-2");
+    const b1 = await issue("agent2", "B-1");
+    const c1 = await issue("ci", "C-1");
+    // A lease already revoked by its owner is not re-evaluated (and not revoked twice).
+    const gone = await issue("agent2", "B-2");
+    expect((await f.call("DELETE", `/v1/leases/${gone}`, "agent2")).status).toBe(200);
+
+    writeFileSync(path.join(dir, "zz-offboard.cedar"), '@id("agent2-suspended")\nforbid (principal == Workload::"agent2", action, resource);\n');
+    const r = await reload();
+    expect(r.status).toBe(200);
+    expect(r.body.policy.changed).toBe(true);
+    expect(r.body.reauthorization).toMatchObject({ revoked: 1, kept: 3 });
+    expect(r.body.reauthorization.reevaluated).toBe(4);
+    expect(r.body.reauthorization.policy_hash).toBe(r.body.policy.hash);
+
+    const b = await waitFor(async () => {
+      const l = await lease(b1);
+      return l.state === "revoked" ? l : null;
+    }, 10_000, "agent2's lease to be revoked");
+    expect(b.revocation).toMatchObject({ trigger: "policy_change", by: "alice", reason: expect.stringMatching(/no longer allows it \(forbidden by agent2-suspended\)/) });
+    for (const id of [a1, a2, c1]) expect((await lease(id)).state).toBe("active");
+    expect((await lease(gone)).revocation.trigger).toBe("owner");
+
+    // The lease's history says how, when and by whom.
+    const h = await f.call("GET", `/v1/admin/leases/${b1}/history`, "alice");
+    expect(h.body.ended).toMatchObject({ state: "revoked", trigger: "policy_change", by: "alice" });
+    expect(h.body.events.map((e: { type: string }) => e.type)).toContain("revocation_requested");
+    // Nothing changed: a second reload re-evaluates nothing.
+    const again = await reload();
+    expect(again.body).toMatchObject({ policy: { changed: false }, inventory: { changed: false }, reauthorization: { reevaluated: 0, revoked: 0 } });
+  });
+
+  it("an edited policy file re-authorizes on its own (no reload call)", async () => {
+    const a1 = await issue("agent", "W-1");
+    const c1 = await issue("ci", "W-2");
+    writeFileSync(path.join(dir, "agents.cedar"), "// agents get nothing any more\n");
+    await waitFor(async () => (await lease(a1)).state === "revoked", 10_000, "the agent lease to be revoked");
+    expect((await lease(a1)).revocation).toMatchObject({ trigger: "policy_change", by: "system" });
+    expect((await lease(c1)).state).toBe("active");
+  });
+
+  it("a policy set that does not compile is refused with every problem; nothing is revoked", async () => {
+    const a1 = await issue("agent", "X-1");
+    writeFileSync(path.join(dir, "broken.cedar"), "permit (principal, action, resource) when { principal.kind == };\n");
+    const r = await reload();
+    expect(r.status).toBe(422);
+    expect(r.body.code).toBe("policy_invalid");
+    expect(r.body.problems.join("\n")).toMatch(/broken\.cedar:1/);
+    expect((await lease(a1)).state).toBe("active");
+  });
+
+  it("reloading takes admin_revoke: read-only operators and workloads are refused", async () => {
+    expect((await f.call("POST", "/v1/admin/policy/reload", "bob")).status).toBe(403);
+    expect((await f.call("POST", "/v1/admin/policy/reload", "agent")).status).toBe(403);
+    expect((await f.call("POST", "/v1/admin/policy/reload", null)).status).toBe(401);
+  });
+
+  it("removing a workload from the inventory revokes all its leases (offboarding); its token stops working", async () => {
+    const a = [await issue("agent", "O-1"), await issue("agent", "O-2")];
+    const keep = await issue("agent2", "O-3");
+    const file = f.b.config.file;
+    const doc = parse(readFileSync(file, "utf8")) as { workloads: { id: string }[]; server: Record<string, unknown> };
+    doc.workloads = doc.workloads.filter((w) => w.id !== "agent");
+    doc.server = { ...doc.server, body_limit: "32kb" }; // a section that needs a restart
+    writeFileSync(file, stringify(doc));
+
+    const r = await reload();
+    expect(r.status).toBe(200);
+    expect(r.body.inventory).toMatchObject({ changed: true, workloads: 4, restart_required: ["server"] });
+    expect(r.body.reauthorization).toMatchObject({ reevaluated: 3, revoked: 2, kept: 1 });
+    for (const id of a) {
+      const l = await waitFor(async () => {
+        const x = await lease(id);
+        return x.state === "revoked" ? x : null;
+      }, 10_000, "offboarded leases");
+      expect(l.revocation).toMatchObject({ trigger: "policy_change", reason: "workload agent was removed from the inventory" });
+    }
+    expect((await lease(keep)).state).toBe("active");
+    const denied = await f.call("POST", "/v1/credentials", "agent", { role: "orders-read", task: { id: "O-4" } });
+    expect(denied.status).toBe(403);
+    expect(denied.body.code).toBe("unknown_workload");
+  });
+
+  it("a configuration file that no longer loads is refused; the running inventory stays", async () => {
+    const a1 = await issue("agent", "Q-1");
+    writeFileSync(f.b.config.file, "workloads: [ { id: 1 } ]\n");
+    const r = await reload();
+    expect(r.status).toBe(422);
+    expect(r.body.code).toBe("policy_invalid");
+    expect(r.body.problems.length).toBeGreaterThan(0);
+    expect((await lease(a1)).state).toBe("active");
+    expect((await f.call("POST", "/v1/credentials", "agent", { role: "orders-read", task: { id: "Q-2" } })).status).toBe(201);
+  });
+});

@@ -10,6 +10,7 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import { Command, Option } from "commander";
 import type { LoadedConfig } from "../config/load";
+import { formatPath } from "../config/path";
 import { formatDuration } from "../core/duration";
 import { compilePolicies, createPolicyEngine, loadPolicyFiles, PolicyError, type PolicyEngine, type PolicySet } from "../policy/engine";
 import { formatWarning, lintConfig } from "../policy/lint";
@@ -263,15 +264,20 @@ export function registerPolicyCommands(program: Command): void {
       const flags: Record<string, unknown> = {};
       if (opts.ttl !== undefined) flags["ttl"] = /^\d+$/.test(opts.ttl) ? Number(opts.ttl) : opts.ttl;
       if (opts.at !== undefined) flags["at"] = opts.at;
+      // Problems are named after the flag the value came from: --ttl, --at, --context.task.intent, --role.
+      const flag = (p: PropertyKey[]) => {
+        if (p[0] !== "context") return `--${String(p[0])}`;
+        if ((p[1] === "ttl" || p[1] === "at") && flags[p[1]] !== undefined) return `--${p[1]}`;
+        return p.length > 1 ? `--context.${formatPath(p.slice(1))}` : "--context";
+      };
       let context: ContextInput;
       try {
-        context = parseContextInput({ ...(raw as object), ...flags }, ["--context"]);
+        context = parseContextInput({ ...(raw as object), ...flags }, (p) => flag(["context", ...p]));
       } catch (e) {
         inputError(e);
       }
       const built = buildRequest(inventoryOf(cfg), { workload: opts.workload, action: opts.action, ...(opts.role !== undefined ? { role: opts.role } : {}), context }, Date.now());
       if (!built.sim) {
-        const flag = (p: PropertyKey[]) => (p[0] === "context" && (p[1] === "ttl" || p[1] === "at") && flags[p[1]] !== undefined ? `--${p[1]}` : p[0] === "context" ? `--context.${p.slice(1).join(".")}` : `--${String(p[0])}`);
         inputError(new SimulationInputError(built.problems.map((p) => `${flag(p.path)}: ${p.message}`)));
       }
       const { engine } = await loadPolicySet(cfg);

@@ -166,9 +166,10 @@ function zodProblems(error: z.ZodError, prefix: PropertyKey[] = []): Problem[] {
   return out;
 }
 
-export function parseContextInput(value: unknown, where: PropertyKey[] = []): ContextInput {
+/** Validates a context; `label` names a problem's path in the messages (default: `task.intent`). */
+export function parseContextInput(value: unknown, label: (path: PropertyKey[]) => string = formatPath): ContextInput {
   const r = contextInputSchema.safeParse(value ?? {});
-  if (!r.success) throw new SimulationInputError(zodProblems(r.error, where).map((p) => `${formatPath(p.path)}: ${p.message}`));
+  if (!r.success) throw new SimulationInputError(zodProblems(r.error).map((p) => `${label(p.path)}: ${p.message}`));
   return r.data;
 }
 

@@ -9,6 +9,7 @@ import type { AuditLedger } from "../audit/ledger";
 import type { LoadedConfig } from "../config/load";
 import type { LeaseStore } from "../leases/store";
 import type { Backend } from "./types";
+import { createVaultBackend } from "./vault/backend";
 
 export interface BackendDeps {
   logger: Logger;
@@ -23,6 +24,7 @@ export interface BackendDeps {
 
 export async function createConfiguredBackends(cfg: LoadedConfig, deps: BackendDeps): Promise<Map<string, Backend>> {
   const out = new Map<string, Backend>();
+  if (cfg.backends.vault) out.set("vault", createVaultBackend(cfg, deps));
   void cfg;
   void deps;
   return out;

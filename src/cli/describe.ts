@@ -44,7 +44,23 @@ export function describeConfig(cfg: LoadedConfig, warnings: string[] = []): stri
     workloads.length ? table(workloads) : "  (none)",
     `roles (${roles.length}):`,
     roles.length ? table(roles) : "  (none)",
+    ...(cfg.backends.vault ? [`vault: ${describeVault(cfg.backends.vault)}`] : []),
     ...(warnings.length ? [`warnings (${warnings.length}):`, ...warnings.map((w) => `  ${w}`)] : []),
     "",
   ].join("\n");
+}
+
+/** The vault backend in one line: where, as whom, from which files. Never a token or secret id. */
+function describeVault(v: NonNullable<LoadedConfig["backends"]["vault"]>): string {
+  const a = v.auth;
+  const how =
+    a.method === "token"
+      ? a.token_file
+        ? `token from ${a.token_file}`
+        : "token (inline)"
+      : a.method === "approle"
+        ? `approle at auth/${a.mount} (role_id ${a.role_id}, secret_id ${a.secret_id_file ? `from ${a.secret_id_file}` : "inline"})`
+        : `${a.method} at auth/${a.mount} (role ${a.role}, JWT from ${a.jwt_file})`;
+  const tls = v.tls?.insecure_skip_verify ? ", TLS verification OFF" : v.tls?.ca_file ? `, CA ${v.tls.ca_file}` : "";
+  return `${v.address}${v.namespace ? `, namespace ${v.namespace}` : ""}, auth ${how}${tls}`;
 }

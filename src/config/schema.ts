@@ -125,6 +125,122 @@ const workload = z.strictObject({
     .optional(),
 });
 
+// ---- Vault (src/backends/vault): the role section and the backend section ----
+
+const VAULT_SEGMENT = "[A-Za-z0-9_.@-]+";
+const VAULT_NAME = /^[A-Za-z0-9_.-]{1,128}$/;
+/** A Vault API path below /v1: segments of safe characters, no leading or trailing slash, no `..`. */
+const vaultPath = (example: string) =>
+  z
+    .string()
+    .regex(new RegExp(`^${VAULT_SEGMENT}(/${VAULT_SEGMENT})*$`), `must be a Vault path such as ${example} (no leading or trailing /, no v1/ prefix)`)
+    .refine((p) => !p.split("/").some((seg) => seg === "." || seg === ".."), "must not contain . or .. segments");
+
+const vaultRole = z
+  .strictObject({
+    /** A dynamic-secret endpoint that answers with a lease (database/creds/<role>, aws/creds/<role>...). */
+    path: vaultPath("database/creds/payments-ro").optional(),
+    /**
+     * How the lease TTL reaches Vault for a `path` role: true = POST {ttl} (aws/creds), false = GET
+     * without a TTL (database/creds, rabbitmq/creds: the engine's role TTL applies and the broker
+     * relies on revocation), absent = POST {ttl}, falling back to GET when the engine answers 405.
+     */
+    ttl_param: z.boolean().optional(),
+    /** A token role: a child token is created at auth/token/create/<token_role>. */
+    token_role: z.string().regex(VAULT_NAME, "must be a Vault token role name (1-128 of [A-Za-z0-9_.-])").optional(),
+    policies: z.array(z.string().regex(VAULT_NAME, "must be a Vault policy name (1-128 of [A-Za-z0-9_.-])")).min(1).optional(),
+  })
+  .superRefine((v, ctx) => {
+    if ((v.path === undefined) === (v.token_role === undefined)) {
+      ctx.addIssue({ code: "custom", message: "set exactly one of path (a dynamic secret) or token_role (a child token)" });
+    }
+    if (v.path !== undefined && v.policies !== undefined) ctx.addIssue({ code: "custom", path: ["policies"], message: "policies apply to token_role only" });
+    if (v.token_role !== undefined && v.ttl_param !== undefined) ctx.addIssue({ code: "custom", path: ["ttl_param"], message: "ttl_param applies to path only" });
+  }, evenIfInvalid);
+
+const vaultMount = (dflt: string) =>
+  z
+    .string()
+    .regex(new RegExp(`^${VAULT_SEGMENT}(/${VAULT_SEGMENT})*$`), `must be an auth mount path such as ${dflt} (no leading or trailing /)`)
+    .default(dflt);
+
+/** Exactly one of two alternative fields (`secret_id` or `secret_id_file`...). Names fields, never values. */
+const oneOf = (a: string, b: string) => (v: Record<string, unknown>, ctx: z.RefinementCtx) => {
+  if ((v[a] === undefined) === (v[b] === undefined)) ctx.addIssue({ code: "custom", message: `set exactly one of ${a} or ${b}` });
+};
+
+const vaultAuth = z.discriminatedUnion(
+  "method",
+  [
+    // An empty token (an unset ${VAR}, reported by the loader) is refused at login.
+    z.strictObject({ method: z.literal("token"), token: z.string().optional(), token_file: z.string().min(1).optional() }).superRefine(oneOf("token", "token_file")),
+    z
+      .strictObject({
+        method: z.literal("approle"),
+        mount: vaultMount("approle"),
+        role_id: z.string().min(1),
+        secret_id: z.string().min(1).optional(),
+        /** Read at every login, so a rotated secret id is picked up. */
+        secret_id_file: z.string().min(1).optional(),
+      })
+      .superRefine(oneOf("secret_id", "secret_id_file")),
+    /** The JWT is read from the file at every login (a projected token that rotates). */
+    z.strictObject({ method: z.literal("jwt"), mount: vaultMount("jwt"), role: z.string().min(1), jwt_file: z.string().min(1) }),
+    z.strictObject({
+      method: z.literal("kubernetes"),
+      mount: vaultMount("kubernetes"),
+      role: z.string().min(1),
+      jwt_file: z.string().min(1).default("/var/run/secrets/kubernetes.io/serviceaccount/token"),
+    }),
+  ],
+  { error: "method must be one of token, approle, jwt, kubernetes" },
+);
+
+/** A duration, or 0 / "0" to switch the periodic job off. */
+const durationOrOff = z.union([z.literal(0), z.literal("0"), duration]).transform((v) => (v === "0" ? 0 : v));
+
+const vaultBackend = z
+  .strictObject({
+    address: httpsUrl.refine((u) => {
+      try {
+        return new URL(u).pathname === "/" && !/[?#]/.test(u);
+      } catch {
+        return true; // reported by httpsUrl
+      }
+    }, "must be the server address only, such as https://vault.example.com:8200 (no /v1 path)"),
+    /** Vault Enterprise namespace, sent as X-Vault-Namespace on every request. */
+    namespace: z.string().regex(new RegExp(`^${VAULT_SEGMENT}(/${VAULT_SEGMENT})*/?$`), "must be a namespace path such as team-a or org/team-a").optional(),
+    auth: vaultAuth,
+    tls: z
+      .strictObject({
+        /** PEM bundle of the CA(s) that sign Vault's certificate (else the system CAs). */
+        ca_file: z.string().min(1).optional(),
+        /** TLS server name (SNI and certificate check) when it differs from the address's host. */
+        server_name: z.string().min(1).optional(),
+        /** Turns certificate verification off. Never in production; must be set explicitly. */
+        insecure_skip_verify: z.boolean().default(false),
+      })
+      .optional(),
+    // Defaults (applied by src/backends/vault): request_timeout 10s, health_check_interval 30s,
+    // reconcile_interval 5m, reconcile_grace 2m.
+    request_timeout: duration.optional(),
+    /** How often Vault's health is probed (a sealed Vault is shown in /readyz); 0 disables. */
+    health_check_interval: durationOrOff.optional(),
+    /** How often Vault leases under the path roles are compared with the broker's (worker only); 0 disables. */
+    reconcile_interval: durationOrOff.optional(),
+    /** A Vault lease younger than this is never taken for an orphan (at least worker.mint_timeout is used). */
+    reconcile_grace: duration.optional(),
+  })
+  .superRefine((v, ctx) => {
+    if (v.tls === undefined) return;
+    if (typeof v.address === "string" && v.address.startsWith("http:")) {
+      ctx.addIssue({ code: "custom", path: ["tls"], message: "tls applies to an https address only" });
+    }
+    if (v.tls.insecure_skip_verify && (v.tls.ca_file !== undefined || v.tls.server_name !== undefined)) {
+      ctx.addIssue({ code: "custom", path: ["tls", "insecure_skip_verify"], message: "insecure_skip_verify: true ignores ca_file and server_name; remove them or verify the certificate" });
+    }
+  }, evenIfInvalid);
+
 const roleTtl = z
   .strictObject({ default: duration, max: duration })
   .refine((t) => t.default <= t.max, { message: "default must not exceed max" });
@@ -139,13 +255,7 @@ const role = z
     jwt: z
       .strictObject({ audience: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]), scope: z.string().optional() })
       .optional(),
-    vault: z
-      .strictObject({
-        path: z.string().min(1).optional(),
-        token_role: z.string().min(1).optional(),
-        policies: z.array(z.string().min(1)).optional(),
-      })
-      .optional(),
+    vault: vaultRole.optional(),
     aws_sts: z
       .strictObject({
         role_arn: z.string().regex(/^arn:aws[a-z-]*:iam::\d{12}:role\/[\w+=,.@/-]{1,512}$/, "must be an IAM role ARN"),
@@ -162,9 +272,6 @@ const role = z
       if (r.backend !== kind && r[kind] !== undefined) {
         ctx.addIssue({ code: "custom", path: [kind], message: `"${kind}" section given but backend is ${r.backend}` });
       }
-    }
-    if (r.vault && (r.vault.path === undefined) === (r.vault.token_role === undefined)) {
-      ctx.addIssue({ code: "custom", path: ["vault"], message: "set exactly one of path or token_role" });
     }
   }, evenIfInvalid);
 
@@ -206,13 +313,7 @@ export const configSchema = z
     backends: z
       .strictObject({
         jwt: z.strictObject({ signing_key_file: z.string().min(1).default(".jitbroker/signing-key.json") }).prefault({}),
-        vault: z
-          .looseObject({
-            address: httpsUrl,
-            namespace: z.string().optional(),
-            auth: z.looseObject({ method: z.enum(["token", "approle", "jwt", "kubernetes"]) }),
-          })
-          .optional(),
+        vault: vaultBackend.optional(),
         aws_sts: z
           .strictObject({ region: z.string().min(1), endpoint: z.string().optional(), iam_endpoint: z.string().optional() })
           .optional(),
@@ -329,3 +430,4 @@ export type OidcIssuerConfig = Extract<IssuerConfig, { type: "oidc" }>;
 export type SpiffeIssuerConfig = Extract<IssuerConfig, { type: "spiffe" }>;
 export type WorkloadConfig = Config["workloads"][number];
 export type RoleConfig = Config["roles"][number];
+export type VaultBackendConfig = NonNullable<Config["backends"]["vault"]>;

@@ -1,0 +1,163 @@
+/**
+ * The real vault backend against the Vault test server, with a real lease store and audit
+ * ledger on the test run's Redis and every log line captured (for secret scans).
+ */
+import { mkdtempSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { Writable } from "node:stream";
+import { Redis } from "ioredis";
+import { Registry } from "prom-client";
+import { createAuditLedger, type AuditLedger } from "../../src/audit/ledger";
+import { createVaultBackend, type VaultBackend } from "../../src/backends/vault/backend";
+import type { LoadedConfig } from "../../src/config/load";
+import { createLogger } from "../../src/core/logger";
+import { createLeaseStore, type LeaseStore, type NewLease } from "../../src/leases/store";
+import type { Lease } from "../../src/leases/types";
+import { createKeyspace } from "../../src/redis/keys";
+import { configFrom, testRedisUrl, uniquePrefix } from "../support/broker";
+import type { VaultTestServer } from "../support/vault-server";
+
+export const ISSUERS = { issuers: [{ name: "idp", type: "oidc", issuer: "https://idp.example.com", jwks_uri: "https://idp.example.com/jwks" }] };
+
+/** A temp file holding `content` (secret id, login JWT, token, CA). */
+export function tempFile(name: string, content: string): string {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "jitbroker-vault-"));
+  const file = path.join(dir, name);
+  writeFileSync(file, content, { mode: 0o600 });
+  return file;
+}
+
+export const ROLES = [
+  { name: "payments-db", backend: "vault", ttl: { default: "10m", max: "30m" }, labels: { access: "read", sensitivity: "internal" }, vault: { path: "database/creds/payments-ro" } },
+  { name: "deploy-aws", backend: "vault", ttl: { default: "10m", max: "30m" }, vault: { path: "aws/creds/deploy" } },
+  { name: "kv-reader", backend: "vault", ttl: { default: "5m", max: "15m" }, labels: { access: "read", sensitivity: "internal" }, vault: { token_role: "agent-readonly", policies: ["kv-read"] } },
+];
+
+export interface Harness {
+  backend: VaultBackend;
+  cfg: LoadedConfig;
+  store: LeaseStore;
+  audit: AuditLedger;
+  registry: Registry;
+  logs: string[];
+  redis: Redis;
+  prefix: string;
+  /** A lease as the service hands it to `mint` (not stored). */
+  lease(role: string, ttlSeconds?: number): Lease;
+  /** Writes a lease to the store (state issuing) as the service does before minting. */
+  createLease(role: string, ttlSeconds?: number): Promise<NewLease>;
+  metric(name: string): Promise<number>;
+  close(): Promise<void>;
+}
+
+let seq = 0;
+
+export async function startBackend(server: VaultTestServer, vault: Record<string, unknown>, opts: { roles?: unknown[]; worker?: boolean; mintTimeout?: string } = {}): Promise<Harness> {
+  const prefix = uniquePrefix();
+  const cfg = configFrom({
+    server: { public_url: "http://127.0.0.1:8080" },
+    identity: ISSUERS,
+    roles: opts.roles ?? ROLES,
+    redis: { url: testRedisUrl(), prefix },
+    backends: { vault: { address: server.url, health_check_interval: 0, reconcile_interval: 0, ...vault } },
+    worker: { mint_timeout: opts.mintTimeout ?? "30s" },
+  });
+  const logs: string[] = [];
+  const logger = createLogger({
+    level: "debug",
+    destination: new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        logs.push(chunk.toString("utf8"));
+        cb();
+      },
+    }),
+  });
+  const redis = new Redis(testRedisUrl(), { maxRetriesPerRequest: 1 });
+  const keys = createKeyspace(prefix);
+  const store = createLeaseStore(redis, keys, { retentionSeconds: 3600, taskRetentionSeconds: 3600 });
+  const audit = createAuditLedger(redis, {
+    streamKey: keys.audit,
+    headKey: keys.auditHead,
+    leaseIndexPrefix: keys.auditLeasePrefix,
+    leaseIndexTtlSeconds: 3600,
+    leaseIndexField: { hashKey: store.keys.lease, field: "ev" },
+  });
+  const registry = new Registry();
+  const backend = createVaultBackend(cfg, { logger, registry, now: Date.now, store, audit, parts: { api: true, worker: opts.worker ?? false } });
+  await backend.ready();
+
+  const draft = (role: string, ttlSeconds: number): NewLease => {
+    const issuedAt = Date.now();
+    const r = cfg.roles.find((x) => x.name === role);
+    return {
+      id: `l_test${++seq}_${prefix}`,
+      role,
+      backend: r?.backend ?? "vault",
+      workload: "agent",
+      task: { id: `task-${seq}`, intent: "", tool: "", destination: "", sensitivity: "" },
+      issuedAt,
+      expiresAt: Math.floor((issuedAt + ttlSeconds * 1000) / 1000) * 1000,
+      identity: { kind: "oidc", issuer: "idp", subject: "agent-1" },
+      policy: { ids: ["p"], hash: "00" },
+    };
+  };
+  return {
+    backend,
+    cfg,
+    store,
+    audit,
+    registry,
+    logs,
+    redis,
+    prefix,
+    lease: (role, ttlSeconds = 600) => store.created(draft(role, ttlSeconds)),
+    async createLease(role, ttlSeconds = 600) {
+      const d = draft(role, ttlSeconds);
+      expect(await store.create(d, 0)).toBe("ok");
+      return d;
+    },
+    async metric(name) {
+      const m = (await registry.getMetricsAsJSON()).find((x) => x.name === name);
+      return Number(m?.values[0]?.value ?? NaN);
+    },
+    async close() {
+      await backend.close?.();
+      await audit.close();
+      redis.disconnect();
+    },
+  };
+}
+
+/** The text of every key under a prefix (read by type) and its DUMP payloads. */
+export async function redisContents(redis: Redis, prefix: string): Promise<{ keys: number; text: string; dumps: Buffer[] }> {
+  const parts: string[] = [];
+  const dumps: Buffer[] = [];
+  let keys = 0;
+  let cursor = "0";
+  do {
+    const [next, batch] = await redis.scan(cursor, "MATCH", `{${prefix}}*`, "COUNT", 1000);
+    cursor = next;
+    for (const key of batch) {
+      keys++;
+      parts.push(key);
+      const type = await redis.type(key);
+      if (type === "string") parts.push((await redis.get(key)) ?? "");
+      else if (type === "hash") parts.push(JSON.stringify(await redis.hgetall(key)));
+      else if (type === "list") parts.push(JSON.stringify(await redis.lrange(key, 0, -1)));
+      else if (type === "set") parts.push(JSON.stringify(await redis.smembers(key)));
+      else if (type === "zset") parts.push(JSON.stringify(await redis.zrange(key, 0, -1, "WITHSCORES")));
+      else if (type === "stream") parts.push(JSON.stringify(await redis.xrange(key, "-", "+")));
+      else if (type !== "none") throw new Error(`unexpected key type ${type} for ${key}`);
+      const d = await redis.dumpBuffer(key);
+      if (d) dumps.push(d);
+    }
+  } while (cursor !== "0");
+  return { keys, text: parts.join("\n"), dumps };
+}
+
+export function expectNoSecrets(where: string, haystack: string | Buffer, secrets: string[]) {
+  expect(secrets.length).toBeGreaterThan(0);
+  const leaked = secrets.filter((s) => haystack.includes(s));
+  expect({ where, leaked: leaked.map((s) => `${s.slice(0, 6)}…(${s.length} chars)`) }).toEqual({ where, leaked: [] });
+}

@@ -20,6 +20,7 @@ import {
   explain,
   inventoryOf,
   loadPolicyTests,
+  outcomeOf,
   parseContextInput,
   runPolicyTests,
   SimulationInputError,
@@ -82,6 +83,7 @@ function printTestReport(file: string, results: CaseResult[], requesters: Map<nu
     const label = caseLabel(r, requesters.get(r.index));
     if (r.ok) out.push(`ok    ${label}: ${r.actual} (${policiesText(r.policyIds)})`);
     else out.push(`FAIL  ${label}: expected ${r.expected}, got ${r.actual} (${policiesText(r.policyIds)})  [${rel(file)}${r.line ? `:${r.line}` : ""}]`);
+    if (r.refusal) out.push(`        refused by the broker: ${r.refusal}`);
     for (const e of r.errors) out.push(`        error: ${e}`);
   }
   const failed = results.filter((r) => !r.ok).length;
@@ -123,6 +125,7 @@ function printExplanation(x: Explanation, roleText: string | undefined): void {
     `context:   ${contextText(x.request.context)}`,
     `decision:  ${OUTCOME_TEXT[x.outcome]}`,
   ];
+  if (x.refusal) out.push(`  refused by the broker before any policy: ${x.refusal}`, `policies alone: ${OUTCOME_TEXT[outcomeOf(x.decision)]}`);
   if (x.defaultDeny) out.push("  no permit policy matched; nothing is allowed unless a policy permits it");
   if (x.determining.length > 0) {
     out.push("determining policies:");
@@ -157,6 +160,7 @@ function explanationJson(x: Explanation) {
   return {
     decision: x.outcome,
     decision_text: OUTCOME_TEXT[x.outcome],
+    ...(x.refusal ? { refusal: x.refusal, policies_alone: outcomeOf(x.decision) } : {}),
     default_deny: x.defaultDeny,
     policy_ids: x.decision.policyIds,
     policy_hash: x.decision.policyHash,
@@ -226,6 +230,7 @@ export function registerPolicyCommands(program: Command): void {
                 policy_ids: r.policyIds,
                 ...(r.maxTtlSeconds !== undefined ? { max_ttl_seconds: r.maxTtlSeconds } : {}),
                 errors: r.errors,
+                ...(r.refusal ? { refusal: r.refusal } : {}),
               })),
             },
             null,

@@ -5,6 +5,7 @@ import { principalOf } from "../leases/service";
 import { decisionContext, timeContext } from "./context";
 import { compilePolicies, createPolicyEngine, loadPolicyFiles, type PolicyEngine, type PolicyFile } from "./engine";
 import {
+  brokerRefusal,
   buildRequest,
   checkPolicy,
   explain,
@@ -391,6 +392,30 @@ describe("checkPolicy", () => {
   it("evaluates a forbid as written (its effect does not change whether it is satisfied)", () => {
     const [policy] = compilePolicies(files('forbid (principal, action, resource) when { principal.kind == "agent" };')).policies;
     expect(checkPolicy(policy!, request())).toMatchObject({ satisfied: true, effect: "forbid" });
+  });
+});
+
+describe("refusals the broker makes before asking the policies", () => {
+  const permitAll = () => createPolicyEngine(compilePolicies([{ path: "/p/all.cedar", text: "permit (principal, action, resource);" }]));
+
+  it("admin actions and approvals are for human workloads only, and nobody approves their own request", () => {
+    expect(brokerRefusal(build({ workload: "agent", role: "read" }))).toBeUndefined();
+    expect(brokerRefusal(build({ workload: "alice", action: "admin_read" }))).toBeUndefined();
+    expect(brokerRefusal(build({ workload: "agent", action: "admin_read" }))).toBe("only human workloads (operators) may admin_read: the broker refuses agent workloads before asking the policies");
+    expect(brokerRefusal(build({ workload: "deployer", action: "approve", role: "write", context: { requester: "agent" } }))).toMatch(/^only human workloads \(operators\) may approve/);
+    expect(brokerRefusal(build({ workload: "alice", action: "approve", role: "write", context: { requester: "alice" } }))).toBe("a workload can never approve its own request, whatever the policies say");
+  });
+
+  it("a table case and an explanation report deny even when the policies alone allow", () => {
+    const all = permitAll();
+    const tests = loadPolicyTests("cases:\n  - { workload: agent, action: admin_revoke, expect: allow }\n  - { workload: alice, action: admin_revoke, expect: allow }\n", "t.yaml", inv, NOW);
+    const report = runPolicyTests(all, tests);
+    expect(report.results.map((r) => [r.actual, r.policyIds, r.refusal])).toEqual([
+      ["deny", ["all.cedar#0"], "only human workloads (operators) may admin_revoke: the broker refuses agent workloads before asking the policies"],
+      ["allow", ["all.cedar#0"], undefined],
+    ]);
+    const x = explain(all, build({ workload: "alice", action: "approve", role: "write", context: { requester: "alice" } }));
+    expect([x.outcome, x.decision.decision, x.refusal, x.ttl]).toEqual(["deny", "allow", "a workload can never approve its own request, whatever the policies say", undefined]);
   });
 });
 

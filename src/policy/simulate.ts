@@ -350,6 +350,20 @@ export function buildRequest(inv: Inventory, input: SimInput, nowMs: number): { 
   return { sim: { request, workload, ...(role ? { role } : {}), atMs, ...(ttl ? { ttl } : {}) }, problems: [] };
 }
 
+/**
+ * Refusals the broker makes before asking any policy, which simulation must not report as
+ * allowed: admin actions and approvals are for `human` workloads only (http/operators.ts,
+ * approvals/routes.ts), and a workload can never approve its own request.
+ */
+export function brokerRefusal(sim: Simulated): string | undefined {
+  const { action } = sim.request;
+  if (action === "request") return undefined;
+  if (sim.workload.kind !== "human") return `only human workloads (operators) may ${action}: the broker refuses ${sim.workload.kind} workloads before asking the policies`;
+  const requester = sim.request.context["requester"] as { id: string } | undefined;
+  if (action === "approve" && requester?.id === sim.workload.id) return "a workload can never approve its own request, whatever the policies say";
+  return undefined;
+}
+
 export function outcomeOf(d: Decision): Outcome {
   if (d.decision !== "allow") return "deny";
   return d.approvalRequired ? "approval" : "allow";
@@ -436,6 +450,8 @@ export interface CaseResult {
   policyIds: string[];
   maxTtlSeconds?: number;
   errors: string[];
+  /** Refused by the broker before the policies (brokerRefusal); the policy ids are then what the policies alone decided. */
+  refusal?: string;
 }
 
 export interface TestReport {
@@ -448,7 +464,8 @@ export interface TestReport {
 export function runPolicyTests(engine: PolicyEngine, tests: LoadedTests): TestReport {
   const results = tests.cases.map(({ index, test, sim, line }): CaseResult => {
     const d = engine.decide(sim.request);
-    const actual = outcomeOf(d);
+    const refusal = brokerRefusal(sim);
+    const actual = refusal ? "deny" : outcomeOf(d);
     return {
       index,
       ...(test.name !== undefined ? { name: test.name } : {}),
@@ -462,6 +479,7 @@ export function runPolicyTests(engine: PolicyEngine, tests: LoadedTests): TestRe
       policyIds: d.policyIds,
       ...(d.maxTtlSeconds !== undefined ? { maxTtlSeconds: d.maxTtlSeconds } : {}),
       errors: d.errors,
+      ...(refusal ? { refusal } : {}),
     };
   });
   const passed = results.filter((r) => r.ok).length;
@@ -492,6 +510,8 @@ export interface PolicyCheck extends PolicyRef {
 
 export interface Explanation {
   outcome: Outcome;
+  /** The broker refuses this request before asking the policies (brokerRefusal); `decision` is then what the policies alone decide. */
+  refusal?: string;
   decision: Decision;
   /** The determining policies (permits on allow, forbids on a forbid deny; none on a default deny). */
   determining: PolicyRef[];
@@ -591,8 +611,10 @@ export function explain(engine: PolicyEngine, sim: Simulated): Explanation {
     const p = byId.get(id);
     return p ? [refOf(p)] : [];
   });
+  const refusal = brokerRefusal(sim);
   const out: Explanation = {
-    outcome: outcomeOf(decision),
+    outcome: refusal ? "deny" : outcomeOf(decision),
+    ...(refusal ? { refusal } : {}),
     decision,
     determining,
     erroredForbids: decision.decision === "deny" ? decision.policyIds.filter((id) => decision.errors.some((e) => e.startsWith(`policy ${id}: `))) : [],
@@ -600,7 +622,7 @@ export function explain(engine: PolicyEngine, sim: Simulated): Explanation {
     request: sim.request,
     permits: [],
   };
-  if (decision.decision === "allow" && sim.ttl) {
+  if (decision.decision === "allow" && !refusal && sim.ttl) {
     const policyMaxMs = decision.maxTtlSeconds === undefined ? undefined : decision.maxTtlSeconds * 1000;
     const leaseMs = leaseTtlMs({ requestedMs: sim.ttl.askedMs, roleDefaultMs: sim.ttl.roleDefaultMs, roleMaxMs: sim.ttl.roleMaxMs, policyMaxMs });
     out.ttl = {

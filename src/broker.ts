@@ -161,7 +161,8 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     now,
   });
   // Workloads and roles reload with the policies (SIGHUP, POST /v1/admin/policy/reload).
-  const inventory = createInventory(cfg);
+  const loadForReload = opts.loadConfig ?? (() => loadConfig(cfg.file));
+  const inventory = createInventory(cfg, loadForReload);
   const workloads = inventory.workloads;
   const parts = opts.parts ?? { api: true, worker: true };
 
@@ -285,7 +286,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
 
   /** Reloads the inventory (workloads, roles) and the policies together; re-authorizes if either changed. */
   async function reloadAll(cause: { actor: string; source: string }): Promise<ReloadReport> {
-    const candidate = inventory.prepare(opts.loadConfig ?? (() => loadConfig(cfg.file)));
+    const candidate = inventory.prepare(loadForReload);
     if (!candidate.ok) {
       await audit.append({ type: "inventory_reload", at: new Date(now()).toISOString(), actor: cause.actor, source: cause.source, ok: false, problems: candidate.problems }).catch(() => undefined);
       logger.error({ problems: candidate.problems }, "configuration reload refused; the running inventory and policies stay in force");

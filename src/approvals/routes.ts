@@ -168,7 +168,8 @@ export function approvalRoutes(opts: ApprovalRoutesOptions): Router {
     }
     await audit.append({ type: "approval_collected", at: at(), request_id: request.id, lease_id: out.lease.id, workload: request.workload, task_id: request.task.id, actor: auth.workload.id });
     opts.metrics.approvals.inc({ event: "collected" });
-    res.status(201).json({ lease: out.lease, credential: out.credential, request: publicRequest({ ...request, state: "collected", lease_id: out.lease.id, collected_ms: now() }) });
+    const collected = (await approvals.get(request.id).catch(() => null)) ?? { ...request, state: "collected" as const, lease_id: out.lease.id };
+    res.status(201).json({ lease: out.lease, credential: out.credential, request: publicRequest(collected) });
   });
 
   r.get("/v1/admin/requests", async (req, res) => {

@@ -52,6 +52,13 @@ workloads:
     issuer: dev-oidc
     subject: "alice@example.com"
     claims: { email_verified: true }
+  - id: bob
+    kind: human
+    owner: "bob@example.com"
+    purpose: "On-call operator (approves requests of alice's agents)"
+    issuer: dev-oidc
+    subject: "bob@example.com"
+    claims: { email_verified: true }
 roles:
   - name: orders-read
     backend: jwt

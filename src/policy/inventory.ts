@@ -21,8 +21,16 @@ export interface InventoryCandidate {
 
 const LIVE = new Set(["workloads", "roles", "file", "dir"]);
 
-export function createInventory(initial: LoadedConfig) {
+export function createInventory(initial: LoadedConfig, load?: () => LoadedConfig) {
   let cfg = initial;
+  // What the file said at start: command-line overrides (dev --port, JITBROKER_LISTEN) are not
+  // changes of the file, so sections are compared file to file.
+  let lastLoaded: LoadedConfig = initial;
+  try {
+    if (load) lastLoaded = load();
+  } catch {
+    /* the running configuration is the baseline */
+  }
   let matcher = compileWorkloads(initial.workloads);
   let roles = new Map<string, RoleConfig>(initial.roles.map((r) => [r.name, r]));
 
@@ -47,8 +55,9 @@ export function createInventory(initial: LoadedConfig) {
       }
       const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
       const changed = !same(next.workloads, cfg.workloads) || !same(next.roles, cfg.roles);
-      const sections = new Set([...Object.keys(cfg), ...Object.keys(next)]);
-      const restart = [...sections].filter((s) => !LIVE.has(s) && !same((cfg as unknown as Record<string, unknown>)[s], (next as unknown as Record<string, unknown>)[s])).sort();
+      const sections = new Set([...Object.keys(lastLoaded), ...Object.keys(next)]);
+      const before = lastLoaded as unknown as Record<string, unknown>;
+      const restart = [...sections].filter((s) => !LIVE.has(s) && !same(before[s], (next as unknown as Record<string, unknown>)[s])).sort();
       return {
         ok: true,
         changed,
@@ -56,6 +65,7 @@ export function createInventory(initial: LoadedConfig) {
         roles: next.roles.length,
         restart_required: restart,
         apply() {
+          lastLoaded = next;
           if (!changed) return;
           matcher = compileWorkloads(next.workloads);
           roles = new Map(next.roles.map((r) => [r.name, r]));

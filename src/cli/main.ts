@@ -82,7 +82,8 @@ async function serve(cfg: LoadedConfig, banner?: (url: string) => string, only?:
     process.on("SIGTERM", () => stop("SIGTERM"));
     process.on("SIGINT", () => stop("SIGINT"));
     process.on("SIGHUP", () => {
-      void broker.reloadPolicies();
+      // Policies and inventory (workloads, roles) together; active leases are re-authorized.
+      void broker.reload({ actor: "system", source: "SIGHUP" }).catch(() => undefined);
       void broker.reloadSigningKeys();
     });
   };

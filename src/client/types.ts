@@ -54,14 +54,13 @@ export interface JwtCredential {
 }
 export interface VaultCredential {
   type: "vault";
-  /**
-   * Dynamic secrets: the secret's fields as Vault returned them (e.g. username, password).
-   * Child tokens (token roles): `{token, accessor, policies}`.
-   */
-  data: Record<string, unknown>;
-  /** The Vault lease of a dynamic secret (absent for child tokens). */
-  lease_id?: string;
-  lease_duration: number;
+  /** The secret's fields (dynamic secrets), as Vault returned them. */
+  data?: Record<string, unknown>;
+  lease_duration?: number;
+  /** A Vault token (child-token roles). */
+  token?: string;
+  accessor?: string;
+  [extra: string]: unknown;
 }
 export interface AwsCredential {
   type: "aws";
@@ -69,45 +68,27 @@ export interface AwsCredential {
   secret_access_key: string;
   session_token: string;
   expiration: string;
-  assumed_role_arn?: string;
+  [extra: string]: unknown;
 }
 export type Credential = JwtCredential | VaultCredential | AwsCredential;
 
-/** What `POST /v1/credentials` (or collecting an approved request, which adds `request`) answers. */
+/** What `POST /v1/credentials` (or collecting an approved request) answers. */
 export interface CredentialGrant {
   lease: Lease;
   credential: Credential;
-  /** Set when the credential was collected for an approved request. */
-  request?: ApprovalRequest;
 }
 
 export type ApprovalState = "pending_approval" | "approved" | "denied" | "expired" | "collected";
 
-/** A credential request that needs (or had) an operator's approval. */
-export interface ApprovalRequest {
+/** A credential request waiting for an operator (202 from `POST /v1/credentials`). */
+export interface PendingRequest {
   id: string;
   state: ApprovalState;
-  workload: string;
-  role: string;
-  task_id: string;
-  task: TaskContext;
-  ttl_seconds?: number;
-  identity: Lease["identity"];
-  policy: Lease["policy"];
-  created_at: string;
-  /** pending_approval: expires then unless decided. */
+  role?: string;
+  task_id?: string;
   expires_at?: string;
-  /** approved: collect by then. */
-  collect_by?: string;
-  decided_by?: string;
-  decided_at?: string;
-  reason?: string;
-  lease_id?: string;
-  collected_at?: string;
+  [extra: string]: unknown;
 }
-
-/** The `request` of a 202 answer. */
-export type PendingRequest = ApprovalRequest;
 
 export interface WhoAmI {
   workload: { id: string; kind: string; owner: string; purpose: string };

@@ -227,6 +227,7 @@ describe("failures: retryable errors, sealed and slow Vault", () => {
       server.fail(status, { match: "auth/token/revoke-accessor", times: 1 });
       expectBackendError(await rejection(h.backend.revoke(lease, minted.handle)), true, new RegExp(`revoking lease ${lease.id}: .*vault answered ${status}`));
       expect(h.backend.status!()).toEqual({ state: "degraded", detail: `vault answered ${status}` });
+      expect(await h.metric("jitbroker_vault_up")).toBe(1); // degraded, not down
       expect(server.token(minted.handle.accessor!)).toBeDefined();
     }
     await h.backend.revoke(lease, minted.handle);
@@ -337,6 +338,15 @@ describe("the broker's own token", () => {
     const { h } = await setup({ approle: APPROLE }, { auth: { method: "approle", role_id: APPROLE.roleId, secret_id: "wrong-secret-id-0123456789" } });
     expect(h.backend.status!()).toEqual({ state: "unavailable", detail: "vault login failed (approle): vault answered 400 (invalid secret id)" });
     expectBackendError(await rejection(h.backend.mint(h.lease("kv-reader", 60), h.cfg.roles.find((r) => r.name === "kv-reader")!)), false, /vault answered 400 \(invalid secret id\)/);
+  });
+
+  it("an empty token or an unreadable secret file is reported as such, without asking Vault", async () => {
+    const { server, h } = await setup({ approle: APPROLE }, { auth: { method: "token", token: "" } });
+    expect(h.backend.status!()).toEqual({ state: "unavailable", detail: "vault login failed (token): backends.vault.auth.token is empty" });
+    const missing = await startBackend(server, { auth: { method: "approle", role_id: APPROLE.roleId, secret_id_file: "/nonexistent/secret-id" } });
+    harnesses.push(missing);
+    expect(missing.backend.status!()).toEqual({ state: "unavailable", detail: "vault login failed (approle): cannot read the approle secret_id file /nonexistent/secret-id (ENOENT)" });
+    expect(server.requests).toEqual([]);
   });
 
   it("a genuine permission denial (a policy) is not taken for an expired token: no login loop", async () => {

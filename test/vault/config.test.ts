@@ -6,7 +6,8 @@
 import { stringify } from "yaml";
 import { describeConfig } from "../../src/cli/describe";
 import { vaultTimings } from "../../src/backends/vault/client";
-import { ConfigError, parseConfig, type LoadedConfig } from "../../src/config/load";
+import path from "node:path";
+import { ConfigError, loadConfig, parseConfig, type LoadedConfig } from "../../src/config/load";
 
 const TOKEN = "hvs.CAESIJ-very-secret-broker-token-value";
 const SECRET_ID = "6a1f0c77-secret-id-never-shown-anywhere";
@@ -139,5 +140,23 @@ describe("roles[].vault", () => {
     expect(problems(vault, [role({ token_role: "t", ttl_param: false })])).toEqual(["roles[0].vault.ttl_param: ttl_param applies to path only"]);
     expect(problems(vault, [role({ token_role: "a/b" })])).toEqual(["roles[0].vault.token_role: must be a Vault token role name (1-128 of [A-Za-z0-9_.-])"]);
     expect(problems(vault, [role({ token_role: "t", policies: [] })])).toHaveLength(1);
+  });
+});
+
+describe("config/examples/vault.yaml", () => {
+  const file = path.resolve(__dirname, "../../config/examples/vault.yaml");
+
+  it("is a valid configuration once VAULT_SECRET_ID is set", () => {
+    const cfg = loadConfig(file, { VAULT_SECRET_ID: SECRET_ID });
+    expect(cfg.backends.vault!.auth).toEqual({ method: "approle", mount: "approle", role_id: "jitbroker-dev", secret_id: SECRET_ID });
+    expect(cfg.roles.map((r) => [r.name, r.vault])).toEqual([
+      ["payments-db", { path: "database/creds/payments-ro" }],
+      ["kv-reader", { token_role: "jitbroker-agent", policies: ["kv-read"] }],
+    ]);
+    expect(describeConfig(cfg)).not.toContain(SECRET_ID);
+  });
+
+  it("says which variable is missing", () => {
+    expect(() => loadConfig(file, {})).toThrow(/^[^\n]*vault\.yaml: backends\.vault\.auth\.secret_id: environment variable VAULT_SECRET_ID is not set$/);
   });
 });

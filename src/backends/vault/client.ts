@@ -208,7 +208,7 @@ export function createVaultSession(opts: VaultSessionOptions): VaultSession {
       log({ state: next.state, detail: next.detail, previous: state.state }, next.state === "ok" ? "vault backend available" : "vault backend not available");
     }
     state = next;
-    up.set(next.state === "ok" ? 1 : 0);
+    up.set(next.state === "unavailable" ? 0 : 1);
   };
   /** What a failure says about Vault's health (400/404/405 say nothing). */
   const observeFailure = (e: VaultCallError) => {
@@ -322,6 +322,7 @@ export function createVaultSession(opts: VaultSessionOptions): VaultSession {
           auth.method === "approle"
             ? { role_id: auth.role_id, secret_id: auth.secret_id ?? (await readSecretFile(rel(auth.secret_id_file!), "approle secret_id")) }
             : { role: auth.role, jwt: await readSecretFile(rel(auth.jwt_file), `${auth.method} login JWT`) };
+        if (body.secret_id === "") throw new VaultCallError("backends.vault.auth.secret_id is empty", "config", null);
         res = await raw("login", "POST", `auth/${auth.mount}/login`, body, null);
         const a = res.auth;
         if (!a || typeof a.client_token !== "string" || a.client_token === "") throw new VaultCallError(`login (${auth.method}): vault answered without a client token`, "bad_request", 200);

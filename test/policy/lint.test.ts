@@ -6,7 +6,8 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import { loadConfig, parseConfig, type LoadedConfig } from "../../src/config/load";
 import { compilePolicies, loadPolicyFiles, type PolicySet } from "../../src/policy/engine";
-import { entityRefs, formatWarning, lintConfig, lintInventory, lintPolicies, type LintWarning } from "../../src/policy/lint";
+import * as cedar from "@cedar-policy/cedar-wasm/nodejs";
+import { entityRefs, formatWarning, lintConfig, lintInventory, lintPolicies, observedBy, type LintWarning, type Observed } from "../../src/policy/lint";
 
 const ROOT = path.resolve(__dirname, "../..");
 const FILE = path.join(ROOT, "test/policy/fixtures/lint-inline.yaml");
@@ -124,7 +125,7 @@ when {
 
   it("entityRefs reads Cedar's JSON form of a policy", () => {
     const [p] = set('permit (principal is Workload in Group::"g", action, resource) when { context.requester == Workload::"w" && [Role::"r"].contains(resource) };').policies;
-    const json = (require("@cedar-policy/cedar-wasm/nodejs") as typeof import("@cedar-policy/cedar-wasm/nodejs")).policyToJson(p!.text);
+    const json = cedar.policyToJson(p!.text);
     if (json.type !== "success") throw new Error("parse");
     expect(entityRefs(json.json)).toEqual([
       { type: "Group", id: "g" },
@@ -157,6 +158,40 @@ when {
     const policies = set(`permit (principal, action == Action::"request", resource == Role::"read");
 permit (principal, action == Action::"request", resource == Role::"write") when { context.time.weekday == 3 };`);
     expect(kinds(lintPolicies(inventory, policies))).toEqual([["role_never_granted", "roles[1] (write)"]]);
+  });
+
+  it("observedBy: what policies read of the principal and resource, or whether they use its identity", () => {
+    const json = (text: string) =>
+      set(text).policies.map((p) => {
+        const r = cedar.policyToJson(p.text);
+        if (r.type !== "success") throw new Error("parse");
+        return r.json;
+      });
+    const attrs = (o: Observed) => [o.identity, [...o.attrs].sort()];
+    const plain = json('permit (principal is Workload, action, resource is Role) when { principal.kind == "agent" && principal has claims.sub && resource.labels.access == "read" && principal is Workload };');
+    expect(attrs(observedBy(plain, "principal"))).toEqual([false, ["claims", "kind"]]);
+    expect(attrs(observedBy(plain, "resource"))).toEqual([false, ["labels"]]);
+    expect(observedBy(json('permit (principal == Workload::"a", action, resource);'), "principal").identity).toBe(true);
+    expect(observedBy(json('permit (principal, action, resource) when { [Role::"r"].contains(resource) };'), "resource").identity).toBe(true);
+    expect(observedBy(json('permit (principal, action, resource) when { principal is Workload in Group::"g" };'), "principal").identity).toBe(true);
+    expect(observedBy(json('permit (principal, action, resource) when { context.requester == principal };'), "principal").identity).toBe(true);
+  });
+
+  it("role_never_granted: workloads or roles the policies can tell apart are each sampled", () => {
+    const twins = config(
+      `  - { id: a, kind: service, owner: o, purpose: p, issuer: mesh, subject: "spiffe://prod.example.org/a" }
+  - { id: b, kind: service, owner: o, purpose: p, issuer: mesh, subject: "spiffe://prod.example.org/b" }`,
+      `  - { name: r1, backend: jwt, ttl: { default: "5m", max: "15m" }, labels: { access: read }, jwt: { audience: a } }
+  - { name: r2, backend: jwt, ttl: { default: "5m", max: "15m" }, labels: { access: read }, jwt: { audience: a } }`,
+    );
+    // Granted only to the second of two otherwise identical workloads, or only to the second role.
+    expect(lintPolicies(twins, set('permit (principal == Workload::"b", action == Action::"request", resource);'))).toEqual([]);
+    expect(lintPolicies(twins, set('permit (principal, action == Action::"request", resource) when { principal.subject == "spiffe://prod.example.org/b" };'))).toEqual([]);
+    expect(kinds(lintPolicies(twins, set('permit (principal, action == Action::"request", resource == Role::"r2");')))).toEqual([["role_never_granted", "roles[0] (r1)"]]);
+    expect(kinds(lintPolicies(twins, set('permit (principal, action == Action::"request", resource) when { principal.kind == "agent" };')))).toEqual([
+      ["role_never_granted", "roles[0] (r1)"],
+      ["role_never_granted", "roles[1] (r2)"],
+    ]);
   });
 
   it("an empty policy set grants nothing", () => {

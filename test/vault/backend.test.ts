@@ -275,13 +275,13 @@ describe("failures: retryable errors, sealed and slow Vault", () => {
 
 describe("the broker's own token", () => {
   it("approle: logs in with role_id and the secret_id from its file, renews at 2/3 of the TTL, logs in again when Vault says the token is gone", async () => {
-    const { server, h } = await setup({ approle: { ...APPROLE, ttl: 3, maxTtl: 600 } }, { auth: approleAuth() });
+    const { server, h } = await setup({ approle: { ...APPROLE, ttl: 6, maxTtl: 600 } }, { auth: approleAuth() });
     const [login] = server.hits("POST", "auth/approle/login");
     expect(login!.body).toEqual({ role_id: APPROLE.roleId, secret_id: APPROLE.secretId });
     expect(login!.token).toBeUndefined();
     const first = server.loginTokens()[0]!;
 
-    // Renewal: renew-self with the token, before it expires (3 s TTL, renewed at ~2 s).
+    // Renewal: renew-self with the token, before it expires (6 s TTL, renewed at ~4 s).
     const renewal = await waitFor(async () => server.hits("POST", "auth/token/renew-self")[0], 10_000, "a renewal");
     expect(renewal.token).toBe(first);
     expect(renewal.status).toBe(200);

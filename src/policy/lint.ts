@@ -296,9 +296,14 @@ export function lintPolicies(cfg: LoadedConfig, set: PolicySet, engine: PolicyEn
   // sampled once (50 workloads x 50 roles of one shape: 32 decisions instead of 80,000).
   const inv = inventoryOf(cfg);
   const now = Date.now();
+  // Only policies that apply to requests matter here (the broker has no action groups).
+  const id = (u: cedar.EntityUidJson) => ("__entity" in u ? u.__entity : u).id;
   const jsons = set.policies.flatMap((p) => {
     const r = cedar.policyToJson(p.text);
-    return r.type === "success" ? [r.json] : [];
+    if (r.type !== "success") return [];
+    const a = r.json.action;
+    const applies = a.op === "All" || ("entity" in a && id(a.entity) === "request") || ("entities" in a && a.entities.some((e) => id(e) === "request")) || ("slot" in a);
+    return applies ? [r.json] : [];
   });
   const seesPrincipal = observedBy(jsons, "principal");
   const seesResource = observedBy(jsons, "resource");

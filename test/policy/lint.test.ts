@@ -187,6 +187,8 @@ permit (principal, action == Action::"request", resource == Role::"write") when 
     // Granted only to the second of two otherwise identical workloads, or only to the second role.
     expect(lintPolicies(twins, set('permit (principal == Workload::"b", action == Action::"request", resource);'))).toEqual([]);
     expect(lintPolicies(twins, set('permit (principal, action == Action::"request", resource) when { principal.subject == "spiffe://prod.example.org/b" };'))).toEqual([]);
+    expect(lintPolicies(twins, set('permit (principal, action in [Action::"approve", Action::"request"], resource) when { principal.subject == "spiffe://prod.example.org/b" };'))).toEqual([]);
+    expect(lintPolicies(twins, set('permit (principal, action, resource) when { principal.subject == "spiffe://prod.example.org/b" };'))).toEqual([]);
     expect(kinds(lintPolicies(twins, set('permit (principal, action == Action::"request", resource == Role::"r2");')))).toEqual([["role_never_granted", "roles[0] (r1)"]]);
     expect(kinds(lintPolicies(twins, set('permit (principal, action == Action::"request", resource) when { principal.kind == "agent" };')))).toEqual([
       ["role_never_granted", "roles[0] (r1)"],

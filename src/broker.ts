@@ -25,6 +25,7 @@ import type { Backend, BackendStatus } from "./backends/types";
 import type { IssuerConfig, RoleConfig } from "./config/schema";
 import { BrokerError } from "./core/errors";
 import { requireJsonObject } from "./http/app";
+import { apiRoutes, buildOpenApiDocument } from "./http/openapi";
 import { createLeaseMetrics } from "./leases/metrics";
 import { createRevocationQueue, startRevocationWorker, type RevocationWorker } from "./leases/queue";
 import { createRevoker } from "./leases/revoker";
@@ -346,6 +347,12 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
   app.get("/.well-known/openid-configuration", (_req, res) => {
     res.setHeader("Cache-Control", "public, max-age=300");
     res.json(openidConfiguration(cfg.server.public_url));
+  });
+  // Generated once, on first use, from the routes' own zod schemas (src/http/openapi.ts).
+  let openapi: Record<string, unknown> | null = null;
+  app.get("/openapi.json", (_req, res) => {
+    openapi ??= buildOpenApiDocument(apiRoutes(), { serverUrl: cfg.server.public_url });
+    res.json(openapi);
   });
   app.use("/v1", authenticate(verifier, workloads, metrics));
   app.use(identityRoutes());

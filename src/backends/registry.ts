@@ -10,6 +10,9 @@ import type { LoadedConfig } from "../config/load";
 import type { LeaseStore } from "../leases/store";
 import type { Backend } from "./types";
 import { createVaultBackend } from "./vault/backend";
+import type { Redis } from "ioredis";
+import type { Keyspace } from "../redis/keys";
+import { createAwsStsBackendFromConfig } from "./aws/backend";
 
 export interface BackendDeps {
   logger: Logger;
@@ -20,11 +23,15 @@ export interface BackendDeps {
   audit: AuditLedger;
   /** Which parts run in this process: periodic jobs (reconciliation) run with the worker only. */
   parts: { api: boolean; worker: boolean };
+  /** The request-path Redis connection and keyspace (aws_sts: the per-role revocation lock, see src/backends/aws/lock.ts). */
+  redis: Redis;
+  keys: Keyspace;
 }
 
 export async function createConfiguredBackends(cfg: LoadedConfig, deps: BackendDeps): Promise<Map<string, Backend>> {
   const out = new Map<string, Backend>();
   if (cfg.backends.vault) out.set("vault", createVaultBackend(cfg, deps));
+  if (cfg.backends.aws_sts) out.set("aws_sts", createAwsStsBackendFromConfig(cfg, deps));
   void cfg;
   void deps;
   return out;

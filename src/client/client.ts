@@ -246,9 +246,16 @@ export class BrokerClient {
     const pollMs = Math.max(50, wait.pollMs ?? 2000);
     let last = request;
     for (;;) {
-      const r = await this.collectRequest(request.id);
-      if ("lease" in r) return r;
-      last = { ...last, ...r.request };
+      let r: CredentialGrant | { request: PendingRequest } | null;
+      try {
+        r = await this.collectRequest(request.id);
+      } catch (e) {
+        // Another call of the same workload is collecting it right now: look again.
+        if (!(e instanceof BrokerApiError && e.code === "request_not_pending" && e.problem.state === "collecting")) throw e;
+        r = null;
+      }
+      if (r && "lease" in r) return r;
+      if (r) last = { ...last, ...r.request };
       if (last.state !== "pending_approval" && last.state !== "approved") {
         const why = last.state === "denied" ? "was denied" : last.state === "expired" ? "expired before it was approved and collected" : last.state === "collected" ? "was already collected" : `is ${last.state}`;
         throw new ApprovalError(last, `request ${last.id} ${why}`);

@@ -54,13 +54,14 @@ export interface JwtCredential {
 }
 export interface VaultCredential {
   type: "vault";
-  /** The secret's fields (dynamic secrets), as Vault returned them. */
-  data?: Record<string, unknown>;
-  lease_duration?: number;
-  /** A Vault token (child-token roles). */
-  token?: string;
-  accessor?: string;
-  [extra: string]: unknown;
+  /**
+   * Dynamic secrets: the secret's fields as Vault returned them (e.g. username, password).
+   * Child tokens (token roles): `{token, accessor, policies}`.
+   */
+  data: Record<string, unknown>;
+  /** The Vault lease of a dynamic secret (absent for child tokens). */
+  lease_id?: string;
+  lease_duration: number;
 }
 export interface AwsCredential {
   type: "aws";
@@ -68,27 +69,45 @@ export interface AwsCredential {
   secret_access_key: string;
   session_token: string;
   expiration: string;
-  [extra: string]: unknown;
+  assumed_role_arn?: string;
 }
 export type Credential = JwtCredential | VaultCredential | AwsCredential;
 
-/** What `POST /v1/credentials` (or collecting an approved request) answers. */
+/** What `POST /v1/credentials` (or collecting an approved request, which adds `request`) answers. */
 export interface CredentialGrant {
   lease: Lease;
   credential: Credential;
+  /** Set when the credential was collected for an approved request. */
+  request?: ApprovalRequest;
 }
 
 export type ApprovalState = "pending_approval" | "approved" | "denied" | "expired" | "collected";
 
-/** A credential request waiting for an operator (202 from `POST /v1/credentials`). */
-export interface PendingRequest {
+/** A credential request that needs (or had) an operator's approval. */
+export interface ApprovalRequest {
   id: string;
   state: ApprovalState;
-  role?: string;
-  task_id?: string;
+  workload: string;
+  role: string;
+  task_id: string;
+  task: TaskContext;
+  ttl_seconds?: number;
+  identity: Lease["identity"];
+  policy: Lease["policy"];
+  created_at: string;
+  /** pending_approval: expires then unless decided. */
   expires_at?: string;
-  [extra: string]: unknown;
+  /** approved: collect by then. */
+  collect_by?: string;
+  decided_by?: string;
+  decided_at?: string;
+  reason?: string;
+  lease_id?: string;
+  collected_at?: string;
 }
+
+/** The `request` of a 202 answer. */
+export type PendingRequest = ApprovalRequest;
 
 export interface WhoAmI {
   workload: { id: string; kind: string; owner: string; purpose: string };

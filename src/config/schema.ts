@@ -7,6 +7,7 @@ import { z } from "zod";
 import { checkTimeZone } from "../policy/context";
 import { parseDuration } from "../core/duration";
 import { formatPath } from "./path";
+import { sessionPolicyProblems } from "../backends/aws/scope";
 
 const duration = z.string().transform((text, ctx) => {
   try {
@@ -241,6 +242,35 @@ const vaultBackend = z
     }
   }, evenIfInvalid);
 
+// ---- AWS STS (src/backends/aws): the role section and the backend section ----
+
+const awsStsRole = z.strictObject({
+  role_arn: z.string().regex(/^arn:aws[a-z-]*:iam::\d{12}:role\/(?:[\w+=,.@-]+\/)*[\w+=,.@-]{1,64}$/, "must be an IAM role ARN (arn:aws:iam::<account>:role/<path/>name)"),
+  /** An IAM policy document: the ceiling of every session of this role (see src/backends/aws/scope.ts). */
+  session_policy: z
+    .record(z.string(), z.unknown())
+    .superRefine((doc, ctx) => {
+      for (const message of sessionPolicyProblems(doc)) ctx.addIssue({ code: "custom", message });
+    })
+    .optional(),
+  external_id: z.string().regex(/^[\w+=,.@:/-]{2,1224}$/, "must be 2-1224 of letters, digits and _+=,.@:/-").optional(),
+});
+
+const awsStsBackend = z.strictObject({
+  region: z.string().regex(/^[a-z]{2}(-[a-z]+)+-\d+$/, "must be an AWS region such as us-east-1"),
+  endpoint: httpsUrl.optional(),
+  iam_endpoint: httpsUrl.optional(),
+  // Defaults (applied by src/backends/aws): max_attempts 3, request_timeout 10s,
+  // revocation_policy_name jitbroker-revocations, revocation_policy_max_chars 10240.
+  /** SDK attempts per STS/IAM call (throttling and 5xx are retried with backoff). */
+  max_attempts: z.number().int().min(1).max(10).optional(),
+  request_timeout: duration.optional(),
+  /** The inline policy on each target role that denies revoked sessions. */
+  revocation_policy_name: z.string().regex(/^[\w+=,.@-]{1,128}$/, "must be 1-128 of letters, digits and _+=,.@-").optional(),
+  /** Characters it may use: IAM allows 10,240 for all inline policies of a role together. */
+  revocation_policy_max_chars: z.number().int().min(1024).max(10240).optional(),
+});
+
 const roleTtl = z
   .strictObject({ default: duration, max: duration })
   .refine((t) => t.default <= t.max, { message: "default must not exceed max" });
@@ -256,13 +286,7 @@ const role = z
       .strictObject({ audience: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]), scope: z.string().optional() })
       .optional(),
     vault: vaultRole.optional(),
-    aws_sts: z
-      .strictObject({
-        role_arn: z.string().regex(/^arn:aws[a-z-]*:iam::\d{12}:role\/[\w+=,.@/-]{1,512}$/, "must be an IAM role ARN"),
-        session_policy: z.record(z.string(), z.unknown()).optional(),
-        external_id: z.string().min(2).max(1224).optional(),
-      })
-      .optional(),
+    aws_sts: awsStsRole.optional(),
   })
   .superRefine((r, ctx) => {
     for (const kind of ["jwt", "vault", "aws_sts"] as const) {
@@ -272,6 +296,9 @@ const role = z
       if (r.backend !== kind && r[kind] !== undefined) {
         ctx.addIssue({ code: "custom", path: [kind], message: `"${kind}" section given but backend is ${r.backend}` });
       }
+    }
+    if (r.backend === "aws_sts" && isObject(r.ttl) && typeof r.ttl.max === "number" && r.ttl.max > 12 * 3600_000) {
+      ctx.addIssue({ code: "custom", path: ["ttl", "max"], message: "aws_sts sessions last at most 12h (STS DurationSeconds maximum)" });
     }
   }, evenIfInvalid);
 
@@ -314,9 +341,7 @@ export const configSchema = z
       .strictObject({
         jwt: z.strictObject({ signing_key_file: z.string().min(1).default(".jitbroker/signing-key.json") }).prefault({}),
         vault: vaultBackend.optional(),
-        aws_sts: z
-          .strictObject({ region: z.string().min(1), endpoint: z.string().optional(), iam_endpoint: z.string().optional() })
-          .optional(),
+        aws_sts: awsStsBackend.optional(),
       })
       .prefault({}),
     leases: z

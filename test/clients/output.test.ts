@@ -7,7 +7,7 @@ import type { CredentialGrant } from "../../src/client/types";
 import { credentialVars, envLines, envName, githubFileCommands, maskCommands, shellQuote, type ExportVar } from "../../src/cli/client/output";
 
 const lease = { id: "l_abcdefghijklmnop", expires_at: "2030-01-01T00:00:00.000Z" } as CredentialGrant["lease"];
-const grant = (credential: Record<string, unknown>): CredentialGrant => ({ lease, credential: credential as CredentialGrant["credential"] });
+const grant = (credential: Record<string, unknown>): CredentialGrant => ({ lease, credential: credential as unknown as CredentialGrant["credential"] });
 
 /** Evaluates the export lines in bash and prints each variable's value, NUL-separated. */
 function evalInBash(lines: string, names: string[]): string[] {
@@ -63,13 +63,23 @@ describe("credential variables", () => {
     ]);
   });
 
-  it("vault: VAULT_TOKEN for a token credential", () => {
-    expect(credentialVars(grant({ type: "vault", token: "hvs.abc", accessor: "acc" }))[0]).toEqual({ name: "VAULT_TOKEN", value: "hvs.abc", secret: true });
-    expect(credentialVars(grant({ type: "vault", data: { client_token: "hvs.def" } }))[0]).toEqual({ name: "VAULT_TOKEN", value: "hvs.def", secret: true });
+  it("vault: VAULT_TOKEN for a child token (token roles)", () => {
+    expect(credentialVars(grant({ type: "vault", data: { token: "hvs.abc", accessor: "acc", policies: ["kv-read"] }, lease_duration: 300 }))).toEqual([
+      { name: "VAULT_TOKEN", value: "hvs.abc", secret: true },
+      { name: "JITBROKER_LEASE_ID", value: lease.id, secret: false },
+      { name: "JITBROKER_EXPIRES_AT", value: lease.expires_at, secret: false },
+    ]);
+    // A dynamic secret that happens to have a `token` field (it has a Vault lease) keeps its fields.
+    expect(credentialVars(grant({ type: "vault", data: { token: "c0ffee", accessor: "x" }, lease_id: "consul/creds/r/abc", lease_duration: 300 })).map((v) => v.name)).toEqual([
+      "TOKEN",
+      "ACCESSOR",
+      "JITBROKER_LEASE_ID",
+      "JITBROKER_EXPIRES_AT",
+    ]);
   });
 
   it("vault: a dynamic secret's fields, upper-cased into shell names, all secret", () => {
-    const vars = credentialVars(grant({ type: "vault", data: { username: "v-role-x", password: "p@ss'word", "db-host": "h", "2fa": 1, nested: { a: 1 } }, lease_duration: 600 }));
+    const vars = credentialVars(grant({ type: "vault", data: { username: "v-role-x", password: "p@ss'word", "db-host": "h", "2fa": 1, nested: { a: 1 } }, lease_id: "database/creds/ro/x", lease_duration: 600 }));
     expect(vars.map((v) => [v.name, v.value, v.secret])).toEqual([
       ["USERNAME", "v-role-x", true],
       ["PASSWORD", "p@ss'word", true],

@@ -11,6 +11,7 @@ import path from "node:path";
 import { promisify } from "node:util";
 import type * as BrokerTypes from "../../src/leases/types";
 import type * as ClientTypes from "../../src/client/types";
+import type { publicRequest } from "../../src/approvals/store";
 
 const run = promisify(execFile);
 const ROOT = path.resolve(__dirname, "../..");
@@ -105,6 +106,7 @@ const leaseTypesAgree: Same<ClientTypes.Lease, BrokerTypes.Lease> = true;
 const statesAgree: Same<ClientTypes.LeaseState, BrokerTypes.LeaseState> = true;
 const triggersAgree: Same<ClientTypes.RevocationTrigger, BrokerTypes.RevocationTrigger> = true;
 const taskAgrees: Same<ClientTypes.TaskContext, BrokerTypes.TaskContext> = true;
+const requestsAgree: Same<ClientTypes.ApprovalRequest, ReturnType<typeof publicRequest>> = true;
 it("the client's types are the broker's (checked by the compiler)", () => {
-  expect([leaseTypesAgree, statesAgree, triggersAgree, taskAgrees]).toEqual([true, true, true, true]);
+  expect([leaseTypesAgree, statesAgree, triggersAgree, taskAgrees, requestsAgree]).toEqual([true, true, true, true, true]);
 });

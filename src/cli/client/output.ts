@@ -29,16 +29,16 @@ const str = (v: unknown): string => (typeof v === "string" ? v : v === null || v
 /**
  * The variables for a credential (DESIGN.md section 6):
  * - jwt: JITBROKER_TOKEN;
- * - vault: VAULT_TOKEN for a token credential (child-token roles; also `data.client_token`),
- *   otherwise each field of the dynamic secret's `data`, its name upper-cased (`username` →
- *   USERNAME, `db-password` → DB_PASSWORD);
+ * - vault: VAULT_TOKEN for a child token (token roles: `data` holds `token` and `accessor`, and
+ *   there is no Vault `lease_id`), otherwise each field of the dynamic secret's `data`, its name
+ *   upper-cased (`username` → USERNAME, `db-password` → DB_PASSWORD);
  * - aws: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, and AWS_CREDENTIAL_EXPIRATION
  *   (read by the AWS SDKs);
  * plus JITBROKER_LEASE_ID and JITBROKER_EXPIRES_AT (not secret).
  * Every credential value counts as secret, whatever its name.
  */
 export function credentialVars(grant: CredentialGrant): ExportVar[] {
-  const c = grant.credential as Record<string, unknown> & { type: string };
+  const c = grant.credential as unknown as Record<string, unknown> & { type: string };
   const vars: ExportVar[] = [];
   const secret = (name: string, value: unknown) => vars.push({ name, value: str(value), secret: true });
   if (c.type === "jwt") {
@@ -50,8 +50,7 @@ export function credentialVars(grant: CredentialGrant): ExportVar[] {
     if (c.expiration !== undefined) vars.push({ name: "AWS_CREDENTIAL_EXPIRATION", value: str(c.expiration), secret: false });
   } else if (c.type === "vault") {
     const data = (c.data ?? {}) as Record<string, unknown>;
-    if (typeof c.token === "string") secret("VAULT_TOKEN", c.token);
-    else if (typeof data.client_token === "string") secret("VAULT_TOKEN", data.client_token);
+    if (c.lease_id === undefined && typeof data.token === "string" && typeof data.accessor === "string") secret("VAULT_TOKEN", data.token);
     else {
       const fields = Object.entries(data);
       if (fields.length === 0) throw new OutputError("the vault credential has no data fields to export");

@@ -1,0 +1,82 @@
+/**
+ * A small Redis lock that serializes the read-modify-write of one role's revocation policy
+ * across broker replicas (within one process, revocations of a role are already queued and
+ * batched by the backend).
+ *
+ * Keys (under the keyspace's hash tag `{p}`, see src/redis/keys.ts):
+ *   {p}:aws:lock:<sha256(role ARN) base64url>   string: a random owner token; PX = the lock's
+ *                                               ttl. Set with SET NX PX; extended and released
+ *                                               only by its owner (compare-and-PEXPIRE /
+ *                                               compare-and-DEL scripts below).
+ *
+ * The owner refreshes the lock right before each write to IAM (`guard.refresh()`), and gives up
+ * (retryable error) if the lock was lost, so a replica stalled past the ttl never overwrites
+ * another's update. The ttl bounds how long a crashed holder blocks the role.
+ */
+import { createHash, randomBytes } from "node:crypto";
+import type { Redis } from "ioredis";
+import { BackendError } from "../types";
+
+const RELEASE = `
+-- KEYS: 1 lock.  ARGV: 1 token
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`;
+
+const EXTEND = `
+-- KEYS: 1 lock.  ARGV: 1 token, 2 ttl ms
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+`;
+
+export interface LockGuard {
+  /** Extends the lock; throws a retryable BackendError when it was lost. */
+  refresh(): Promise<void>;
+}
+
+export interface RoleLock {
+  key(roleArn: string): string;
+  /** Runs `fn` holding the role's lock; waits at most `waitMs` for it. */
+  withLock<T>(roleArn: string, fn: (guard: LockGuard) => Promise<T>): Promise<T>;
+}
+
+export function createRoleLock(redis: Redis, tag: string, opts: { ttlMs: number; waitMs: number; sleep?: (ms: number) => Promise<void> }): RoleLock {
+  const sleep = opts.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+  const key = (roleArn: string) => `${tag}:aws:lock:${createHash("sha256").update(roleArn).digest("base64url")}`;
+
+  async function redisCall<T>(what: string, op: () => Promise<T>): Promise<T> {
+    try {
+      return await op();
+    } catch (e) {
+      throw new BackendError(`could not ${what} the revocation lock in Redis: ${(e as Error).message}`, true, { cause: e });
+    }
+  }
+
+  return {
+    key,
+    async withLock(roleArn, fn) {
+      const k = key(roleArn);
+      const token = randomBytes(16).toString("base64url");
+      const start = Date.now();
+      for (;;) {
+        const ok = await redisCall("take", () => redis.set(k, token, "PX", opts.ttlMs, "NX"));
+        if (ok === "OK") break;
+        if (Date.now() - start >= opts.waitMs) {
+          throw new BackendError(`the revocation policy of ${roleArn} is being updated by another broker (lock held for more than ${opts.waitMs} ms); will retry`, true);
+        }
+        await sleep(25 + Math.floor(Math.random() * 75));
+      }
+      const guard: LockGuard = {
+        async refresh() {
+          const extended = await redisCall("extend", () => redis.eval(EXTEND, 1, k, token, String(opts.ttlMs)));
+          if (Number(extended) !== 1) throw new BackendError(`lost the revocation lock of ${roleArn} (held longer than ${opts.ttlMs} ms); nothing was written, will retry`, true);
+        },
+      };
+      try {
+        return await fn(guard);
+      } finally {
+        await redis.eval(RELEASE, 1, k, token).catch(() => undefined);
+      }
+    },
+  };
+}

@@ -1,0 +1,171 @@
+/**
+ * aws_sts end to end: a real broker (the composition root, its worker and Redis) configured with
+ * an aws_sts role whose STS and IAM endpoints are the test server; the broker's own AWS
+ * credentials come from the SDK's default provider chain (environment variables here).
+ */
+import { startAwsServer, type AwsServer } from "../support/aws-server";
+import { getJson } from "../support/broker";
+import { startFixture, waitFor, type Fixture } from "../support/fixture";
+import { BROKER_CREDS, POLICY_NAME, expectNoSecrets, redisText } from "./helpers";
+
+const SESSION_POLICY = {
+  Version: "2012-10-17",
+  Statement: [{ Effect: "Allow", Action: ["s3:GetObject", "s3:ListBucket"], Resource: ["arn:aws:s3:::artifacts", "arn:aws:s3:::artifacts/*"] }],
+};
+
+describe("aws_sts through the broker", () => {
+  let server: AwsServer;
+  let f: Fixture;
+  const saved: Record<string, string | undefined> = {};
+  const ENV = { AWS_ACCESS_KEY_ID: BROKER_CREDS.accessKeyId, AWS_SECRET_ACCESS_KEY: BROKER_CREDS.secretAccessKey, AWS_SESSION_TOKEN: undefined, AWS_PROFILE: undefined, AWS_EC2_METADATA_DISABLED: "true" };
+
+  beforeAll(async () => {
+    for (const [k, v] of Object.entries(ENV)) {
+      saved[k] = process.env[k];
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+    server = await startAwsServer();
+    const role = server.addRole("artifacts-reader", { path: "/ci/" });
+    f = await startFixture({
+      extra: {
+        roles: [
+          {
+            name: "artifacts-read",
+            backend: "aws_sts",
+            ttl: { default: "5m", max: "15m" },
+            labels: { sensitivity: "internal", access: "read" },
+            aws_sts: { role_arn: role.arn, session_policy: SESSION_POLICY },
+          },
+        ],
+        backends: { aws_sts: { region: "us-east-1", endpoint: server.url, iam_endpoint: server.url, max_attempts: 1 } },
+      },
+    });
+  });
+  afterAll(async () => {
+    await f?.close();
+    await server?.close();
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  });
+
+  it("issues an STS session for a lease, and revoking the lease denies that session on the role", async () => {
+    const r = await f.call("POST", "/v1/credentials", "agent", { role: "artifacts-read", task: { id: "AWS-1", intent: "fetch build" } });
+    expect(r.status).toBe(201);
+    const lease = r.body.lease;
+    const s = server.session(lease.id);
+    expect(r.body.credential).toEqual({
+      type: "aws",
+      access_key_id: s.accessKeyId,
+      secret_access_key: s.secretAccessKey,
+      session_token: s.sessionToken,
+      expiration: new Date(s.expiresAt).toISOString().replace(/\.\d{3}Z$/, ".000Z"),
+      assumed_role_arn: `arn:aws:sts::123456789012:assumed-role/artifacts-reader/${lease.id}`,
+    });
+    // A 5-minute lease, a 15-minute session: the lease says until when the session could live.
+    expect(lease).toMatchObject({ backend: "aws_sts", revocation_kind: "deny_by_session", state: "active", workload: "agent", task_id: "AWS-1" });
+    expect(Date.parse(lease.expires_at) - Date.parse(lease.issued_at)).toBeLessThanOrEqual(300_000);
+    expect(Date.parse(lease.backend_expires_at)).toBeGreaterThanOrEqual(Date.parse(lease.issued_at) + 900_000);
+    expect(s).toMatchObject({ duration: 900, sourceIdentity: "agent", policy: JSON.stringify(SESSION_POLICY) });
+    expect(s.tags).toEqual([
+      { Key: "jitbroker:workload", Value: "agent" },
+      { Key: "jitbroker:owner", Value: "a@example.com" },
+      { Key: "jitbroker:task", Value: "AWS-1" },
+      { Key: "jitbroker:lease", Value: lease.id },
+    ]);
+    expect(server.denies(s)).toBe(false);
+
+    const del = await f.call("DELETE", `/v1/leases/${lease.id}`, "agent", { reason: "task done early" });
+    expect(del.status).toBe(200);
+    const done = await waitFor(async () => {
+      const l = (await f.call("GET", `/v1/leases/${lease.id}`, "agent")).body.lease;
+      return l.state === "revoked" ? l : null;
+    }, 15_000, "the lease to be revoked");
+    expect(done.revocation).toMatchObject({ trigger: "owner", by: "agent", reason: "task done early" });
+    expect(server.denies(s)).toBe(true);
+    expect(server.policy("artifacts-reader", POLICY_NAME)!.Statement[0]!.Condition).toEqual({ StringEquals: { "aws:userid": s.userId } });
+
+    // The lease's history says what revocation meant for AWS (I8).
+    const hist = await f.call("GET", `/v1/admin/leases/${lease.id}/history`, "alice");
+    expect(hist.status).toBe(200);
+    const events = hist.body.events as { type: string; note?: string }[];
+    const types = events.map((e) => e.type);
+    expect(types).toEqual(expect.arrayContaining(["mint", "revocation_requested", "aws_deny_attached", "revoked"]));
+    expect(types.indexOf("aws_deny_attached")).toBeLessThan(types.indexOf("revoked"));
+    expect(events.find((e) => e.type === "aws_deny_attached")!.note).toMatch(
+      new RegExp(`^deny attached at \\S+ to role ${server.roles.get("artifacts-reader")!.arn.replace(/[/]/g, "\\/")} \\(inline policy ${POLICY_NAME}\\); AWS may take a short while to apply it .*; the session would otherwise have lived until ${lease.backend_expires_at.replace(/\./g, "\\.")}$`),
+    );
+  });
+
+  it("a lease expiring before its session (the 900 s minimum) gets a deny at expiry (I2)", async () => {
+    const r = await f.call("POST", "/v1/credentials", "agent", { role: "artifacts-read", task: { id: "AWS-2" }, ttl: "2s" });
+    expect(r.status).toBe(201);
+    const s = server.session(r.body.lease.id);
+    expect(s.duration).toBe(900);
+    await waitFor(async () => (await f.call("GET", `/v1/leases/${r.body.lease.id}`, "agent")).body.lease.state === "expired", 15_000, "expiry");
+    expect(server.denies(s)).toBe(true);
+  });
+
+  it("completing a task revokes its sessions of one role concurrently: both end up denied", async () => {
+    const [a, b] = await Promise.all([1, 2].map(() => f.call("POST", "/v1/credentials", "agent", { role: "artifacts-read", task: { id: "AWS-6" } })));
+    expect([a!.status, b!.status]).toEqual([201, 201]);
+    expect((await f.call("POST", "/v1/tasks/AWS-6/complete", "agent")).body).toEqual({ task_id: "AWS-6", revoked: 2 });
+    for (const r of [a!, b!]) {
+      await waitFor(async () => (await f.call("GET", `/v1/leases/${r.body.lease.id}`, "agent")).body.lease.state === "revoked", 15_000, "task leases revoked");
+    }
+    expect([a!, b!].map((r) => server.denies(server.session(r.body.lease.id)))).toEqual([true, true]);
+  });
+
+  it("a request may narrow the role's scope, never widen it (400 before anything is minted)", async () => {
+    const narrow = { Version: "2012-10-17", Statement: [{ Effect: "Allow", Action: "s3:GetObject", Resource: "arn:aws:s3:::artifacts/builds/123/*" }] };
+    const ok = await f.call("POST", "/v1/credentials", "ci", { role: "artifacts-read", task: { id: "AWS-3" }, scope: narrow });
+    expect(ok.status).toBe(201);
+    expect(JSON.parse(server.session(ok.body.lease.id).policy!)).toEqual(narrow);
+
+    const assumes = server.calls("AssumeRole").length;
+    const wide = { Version: "2012-10-17", Statement: [{ Effect: "Allow", Action: "s3:PutObject", Resource: "arn:aws:s3:::artifacts/*" }] };
+    const bad = await f.call("POST", "/v1/credentials", "ci", { role: "artifacts-read", task: { id: "AWS-4" }, scope: wide });
+    expect(bad.status).toBe(400);
+    expect(bad.headers.get("content-type")).toMatch(/application\/problem\+json/);
+    expect(bad.body.code).toBe("invalid_request");
+    expect(bad.body.detail).toMatch(/"s3:PutObject" on "arn:aws:s3:::artifacts\/\*" is not within the role's session policy/);
+    expect(server.calls("AssumeRole").length).toBe(assumes);
+    const listed = await f.call("GET", "/v1/admin/leases?task_id=AWS-4", "bob");
+    expect([listed.status, listed.body.leases]).toEqual([200, []]);
+  });
+
+  it("IAM throttling: the revocation is retried until the deny is in place; last_error says why meanwhile", async () => {
+    const r = await f.call("POST", "/v1/credentials", "agent", { role: "artifacts-read", task: { id: "AWS-5" } });
+    expect(r.status).toBe(201);
+    server.fail("PutRolePolicy", "Throttling", 2, "Rate exceeded");
+    await f.call("DELETE", `/v1/leases/${r.body.lease.id}`, "agent", {});
+    const failing = await waitFor(async () => {
+      const l = (await f.call("GET", `/v1/leases/${r.body.lease.id}`, "agent")).body.lease;
+      return l.last_error ? l : null;
+    }, 15_000, "a failed attempt");
+    expect(failing.last_error).toMatch(/^PutRolePolicy on arn:aws:iam::123456789012:role\/ci\/artifacts-reader failed: Throttling \(HTTP 400\): Rate exceeded$/);
+    await waitFor(async () => (await f.call("GET", `/v1/leases/${r.body.lease.id}`, "agent")).body.lease.state === "revoked", 25_000, "the retried revocation");
+    expect(server.denies(server.session(r.body.lease.id))).toBe(true);
+    const ready = await getJson(`${f.b.url}/readyz`);
+    expect(ready.body.backends).toEqual(expect.arrayContaining([{ name: "aws_sts", state: "ok" }]));
+  }, 40_000);
+
+  it("no secret key or session token in Redis, logs or metrics (I6)", async () => {
+    expect(server.sessions.length).toBeGreaterThanOrEqual(4);
+    const needles = [...server.sessions.flatMap((s) => [s.secretAccessKey, s.sessionToken]), BROKER_CREDS.secretAccessKey];
+    const { keys, text } = await redisText(f.b.broker.redis, `{${f.b.config.redis.prefix}}*`);
+    expect(keys).toBeGreaterThan(10);
+    // The scan read real data: lease handles and the AWS audit events are there.
+    expect(text).toContain(server.sessions[0]!.userId);
+    expect(text).toContain("aws_deny_attached");
+    expectNoSecrets("redis", text, needles);
+    const logs = f.b.logs.join("");
+    expect(logs).toContain("revocation policy updated");
+    expectNoSecrets("logs", logs, needles);
+    const metrics = (await getJson(`${f.b.url}/metrics`)).body as string;
+    expect(metrics).toMatch(/jitbroker_aws_sts_calls_total\{operation="AssumeRole",result="ok"\} \d+/);
+    expectNoSecrets("metrics", metrics, needles);
+  });
+});

@@ -1,0 +1,522 @@
+/**
+ * The client commands of the `jitbroker` binary as CI jobs and operators run them: child
+ * processes of `node dist/cli/main.js` against a real broker (test/support/fixture.ts), a local
+ * server standing in for GitHub Actions' token endpoint, and recording servers standing in for a
+ * broker where a test needs answers a real one would not give. Exit codes: DESIGN.md section 6.
+ * Runs dist/: `npm run build` first (scripts/test does).
+ */
+import { execFile, type ExecFileException } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { BackendError, type Backend } from "../../src/backends/types";
+import { newLeaseId } from "../../src/leases/service";
+import { getJson } from "../support/broker";
+import { startFixture, waitFor, type Fixture } from "../support/fixture";
+import { startRecordingServer } from "../support/http-server";
+
+const ROOT = path.resolve(__dirname, "../..");
+const CLI = path.join(ROOT, "dist/cli/main.js");
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** The environment without anything of the developer's or of a CI runner's. */
+function cleanEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (/^(JITBROKER_|GITHUB_|ACTIONS_|GITLAB_|CI_)/.test(k) || k === "REDIS_URL" || k === "VAULT_TOKEN") continue;
+    env[k] = v;
+  }
+  return { ...env, ...extra };
+}
+
+function run(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 30_000): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, [CLI, ...args], { cwd: ROOT, env: cleanEnv(env), timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024 }, (err: ExecFileException | null, stdout, stderr) => {
+      if (err && typeof err.code !== "number") {
+        reject(new Error(`jitbroker ${args.join(" ")}: ${err.killed ? "timed out" : err.message}\n${stderr}`));
+        return;
+      }
+      resolve({ code: err ? (err.code as number) : 0, stdout, stderr });
+    });
+  });
+}
+
+const lines = (t: string) => t.split("\n").filter((l) => l !== "");
+
+/** Parses GitHub Actions file-command blocks `NAME<<DELIM\nvalue\nDELIM\n`. */
+function parseFileCommands(text: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const re = /^([A-Za-z_][A-Za-z0-9_]*)<<(ghadelimiter_[0-9a-f]+)\n([\s\S]*?)\n\2\n/gm;
+  let consumed = 0;
+  for (const m of text.matchAll(re)) {
+    out[m[1]!] = m[3]!;
+    consumed += m[0].length;
+  }
+  expect(consumed).toBe(text.length); // nothing else in the file
+  return out;
+}
+
+/** One line on stderr, no stack trace. */
+function oneLine(r: Run, re: RegExp) {
+  expect(lines(r.stderr)).toHaveLength(1);
+  expect(r.stderr.trimEnd()).toMatch(re);
+  expect(r.stderr).not.toMatch(/\n\s+at /);
+}
+
+/** The jwt backend, failing revocations of chosen leases. */
+function revokeFailer() {
+  let real: Backend | null = null;
+  const failing = new Set<string>();
+  return {
+    failing,
+    use: (b: Backend) => (real = b),
+    backend: {
+      kind: "jwt",
+      revocation: "revocable",
+      mint: (lease, role) => real!.mint(lease, role),
+      async revoke(lease, handle) {
+        if (failing.has(lease.id)) throw new BackendError(`test backend cannot revoke ${lease.id} (HTTP 500)`, true);
+        return real!.revoke(lease, handle);
+      },
+    } as Backend,
+  };
+}
+
+let f: Fixture;
+let tmp: string;
+const failer = revokeFailer();
+let broker: string;
+
+beforeAll(async () => {
+  if (!existsSync(CLI)) throw new Error(`${CLI} does not exist: build first (npm run build)`);
+  f = await startFixture({ backends: { jwt: failer.backend } });
+  failer.use(f.b.broker.jwt);
+  broker = f.b.url;
+  tmp = mkdtempSync(path.join(os.tmpdir(), "jit-cli-client-"));
+});
+afterAll(async () => {
+  await f?.close();
+  if (tmp) rmSync(tmp, { recursive: true, force: true });
+});
+
+let n = 0;
+async function tokenFile(who: Parameters<Fixture["token"]>[0]): Promise<string> {
+  const file = path.join(tmp, `token-${who}-${++n}`);
+  writeFileSync(file, await f.token(who));
+  return file;
+}
+const introspect = async (token: string) => (await f.call("POST", "/v1/introspect", "agent2", { token })).body as { active: boolean; lease_id?: string };
+
+describe("exchange in GitHub Actions", () => {
+  /** Stands in for the runner's ID token endpoint: signs a token for the CI workload with the asked audience. */
+  async function actionsEndpoint(opts: { status?: number } = {}) {
+    const seen: { url: string; authorization?: string }[] = [];
+    const srv = await startRecordingServer((req, res) => {
+      seen.push({ url: req.url ?? "", authorization: req.headers.authorization });
+      const aud = new URL(req.url ?? "/", "http://x").searchParams.get("audience") ?? "default";
+      if (opts.status) {
+        res.statusCode = opts.status;
+        res.end('{"message":"nope"}');
+        return;
+      }
+      void f.issuer.token({ sub: "repo:acme/app", repository: "acme/app" }, { aud }).then((value) => {
+        res.setHeader("content-type", "application/json");
+        res.end(JSON.stringify({ count: 1, value }));
+      });
+    });
+    return { srv, seen };
+  }
+
+  function githubEnv(srvUrl: string) {
+    const env = path.join(tmp, `github_env_${++n}`);
+    const output = path.join(tmp, `github_output_${++n}`);
+    writeFileSync(env, "EARLIER=kept\n");
+    writeFileSync(output, "");
+    return {
+      files: { env, output },
+      vars: {
+        ACTIONS_ID_TOKEN_REQUEST_URL: `${srvUrl}/_apis/pipelines/1/idtoken?api-version=2.0`,
+        ACTIONS_ID_TOKEN_REQUEST_TOKEN: "runner-request-token-xyz",
+        GITHUB_ENV: env,
+        GITHUB_OUTPUT: output,
+        GITHUB_ACTIONS: "true",
+      },
+    };
+  }
+
+  it("--github-actions --format github: fetches the job's token, exchanges it, masks every secret first, writes GITHUB_ENV and GITHUB_OUTPUT", async () => {
+    const { srv, seen } = await actionsEndpoint();
+    try {
+      const gh = githubEnv(srv.url);
+      const r = await run(["exchange", "--github-actions", "--role", "orders-read", "--task", "gh-run-1", "--format", "github", "--broker", broker], gh.vars);
+      expect(r.stderr).toBe("");
+      expect(r.code).toBe(0);
+      // The token endpoint was asked as @actions/core asks it.
+      expect(seen).toHaveLength(1);
+      expect(seen[0]!.url).toBe("/_apis/pipelines/1/idtoken?api-version=2.0&audience=jitbroker");
+      expect(seen[0]!.authorization).toMatch(/^bearer runner-request-token-xyz$/i);
+
+      const envVars = parseFileCommands(readFileSync(gh.files.env, "utf8").replace(/^EARLIER=kept\n/, ""));
+      expect(readFileSync(gh.files.env, "utf8").startsWith("EARLIER=kept\n")).toBe(true);
+      expect(Object.keys(envVars)).toEqual(["JITBROKER_TOKEN", "JITBROKER_LEASE_ID", "JITBROKER_EXPIRES_AT"]);
+      expect(parseFileCommands(readFileSync(gh.files.output, "utf8"))).toEqual(envVars);
+      const token = envVars.JITBROKER_TOKEN!;
+      expect(await introspect(token)).toMatchObject({ active: true, lease_id: envVars.JITBROKER_LEASE_ID });
+
+      // stdout: the mask comes before anything else, and the secret appears nowhere else.
+      const out = lines(r.stdout);
+      expect(out[0]).toBe(`::add-mask::${token}`);
+      expect(out.filter((l) => l.includes(token))).toEqual([out[0]]);
+      expect(out[out.length - 1]).toMatch(new RegExp(`^jitbroker: lease ${envVars.JITBROKER_LEASE_ID} \\(orders-read, task gh-run-1\\) until .*; set JITBROKER_TOKEN, JITBROKER_LEASE_ID, JITBROKER_EXPIRES_AT`));
+
+      // The job's last step completes the task: the credential dies at once.
+      const done = await run(["complete", "--github-actions", "--task", "gh-run-1", "--broker", broker], gh.vars);
+      expect(done).toEqual({ code: 0, stdout: "task gh-run-1 completed: 1 lease revoked\n", stderr: "" });
+      expect(await introspect(token)).toEqual({ active: false });
+      expect(seen).toHaveLength(2);
+    } finally {
+      await srv.close();
+    }
+  });
+
+  it("--audience is what the token endpoint is asked for; a token for another audience is refused (exit 1)", async () => {
+    const { srv, seen } = await actionsEndpoint();
+    try {
+      const gh = githubEnv(srv.url);
+      const r = await run(["exchange", "--github-actions", "--audience", "https://other.example", "--role", "orders-read", "--task", "gh-2", "--broker", broker], gh.vars);
+      expect(seen[0]!.url).toBe("/_apis/pipelines/1/idtoken?api-version=2.0&audience=https%3A%2F%2Fother.example");
+      expect(r.code).toBe(1);
+      expect(r.stdout).toBe("");
+      oneLine(r, /^jitbroker: invalid_token: /);
+      expect(readFileSync(gh.files.env, "utf8")).toBe("EARLIER=kept\n");
+    } finally {
+      await srv.close();
+    }
+  });
+
+  it("without id-token: write (no request variables) it says so and exits 2; an endpoint refusing exits 1", async () => {
+    const r = await run(["exchange", "--github-actions", "--role", "orders-read", "--task", "gh-3", "--broker", broker]);
+    expect(r.code).toBe(2);
+    oneLine(r, /^jitbroker: token_source: ACTIONS_ID_TOKEN_REQUEST_URL and ACTIONS_ID_TOKEN_REQUEST_TOKEN are not set: .*permissions: id-token: write/);
+    const { srv } = await actionsEndpoint({ status: 403 });
+    try {
+      const refused = await run(["exchange", "--github-actions", "--role", "orders-read", "--task", "gh-3", "--broker", broker], githubEnv(srv.url).vars);
+      expect(refused.code).toBe(1);
+      oneLine(refused, /^jitbroker: token_source: the GitHub Actions token endpoint answered HTTP 403$/);
+      expect(refused.stderr).not.toContain("runner-request-token");
+    } finally {
+      await srv.close();
+    }
+  });
+
+  it("--format github outside a step (no GITHUB_ENV) is a usage error, before anything is minted", async () => {
+    const before = (await f.call("GET", "/v1/admin/leases?workload=ci&task_id=gh-4", "alice")).body.leases.length;
+    const r = await run(["exchange", "--token-file", await tokenFile("ci"), "--role", "orders-read", "--task", "gh-4", "--format", "github", "--broker", broker]);
+    expect(r.code).toBe(2);
+    oneLine(r, /^jitbroker: --format github needs GITHUB_ENV and GITHUB_OUTPUT/);
+    expect((await f.call("GET", "/v1/admin/leases?workload=ci&task_id=gh-4", "alice")).body.leases.length).toBe(before);
+  });
+});
+
+describe("exchange --format env and json", () => {
+  it("prints export lines that a shell evals into a working credential", async () => {
+    const file = await tokenFile("agent");
+    const cmd = `eval "$("${process.execPath}" "${CLI}" exchange --token-file "${file}" --role orders-read --task env-1 --intent 'answer a ticket' --format env)"; printf '%s\\n%s\\n%s' "$JITBROKER_TOKEN" "$JITBROKER_LEASE_ID" "$JITBROKER_EXPIRES_AT"`;
+    const out = await new Promise<string>((resolve, reject) =>
+      execFile("bash", ["-c", cmd], { env: cleanEnv({ JITBROKER_URL: broker }) }, (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout))),
+    );
+    const [token, leaseId, expiresAt] = out.split("\n");
+    expect(leaseId).toMatch(/^l_/);
+    expect(Date.parse(expiresAt!)).toBeGreaterThan(Date.now());
+    expect(await introspect(token!)).toMatchObject({ active: true, lease_id: leaseId });
+    const lease = (await f.call("GET", `/v1/leases/${leaseId}`, "agent")).body.lease;
+    expect(lease.task).toMatchObject({ id: "env-1", intent: "answer a ticket" });
+  });
+
+  it("values with quotes, spaces, newlines and $ survive eval (a vault secret from a stand-in broker)", async () => {
+    const data = { username: "v-ci-O'Brien", password: `p "a$$w0rd" \`x\` $(id)\nline 2`, "db-host": "db 1.internal", api_key: "'" };
+    const fake = await startRecordingServer((req, res) => {
+      res.setHeader("content-type", "application/json");
+      res.statusCode = 201;
+      res.end(JSON.stringify({ lease: { id: "l_fakefakefakefake", expires_at: "2030-01-01T00:00:00.000Z" }, credential: { type: "vault", data, lease_duration: 600 } }));
+    });
+    try {
+      const cmd = `eval "$("${process.execPath}" "${CLI}" exchange --role db --task t1 --format env)" && printf '%s\\0' "$USERNAME" "$PASSWORD" "$DB_HOST" "$API_KEY" "$JITBROKER_LEASE_ID"`;
+      const out = await new Promise<string>((resolve, reject) =>
+        execFile("bash", ["-c", cmd], { env: cleanEnv({ JITBROKER_URL: fake.url, JITBROKER_WORKLOAD_TOKEN: "a.b.c" }) }, (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout))),
+      );
+      expect(out.split("\0").slice(0, -1)).toEqual([data.username, data.password, data["db-host"], data.api_key, "l_fakefakefakefake"]);
+    } finally {
+      await fake.close();
+    }
+  });
+
+  it("--format json prints the lease and the credential; --gitlab reads the id_tokens variable", async () => {
+    const ciToken = await f.token("ci");
+    const r = await run(["exchange", "--gitlab", "--role", "orders-read", "--task", "gl-1", "--ttl", "90"], { JITBROKER_URL: broker, JITBROKER_ID_TOKEN: ciToken });
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    const out = JSON.parse(r.stdout);
+    expect(out.lease).toMatchObject({ workload: "ci", role: "orders-read", task_id: "gl-1", state: "active" });
+    expect([89, 90]).toContain(out.lease.ttl_seconds);
+    expect(out.credential.type).toBe("jwt");
+    const custom = await run(["exchange", "--gitlab", "--gitlab-var", "MY_ID_TOKEN", "--role", "orders-read", "--task", "gl-2", "--broker", broker], { MY_ID_TOKEN: ciToken });
+    expect(custom.code).toBe(0);
+    const missing = await run(["exchange", "--gitlab", "--role", "orders-read", "--task", "gl-3", "--broker", broker]);
+    expect(missing.code).toBe(2);
+    oneLine(missing, /^jitbroker: JITBROKER_ID_TOKEN is not set: declare it in the job's id_tokens/);
+  });
+});
+
+describe("exit codes and one-line errors", () => {
+  it("denied by policy: 1", async () => {
+    const r = await run(["exchange", "--token-file", await tokenFile("agent"), "--role", "orders-write", "--task", "x-1", "--broker", broker]);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toBe("");
+    oneLine(r, /^jitbroker: policy_denied: policy does not allow agent to request orders-write$/);
+  });
+
+  it("an invalid token: 1, and the token is not echoed", async () => {
+    const file = path.join(tmp, "garbage");
+    writeFileSync(file, "eyJnot.a.token");
+    const r = await run(["whoami", "--token-file", file, "--broker", broker]);
+    expect(r.code).toBe(1);
+    oneLine(r, /^jitbroker: invalid_token: /);
+    expect(r.stderr).not.toContain("eyJnot");
+  });
+
+  it("unknown role 1, bad task id 2, no broker 2, two token sources 2, missing token 2", async () => {
+    const file = await tokenFile("agent");
+    const unknown = await run(["exchange", "--token-file", file, "--role", "nope", "--task", "x-2", "--broker", broker]);
+    expect(unknown.code).toBe(1);
+    oneLine(unknown, /^jitbroker: unknown_role: no role named "nope"$/);
+    const bad = await run(["exchange", "--token-file", file, "--role", "orders-read", "--task", "no spaces", "--broker", broker]);
+    expect(bad.code).toBe(2);
+    oneLine(bad, /^jitbroker: invalid_request: task\.id: /);
+    const noBroker = await run(["exchange", "--token-file", file, "--role", "orders-read", "--task", "x-3"]);
+    expect(noBroker.code).toBe(2);
+    oneLine(noBroker, /^jitbroker: no broker URL: pass --broker URL or set JITBROKER_URL$/);
+    const two = await run(["whoami", "--token-file", file, "--gitlab", "--broker", broker]);
+    expect(two.code).toBe(2);
+    oneLine(two, /^jitbroker: give one token source, not --token-file and --gitlab$/);
+    const none = await run(["whoami", "--broker", broker]);
+    expect(none.code).toBe(2);
+    oneLine(none, /^jitbroker: no workload token: /);
+    const noFile = await run(["whoami", "--token-file", path.join(tmp, "nope"), "--broker", broker]);
+    expect(noFile.code).toBe(2);
+    oneLine(noFile, /^jitbroker: token_source: cannot read the token file .*: no such file$/);
+  });
+
+  it("nothing listening: 3", async () => {
+    const gone = await startRecordingServer((_q, s) => s.end());
+    await gone.close();
+    const r = await run(["exchange", "--token-file", await tokenFile("agent"), "--role", "orders-read", "--task", "x-4", "--broker", gone.url, "--retries", "1"]);
+    expect(r.code).toBe(3);
+    oneLine(r, new RegExp(`^jitbroker: broker_unreachable: cannot reach the broker at ${gone.url}: ECONNREFUSED$`));
+  });
+
+  it("a 503 from the broker: retried, then 3 with its code", async () => {
+    const down = await startRecordingServer((_req, res) => {
+      res.statusCode = 503;
+      res.setHeader("content-type", "application/problem+json");
+      res.setHeader("retry-after", "0");
+      res.end(JSON.stringify({ type: "urn:jitbroker:problem:store_unavailable", title: "Lease store unavailable", status: 503, detail: "the lease store is unreachable", code: "store_unavailable" }));
+    });
+    try {
+      const r = await run(["exchange", "--role", "orders-read", "--task", "x-5", "--broker", down.url, "--retries", "2"], { JITBROKER_WORKLOAD_TOKEN: "a.b.c" });
+      expect(r.code).toBe(3);
+      oneLine(r, /^jitbroker: store_unavailable: the lease store is unreachable$/);
+      expect(down.hits).toEqual(["/v1/credentials", "/v1/credentials", "/v1/credentials"]);
+    } finally {
+      await down.close();
+    }
+  });
+});
+
+describe("approval", () => {
+  it("without --wait a pending request exits 1 naming it; with --wait it waits for an operator and prints the credential", async () => {
+    const file = await tokenFile("agent");
+    const args = ["exchange", "--token-file", file, "--role", "orders-write", "--intent", "refund order 7", "--broker", broker];
+    const r = await run([...args, "--task", "ap-1"]);
+    expect(r.code).toBe(1);
+    oneLine(r, /^jitbroker: approval_pending: request rq_[A-Za-z0-9_-]+ for role orders-write needs an operator's approval \(pass --wait 15m to wait for it\)$/);
+
+    const waiting = run([...args, "--task", "ap-2", "--wait", "20s", "--poll", "100ms"]);
+    const pending = await waitFor(async () => {
+      const list = await f.call("GET", "/v1/admin/requests?state=pending_approval&workload=agent", "alice");
+      return (list.body.requests as { id: string; task_id: string }[]).find((q) => q.task_id === "ap-2");
+    }, 10_000, "the pending request");
+    expect((await f.call("POST", `/v1/admin/requests/${pending.id}/approve`, "alice", { reason: "INC-7" })).status).toBe(200);
+    const done = await waiting;
+    expect(done.code).toBe(0);
+    expect(done.stderr).toBe(`jitbroker: request ${pending.id} for role orders-write needs an operator's approval; waiting up to 20s\n`);
+    const out = JSON.parse(done.stdout);
+    expect(out.lease).toMatchObject({ role: "orders-write", task_id: "ap-2", approval: { request_id: pending.id, approved_by: "alice" } });
+    expect(out.request).toMatchObject({ id: pending.id, state: "collected" });
+  });
+
+  it("a denied request exits 1", async () => {
+    const waiting = run(["exchange", "--token-file", await tokenFile("agent"), "--role", "orders-write", "--intent", "refund", "--task", "ap-3", "--wait", "20s", "--poll", "100ms", "--broker", broker]);
+    const pending = await waitFor(async () => {
+      const list = await f.call("GET", "/v1/admin/requests?state=pending_approval&workload=agent", "alice");
+      return (list.body.requests as { id: string; task_id: string }[]).find((q) => q.task_id === "ap-3");
+    }, 10_000, "the pending request");
+    await f.call("POST", `/v1/admin/requests/${pending.id}/deny`, "alice", { reason: "no" });
+    const r = await waiting;
+    expect(r.code).toBe(1);
+    expect(lines(r.stderr)[1]).toBe(`jitbroker: approval_denied: request ${pending.id} was denied`);
+  });
+});
+
+describe("operators", () => {
+  it("leases: a table with filters, --json, --limit", async () => {
+    const file = await tokenFile("agent2");
+    const ids: string[] = [];
+    for (const t of ["tbl-1", "tbl-2", "tbl-3"]) {
+      const r = await run(["exchange", "--token-file", file, "--role", "orders-read", "--task", t, "--broker", broker]);
+      ids.push(JSON.parse(r.stdout).lease.id);
+    }
+    const alice = await tokenFile("alice");
+    const table = await run(["leases", "--token-file", alice, "--workload", "agent2", "--role", "orders-read", "--state", "active", "--broker", broker]);
+    expect(table.code).toBe(0);
+    const rows = lines(table.stdout);
+    expect(rows[0]).toMatch(/^LEASE\s+STATE\s+WORKLOAD\s+ROLE\s+TASK\s+ISSUED\s+EXPIRES\s+ENDED$/);
+    for (const [i, id] of ids.entries()) expect(rows.find((l) => l.startsWith(id))).toMatch(new RegExp(`^${id}\\s+active\\s+agent2\\s+orders-read\\s+tbl-${i + 1}\\s+\\S+Z\\s+\\S+Z$`));
+    // Columns line up under their headers.
+    for (const row of rows.slice(1)) expect(row.indexOf("active")).toBe(rows[0]!.indexOf("STATE"));
+
+    const json = await run(["leases", "--token-file", alice, "--workload", "agent2", "--task", "tbl-2", "--json", "--broker", broker]);
+    expect(JSON.parse(json.stdout).map((l: { id: string }) => l.id)).toEqual([ids[1]]);
+    const limited = await run(["leases", "--token-file", alice, "--workload", "agent2", "--limit", "2", "--json", "--broker", broker]);
+    expect(JSON.parse(limited.stdout)).toHaveLength(2);
+    expect(limited.stderr).toBe("(the first 2; more leases match: raise --limit, 0 for all)\n");
+    const none = await run(["leases", "--token-file", alice, "--workload", "nobody", "--broker", broker]);
+    expect(none.stdout).toBe("no leases match\n");
+    // bob may read; the agent may not.
+    expect((await run(["leases", "--token-file", await tokenFile("bob"), "--limit", "1", "--broker", broker])).code).toBe(0);
+    const agent = await run(["leases", "--token-file", file, "--broker", broker]);
+    expect(agent.code).toBe(1);
+    oneLine(agent, /^jitbroker: policy_denied: admin_read requires an operator/);
+  });
+
+  it("history answers the four questions in plain words", async () => {
+    const r = await run(["exchange", "--token-file", await tokenFile("agent"), "--role", "orders-read", "--task", "hist-1", "--intent", "answer ticket 9", "--broker", broker]);
+    const id = JSON.parse(r.stdout).lease.id as string;
+    await run(["revoke", "--token-file", await tokenFile("alice"), "--lease", id, "--reason", "suspicious use", "--broker", broker]);
+    const h = await run(["history", id, "--token-file", await tokenFile("alice"), "--broker", broker]);
+    expect(h.code).toBe(0);
+    const out = lines(h.stdout);
+    expect(out[0]).toBe(`lease ${id}: role orders-read (jwt) for workload agent, task hist-1: revoked`);
+    expect(out[1]).toMatch(/^ {2}who requested it: {8}workload agent, at \S+Z, for task hist-1 \(intent "answer ticket 9"\)$/);
+    expect(out[2]).toBe(`  with which identity:     oidc token from issuer idp, subject agent-1`);
+    expect(out[3]).toMatch(/^ {2}which policy allowed it: agents-request-read \(policy set [0-9a-f]{64}\)$/);
+    expect(out[4]).toMatch(/^ {2}how it ended: {12}revoked at \S+Z by operator alice: "suspicious use"$/);
+    expect(out[5]).toMatch(/^events \(\d+\):$/);
+    expect(out.slice(6).map((l) => l.trim().split(/\s+/)[1])).toEqual(expect.arrayContaining(["mint", "revoked"]));
+    const json = await run(["history", id, "--json", "--token-file", await tokenFile("alice"), "--broker", broker]);
+    expect(JSON.parse(json.stdout)).toMatchObject({ requested_by: { workload: "agent" }, allowed_by: { ids: ["agents-request-read"] }, ended: { trigger: "operator", by: "alice", reason: "suspicious use" } });
+    const missing = await run(["history", "l_doesnotexist000", "--token-file", await tokenFile("alice"), "--broker", broker]);
+    expect(missing.code).toBe(1);
+    oneLine(missing, /^jitbroker: not_found: no such lease$/);
+  });
+
+  it("revoke with backend failures: the summary names them and why, exit 1", async () => {
+    const file = await tokenFile("agent");
+    const ids: string[] = [];
+    for (const t of ["fail-1", "fail-2", "fail-3"]) ids.push(JSON.parse((await run(["exchange", "--token-file", file, "--role", "orders-read", "--task", t, "--broker", broker])).stdout).lease.id);
+    failer.failing.add(ids[1]!);
+    try {
+      const r = await run(["revoke", "--token-file", await tokenFile("alice"), "--task", "fail-2", "--reason", "rotate", "--interval", "100ms", "--broker", broker]);
+      expect(r.code).toBe(1);
+      const out = lines(r.stdout);
+      expect(out[0]).toMatch(/^revocation op_\S+ completed_with_failures: 1 matched, 0 revoked, 1 failed \(\d+\.\d s\)$/);
+      expect(out[1]).toBe("failed (the worker keeps retrying them):");
+      expect(out[2]).toBe(`  ${ids[1]}  agent  orders-read  after 2 attempts: test backend cannot revoke ${ids[1]} (HTTP 500)`);
+      expect(lines(r.stderr)[0]).toMatch(/^revocation op_\S+ started: 1 live lease of task_id fail-2$/);
+      expect(lines(r.stderr).pop()).toBe("jitbroker: 1 lease could not be revoked yet (backend errors above)");
+    } finally {
+      failer.failing.delete(ids[1]!);
+    }
+  }, 30_000);
+
+  it("revoke --no-wait prints the revocation id; bob (read-only) is refused with 1; a bad selector is a usage error", async () => {
+    const alice = await tokenFile("alice");
+    const r = await run(["revoke", "--token-file", alice, "--role", "short-read", "--reason", "x", "--no-wait", "--broker", broker]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^revocation op_\S+ started: \d+ live leases? of role short-read\n$/);
+    const bob = await run(["revoke", "--token-file", await tokenFile("bob"), "--workload", "agent", "--reason", "x", "--broker", broker]);
+    expect(bob.code).toBe(1);
+    oneLine(bob, /^jitbroker: policy_denied: admin_revoke requires an operator/);
+    const two = await run(["revoke", "--token-file", alice, "--workload", "a", "--role", "b", "--reason", "x", "--broker", broker]);
+    expect(two.code).toBe(2);
+    oneLine(two, /^jitbroker: give exactly one of --lease, --task, --workload, --role, --issuer \(got --workload, --role\)$/);
+  });
+
+  it("revoke shows a progress bar when stderr is a terminal", async () => {
+    const file = await tokenFile("agent2");
+    for (const t of ["tty-1", "tty-2"]) await run(["exchange", "--token-file", file, "--role", "orders-read", "--task", t, "--broker", broker]);
+    const alice = readFileSync(await tokenFile("alice"), "utf8");
+    // `script` gives the command a pseudo-terminal; the bar is drawn there, the summary follows.
+    const cmd = `"${process.execPath}" "${CLI}" revoke --task tty-1 --reason tty --interval 50ms`;
+    const out = await new Promise<string>((resolve, reject) =>
+      execFile("script", ["-qec", cmd, "/dev/null"], { env: cleanEnv({ JITBROKER_URL: broker, JITBROKER_WORKLOAD_TOKEN: alice, TERM: "xterm" }) }, (err, stdout, stderr) =>
+        err ? reject(new Error(`${err.message}\n${stdout}\n${stderr}`)) : resolve(stdout),
+      ),
+    );
+    expect(out).toMatch(/revoking \|[=\-\u2588\u2591]{40}\| 0\/1 done \(0 failed\)/);
+    expect(out).toMatch(/revoking \|={40}\| 1\/1 done \(0 failed\)/);
+    expect(out).toMatch(/revocation op_\S+ completed: 1 matched, 1 revoked, 0 failed/);
+  });
+
+  it("revoke follows a bulk revocation of 10,000 leases to the end and prints the summary", async () => {
+    // 10,000 active leases of one workload, written straight into the lease store (what issuance
+    // writes, minus 10,000 token signatures and policy decisions in this process).
+    const store = f.b.broker.store;
+    // A workload of its own (the store does not consult the inventory), so exactly N match.
+    const workload = "mass-load";
+    const now = Date.now();
+    const N = 10_000;
+    const ids = Array.from({ length: N }, () => newLeaseId());
+    for (let i = 0; i < N; i += 500) {
+      await Promise.all(
+        ids.slice(i, i + 500).map(async (id, k) => {
+          const draft = {
+            id,
+            role: "orders-read",
+            backend: "jwt" as const,
+            workload,
+            task: { id: `mass-${i + k}`, intent: "", tool: "", destination: "", sensitivity: "" },
+            issuedAt: now,
+            expiresAt: now + 3_600_000,
+            identity: { kind: "oidc" as const, issuer: "idp", subject: "repo:acme/app" },
+            policy: { ids: ["ci-request-deploy-or-read"], hash: "0".repeat(64) },
+          };
+          expect(await store.create(draft, 0)).toBe("ok");
+          expect(await store.activate(id, { jti: id })).toBe("active");
+        }),
+      );
+    }
+    const r = await run(["revoke", "--token-file", await tokenFile("alice"), "--workload", workload, "--reason", "mass revoke test", "--interval", "200ms", "--broker", broker], {}, 90_000);
+    expect(r.code).toBe(0);
+    const err = lines(r.stderr);
+    expect(err[0]).toMatch(new RegExp(`^revocation op_\\S+ started: ${N} live leases of workload ${workload}$`));
+    // Plain progress lines (stderr is not a terminal), never going backwards, ending at N.
+    const progress = err.slice(1).map((l) => {
+      const m = /^revoking: (\d+)\/(\d+) done \((\d+) revoked, (\d+) failed\)$/.exec(l);
+      expect(m).not.toBeNull();
+      return { done: Number(m![1]), total: Number(m![2]) };
+    });
+    expect(progress.length).toBeGreaterThanOrEqual(1);
+    expect(progress.every((p, i) => p.total === N && (i === 0 || p.done >= progress[i - 1]!.done))).toBe(true);
+    expect(progress[progress.length - 1]!.done).toBe(N);
+    expect(r.stdout).toMatch(new RegExp(`^revocation op_\\S+ completed: ${N} matched, ${N} revoked, 0 failed \\(\\d+\\.\\d s\\)\\n$`));
+    expect((await store.getMany(ids.slice(0, 50))).map((l) => l!.state)).toEqual(Array(50).fill("revoked"));
+    const left = await getJson(`${broker}/v1/admin/leases?workload=${workload}&state=active&limit=1`, await f.token("alice"));
+    expect(left.body.leases.filter((l: { id: string }) => ids.includes(l.id))).toEqual([]);
+  }, 120_000);
+});

@@ -336,7 +336,7 @@ describe("token dev", () => {
     const r = await token(["--workload", "nobody"]);
     expect(r.code).toBe(2);
     expect(r.stdout).toBe("");
-    expect(lines(r.stderr)).toEqual(['jitbroker: unknown workload "nobody" (known: payments-deployer, support-agent, billing-api, alice)']);
+    expect(lines(r.stderr)).toEqual(['jitbroker: unknown workload "nobody" (known: payments-deployer, support-agent, billing-api, alice, bob)']);
   });
 
   it("takes the dev configuration from --config too", async () => {

@@ -110,6 +110,12 @@ async function tokenFile(who: Parameters<Fixture["token"]>[0]): Promise<string> 
   writeFileSync(file, await f.token(who));
   return file;
 }
+/** A lease made over HTTP (setup for operator commands; the CLI's own exchange is tested above). */
+async function lease(who: Parameters<Fixture["call"]>[2], role: string, task: string, intent?: string): Promise<string> {
+  const r = await f.call("POST", "/v1/credentials", who, { role, task: { id: task, ...(intent ? { intent } : {}) } });
+  expect(r.status).toBe(201);
+  return r.body.lease.id as string;
+}
 const introspect = async (token: string) => (await f.call("POST", "/v1/introspect", "agent2", { token })).body as { active: boolean; lease_id?: string };
 
 describe("exchange in GitHub Actions", () => {
@@ -377,10 +383,7 @@ describe("operators", () => {
   it("leases: a table with filters, --json, --limit", async () => {
     const file = await tokenFile("agent2");
     const ids: string[] = [];
-    for (const t of ["tbl-1", "tbl-2", "tbl-3"]) {
-      const r = await run(["exchange", "--token-file", file, "--role", "orders-read", "--task", t, "--broker", broker]);
-      ids.push(JSON.parse(r.stdout).lease.id);
-    }
+    for (const t of ["tbl-1", "tbl-2", "tbl-3"]) ids.push(await lease("agent2", "orders-read", t));
     const alice = await tokenFile("alice");
     const table = await run(["leases", "--token-file", alice, "--workload", "agent2", "--role", "orders-read", "--state", "active", "--broker", broker]);
     expect(table.code).toBe(0);
@@ -405,9 +408,8 @@ describe("operators", () => {
   });
 
   it("history answers the four questions in plain words", async () => {
-    const r = await run(["exchange", "--token-file", await tokenFile("agent"), "--role", "orders-read", "--task", "hist-1", "--intent", "answer ticket 9", "--broker", broker]);
-    const id = JSON.parse(r.stdout).lease.id as string;
-    await run(["revoke", "--token-file", await tokenFile("alice"), "--lease", id, "--reason", "suspicious use", "--broker", broker]);
+    const id = await lease("agent", "orders-read", "hist-1", "answer ticket 9");
+    expect((await run(["revoke", "--token-file", await tokenFile("alice"), "--lease", id, "--reason", "suspicious use", "--broker", broker])).code).toBe(0);
     const h = await run(["history", id, "--token-file", await tokenFile("alice"), "--broker", broker]);
     expect(h.code).toBe(0);
     const out = lines(h.stdout);
@@ -426,9 +428,8 @@ describe("operators", () => {
   });
 
   it("revoke with backend failures: the summary names them and why, exit 1", async () => {
-    const file = await tokenFile("agent");
     const ids: string[] = [];
-    for (const t of ["fail-1", "fail-2", "fail-3"]) ids.push(JSON.parse((await run(["exchange", "--token-file", file, "--role", "orders-read", "--task", t, "--broker", broker])).stdout).lease.id);
+    for (const t of ["fail-1", "fail-2", "fail-3"]) ids.push(await lease("agent", "orders-read", t));
     failer.failing.add(ids[1]!);
     try {
       const r = await run(["revoke", "--token-file", await tokenFile("alice"), "--task", "fail-2", "--reason", "rotate", "--interval", "100ms", "--broker", broker]);
@@ -458,8 +459,7 @@ describe("operators", () => {
   });
 
   it("revoke shows a progress bar when stderr is a terminal", async () => {
-    const file = await tokenFile("agent2");
-    for (const t of ["tty-1", "tty-2"]) await run(["exchange", "--token-file", file, "--role", "orders-read", "--task", t, "--broker", broker]);
+    for (const t of ["tty-1", "tty-2"]) await lease("agent2", "orders-read", t);
     const alice = readFileSync(await tokenFile("alice"), "utf8");
     // `script` gives the command a pseudo-terminal; the bar is drawn there, the summary follows.
     const cmd = `"${process.execPath}" "${CLI}" revoke --task tty-1 --reason tty --interval 50ms`;

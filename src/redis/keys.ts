@@ -11,6 +11,12 @@
  *   {p}:task:*, {p}:revop:*
  *   {p}:revocations:*                          BullMQ's queue (src/leases/queue.ts)
  *   {p}:sweeper                                string: the sweeper's per-tick lock
+ *   {p}:req:*, {p}:reqs, {p}:reqs:*            approval requests: see src/approvals/store.ts
+ *   {p}:rl:<limit>:<workload>                  string: credential requests in the current
+ *                                               minute (src/limits/ratelimit.ts)
+ *   {p}:aws:lock:<sha256(role ARN) base64url>  string: owner token of the per-role lock that
+ *                                               serializes revocation policy writes, PX
+ *                                               (src/backends/aws/lock.ts)
  */
 import { createHash } from "node:crypto";
 

@@ -22,7 +22,7 @@ import { loadOrCreateSigningKeys, type SigningKeys } from "./backends/jwt/keys";
 import { openidConfiguration } from "./backends/jwt/oidc";
 import { createConfiguredBackends } from "./backends/registry";
 import type { Backend, BackendStatus } from "./backends/types";
-import type { IssuerConfig, RoleConfig } from "./config/schema";
+import type { IssuerConfig } from "./config/schema";
 import { BrokerError } from "./core/errors";
 import { requireJsonObject } from "./http/app";
 import { apiRoutes, buildOpenApiDocument } from "./http/openapi";
@@ -187,7 +187,13 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
   const jwt = createJwtBackend({ keys: currentKeys, issuer: cfg.server.public_url, now });
   const backends = new Map<string, Backend>([["jwt", jwt]]);
   for (const [kind, b] of await createConfiguredBackends(cfg, { logger, registry: metrics.registry, now, store, audit, parts: opts.parts ?? { api: true, worker: true }, redis, keys })) backends.set(kind, b);
-  for (const [kind, b] of Object.entries(opts.backends ?? {})) if (b) backends.set(kind, b);
+  for (const [kind, b] of Object.entries(opts.backends ?? {})) {
+    if (!b) continue;
+    // A replaced backend (tests inject fault-wrapping ones) stops its timers and connections.
+    const replaced = backends.get(kind);
+    if (replaced && replaced !== b) await replaced.close?.().catch(() => undefined);
+    backends.set(kind, b);
+  }
   for (const [kind, b] of backends) {
     // Leases derive what revocation means from their backend kind; a backend must agree.
     if (b.kind !== kind || b.revocation !== REVOCATION_KIND[b.kind]) throw new Error(`backend ${kind} declares ${b.kind}/${b.revocation}, expected ${kind}/${REVOCATION_KIND[b.kind]}`);

@@ -12,7 +12,7 @@ v8.setFlagsFromString("--no-turbo-inlining");
 import { existsSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { Command, CommanderError, Option } from "commander";
-import { ConfigError, loadConfig, type LoadedConfig } from "../config/load";
+import type { LoadedConfig } from "../config/load";
 import { parseDuration } from "../core/duration";
 import { createLogger } from "../core/logger";
 import { devConfigYaml } from "../dev/config";
@@ -26,31 +26,10 @@ import { embeddedRedisUrl } from "../redis/embedded";
 import { Redis } from "ioredis";
 import { copyFileSync, mkdirSync, readdirSync } from "node:fs";
 import { registerClientCommands } from "./client";
+import { CliError, load } from "./errors";
 import { configWarnings, registerPolicyCommands } from "./policy-commands";
 
-export class CliError extends Error {
-  constructor(
-    message: string,
-    readonly exitCode: 1 | 2 | 3,
-  ) {
-    super(message);
-  }
-}
-
 const devDir = () => path.resolve(process.env.JITBROKER_HOME ?? ".jitbroker");
-
-export function load(file: string | undefined): LoadedConfig {
-  try {
-    return loadConfig(file);
-  } catch (e) {
-    if (e instanceof ConfigError) {
-      if (e.problems.length === 1) throw new CliError(e.message, 2);
-      process.stderr.write(`${e.message}\n`);
-      throw new CliError(`configuration has ${e.problems.length} problems`, 2);
-    }
-    throw e;
-  }
-}
 
 async function serve(cfg: LoadedConfig, banner?: (url: string) => string, only?: "api" | "worker"): Promise<void> {
   const logger = createLogger();

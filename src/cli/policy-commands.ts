@@ -32,7 +32,7 @@ import {
 } from "../policy/simulate";
 import type { ActionName } from "../policy/types";
 // main.ts imports this module too; CliError and load are only used when a command runs.
-import { CliError, load } from "./main";
+import { CliError, load } from "./errors";
 
 const rel = (p: string) => path.relative(process.cwd(), p) || p;
 

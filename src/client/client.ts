@@ -13,6 +13,8 @@
 import { ApprovalError, BrokerApiError, BrokerUnreachableError, type Problem } from "./errors";
 import { tokenProvider, type TokenOption, type TokenProvider } from "./token";
 import type {
+  ApprovalRequest,
+  ApprovalState,
   CredentialGrant,
   Introspection,
   Lease,
@@ -341,6 +343,20 @@ export class BrokerClient {
 
   async getRevocation(id: string): Promise<RevocationProgress> {
     return (await this.call<RevocationProgress>("GET", `/v1/admin/revocations/${encodeURIComponent(id)}`)).body;
+  }
+
+  /** Approval requests (operators), newest first; `state: "pending_approval"` for the queue. */
+  async listRequests(filter: { state?: ApprovalState; workload?: string; limit?: number; cursor?: string } = {}): Promise<{ requests: ApprovalRequest[]; next_cursor: string | null }> {
+    return (await this.call<{ requests: ApprovalRequest[]; next_cursor: string | null }>("GET", "/v1/admin/requests", { query: { ...filter } })).body;
+  }
+
+  /** Approves a pending request (operators allowed `approve` on its role; never the requester). */
+  async approveRequest(id: string, reason?: string): Promise<ApprovalRequest> {
+    return (await this.call<{ request: ApprovalRequest }>("POST", `/v1/admin/requests/${encodeURIComponent(id)}/approve`, { body: reason === undefined ? {} : { reason } })).body.request;
+  }
+
+  async denyRequest(id: string, reason?: string): Promise<ApprovalRequest> {
+    return (await this.call<{ request: ApprovalRequest }>("POST", `/v1/admin/requests/${encodeURIComponent(id)}/deny`, { body: reason === undefined ? {} : { reason } })).body.request;
   }
 
   /** Who requested a lease, with which identity, under which policy, and how it ended (I8). */

@@ -379,6 +379,43 @@ describe("approval", () => {
   });
 });
 
+describe("approval commands for operators", () => {
+  it("requests lists the queue; approve and deny decide with a reason; the requester never approves its own", async () => {
+    const ids: string[] = [];
+    for (const t of ["cq-1", "cq-2"]) {
+      const r = await f.call("POST", "/v1/credentials", "agent", { role: "orders-write", task: { id: t, intent: "refund" } });
+      expect(r.status).toBe(202);
+      ids.push(r.body.request.id);
+    }
+    const alice = await tokenFile("alice");
+    const list = await run(["requests", "--token-file", alice, "--workload", "agent", "--broker", broker]);
+    expect(list.code).toBe(0);
+    const rows = lines(list.stdout);
+    expect(rows[0]).toMatch(/^REQUEST\s+STATE\s+WORKLOAD\s+ROLE\s+TASK\s+INTENT\s+CREATED\s+DECIDED$/);
+    for (const id of ids) expect(rows.find((l) => l.startsWith(id))).toMatch(new RegExp(`^${id}\\s+pending_approval\\s+agent\\s+orders-write\\s+cq-\\d\\s+refund\\s+\\S+Z$`));
+
+    const own = await run(["approve", ids[0]!, "--token-file", await tokenFile("agent"), "--broker", broker]);
+    expect(own.code).toBe(1);
+    oneLine(own, /^jitbroker: policy_denied: a workload can never approve its own request$/);
+
+    const ok = await run(["approve", ids[0]!, "--reason", "INC-9", "--token-file", alice, "--broker", broker]);
+    expect(ok.code).toBe(0);
+    expect(ok.stdout).toMatch(new RegExp(`^request ${ids[0]} \\(agent → orders-write, task cq-1\\) approved by alice; the requester collects the credential by \\S+Z\n$`));
+    const no = await run(["deny", ids[1]!, "--reason", "not now", "--json", "--token-file", alice, "--broker", broker]);
+    expect(no.code).toBe(0);
+    expect(JSON.parse(no.stdout)).toMatchObject({ id: ids[1], state: "denied", decided_by: "alice", reason: "not now" });
+    const again = await run(["deny", ids[1]!, "--token-file", alice, "--broker", broker]);
+    expect(again.code).toBe(1);
+    oneLine(again, /^jitbroker: request_not_pending: request rq_\S+ is denied$/);
+    const all = await run(["requests", "--all", "--json", "--workload", "agent", "--token-file", alice, "--broker", broker]);
+    const states = Object.fromEntries((JSON.parse(all.stdout) as { id: string; state: string }[]).map((r) => [r.id, r.state]));
+    expect(states[ids[0]!]).toBe("approved");
+    expect(states[ids[1]!]).toBe("denied");
+    const bad = await run(["approve", "nope", "--token-file", alice, "--broker", broker]);
+    expect(bad.code).toBe(2);
+  });
+});
+
 describe("operators", () => {
   it("leases: a table with filters, --json, --limit", async () => {
     const file = await tokenFile("agent2");

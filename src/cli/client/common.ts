@@ -8,7 +8,7 @@ import { BrokerClient } from "../../client/client";
 import { ApprovalError, BrokerApiError, BrokerUnreachableError, TokenSourceError } from "../../client/errors";
 import { envToken, fileToken, githubActionsToken, type TokenProvider } from "../../client/token";
 import { parseDuration } from "../../core/duration";
-import { CliError } from "../main";
+import { CliError } from "../errors";
 
 export const DEFAULT_GITLAB_VAR = "JITBROKER_ID_TOKEN";
 export const DEV_TOKEN_VAR = "JITBROKER_WORKLOAD_TOKEN";

@@ -7,7 +7,7 @@ import { Command, Option } from "commander";
 import type { BrokerClient } from "../../client/client";
 import { ApprovalError } from "../../client/errors";
 import type { CredentialGrant } from "../../client/types";
-import { CliError } from "../main";
+import { CliError } from "../errors";
 import { action, clientFrom, duration, withClientFlags, type ClientFlags } from "./common";
 import { credentialVars, envLines, githubFileCommands, maskCommands, OutputError, type ExportVar } from "./output";
 

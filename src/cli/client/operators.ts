@@ -7,7 +7,7 @@ import { SingleBar } from "cli-progress";
 import { Command, Option } from "commander";
 import type { BrokerClient } from "../../client/client";
 import type { Lease, LeaseFilter, LeaseHistory, LeaseState, RevocationProgress, RevocationSelector } from "../../client/types";
-import { CliError } from "../main";
+import { CliError } from "../errors";
 import { action, clientFrom, duration, withClientFlags, type ClientFlags } from "./common";
 
 const STATES: LeaseState[] = ["issuing", "active", "revoking", "revoked", "expired", "revoke_failed"];

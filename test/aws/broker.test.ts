@@ -6,7 +6,7 @@
 import { startAwsServer, type AwsServer } from "../support/aws-server";
 import { getJson } from "../support/broker";
 import { startFixture, waitFor, type Fixture } from "../support/fixture";
-import { BROKER_CREDS, POLICY_NAME, expectNoSecrets, redisText } from "./helpers";
+import { BROKER_CREDS, POLICY_NAME, expectNoSecrets, redisContents } from "./helpers";
 
 const SESSION_POLICY = {
   Version: "2012-10-17",
@@ -155,12 +155,13 @@ describe("aws_sts through the broker", () => {
   it("no secret key or session token in Redis, logs or metrics (I6)", async () => {
     expect(server.sessions.length).toBeGreaterThanOrEqual(4);
     const needles = [...server.sessions.flatMap((s) => [s.secretAccessKey, s.sessionToken]), BROKER_CREDS.secretAccessKey];
-    const { keys, text } = await redisText(f.b.broker.redis, `{${f.b.config.redis.prefix}}*`);
+    const { keys, text, dumps } = await redisContents(f.b.broker.redis, f.b.config.redis.prefix);
     expect(keys).toBeGreaterThan(10);
     // The scan read real data: lease handles and the AWS audit events are there.
     expect(text).toContain(server.sessions[0]!.userId);
     expect(text).toContain("aws_deny_attached");
     expectNoSecrets("redis", text, needles);
+    for (const d of dumps) expectNoSecrets("redis (DUMP)", d, needles);
     const logs = f.b.logs.join("");
     expect(logs).toContain("revocation policy updated");
     expectNoSecrets("logs", logs, needles);

@@ -113,31 +113,4 @@ export function leaseFor(now: number, o: { ttlSeconds: number; workload?: string
   };
 }
 
-/** Every key of a prefix and its contents, as text (strings, hashes, lists, sets, zsets, streams). */
-export async function redisText(redis: Redis, pattern: string): Promise<{ keys: number; text: string }> {
-  const parts: string[] = [];
-  let keys = 0;
-  let cursor = "0";
-  do {
-    const [next, batch] = await redis.scan(cursor, "MATCH", pattern, "COUNT", 1000);
-    cursor = next;
-    for (const key of batch) {
-      keys++;
-      parts.push(key);
-      const type = await redis.type(key);
-      if (type === "string") parts.push((await redis.get(key)) ?? "");
-      else if (type === "hash") parts.push(JSON.stringify(await redis.hgetall(key)));
-      else if (type === "list") parts.push(JSON.stringify(await redis.lrange(key, 0, -1)));
-      else if (type === "set") parts.push(JSON.stringify(await redis.smembers(key)));
-      else if (type === "zset") parts.push(JSON.stringify(await redis.zrange(key, 0, -1, "WITHSCORES")));
-      else if (type === "stream") parts.push(JSON.stringify(await redis.xrange(key, "-", "+")));
-      else if (type !== "none") throw new Error(`unexpected key type ${type} for ${key}`);
-    }
-  } while (cursor !== "0");
-  return { keys, text: parts.join("\n") };
-}
-
-export function expectNoSecrets(where: string, haystack: string, needles: string[]) {
-  const leaked = needles.filter((n) => haystack.includes(n)).map((n) => `${n.slice(0, 8)}…(${n.length} chars)`);
-  expect({ where, leaked }).toEqual({ where, leaked: [] });
-}
+export { expectNoSecrets, redisContents } from "../support/secrets";

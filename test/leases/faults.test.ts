@@ -14,6 +14,7 @@ import { Redis } from "ioredis";
 import { BackendError, type Backend } from "../../src/backends/types";
 import type { Lease } from "../../src/leases/types";
 import { getJson, startTestBroker, type TestBroker } from "../support/broker";
+import { redisContents } from "../support/secrets";
 import { startFixture, waitFor, type Fixture } from "../support/fixture";
 import { startRedisServer, type RedisServerHandle } from "../support/redis-server";
 
@@ -180,32 +181,6 @@ async function metric(fx: Fixture, name: string, labels: string): Promise<number
   return line ? Number(line.split(" ")[1]) : 0;
 }
 
-/** The text of every key under a prefix, read by type, plus its DUMP payload. */
-async function redisContents(redis: Redis, prefix: string): Promise<{ keys: number; text: string; dumps: Buffer[] }> {
-  const parts: string[] = [];
-  const dumps: Buffer[] = [];
-  let keys = 0;
-  let cursor = "0";
-  do {
-    const [next, batch] = await redis.scan(cursor, "MATCH", `{${prefix}}*`, "COUNT", 1000);
-    cursor = next;
-    for (const key of batch) {
-      keys++;
-      parts.push(key);
-      const type = await redis.type(key);
-      if (type === "string") parts.push((await redis.get(key)) ?? "");
-      else if (type === "hash") parts.push(JSON.stringify(await redis.hgetall(key)));
-      else if (type === "list") parts.push(JSON.stringify(await redis.lrange(key, 0, -1)));
-      else if (type === "set") parts.push(JSON.stringify(await redis.smembers(key)));
-      else if (type === "zset") parts.push(JSON.stringify(await redis.zrange(key, 0, -1, "WITHSCORES")));
-      else if (type === "stream") parts.push(JSON.stringify(await redis.xrange(key, "-", "+")));
-      else if (type !== "none") throw new Error(`unexpected key type ${type} for ${key}`);
-      const d = await redis.dumpBuffer(key);
-      if (d) dumps.push(d);
-    }
-  } while (cursor !== "0");
-  return { keys, text: parts.join("\n"), dumps };
-}
 
 /** Full token strings and their signature parts. */
 function secretNeedles(tokens: Iterable<string>): string[] {

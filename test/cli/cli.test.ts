@@ -3,7 +3,6 @@
  * `node dist/cli/main.js`, exit codes 0 / 2, what lands on stdout and stderr.
  * `scripts/test` builds dist/ before jest; run `npm run build` first when calling jest directly.
  */
-import { execFile } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -13,39 +12,11 @@ import { devConfigYaml } from "../../src/dev/config";
 import { MINIMAL_CONFIG } from "../support/configs";
 import { loadOrCreateSigningKeys } from "../../src/backends/jwt/keys";
 import { DEV_OIDC_ISSUER, DEV_TRUST_DOMAIN, ensureDevIssuer } from "../../src/dev/issuer";
+import { CLI, ROOT, lines, runCli } from "../support/cli";
 
-const ROOT = path.resolve(__dirname, "../..");
-const CLI = path.join(ROOT, "dist/cli/main.js");
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
+const run = (args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {}) => runCli(args, { ...opts, timeoutMs: 20_000 });
 
-/** The environment without anything of the developer's that would change the CLI's behaviour. */
-function cleanEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) {
-    if (k.startsWith("JITBROKER_") || k === "REDIS_URL" || k === "VAULT_TOKEN") continue;
-    env[k] = v;
-  }
-  return { ...env, ...extra };
-}
-
-function run(args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    execFile(process.execPath, [CLI, ...args], { cwd: opts.cwd ?? ROOT, env: cleanEnv(opts.env), timeout: 20_000 }, (err, stdout, stderr) => {
-      if (err && typeof err.code !== "number") {
-        if (err.killed) reject(new Error(`jitbroker ${args.join(" ")} timed out\n${stderr}`));
-        else if (err.code !== undefined) reject(err);
-      }
-      resolve({ code: err ? (typeof err.code === "number" ? err.code : null) : 0, stdout, stderr });
-    });
-  });
-}
-
-const lines = (text: string) => text.split("\n").filter((l) => l.trim() !== "");
 
 const MINIMAL = `${MINIMAL_CONFIG.trimStart()}workloads:
   - { id: builder, kind: ci, owner: "o@example.com", purpose: "builds", issuer: ci, subject: "repo:acme/app" }

@@ -2,39 +2,19 @@
  * `jitbroker policy test`, `policy why` and the warnings of `config check`, as a user runs them:
  * child processes of `node dist/cli/main.js` (build first: `npm run build`, or ./scripts/test).
  */
-import { execFile } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { parse as parseYaml } from "yaml";
 
-const ROOT = path.resolve(__dirname, "../..");
-const CLI = path.join(ROOT, "dist/cli/main.js");
+import { CLI, ROOT, lines, runCli } from "../support/cli";
 const FIXTURE = "test/policy/fixtures/broker.yaml";
 const RISKY = "test/policy/fixtures/risky.yaml";
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
 
-function cleanEnv(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith("JITBROKER_") && k !== "REDIS_URL") env[k] = v;
-  return env;
-}
 
-function run(args: string[]): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    execFile(process.execPath, [CLI, ...args], { cwd: ROOT, env: cleanEnv(), timeout: 20_000 }, (err, stdout, stderr) => {
-      if (err && typeof err.code !== "number") return reject(new Error(`jitbroker ${args.join(" ")}: ${err.message}\n${stderr}`));
-      resolve({ code: err ? (err.code as number) : 0, stdout, stderr });
-    });
-  });
-}
+const run = (args: string[]) => runCli(args, { timeoutMs: 20_000 });
 
-const lines = (text: string) => text.split("\n").filter((l) => l.trim() !== "");
 
 let tmp: string;
 

@@ -5,7 +5,6 @@
  * broker where a test needs answers a real one would not give. Exit codes: DESIGN.md section 6.
  * Runs dist/: `npm run build` first (scripts/test does).
  */
-import { execFile, type ExecFileException } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -14,37 +13,11 @@ import { newLeaseId } from "../../src/leases/service";
 import { getJson } from "../support/broker";
 import { startFixture, waitFor, type Fixture } from "../support/fixture";
 import { startRecordingServer } from "../support/http-server";
+import { execFile } from "node:child_process";
+import { CLI, cleanEnv, runCli, type Run } from "../support/cli";
 
-const ROOT = path.resolve(__dirname, "../..");
-const CLI = path.join(ROOT, "dist/cli/main.js");
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** The environment without anything of the developer's or of a CI runner's. */
-function cleanEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) {
-    if (/^(JITBROKER_|GITHUB_|ACTIONS_|GITLAB_|CI_)/.test(k) || k === "REDIS_URL" || k === "VAULT_TOKEN") continue;
-    env[k] = v;
-  }
-  return { ...env, ...extra };
-}
-
-function run(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 30_000): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    execFile(process.execPath, [CLI, ...args], { cwd: ROOT, env: cleanEnv(env), timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024 }, (err: ExecFileException | null, stdout, stderr) => {
-      if (err && typeof err.code !== "number") {
-        reject(new Error(`jitbroker ${args.join(" ")}: ${err.killed ? "timed out" : err.message}\n${stderr}`));
-        return;
-      }
-      resolve({ code: err ? (err.code as number) : 0, stdout, stderr });
-    });
-  });
-}
+const run = (args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 30_000) => runCli(args, { env, timeoutMs });
 
 const lines = (t: string) => t.split("\n").filter((l) => l !== "");
 

@@ -127,8 +127,6 @@ export function createLeaseService(opts: LeaseServiceOptions) {
       const backend = opts.backends.get(role.backend);
       if (!backend) throw new BrokerError("backend_unavailable", `backend ${role.backend} is not available in this broker`);
       const mintReq = req.scope === undefined ? {} : { scope: req.scope };
-      if (req.scope !== undefined && !backend.checkRequest) throw new BrokerError("invalid_request", `scope: role ${role.name} (backend ${role.backend}) does not accept a scope`);
-      backend.checkRequest?.(role, mintReq);
       const task: TaskContext = { id: req.task.id, intent: req.task.intent ?? "", tool: req.task.tool ?? "", destination: req.task.destination ?? "", sensitivity: req.task.sensitivity ?? "" };
 
       const ttlIn = { requestedMs: req.ttlMs, roleDefaultMs: role.ttl.default, roleMaxMs: role.ttl.max };
@@ -162,6 +160,10 @@ export function createLeaseService(opts: LeaseServiceOptions) {
         ...(approval ? { approval_request: approval.request.id, approved_by: approval.request.decided_by } : {}),
       });
       if (decision.decision !== "allow") throw new BrokerError("policy_denied", `policy does not allow ${workload} to request ${role.name}`, { extra: { policy_hash: decision.policyHash } });
+      // Backend-specific input is checked only for callers the policy allows: a scope check can be
+      // costly and its answers describe the role, which a refused caller must not learn about.
+      if (req.scope !== undefined && !backend.checkRequest) throw new BrokerError("invalid_request", `scope: role ${role.name} (backend ${role.backend}) does not accept a scope`);
+      backend.checkRequest?.(role, mintReq);
 
       if (decision.approvalRequired && !approval) {
         if (!opts.approvals) throw new BrokerError("policy_denied", `requesting ${role.name} requires human approval, which is not enabled in this broker`);
@@ -254,6 +256,12 @@ export function createLeaseService(opts: LeaseServiceOptions) {
       }
       if (state !== "active") {
         const lease = await store.get(id).catch(() => null);
+        if (state === "reopened") {
+          // The mint outlived worker.mint_timeout and the worker had ended the lease as never
+          // minted; the lease is revoking again, with the handle, and the worker retries it.
+          await undoMint(lease ?? store.created(draft), id, backend, minted, "the mint took longer than worker.mint_timeout");
+          throw new BrokerError("backend_unavailable", `backend ${role.backend} took longer than the mint timeout; what it minted is being revoked`);
+        }
         await undoMint(lease ?? store.created(draft), id, backend, minted, `lease was ${state} before the mint completed`);
         if (lease?.revocation?.trigger === "task_completed") throw new BrokerError("task_completed", `task ${task.id} was completed while the credential was being issued`);
         throw new BrokerError("policy_denied", `the lease was revoked (${lease?.revocation?.trigger ?? state}) while the credential was being issued`);

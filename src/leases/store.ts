@@ -52,12 +52,23 @@ return 'ok'
 `;
 
 const ACTIVATE = `
--- KEYS: 1 lease.  ARGV: 1 handle JSON, 2 backend_expires_at ms or ''
+-- KEYS: 1 lease, 2 due.  ARGV: 1 handle JSON, 2 backend_expires_at ms or '', 3 lease id, 4 now ms
+-- A lease the worker already finished as "never minted" (its mint outlived worker.mint_timeout)
+-- is reopened as revoking and due now: the credential that did get minted is then revoked with
+-- its handle, retried like any other (I1).
 local st = redis.call('HGET', KEYS[1], 'state')
 if not st then return 'missing' end
+local had = redis.call('HEXISTS', KEYS[1], 'handle')
 redis.call('HSET', KEYS[1], 'handle', ARGV[1])
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'bexp', ARGV[2]) end
 if st == 'issuing' then redis.call('HSET', KEYS[1], 'state', 'active') return 'active' end
+if had == 0 and (st == 'revoked' or st == 'expired') then
+  redis.call('HSET', KEYS[1], 'state', 'revoking', 'tat', ARGV[4])
+  redis.call('HDEL', KEYS[1], 'rat')
+  redis.call('PERSIST', KEYS[1])
+  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
+  return 'reopened'
+end
 return st
 `;
 
@@ -297,10 +308,10 @@ export function createLeaseStore(redis: Redis, keys: Keyspace, opts: LeaseStoreO
     },
 
     /** Records the backend handle; flips issuing → active. Returns the state after the call. */
-    async activate(id: string, handle: Record<string, string>, backendExpiresAt?: number): Promise<LeaseState | "missing"> {
-      return (await storeCall(() => redis.eval(ACTIVATE, 1, k.lease(id), JSON.stringify(handle), backendExpiresAt === undefined ? "" : String(backendExpiresAt)))) as
-        | LeaseState
-        | "missing";
+    async activate(id: string, handle: Record<string, string>, backendExpiresAt?: number): Promise<LeaseState | "missing" | "reopened"> {
+      return (await storeCall(() =>
+        redis.eval(ACTIVATE, 2, k.lease(id), k.due, JSON.stringify(handle), backendExpiresAt === undefined ? "" : String(backendExpiresAt), id, String(now())),
+      )) as LeaseState | "missing" | "reopened";
     },
 
     /**

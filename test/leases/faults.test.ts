@@ -654,6 +654,49 @@ describe("revocation faults", () => {
 // ---------------------------------------------------------------------------------------------
 // 7. Quota
 
+describe("a mint that outlives worker.mint_timeout", () => {
+  it("the lease the worker ended as never minted is reopened and the late credential revoked (I1)", async () => {
+    const { f, ctl } = await startWithCtl({ extra: { worker: { sweep_interval: "100ms", sweep_grace: "100ms", fail_after: 2, mint_timeout: "1s" } } });
+    try {
+      let leaseId = "";
+      let release!: () => void;
+      const held = new Promise<void>((r) => (release = r));
+      ctl.onMint = async (lease) => {
+        leaseId = lease.id;
+        await held;
+      };
+      // The task completes while the mint hangs; after mint_timeout (1 s) the worker ends the lease as never minted.
+      const pending = f.call("POST", "/v1/credentials", "agent", { role: "orders-read", task: { id: "slow-mint" } });
+      await waitFor(async () => leaseId !== "", 10_000, "the mint to start");
+      expect((await f.call("POST", "/v1/tasks/slow-mint/complete", "agent")).status).toBe(200);
+      await waitFor(async () => (await f.b.broker.store.get(leaseId))?.state === "revoked", 15_000, "the lease to end as never minted");
+      expect((await f.b.broker.store.get(leaseId))?.handle).toBeNull();
+      ctl.onMint = null;
+      release();
+      const r = await pending;
+      expect(r.status).toBe(503);
+      expect(r.body.code).toBe("backend_unavailable");
+      expect(r.body.detail).toMatch(/took longer than the mint timeout/);
+      expect(r.body).not.toHaveProperty("credential");
+      // The late credential is revoked at the backend with its handle, and the lease ends with it.
+      await waitFor(async () => (ctl.revokeCalls.get(leaseId) ?? 0) > 0, 10_000, "the late credential to be revoked");
+      const l = await waitFor(async () => {
+        const x = await f.b.broker.store.get(leaseId);
+        return x && x.state === "revoked" && x.handle !== null ? x : null;
+      }, 10_000, "the reopened lease to end");
+      expect(l.handle).not.toBeNull();
+      // Audited twice: ended as never minted, then revoked with the late credential's handle.
+      const events = await waitFor(async () => {
+        const types = (await f.b.broker.audit.byLease(leaseId)).map((e) => e.type);
+        return types.filter((t) => t === "revoked").length >= 2 ? types : null;
+      }, 10_000, "both revocation events");
+      expect(events).toContain("issue_failed");
+    } finally {
+      await f.close();
+    }
+  });
+});
+
 describe("quota per workload", () => {
   let f: Fixture;
   let ctl: Ctl;

@@ -16,7 +16,9 @@
  * The load generator shares the machine's cores with the broker and Redis.
  *
  * Usage: node scripts/bench/exchange.js [--duration 10] [--warmup 2] [--concurrency 50]
- *        [--targets bare,whoami,exchange] [--log-level warn] [--no-turbo-inlining]
+ *        [--targets bare,whoami,exchange] [--log-level warn] [--no-turbo-inlining] [--rate-limit off]
+ * --rate-limit off: limits.requests_per_minute 0 (the per-workload rate limiter, and its Redis
+ * round trip per request, are skipped); by default it is on and never refuses (lib.js).
  * Exits 3 (and prints an `exchange-crash` result) if the broker process died during the run.
  */
 const net = require("node:net");
@@ -37,6 +39,7 @@ const LOG_LEVEL = args["log-level"]; // optional: e.g. warn, to measure the cost
 // Optional: run the broker with V8's TurboFan inlining off (a mitigation for the V8 crash, see
 // docs/BENCHMARKS.md).
 const BROKER_NODE_ARGS = args["no-turbo-inlining"] ? ["--no-turbo-inlining"] : [];
+const RATE_LIMIT = args["rate-limit"] === "off" ? "off" : "on";
 
 /**
  * A lean HTTP/1.1 keep-alive client: one TCP connection per simulated client, requests written
@@ -167,6 +170,7 @@ async function main() {
   const issuer = await L.createIssuer(dir);
   const port = await L.freePort();
   const cfg = L.brokerConfig({ dir, redisUrl: redis.url, port, quota: 0, issuer });
+  if (RATE_LIMIT === "off") cfg.limits = { requests_per_minute: 0 };
   let broker;
   let bare;
   try {
@@ -203,7 +207,7 @@ async function main() {
       process.stderr.write(`${t}: ${results[t].rps.toFixed(0)} req/s, p50 ${results[t].p50_ms.toFixed(1)} ms, p99 ${results[t].p99_ms.toFixed(1)} ms, errors ${results[t].errors}, cpu ms/req ${JSON.stringify(results[t].cost?.cpu_ms)}\n`);
       await L.sleep(1000);
     }
-    const out = { concurrency: CONCURRENCY, duration_s: DURATION / 1000, warmup_s: WARMUP / 1000, log_level: LOG_LEVEL ?? "info", broker_node_args: BROKER_NODE_ARGS, results };
+    const out = { concurrency: CONCURRENCY, duration_s: DURATION / 1000, warmup_s: WARMUP / 1000, log_level: LOG_LEVEL ?? "info", broker_node_args: BROKER_NODE_ARGS, rate_limit: RATE_LIMIT, results };
     if (results.bare && results.exchange) out.ratio = results.exchange.rps / results.bare.rps;
     if (broker.crashed()) {
       // The numbers of a run whose broker died are meaningless: say so, and fail the run.

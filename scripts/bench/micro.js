@@ -6,6 +6,9 @@
  *   rs256_verify   jose jwtVerify of a workload token (RS256, 2048-bit), as the verifier does
  *   es256_mint     the jwt backend's mint (SignJWT, ES256)
  *   cedar_decide   the policy engine's decide() for an agent request, example policies
+ *                  (context: task, ttl_seconds, approved, as before context.time existed)
+ *   cedar_decide_time  the same with the context the broker builds now (decisionContext:
+ *                  context.time formatted with Intl in policy.timezone), formatting included
  *   log_request    one access-log line (pino, the broker's redaction list) to /dev/null
  *   log_audit      one "audit" log line carrying a mint event (the ledger logs every event)
  *   audit_prepare  canonical JSON + sha256 of one mint event (done per event by the ledger)
@@ -55,6 +58,8 @@ async function main() {
       context: { task: { id: `m-${i}`, intent: "", tool: "", destination: "", sensitivity: "" }, ttl_seconds: 300, approved: false },
     });
     if (engine.decide(decisionRequest(0)).decision !== "allow") throw new Error("policy fixture does not allow");
+    const { decisionContext } = L.dist("policy/context.js");
+    const decisionRequestNow = (i) => ({ ...decisionRequest(i), context: decisionContext({ task: { id: `m-${i}` }, ttlSeconds: 300, approved: false, atMs: Date.now() }) });
 
     const { createJwtBackend } = L.dist("backends/jwt/backend.js");
     const { loadOrCreateSigningKeys } = L.dist("backends/jwt/keys.js");
@@ -87,11 +92,12 @@ async function main() {
       rs256_verify: await timeIt(() => jwtVerify(token, pub, { algorithms: ["RS256"], audience: "jitbroker" })),
       es256_mint: await timeIt((i) => jwt.mint(lease(i), role)),
       cedar_decide: await timeIt((i) => engine.decide(decisionRequest(i))),
+      cedar_decide_time: await timeIt((i) => engine.decide(decisionRequestNow(i))),
       log_request: await timeIt((i) => logger.info({ request_id: "0f8fad5b-d9cb-469f-a165-70867728950e", method: "POST", path: "/v1/credentials", status: 201, ms: 1.234, workload: `agent-${i % 50}` }, "request")),
       log_audit: await timeIt((i) => logger.info({ audit: { ...mintEvent(i), seq: `${Date.now()}-${i}`, hash: prev, prev } }, "audit")),
       audit_prepare: await timeIt((i) => auditHash(prev, canonicalJSON(mintEvent(i)))),
     };
-    for (const [k, v] of Object.entries(results)) process.stderr.write(`${k.padEnd(14)} ${v.toFixed(1)} µs\n`);
+    for (const [k, v] of Object.entries(results)) process.stderr.write(`${k.padEnd(18)} ${v.toFixed(1)} µs\n`);
     L.emit("micro", { iter: ITER, us_per_call: results });
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });

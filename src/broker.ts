@@ -48,6 +48,8 @@ export interface BrokerOptions {
   metrics?: Metrics;
   /** Which parts run in this process (`serve --only`). Default both. */
   parts?: { api: boolean; worker: boolean };
+  /** How long POST /v1/admin/policy/reload waits for the re-authorization before answering 202 (default 20 s). */
+  reloadWaitMs?: number;
   /** Where a reload reads the configuration from (default: the file `cfg` came from). */
   loadConfig?: () => LoadedConfig;
   /** Replaces credential backends by kind (tests inject faults this way). */
@@ -58,7 +60,8 @@ export interface ReloadReport {
   ok: boolean;
   inventory: Omit<InventoryCandidate, "apply">;
   policy: ReloadResult | null;
-  reauthorization: ReauthorizationReport | null;
+  /** The walk over active leases (null when nothing changed); it may outlive the answer. */
+  reauthorization: Promise<ReauthorizationReport> | null;
 }
 
 export interface Readiness {
@@ -313,7 +316,8 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
       logger.info({ workloads: candidate.workloads, roles: candidate.roles }, "inventory reloaded");
     }
     if (candidate.restart_required.length > 0) logger.warn({ sections: candidate.restart_required }, "configuration sections changed that take effect only after a restart");
-    const reauthorization = candidate.changed || policy.changed ? await reauthorize(cause) : null;
+    const reauthorization = candidate.changed || policy.changed ? reauthorize(cause) : null;
+    reauthorization?.catch(() => undefined); // logged by reauthorize(); the caller may stop waiting
     return { ok: true, inventory: candidate, policy, reauthorization };
   }
   // Gauges are sampled when Prometheus scrapes.
@@ -376,7 +380,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     res.json({ active: true, token_type: "Bearer", iss: p.iss, sub: p.sub, aud: p.aud, scope: p.scope, jti: p.jti, task_id: p.task_id, iat: p.iat, nbf: p.nbf, exp: p.exp, lease_id: lease.id, role: lease.role });
   });
   app.use(leaseRoutes({ service, store, audit, policy: () => policyEngine, metrics: leaseMetrics, timeZone: cfg.policy.timezone }));
-  app.use(policyRoutes({ reload: reloadAll, policy: () => policyEngine, metrics: leaseMetrics, timeZone: cfg.policy.timezone, now }));
+  app.use(policyRoutes({ reload: reloadAll, policy: () => policyEngine, metrics: leaseMetrics, timeZone: cfg.policy.timezone, now, waitMs: opts.reloadWaitMs ?? 20_000 }));
   app.use(
     approvalRoutes({
       approvals,

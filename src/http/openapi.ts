@@ -250,8 +250,13 @@ export const policyReloadSchema = apiComponent(
       restart_required: z.array(text).describe("Changed configuration sections that only take effect after a restart"),
     }),
     reauthorization: z
-      .strictObject({ policy_hash: text, reevaluated: z.number().int(), revoked: z.number().int(), kept: z.number().int(), skipped: z.number().int() })
-      .describe("Active leases decided again under the new policies; those no longer allowed are revoked (trigger policy_change)"),
+      .union([
+        z.strictObject({ state: z.literal("completed"), policy_hash: text, reevaluated: z.number().int(), revoked: z.number().int(), kept: z.number().int(), skipped: z.number().int() }),
+        z.strictObject({ state: z.literal("running"), policy_hash: text }),
+      ])
+      .describe(
+        "Active leases decided again under the new policies; those no longer allowed are revoked (trigger policy_change). Still running after the broker's wait (202): the report lands in the audit ledger as a reauthorization event",
+      ),
   }),
 );
 
@@ -544,7 +549,10 @@ export function apiRoutes(): ApiRoute[] {
       description: "A policy set or configuration that does not load is refused (422 policy_invalid, with every problem) and the running one stays in force.",
       tags: ["operators"],
       auth: "workload",
-      responses: { 200: { description: "What changed, and what the re-authorization did", schema: policyReloadSchema } },
+      responses: {
+        200: { description: "What changed, and what the re-authorization did", schema: policyReloadSchema },
+        202: { description: "What changed; the re-authorization of active leases is still running", schema: policyReloadSchema },
+      },
       errors: ["policy_denied", "policy_invalid"],
     },
   ];

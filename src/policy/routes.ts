@@ -1,7 +1,10 @@
 /**
  * POST /v1/admin/policy/reload — reloads the policies and the inventory (workloads, roles) now
  * and re-authorizes every active lease if either changed. Reloading can revoke leases, so it
- * takes `admin_revoke`. A policy set or configuration that does not load is refused (422
+ * takes `admin_revoke`. The answer waits for the re-authorization up to `waitMs` (200 with its
+ * report); a longer walk (about 2,000 leases a second, docs/BENCHMARKS.md) goes on after a 202
+ * `{reauthorization: {state: "running"}}`, and its report lands in the audit ledger
+ * (`reauthorization` event) and the log, so no proxy timeout cuts an operator off mid-walk. A policy set or configuration that does not load is refused (422
  * policy_invalid, with every problem) and the running set stays in force.
  */
 import { Router } from "express";
@@ -9,7 +12,7 @@ import type { ReloadReport } from "../broker";
 import { BrokerError } from "../core/errors";
 import { requireOperator, type OperatorCheck } from "../http/operators";
 
-export function policyRoutes(opts: OperatorCheck & { reload(cause: { actor: string; source: string }): Promise<ReloadReport> }): Router {
+export function policyRoutes(opts: OperatorCheck & { reload(cause: { actor: string; source: string }): Promise<ReloadReport>; waitMs: number }): Router {
   const r = Router();
   r.post("/v1/admin/policy/reload", async (req, res) => {
     const auth = requireOperator(req.auth!, "admin_revoke", opts);
@@ -18,11 +21,23 @@ export function policyRoutes(opts: OperatorCheck & { reload(cause: { actor: stri
     const problems = [...(inventory.problems ?? []), ...(out.policy?.problems ?? [])];
     if (!out.ok) throw new BrokerError("policy_invalid", `reload refused; the running policies and inventory stay in force: ${problems.join("; ")}`, { extra: { problems } });
     const policy = out.policy!;
-    res.json({
+    const head = {
       policy: { changed: policy.changed, hash: policy.hash, policies: policy.policies },
       inventory: { changed: inventory.changed, workloads: inventory.workloads, roles: inventory.roles, restart_required: inventory.restart_required },
-      reauthorization: out.reauthorization ?? { reevaluated: 0, revoked: 0, kept: 0, skipped: 0, policy_hash: policy.hash },
-    });
+    };
+    if (!out.reauthorization) {
+      res.json({ ...head, reauthorization: { state: "completed", reevaluated: 0, revoked: 0, kept: 0, skipped: 0, policy_hash: policy.hash } });
+      return;
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const done = await Promise.race([
+      out.reauthorization,
+      new Promise<null>((resolve) => {
+        timer = setTimeout(() => resolve(null), opts.waitMs);
+      }),
+    ]).finally(() => clearTimeout(timer));
+    if (done) res.json({ ...head, reauthorization: { state: "completed", ...done } });
+    else res.status(202).json({ ...head, reauthorization: { state: "running", policy_hash: policy.hash } });
   });
   return r;
 }

@@ -45,7 +45,7 @@ describe("re-authorization of active leases", () => {
     const r = await reload();
     expect(r.status).toBe(200);
     expect(r.body.policy.changed).toBe(true);
-    expect(r.body.reauthorization).toMatchObject({ revoked: 1, kept: 3 });
+    expect(r.body.reauthorization).toMatchObject({ state: "completed", revoked: 1, kept: 3 });
     expect(r.body.reauthorization.reevaluated).toBe(4);
     expect(r.body.reauthorization.policy_hash).toBe(r.body.policy.hash);
 
@@ -126,5 +126,38 @@ describe("re-authorization of active leases", () => {
     expect(r.body.problems.length).toBeGreaterThan(0);
     expect((await lease(a1)).state).toBe("active");
     expect((await f.call("POST", "/v1/credentials", "agent", { role: "orders-read", task: { id: "Q-2" } })).status).toBe(201);
+  });
+});
+
+describe("a re-authorization longer than the broker's wait", () => {
+  let f: Fixture;
+  let dir: string;
+  beforeAll(async () => {
+    dir = mkdtempSync(path.join(os.tmpdir(), "jit-reauth-"));
+    cpSync(path.resolve(__dirname, "../../config/policies"), dir, { recursive: true });
+    f = await startFixture({ extra: { policy: { files: [path.join(dir, "*.cedar")] } }, reloadWaitMs: 0 });
+  });
+  afterAll(async () => {
+    await f.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("answers 202 while it goes on; its report lands in the audit ledger", async () => {
+    const issue = async (who: Who, task: string) => (await f.call("POST", "/v1/credentials", who, { role: "orders-read", task: { id: task } })).body.lease.id as string;
+    const lease = async (id: string) => (await f.call("GET", `/v1/leases/${id}`, "alice")).body.lease;
+    const a1 = await issue("agent", "L-1");
+    const b1 = await issue("agent2", "L-2");
+    writeFileSync(path.join(dir, "zz-offboard.cedar"), '@id("agent2-suspended")\nforbid (principal == Workload::"agent2", action, resource);\n');
+    const r = await f.call("POST", "/v1/admin/policy/reload", "alice");
+    expect(r.status).toBe(202);
+    expect(r.body.policy.changed).toBe(true);
+    expect(r.body.reauthorization).toEqual({ state: "running", policy_hash: r.body.policy.hash });
+    await waitFor(async () => (await lease(b1)).state === "revoked", 10_000, "agent2's lease to be revoked");
+    expect((await lease(a1)).state).toBe("active");
+    const event = await waitFor(async () => {
+      const all = (await f.b.broker.audit.range({ count: 10_000 })) as unknown as Record<string, unknown>[];
+      return all.find((e) => e.type === "reauthorization" && e.policy_hash === r.body.policy.hash) ?? null;
+    }, 10_000, "the reauthorization event");
+    expect(event).toMatchObject({ actor: "alice", reevaluated: 2, revoked: 1, kept: 1 });
   });
 });

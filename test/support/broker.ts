@@ -50,7 +50,7 @@ export function configFrom(config: Record<string, unknown>, env: NodeJS.ProcessE
 
 export async function startTestBroker(
   config: Record<string, unknown> | LoadedConfig,
-  opts: { redisUrl?: string; now?: () => number; backends?: Partial<Record<string, Backend>>; worker?: boolean } = {},
+  opts: { redisUrl?: string; now?: () => number; backends?: Partial<Record<string, Backend>>; worker?: boolean; reloadWaitMs?: number } = {},
 ): Promise<TestBroker> {
   const base = "file" in config && "dir" in config ? (config as LoadedConfig) : null;
   const cfg =
@@ -72,6 +72,7 @@ export async function startTestBroker(
     metrics: createMetrics({ defaultMetrics: false }),
     backends: opts.backends,
     parts: { api: true, worker: opts.worker ?? true },
+    ...(opts.reloadWaitMs !== undefined ? { reloadWaitMs: opts.reloadWaitMs } : {}),
   });
   const { url } = await broker.listen(0, "127.0.0.1");
   return { url, broker, config: cfg, logs, close: () => broker.close() };

@@ -20,7 +20,7 @@ export interface Fixture {
 
 export const SUBJECTS = { agent: "agent-1", agent2: "agent-2", ci: "repo:acme/app", alice: "alice", bob: "bob" } as const;
 
-export async function startFixture(opts: { extra?: Record<string, unknown>; backends?: Partial<Record<string, Backend>>; worker?: boolean } = {}): Promise<Fixture> {
+export async function startFixture(opts: { extra?: Record<string, unknown>; backends?: Partial<Record<string, Backend>>; worker?: boolean; reloadWaitMs?: number } = {}): Promise<Fixture> {
   const issuer = await startTestIssuer();
   const b = await startTestBroker(
     {
@@ -42,7 +42,7 @@ export async function startFixture(opts: { extra?: Record<string, unknown>; back
       worker: { sweep_interval: "200ms", sweep_grace: "1s", fail_after: 2 },
       ...(opts.extra ?? {}),
     },
-    { backends: opts.backends, worker: opts.worker },
+    { backends: opts.backends, worker: opts.worker, ...(opts.reloadWaitMs !== undefined ? { reloadWaitMs: opts.reloadWaitMs } : {}) },
   );
   const token = (w: keyof typeof SUBJECTS) => issuer.token({ sub: SUBJECTS[w] });
   return {

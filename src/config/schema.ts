@@ -130,12 +130,14 @@ const workload = z.strictObject({
 
 const VAULT_SEGMENT = "[A-Za-z0-9_.@-]+";
 const VAULT_NAME = /^[A-Za-z0-9_.-]{1,128}$/;
-/** A Vault API path below /v1: segments of safe characters, no leading or trailing slash, no `..`. */
+/** No `.` or `..` segment: URL normalisation would turn it into another Vault endpoint. */
+const noDotSegments = (p: string) => !p.split("/").some((seg) => seg === "." || seg === "..");
+/** A Vault API path below /v1: segments of safe characters, no leading or trailing slash, no empty, `.` or `..` segment. */
 const vaultPath = (example: string) =>
   z
     .string()
     .regex(new RegExp(`^${VAULT_SEGMENT}(/${VAULT_SEGMENT})*$`), `must be a Vault path such as ${example} (no leading or trailing /, no v1/ prefix)`)
-    .refine((p) => !p.split("/").some((seg) => seg === "." || seg === ".."), "must not contain . or .. segments");
+    .refine(noDotSegments, "must not contain . or .. segments");
 
 const vaultRole = z
   .strictObject({
@@ -148,7 +150,11 @@ const vaultRole = z
      */
     ttl_param: z.boolean().optional(),
     /** A token role: a child token is created at auth/token/create/<token_role>. */
-    token_role: z.string().regex(VAULT_NAME, "must be a Vault token role name (1-128 of [A-Za-z0-9_.-])").optional(),
+    token_role: z
+      .string()
+      .regex(VAULT_NAME, "must be a Vault token role name (1-128 of [A-Za-z0-9_.-])")
+      .refine((n) => n !== "." && n !== "..", 'must not be "." or ".." (auth/token/create/. is auth/token/create/, a child of the broker\'s own token)')
+      .optional(),
     policies: z.array(z.string().regex(VAULT_NAME, "must be a Vault policy name (1-128 of [A-Za-z0-9_.-])")).min(1).optional(),
   })
   .superRefine((v, ctx) => {
@@ -163,6 +169,7 @@ const vaultMount = (dflt: string) =>
   z
     .string()
     .regex(new RegExp(`^${VAULT_SEGMENT}(/${VAULT_SEGMENT})*$`), `must be an auth mount path such as ${dflt} (no leading or trailing /)`)
+    .refine(noDotSegments, "must not contain . or .. segments")
     .default(dflt);
 
 /** Exactly one of two alternative fields (`secret_id` or `secret_id_file`...). Names fields, never values. */
@@ -200,17 +207,38 @@ const vaultAuth = z.discriminatedUnion(
 /** A duration, or 0 / "0" to switch the periodic job off. */
 const durationOrOff = z.union([z.literal(0), z.literal("0"), duration]).transform((v) => (v === "0" ? 0 : v));
 
+/**
+ * Vault's address: https (http only for localhost), the server only (no /v1 path, query or
+ * fragment), no credentials. A message never echoes an address holding credentials.
+ */
+const vaultAddress = z.string().superRefine((text, ctx) => {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    ctx.addIssue({ code: "custom", message: "is not a URL (expected the server address, such as https://vault.example.com:8200)" });
+    return;
+  }
+  if (url.username !== "" || url.password !== "") {
+    ctx.addIssue({ code: "custom", message: "must not contain credentials (user:password@): the broker authenticates with backends.vault.auth" });
+    return;
+  }
+  if (!(url.protocol === "https:" || (url.protocol === "http:" && LOOPBACK.has(url.hostname)))) {
+    ctx.addIssue({ code: "custom", message: `must be an https URL (http only for localhost), got "${text}"` });
+    return;
+  }
+  if (url.pathname !== "/" || /[?#]/.test(text)) ctx.addIssue({ code: "custom", message: "must be the server address only, such as https://vault.example.com:8200 (no /v1 path)" });
+});
+
 const vaultBackend = z
   .strictObject({
-    address: httpsUrl.refine((u) => {
-      try {
-        return new URL(u).pathname === "/" && !/[?#]/.test(u);
-      } catch {
-        return true; // reported by httpsUrl
-      }
-    }, "must be the server address only, such as https://vault.example.com:8200 (no /v1 path)"),
+    address: vaultAddress,
     /** Vault Enterprise namespace, sent as X-Vault-Namespace on every request. */
-    namespace: z.string().regex(new RegExp(`^${VAULT_SEGMENT}(/${VAULT_SEGMENT})*/?$`), "must be a namespace path such as team-a or org/team-a").optional(),
+    namespace: z
+      .string()
+      .regex(new RegExp(`^${VAULT_SEGMENT}(/${VAULT_SEGMENT})*/?$`), "must be a namespace path such as team-a or org/team-a")
+      .refine((n) => noDotSegments(n.replace(/\/$/, "")), "must not contain . or .. segments")
+      .optional(),
     auth: vaultAuth,
     tls: z
       .strictObject({

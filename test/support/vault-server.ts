@@ -14,8 +14,9 @@
  * one) and `sys/leases/lookup/<prefix>` lists (404 with no keys). Lists are `GET ?list=true`
  * (Vault's equivalent of the LIST verb; Node's HTTP parser does not accept LIST itself).
  *
- * Failures on demand: sealed, any status on matching requests (500, 429, 404...), slow answers,
- * expired tokens. Every request is recorded (method, path, token, namespace, body).
+ * Failures on demand: sealed, any status on matching requests (500, 429, 404...), redirects
+ * (3xx with a Location, as a standby without request forwarding or a proxy would send), slow
+ * answers, expired tokens. Every request is recorded (method, path, token, namespace, body).
  */
 import { randomBytes, randomUUID } from "node:crypto";
 import http from "node:http";
@@ -94,6 +95,8 @@ interface FailureRule {
   errors: string[];
   match: (r: RecordedRequest) => boolean;
   times: number;
+  /** A redirect: the Location sent (with the status, no body). */
+  location?: (r: RecordedRequest, rawUrl: string) => string;
 }
 
 export interface VaultTestServer {
@@ -106,6 +109,12 @@ export interface VaultTestServer {
   unseal(): void;
   /** Answers `status` to matching requests (`times` times; Infinity until `clearFailures`). */
   fail(status: number, opts?: { match?: string | RegExp | ((r: RecordedRequest) => boolean); times?: number; errors?: string[] }): void;
+  /**
+   * Answers matching requests with a redirect (`status`, default 307) to `location`: a base URL
+   * (the request's /v1/... path and query are appended) or a function of the request.
+   */
+  redirect(location: string | ((r: RecordedRequest) => string), opts?: { match?: string | RegExp | ((r: RecordedRequest) => boolean); times?: number; status?: number }): void;
+  /** Ends failures and redirects. */
   clearFailures(): void;
   /** Holds every answer this long (ms) before sending it. */
   setDelay(ms: number): void;
@@ -219,7 +228,7 @@ export async function startVaultServer(opts: VaultServerOptions = {}): Promise<V
     return authEnvelope(e);
   };
 
-  type Reply = { status: number; body?: unknown };
+  type Reply = { status: number; body?: unknown; location?: string };
   const err = (status: number, errors: string[]): Reply => ({ status, body: { errors } });
   const ok = (body: unknown): Reply => ({ status: 200, body });
   const noContent: Reply = { status: 204 };
@@ -441,10 +450,14 @@ export async function startVaultServer(opts: VaultServerOptions = {}): Promise<V
       else if (badJson) reply = err(400, ["failed to parse JSON input"]);
       else if (rule) {
         rule.times--;
-        reply = err(rule.status, rule.errors);
+        reply = rule.location ? { status: rule.status, location: rule.location(r, req.url ?? "/") } : err(rule.status, rule.errors);
       } else reply = route(r);
       r.status = reply.status;
       const send = () => {
+        if (reply.location !== undefined) {
+          res.writeHead(reply.status, { location: reply.location, "content-length": 0 }).end();
+          return;
+        }
         if (reply.status === 204 || reply.body === undefined) {
           res.writeHead(reply.status).end();
           return;
@@ -478,6 +491,10 @@ export async function startVaultServer(opts: VaultServerOptions = {}): Promise<V
     unseal: () => void (sealed = false),
     fail(status, o = {}) {
       failures.push({ status, errors: o.errors ?? (status >= 500 ? ["internal error"] : status === 429 ? ["rate limit quota exceeded"] : ["error"]), match: matcher(o.match), times: o.times ?? Infinity });
+    },
+    redirect(location, o = {}) {
+      const to = typeof location === "function" ? (r: RecordedRequest) => location(r) : (_r: RecordedRequest, rawUrl: string) => `${location.replace(/\/$/, "")}${rawUrl}`;
+      failures.push({ status: o.status ?? 307, errors: [], match: matcher(o.match), times: o.times ?? Infinity, location: to });
     },
     clearFailures: () => void (failures = []),
     setDelay: (ms) => void (delayMs = ms),

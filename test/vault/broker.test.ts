@@ -17,6 +17,8 @@ let server: VaultTestServer;
 let f: Fixture;
 /** Secrets the broker handed out: none may be stored or logged (I6). */
 const handedOut = new Set<string>();
+/** Credentials Vault's error text quotes below (a database plugin's connection string, a token). */
+const QUOTED = { password: "Pl4ntedDbRootPassw0rd", token: "hvs.CAESIPlantedTokenInAnErrorText0123" };
 
 beforeAll(async () => {
   server = await startVaultServer({
@@ -83,11 +85,11 @@ it("mints a database credential and a child token for a task, and revokes both a
   expect(server.token(accessor)).toBeUndefined();
 });
 
-it("a revocation is retried across a Vault outage and completes after it", async () => {
+it("a revocation is retried across a Vault outage and completes after it; Vault's error text reaches last_error without the credentials it quotes", async () => {
   const db = await request("payments-db", "T-2");
   expect(db.status).toBe(201);
   const id = db.body.lease.id as string;
-  server.fail(500, { match: "sys/leases/revoke" });
+  server.fail(500, { match: "sys/leases/revoke", errors: [`internal error: dial "postgres://vault:${QUOTED.password}@db:5432/app" failed`, `token ${QUOTED.token}`] });
   expect((await f.call("DELETE", `/v1/leases/${id}`, "agent")).status).toBe(200);
 
   // fail_after 2: the lease shows revoke_failed with the last error, and is still retried.
@@ -95,7 +97,7 @@ it("a revocation is retried across a Vault outage and completes after it", async
     const l = await leaseState(id);
     return l.state === "revoke_failed" ? l : null;
   }, 20_000, "revoke_failed");
-  expect(failed.last_error).toMatch(/vault answered 500 \(internal error\)/);
+  expect(failed.last_error).toMatch(/vault answered 500 \(internal error: dial "postgres:\/\/\[redacted\]@db:5432\/app" failed; token \[redacted\]\)/);
   expect(server.leases()).toContain(db.body.credential.lease_id);
   const attempts = server.hits("PUT", "sys/leases/revoke").filter((r) => r.body.lease_id === db.body.credential.lease_id);
   expect(attempts.length).toBeGreaterThanOrEqual(2);
@@ -131,6 +133,15 @@ it("a sealed Vault: 503 backend_unavailable with nothing minted, /readyz stays r
   expect((await request("payments-db", "T-3")).status).toBe(201);
 });
 
+it("/readyz details stay generic: a redirected health check shows the status, not where it pointed", async () => {
+  const vaultCheck = async () => (await getJson(`${f.b.url}/readyz`)).body.backends.find((b: { name: string }) => b.name === "vault");
+  server.redirect(() => `http://ops:${QUOTED.password}@10.0.0.9:8200/v1/sys/health`, { match: "sys/health" });
+  const check = await waitFor(async () => ((await vaultCheck())?.state === "unavailable" ? vaultCheck() : null), 10_000, "vault unavailable");
+  expect(check).toEqual({ name: "vault", state: "unavailable", detail: "vault answered 307 (a redirect, not followed)" });
+  server.clearFailures();
+  await waitFor(async () => (await vaultCheck())?.state === "ok", 10_000, "vault ok again");
+});
+
 it("the worker reconciles periodically: an orphan Vault lease is revoked and audited", async () => {
   const orphan = server.addLease(DB, 60_000);
   await waitFor(async () => !server.leases().includes(orphan), 15_000, "the orphan revoked");
@@ -149,12 +160,13 @@ it("the worker reconciles periodically: an orphan Vault lease is revoked and aud
 });
 
 it("no Vault secret in Redis, logs or metrics (I6)", async () => {
-  const secrets = [...new Set([...server.secrets(), ...handedOut])];
+  const secrets = [...new Set([...server.secrets(), ...handedOut, ...Object.values(QUOTED)])];
   expect(handedOut.size).toBeGreaterThanOrEqual(4);
   const { keys, text, dumps } = await redisContents(f.b.broker.redis, f.b.config.redis.prefix);
   expect(keys).toBeGreaterThan(10);
   expect(text).toContain(`${DB}/`); // Vault lease ids (handles) are there: they are not secret
   expect(text).toMatch(/vault_orphan_revoked/);
+  expect(text).toContain("postgres://[redacted]@db:5432/app"); // the scan read the stored errors
   expectNoSecrets("redis", text, secrets);
   for (const d of dumps) expectNoSecrets("redis (DUMP)", d, secrets);
   const logs = f.b.logs.join("");

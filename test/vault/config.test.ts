@@ -71,7 +71,15 @@ describe("backends.vault", () => {
     expect(problems({ address, auth: { method: "approle", role_id: "r", secret_id: "s", mount: "/approle/" } })).toEqual([
       "backends.vault.auth.mount: must be an auth mount path such as approle (no leading or trailing /)",
     ]);
+    // URL normalisation turns a dot segment into another endpoint (auth/<mount>/login).
+    for (const mount of ["approle/../../sys", "..", ".", "auth-prod/./approle"]) {
+      expect(problems({ address, auth: { method: "approle", role_id: "r", secret_id: "s", mount } })).toEqual(["backends.vault.auth.mount: must not contain . or .. segments"]);
+    }
+    expect(problems({ address, auth: { method: "jwt", role: "r", jwt_file: "/j", mount: "jwt//ci" } })).toEqual(["backends.vault.auth.mount: must be an auth mount path such as jwt (no leading or trailing /)"]);
+    expect(problems({ address, namespace: "team-a/../root", auth: { method: "token", token: "t" } })).toEqual(["backends.vault.namespace: must not contain . or .. segments"]);
     expect(problems({ auth: { method: "token", token: "t" } })).toEqual(["backends.vault.address: required"]);
+    expect(problems({ address: "vault.example.com:8200", auth: { method: "token", token: "t" } })).toEqual(["backends.vault.address: must be an https URL (http only for localhost), got \"vault.example.com:8200\""]);
+    expect(problems({ address: "not a url", auth: { method: "token", token: "t" } })).toEqual(["backends.vault.address: is not a URL (expected the server address, such as https://vault.example.com:8200)"]);
     expect(problems({ address: "http://vault.internal:8200", auth: { method: "token", token: "t" } })).toEqual([
       'backends.vault.address: must be an https URL (http only for localhost), got "http://vault.internal:8200"',
     ]);
@@ -88,6 +96,10 @@ describe("backends.vault", () => {
   });
 
   it("never echoes a secret in a problem", () => {
+    // Credentials in the address: refused, and the address is not repeated.
+    for (const a of [`https://broker:${SECRET_ID}@vault.example.com:8200`, `http://broker:${SECRET_ID}@vault.internal`]) {
+      expect(problems({ address: a, auth: { method: "token", token: "t" } })).toEqual(["backends.vault.address: must not contain credentials (user:password@): the broker authenticates with backends.vault.auth"]);
+    }
     const all = [
       ...problems({ address: "http://vault.internal", auth: { method: "token", token: TOKEN, secret: TOKEN } }),
       ...problems({ address, auth: { method: "approle", role_id: 42, secret_id: SECRET_ID, secret_id_file: "/x" } }),
@@ -135,6 +147,14 @@ describe("roles[].vault", () => {
       "roles[0].vault.path: must be a Vault path such as database/creds/payments-ro (no leading or trailing /, no v1/ prefix)",
     ]);
     expect(problems(vault, [role({ path: "database/../sys/raw" })])).toEqual(["roles[0].vault.path: must not contain . or .. segments"]);
+    expect(problems(vault, [role({ path: "database/creds/../../sys/raw" })])).toEqual(["roles[0].vault.path: must not contain . or .. segments"]);
+    expect(problems(vault, [role({ path: "database/creds/." })])).toEqual(["roles[0].vault.path: must not contain . or .. segments"]);
+    expect(problems(vault, [role({ path: "database//creds" })])).toEqual(["roles[0].vault.path: must be a Vault path such as database/creds/payments-ro (no leading or trailing /, no v1/ prefix)"]);
+    // auth/token/create/. is auth/token/create/ once normalised: a child of the broker's own token.
+    for (const tokenRole of [".", ".."]) {
+      expect(problems(vault, [role({ token_role: tokenRole })])).toEqual([`roles[0].vault.token_role: must not be "." or ".." (auth/token/create/. is auth/token/create/, a child of the broker's own token)`]);
+    }
+    expect(problems(vault, [role({ token_role: "agent.readonly" })])).toEqual([]); // a dot inside a name is fine
     expect(problems(vault, [role({ path: "database/creds/x?list=true" })])).toHaveLength(1);
     expect(problems(vault, [role({ path: "database/creds/x", policies: ["p"] })])).toEqual(["roles[0].vault.policies: policies apply to token_role only"]);
     expect(problems(vault, [role({ token_role: "t", ttl_param: false })])).toEqual(["roles[0].vault.ttl_param: ttl_param applies to path only"]);

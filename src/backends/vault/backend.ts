@@ -53,9 +53,9 @@ export function remainingSeconds(lease: Pick<Lease, "expires_at">, nowMs: number
 function backendError(e: unknown, what: string): BackendError {
   if (e instanceof BackendError) return e;
   if (e instanceof VaultCallError) {
-    // A refusal (403, or a 4xx the engine gives) can be fixed by an operator: revocations keep
-    // retrying anyway; a mint answers 503 backend_unavailable either way.
-    return new BackendError(`${what}: ${e.message}`, e.transient || e.failure === "denied");
+    // A refusal (403, or a 4xx the engine gives) or a redirect can be fixed by an operator:
+    // revocations keep retrying anyway; a mint answers 503 backend_unavailable either way.
+    return new BackendError(`${what}: ${e.message}`, e.transient || e.failure === "denied" || e.failure === "redirect");
   }
   return new BackendError(`${what}: ${(e as Error)?.message ?? "unexpected error"}`, true);
 }
@@ -113,6 +113,11 @@ export function createVaultBackend(cfg: LoadedConfig, deps: VaultBackendDeps): V
 
   async function mintToken(lease: Lease, role: RoleConfig, tokenRole: string, policies: string[] | undefined, ttl: number): Promise<MintResult> {
     const what = `minting ${role.name}`;
+    // One path segment, never `.`/`..` (auth/token/create/. would be auth/token/create/: a child
+    // of the broker's own token). The configuration refuses these; this is the last line.
+    if (!/^[A-Za-z0-9_.@-]+$/.test(tokenRole) || tokenRole === "." || tokenRole === "..") {
+      throw new BackendError(`${what}: token_role "${tokenRole.slice(0, 130)}" is not a Vault token role name`, false);
+    }
     let res: VaultResponse;
     try {
       res = await session.call("mint", "POST", `auth/token/create/${tokenRole}`, {

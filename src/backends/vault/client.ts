@@ -4,9 +4,15 @@
  * and the backend's health as /readyz and `jitbroker_vault_up` show it.
  *
  * Secrets (I6): the broker's token, the AppRole secret id and login JWTs live in this closure
- * and in request headers/bodies only. node-vault's errors are never passed on: network errors
- * from axios carry the request (headers with X-Vault-Token, the login body), so every failure is
- * rebuilt as a `VaultCallError` from the status code, Vault's own error text and the error code.
+ * and in request headers/bodies only, and go to the configured address only: the HTTP transport
+ * (transport.ts) never follows a redirect (a 3xx is an error). Failures are never passed on as
+ * they come: every failure is rebuilt as a `VaultCallError` from the status code, Vault's own
+ * error text with anything that looks like a credential scrubbed (scrub.ts), and the error code.
+ * What /readyz shows is shorter still: a generic `reason` (state, status, error code).
+ *
+ * URLs: every path segment is percent-encoded, and `.`, `..` and empty segments are refused
+ * before anything is sent (URL normalisation would turn `auth/token/create/.` into
+ * `auth/token/create/`, another endpoint).
  *
  * Wire format (https://developer.hashicorp.com/vault/api-docs): paths under /v1, X-Vault-Token
  * and X-Vault-Namespace headers, JSON bodies, responses `{request_id, lease_id, renewable,
@@ -22,6 +28,8 @@ import type { Logger } from "pino";
 import { Counter, Gauge, type Registry } from "prom-client";
 import type { VaultBackendConfig } from "../../config/schema";
 import type { BackendStatus } from "../types";
+import { scrubSecrets } from "./scrub";
+import { createVaultTransport, VaultRedirectError } from "./transport";
 
 /** Vault's response envelope (fields absent when Vault leaves them out). */
 export interface VaultResponse {
@@ -54,17 +62,24 @@ export type VaultFailure =
   | "server" // other 5xx
   | "unreachable" // no HTTP answer (connection refused, DNS, TLS verification)
   | "timeout"
-  | "config"; // a local problem (unreadable secret file)
+  | "redirect" // 3xx: never followed (a standby without request forwarding, a proxy, an attacker)
+  | "config"; // a local problem (unreadable secret file, a path with a dot segment)
 
-/** A failed Vault call. The message names the operation and Vault's error text, never a secret. */
+/**
+ * A failed Vault call. The message names the operation and Vault's error text (scrubbed), never
+ * a secret; `reason` is the short, generic form /readyz shows (no Vault text, no file path).
+ */
 export class VaultCallError extends Error {
+  readonly reason: string;
   constructor(
     message: string,
     readonly failure: VaultFailure,
     readonly status: number | null,
+    reason?: string,
   ) {
     super(message);
     this.name = "VaultCallError";
+    this.reason = reason ?? defaultReason(failure, status);
   }
 
   /** Worth retrying later: Vault is sealed, down, slow, overloaded or answered 5xx. */
@@ -111,36 +126,77 @@ export interface VaultSession {
   close(): void;
 }
 
+function defaultReason(failure: VaultFailure, status: number | null): string {
+  if (failure === "sealed") return "vault is sealed";
+  if (failure === "timeout") return "vault does not answer in time";
+  if (failure === "unreachable") return "vault is unreachable";
+  if (failure === "redirect") return `vault answered ${status ?? "3xx"} (a redirect, not followed)`;
+  if (failure === "config") return "a configuration problem";
+  return status === null ? "vault call failed" : `vault answered ${status}`;
+}
+
 const CAN_RETRY_STATUS: Record<number, VaultFailure> = { 400: "bad_request", 403: "denied", 404: "not_found", 405: "unsupported", 429: "rate_limited" };
 
-/** Vault's own error text: first errors, trimmed, printable only. */
-function vaultErrorText(body: unknown): string {
+/**
+ * Vault's own error text: first errors, printable only, credentials scrubbed (a plugin may quote
+ * a connection URL with its password), then trimmed.
+ */
+export function vaultErrorText(body: unknown): string {
   const errors = (body as { errors?: unknown } | null)?.errors;
   if (!Array.isArray(errors) || errors.length === 0) return "";
-  return errors
+  const text = errors
     .filter((e): e is string => typeof e === "string")
     .slice(0, 3)
     .join("; ")
     .replace(/[^\x20-\x7e]+/g, " ")
-    .slice(0, 300);
+    .slice(0, 2000); // scrubbed whole, then cut: a cut must not leave half a secret unrecognised
+  return scrubSecrets(text).slice(0, 300);
 }
 
-/** Rebuilds any node-vault/axios failure as a VaultCallError (drops the request it carries). */
+/** An error code as Node or the transport give it (ECONNREFUSED, ERR_TLS_CERT_ALTNAME_INVALID), nothing else. */
+function errorCode(e: unknown): string {
+  const code = (e as { code?: unknown } | null)?.code;
+  return typeof code === "string" && /^[A-Z][A-Z0-9_]{1,63}$/.test(code) ? code : "";
+}
+
+/** Rebuilds any failure of a call as a VaultCallError (drops the request and anything it carries). */
 export function classify(e: unknown, what: string): VaultCallError {
   if (e instanceof VaultCallError) return e;
-  const res = (e as { response?: { statusCode?: unknown; body?: unknown } }).response;
+  if (e instanceof VaultRedirectError) {
+    return new VaultCallError(
+      `${what}: vault answered ${e.status} (a redirect${e.target ? ` to ${e.target}` : ""}); the broker never follows redirects: set backends.vault.address to a Vault node that answers itself (the active node, or a standby with request forwarding)`,
+      "redirect",
+      e.status,
+    );
+  }
+  const res = (e as { response?: { statusCode?: unknown; body?: unknown } } | null)?.response;
   if (res && typeof res.statusCode === "number") {
     const status = res.statusCode;
+    if (status >= 300 && status < 400) return new VaultCallError(`${what}: vault answered ${status} (a redirect); the broker never follows redirects`, "redirect", status);
     const text = vaultErrorText(res.body);
     if (status === 503 && /sealed/i.test(text)) return new VaultCallError(`${what}: vault is sealed`, "sealed", status);
     const failure: VaultFailure = CAN_RETRY_STATUS[status] ?? (status >= 500 ? "server" : "bad_request");
     return new VaultCallError(`${what}: vault answered ${status}${text ? ` (${text})` : ""}`, failure, status);
   }
-  const code = typeof (e as { code?: unknown }).code === "string" ? (e as { code: string }).code : "";
-  if (code === "ECONNABORTED" || code === "ETIMEDOUT" || /timeout/i.test((e as Error)?.message ?? "")) {
-    return new VaultCallError(`${what}: vault did not answer in time`, "timeout", null);
+  const code = errorCode(e);
+  if (code === "ECONNABORTED" || code === "ETIMEDOUT") return new VaultCallError(`${what}: vault did not answer in time`, "timeout", null);
+  const reason = `vault is unreachable${code ? ` (${code})` : ""}`;
+  return new VaultCallError(`${what}: ${reason}`, "unreachable", null, reason);
+}
+
+/**
+ * A Vault API path as it goes into the URL: each segment percent-encoded; `.`, `..` and empty
+ * segments refused (a trailing `/`, a list prefix, is kept). The query, if any, is the broker's own.
+ */
+export function encodeVaultPath(p: string): string {
+  const q = p.indexOf("?");
+  const pathPart = q === -1 ? p : p.slice(0, q);
+  const segments = pathPart.split("/");
+  const bad = segments.find((s, i) => s === "." || s === ".." || (s === "" && (i !== segments.length - 1 || i === 0)));
+  if (bad !== undefined) {
+    throw new VaultCallError(`refusing the vault path "${pathPart}": ${bad === "" ? "empty" : `"${bad}"`} segment`, "config", null, "a vault path in the configuration is invalid");
   }
-  return new VaultCallError(`${what}: vault is unreachable${code ? ` (${code})` : ""}`, "unreachable", null);
+  return segments.map((s) => encodeURIComponent(s)).join("/") + (q === -1 ? "" : p.slice(q));
 }
 
 /** Reads a secret or certificate file; the error names the file, never its content. */
@@ -151,7 +207,7 @@ async function readSecretFile(file: string, what: string): Promise<string> {
     return text;
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code ?? "unreadable";
-    throw new VaultCallError(`cannot read the ${what} file ${file} (${code})`, "config", null);
+    throw new VaultCallError(`cannot read the ${what} file ${file} (${code})`, "config", null, `cannot read the ${what} file (${code})`);
   }
 }
 
@@ -163,24 +219,25 @@ export function createVaultSession(opts: VaultSessionOptions): VaultSession {
 
   // ---- the client: TLS, namespace, timeout; nothing taken from VAULT_* environment variables ----
   const insecure = cfg.tls?.insecure_skip_verify === true;
-  const requestOptions: Record<string, unknown> = { strictSSL: !insecure };
+  let ca: string | undefined;
   if (cfg.tls?.ca_file) {
     // Read once at start: a missing CA file is a configuration error, reported before serving.
     try {
-      requestOptions.ca = readFileSync(rel(cfg.tls.ca_file), "utf8");
+      ca = readFileSync(rel(cfg.tls.ca_file), "utf8");
     } catch (e) {
       throw new Error(`backends.vault.tls.ca_file: cannot read ${rel(cfg.tls.ca_file)} (${(e as NodeJS.ErrnoException).code ?? "error"})`);
     }
   }
-  if (cfg.tls?.server_name) requestOptions.agentOptions = { servername: cfg.tls.server_name };
   if (insecure) logger.warn({ address: cfg.address }, "vault TLS certificate verification is OFF (tls.insecure_skip_verify); never use this in production");
+  // node-vault's own HTTP client (axios) follows redirects and cannot be told not to (its request
+  // wrapper does not pass maxRedirects on): its `request-promise` option replaces it with ours.
+  const transport = createVaultTransport({ ca, servername: cfg.tls?.server_name, rejectUnauthorized: !insecure, timeoutMs: timings.request_timeout });
   const client = nodeVault({
     apiVersion: "v1",
     endpoint: cfg.address,
-    requestOptions,
+    "request-promise": transport.requestPromise,
     // node-vault's debug output (DEBUG=node-vault) prints request bodies: login secrets. Never.
     debug: () => undefined,
-    rpDefaults: { strictSSL: !insecure, timeout: timings.request_timeout },
   } as nodeVault.VaultOptions);
   // node-vault falls back to VAULT_TOKEN, VAULT_NAMESPACE and VAULT_PREFIX from the environment;
   // the broker uses only its configuration.
@@ -210,19 +267,25 @@ export function createVaultSession(opts: VaultSessionOptions): VaultSession {
     state = next;
     up.set(next.state === "unavailable" ? 0 : 1);
   };
-  /** What a failure says about Vault's health (400/404/405 say nothing). */
+  /** What a failure says about Vault's health (400/404/405 say nothing). Details are generic reasons (unauthenticated /readyz). */
   const observeFailure = (e: VaultCallError) => {
-    if (e.failure === "sealed") setState({ state: "unavailable", detail: "vault is sealed" });
-    else if (e.failure === "unreachable" || e.failure === "timeout") setState({ state: "unavailable", detail: e.failure === "timeout" ? "vault does not answer in time" : e.message.replace(/^.*: /, "") });
-    else if (e.failure === "server" || e.failure === "rate_limited") setState({ state: "degraded", detail: `vault answered ${e.status}` });
+    if (e.failure === "sealed" || e.failure === "unreachable" || e.failure === "timeout" || e.failure === "redirect") setState({ state: "unavailable", detail: e.reason });
+    else if (e.failure === "server" || e.failure === "rate_limited") setState({ state: "degraded", detail: e.reason });
   };
 
   // ---- raw calls ----
   async function raw(op: string, method: HttpMethod, p: string, body: Record<string, unknown> | undefined, token: string | null): Promise<VaultResponse> {
     const headers: Record<string, string> = {};
     if (token) headers["X-Vault-Token"] = token;
+    let urlPath: string;
     try {
-      const res = (await client.request({ path: `/${p}`, method, headers, timeout: timings.request_timeout, ...(body ? { json: body } : {}) })) as unknown;
+      urlPath = encodeVaultPath(p);
+    } catch (e) {
+      requests.inc({ operation: op, outcome: "config" });
+      throw new VaultCallError(`${op}: ${(e as Error).message}`, "config", null, (e as VaultCallError).reason);
+    }
+    try {
+      const res = (await client.request({ path: `/${urlPath}`, method, headers, timeout: timings.request_timeout, ...(body ? { json: body } : {}) })) as unknown;
       requests.inc({ operation: op, outcome: "ok" });
       return res !== null && typeof res === "object" ? (res as VaultResponse) : {};
     } catch (e) {
@@ -313,7 +376,7 @@ export function createVaultSession(opts: VaultSessionOptions): VaultSession {
     try {
       if (auth.method === "token") {
         fresh = auth.token ?? (await readSecretFile(rel(auth.token_file!), "vault token"));
-        if (fresh === "") throw new VaultCallError("backends.vault.auth.token is empty", "config", null);
+        if (fresh === "") throw new VaultCallError("backends.vault.auth.token is empty", "config", null, "backends.vault.auth.token is empty");
         res = await raw("lookup_self", "GET", "auth/token/lookup-self", undefined, fresh);
         const d = res.data ?? {};
         plan(Number(d.ttl ?? 0), d.renewable === true);
@@ -322,7 +385,7 @@ export function createVaultSession(opts: VaultSessionOptions): VaultSession {
           auth.method === "approle"
             ? { role_id: auth.role_id, secret_id: auth.secret_id ?? (await readSecretFile(rel(auth.secret_id_file!), "approle secret_id")) }
             : { role: auth.role, jwt: await readSecretFile(rel(auth.jwt_file), `${auth.method} login JWT`) };
-        if (body.secret_id === "") throw new VaultCallError("backends.vault.auth.secret_id is empty", "config", null);
+        if (body.secret_id === "") throw new VaultCallError("backends.vault.auth.secret_id is empty", "config", null, "backends.vault.auth.secret_id is empty");
         res = await raw("login", "POST", `auth/${auth.mount}/login`, body, null);
         const a = res.auth;
         if (!a || typeof a.client_token !== "string" || a.client_token === "") throw new VaultCallError(`login (${auth.method}): vault answered without a client token`, "bad_request", 200);
@@ -332,8 +395,9 @@ export function createVaultSession(opts: VaultSessionOptions): VaultSession {
     } catch (e) {
       const err = classify(e, `login (${auth.method})`);
       logins.inc({ result: "error" });
-      if (err.failure === "denied" || err.failure === "bad_request" || err.failure === "config" || err.failure === "not_found") {
-        setState({ state: "unavailable", detail: `vault login failed (${auth.method}): ${err.message.replace(/^.*?: /, "")}` });
+      if (["denied", "bad_request", "config", "not_found", "unsupported", "redirect"].includes(err.failure)) {
+        // The reason only (status, code): Vault's text and file paths stay in the logs.
+        setState({ state: "unavailable", detail: `vault login failed (${auth.method}): ${err.reason}` });
       }
       throw err;
     }
@@ -461,6 +525,7 @@ export function createVaultSession(opts: VaultSessionOptions): VaultSession {
       closed = true;
       clearTimer();
       if (healthTimer) clearTimeout(healthTimer);
+      transport.close();
     },
   };
 }

@@ -9,8 +9,14 @@
  * and recorded as a `vault_orphan_revoked` audit event.
  *
  * Leases are listed before the known handles are read, so a mint finishing in between is known.
- * Several workers may reconcile at once: revocation is idempotent. Token roles are not listed:
- * their tokens die at their explicit_max_ttl (I2) whatever happens to the broker.
+ * Several workers may reconcile at once: revocation is idempotent.
+ *
+ * Token roles are not reconciled. A child token whose mint answer was lost is held by nobody
+ * (its secret was only in that answer) and dies at its explicit_max_ttl, the lease's remaining
+ * lifetime at mint (I2): never after the lease's expires_at. Finding it would take `LIST
+ * auth/token/accessors` (sudo; every token of the namespace, no filter by role or metadata) and
+ * a lookup of each unknown accessor every pass; with the broker's revoke-accessor grant, that
+ * list would let the broker revoke any token in Vault. The bound is documented instead (README).
  */
 import type { Logger } from "pino";
 import { Counter, type Registry } from "prom-client";

@@ -289,7 +289,8 @@ const awsStsBackend = z.strictObject({
   endpoint: httpsUrl.optional(),
   iam_endpoint: httpsUrl.optional(),
   // Defaults (applied by src/backends/aws): max_attempts 3, request_timeout 10s,
-  // revocation_policy_name jitbroker-revocations, revocation_policy_max_chars 10240.
+  // revocation_policy_name jitbroker-revocations, revocation_policy_max_chars 10240,
+  // clock_skew_margin 60s.
   /** SDK attempts per STS/IAM call (throttling and 5xx are retried with backoff). */
   max_attempts: z.number().int().min(1).max(10).optional(),
   request_timeout: duration.optional(),
@@ -297,6 +298,11 @@ const awsStsBackend = z.strictObject({
   revocation_policy_name: z.string().regex(/^[\w+=,.@-]{1,128}$/, "must be 1-128 of letters, digits and _+=,.@-").optional(),
   /** Characters it may use: IAM allows 10,240 for all inline policies of a role together. */
   revocation_policy_max_chars: z.number().int().min(1024).max(10240).optional(),
+  /**
+   * How far other brokers' and AWS's clocks may be from this one (default 60s): added before a
+   * session is taken to have ended on its own, and before a revocation entry is garbage.
+   */
+  clock_skew_margin: duration.refine((ms) => ms <= 3600_000, "must be at most 1h").optional(),
 });
 
 const roleTtl = z

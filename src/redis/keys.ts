@@ -17,6 +17,10 @@
  *   {p}:aws:lock:<sha256(role ARN) base64url>  string: owner token of the per-role lock that
  *                                               serializes revocation policy writes, PX
  *                                               (src/backends/aws/lock.ts)
+ *   {p}:aws:revoked:<sha256(role ARN) base64url>, {p}:aws:roles
+ *                                               zsets: the record of revoked STS sessions per
+ *                                               role and the roles that have some, expiring with
+ *                                               the sessions (src/backends/aws/revoked.ts)
  */
 import { createHash } from "node:crypto";
 

@@ -37,6 +37,14 @@ describe("aws_sts through the broker", () => {
             labels: { sensitivity: "internal", access: "read" },
             aws_sts: { role_arn: role.arn, session_policy: SESSION_POLICY },
           },
+          {
+            // A role in another account than the broker's credentials (123456789012).
+            name: "elsewhere-read",
+            backend: "aws_sts",
+            ttl: { default: "5m", max: "15m" },
+            labels: { sensitivity: "internal", access: "read" },
+            aws_sts: { role_arn: "arn:aws:iam::222222222222:role/ci/artifacts-reader" },
+          },
         ],
         backends: { aws_sts: { region: "us-east-1", endpoint: server.url, iam_endpoint: server.url, max_attempts: 1 } },
       },
@@ -136,6 +144,15 @@ describe("aws_sts through the broker", () => {
     expect([listed.status, listed.body.leases]).toEqual([200, []]);
   });
 
+  it("a huge scope is refused on its size before it is expanded: 400 at once, with a one-line answer", async () => {
+    const scope = { Version: "2012-10-17", Statement: [{ Effect: "Allow", Action: Array.from({ length: 800 }, (_, i) => `s3:a${i % 10}`), Resource: Array.from({ length: 800 }, () => "arn:") }] };
+    const t = Date.now();
+    const r = await f.call("POST", "/v1/credentials", "ci", { role: "artifacts-read", task: { id: "AWS-8" }, scope });
+    expect(Date.now() - t).toBeLessThan(1000);
+    expect([r.status, r.body.code]).toEqual([400, "invalid_request"]);
+    expect(r.body.detail).toMatch(/^scope: the session policy sent to STS would be \d+ characters; STS allows 2048$/);
+  });
+
   it("IAM throttling: the revocation is retried until the deny is in place; last_error says why meanwhile", async () => {
     const r = await f.call("POST", "/v1/credentials", "agent", { role: "artifacts-read", task: { id: "AWS-5" } });
     expect(r.status).toBe(201);
@@ -151,6 +168,22 @@ describe("aws_sts through the broker", () => {
     const ready = await getJson(`${f.b.url}/readyz`);
     expect(ready.body.backends).toEqual(expect.arrayContaining([{ name: "aws_sts", state: "ok" }]));
   }, 40_000);
+
+  it("a role in another account than the broker's: nothing is minted (503 backend_unavailable), the reason is in the lease's history", async () => {
+    const assumes = server.calls("AssumeRole").length;
+    const r = await f.call("POST", "/v1/credentials", "agent", { role: "elsewhere-read", task: { id: "AWS-7" } });
+    expect([r.status, r.body.code]).toEqual([503, "backend_unavailable"]);
+    expect(server.calls("AssumeRole").length).toBe(assumes);
+    const listed = await f.call("GET", "/v1/admin/leases?task_id=AWS-7", "bob");
+    expect(listed.body.leases).toHaveLength(1);
+    const hist = await f.call("GET", `/v1/admin/leases/${listed.body.leases[0].id}/history`, "alice");
+    const failed = (hist.body.events as { type: string; reason?: string }[]).find((e) => e.type === "issue_failed");
+    expect(failed?.reason).toBe(
+      "role arn:aws:iam::222222222222:role/ci/artifacts-reader is in account 222222222222, but the broker's AWS credentials are in account 123456789012: " +
+        "a session is revoked by a deny policy written on its role with IAM, which reaches only roles of the broker's own account, so it mints no session of that role (nothing was minted); " +
+        "use a broker whose AWS credentials are in the role's account",
+    );
+  });
 
   it("no secret key or session token in Redis, logs or metrics (I6)", async () => {
     expect(server.sessions.length).toBeGreaterThanOrEqual(4);

@@ -62,6 +62,23 @@ describe("aws_sts configuration", () => {
     expect(p.join("\n")).toMatch(/unknown/);
   });
 
+  it("clock_skew_margin: a duration (default 60s, applied by the backend), at most 1h", () => {
+    expect(parse({ backends: { aws_sts: { region: "us-east-1", clock_skew_margin: "2m" } } }).backends.aws_sts).toEqual({ region: "us-east-1", clock_skew_margin: 120_000 });
+    expect(parse({ backends: { aws_sts: { region: "us-east-1", clock_skew_margin: "0s" } } }).backends.aws_sts!.clock_skew_margin).toBe(0);
+    expect(problems({ backends: { aws_sts: { region: "us-east-1", clock_skew_margin: "2h" } } })).toEqual(["backends.aws_sts.clock_skew_margin: must be at most 1h"]);
+  });
+
+  it('a session policy must say Version "2012-10-17" (policy variables mean the same in it and in scopes)', () => {
+    const statement = { Effect: "Allow", Action: "s3:GetObject", Resource: "arn:aws:s3:::b/${aws:username}/*" };
+    const at = (p: string[]) => p.filter((x) => x.startsWith("roles[0].aws_sts.session_policy: "));
+    expect(at(problems({ roles: [role({ role_arn: ARN, session_policy: { Statement: [statement] } })], backends: { aws_sts: { region: "us-east-1" } } })).join()).toMatch(
+      /session_policy\.Version: required, "2012-10-17" \(without it, or under "2008-10-17", IAM does not substitute policy variables/,
+    );
+    expect(at(problems({ roles: [role({ role_arn: ARN, session_policy: { Version: "2008-10-17", Statement: [statement] } })], backends: { aws_sts: { region: "us-east-1" } } }))).toEqual([
+      'roles[0].aws_sts.session_policy: session_policy.Version: must be "2012-10-17"',
+    ]);
+  });
+
   it("a session policy over STS's 2,048 characters is refused at load", () => {
     const big = { Statement: Array.from({ length: 40 }, (_, i) => ({ Effect: "Allow", Action: "s3:GetObject", Resource: `arn:aws:s3:::bucket/prefix/number/${i}/*` })) };
     expect(problems({ roles: [role({ role_arn: ARN, session_policy: big })], backends: { aws_sts: { region: "us-east-1" } } }).join()).toMatch(/STS allows 2048/);

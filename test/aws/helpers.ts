@@ -1,7 +1,8 @@
 /**
  * Test harness for the aws_sts backend: the backend built directly against the STS/IAM test
- * server (real SDK clients, static test credentials), a real Redis for the revocation lock, a
- * recording audit sink and captured logs.
+ * server (real SDK clients, static test credentials), a real Redis for the revocation lock and
+ * the record of revoked sessions, a recording audit sink and captured logs. Options left
+ * undefined take the backend's defaults (clock skew margin 60 s, re-read 30 s after a write).
  */
 import { Writable } from "node:stream";
 import { Redis } from "ioredis";
@@ -35,7 +36,22 @@ export interface Harness {
 }
 
 export async function startHarness(
-  o: { now?: () => number; server?: AwsServer; tag?: string; policyMaxChars?: number; maxAttempts?: number; lockWaitMs?: number; owners?: Record<string, string> } = {},
+  o: {
+    now?: () => number;
+    server?: AwsServer;
+    /** IAM endpoint other than the server's (a proxy, another account's server). */
+    iamUrl?: string;
+    tag?: string;
+    policyMaxChars?: number;
+    maxAttempts?: number;
+    lockWaitMs?: number;
+    lockTtlMs?: number;
+    owners?: Record<string, string>;
+    clockSkewMarginMs?: number;
+    roleGoneConfirmMs?: number;
+    repairDelayMs?: number;
+    repairIntervalMs?: number;
+  } = {},
 ): Promise<Harness> {
   const server = o.server ?? (await startAwsServer({ now: o.now }));
   const redis = new Redis(testRedisUrl(), { lazyConnect: false, maxRetriesPerRequest: 1 });
@@ -55,7 +71,7 @@ export async function startHarness(
   const backend = createAwsStsBackend({
     region: "us-east-1",
     endpoint: server.url,
-    iamEndpoint: server.url,
+    iamEndpoint: o.iamUrl ?? server.url,
     maxAttempts: o.maxAttempts ?? 1,
     requestTimeoutMs: 5000,
     policyName: POLICY_NAME,
@@ -74,6 +90,11 @@ export async function startHarness(
     registry,
     now: o.now,
     lockWaitMs: o.lockWaitMs,
+    lockTtlMs: o.lockTtlMs,
+    clockSkewMarginMs: o.clockSkewMarginMs,
+    roleGoneConfirmMs: o.roleGoneConfirmMs,
+    repairDelayMs: o.repairDelayMs,
+    repairIntervalMs: o.repairIntervalMs,
   });
   return {
     server,

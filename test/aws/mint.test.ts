@@ -114,7 +114,7 @@ describe("aws_sts mint", () => {
     expect(JSON.parse(server.calls("AssumeRole").at(-1)!.params.Policy!)).toEqual({ Version: "2012-10-17", Statement: [scope.Statement[0], SESSION_POLICY.Statement[1]] });
 
     const before = server.calls("AssumeRole").length;
-    const wider = { Statement: [{ Effect: "Allow", Action: "s3:*", Resource: "arn:aws:s3:::deploy-bucket/*" }] };
+    const wider = { Version: "2012-10-17", Statement: [{ Effect: "Allow", Action: "s3:*", Resource: "arn:aws:s3:::deploy-bucket/*" }] };
     const err = (() => {
       try {
         h.backend.checkRequest!(role, { scope: wider });
@@ -127,7 +127,7 @@ describe("aws_sts mint", () => {
     expect((err as Error).message).toMatch(/"s3:\*" on "arn:aws:s3:::deploy-bucket\/\*" is not within the role's session policy/);
     // mint checks again (defence in depth) and never calls STS.
     await expect(h.backend.mint(leaseFor(clock.now(), { ttlSeconds: 900 }), role, { scope: wider })).rejects.toMatchObject({ code: "invalid_request" });
-    const big = { Statement: Array.from({ length: 30 }, (_, i) => ({ Effect: "Allow", Action: "s3:GetObject", Resource: `arn:aws:s3:::deploy-bucket/a/rather/long/prefix/${i}/*` })) };
+    const big = { Version: "2012-10-17", Statement: Array.from({ length: 30 }, (_, i) => ({ Effect: "Allow", Action: "s3:GetObject", Resource: `arn:aws:s3:::deploy-bucket/a/rather/long/prefix/${i}/*` })) };
     expect(() => h.backend.checkRequest!(role, { scope: big })).toThrow(/STS allows 2048/);
     expect(server.calls("AssumeRole").length).toBe(before);
   });
@@ -136,7 +136,7 @@ describe("aws_sts mint", () => {
     const role = roleConfig(arn);
     server.setPackedCapacity(40);
     try {
-      const scope = { Statement: [{ Effect: "Allow", Action: "s3:GetObject", Resource: "arn:aws:s3:::deploy-bucket/x/*" }] };
+      const scope = { Version: "2012-10-17", Statement: [{ Effect: "Allow", Action: "s3:GetObject", Resource: "arn:aws:s3:::deploy-bucket/x/*" }] };
       await expect(h.backend.mint(leaseFor(clock.now(), { ttlSeconds: 900 }), role, { scope })).rejects.toMatchObject({
         code: "invalid_request",
         message: expect.stringMatching(/scope: STS refused the session policy \(PackedPolicyTooLarge\): Packed policy consumes \d+% of allotted space/),
@@ -182,5 +182,49 @@ describe("aws_sts mint", () => {
     const lease = leaseFor(clock.now() - 10_000, { ttlSeconds: 5 });
     await expect(h.backend.mint(lease, roleConfig(arn))).rejects.toThrow(/expires before a session could be valid/);
     expect(server.calls("AssumeRole").length).toBe(n);
+  });
+});
+
+describe("aws_sts mint: only sessions this broker can revoke", () => {
+  it("a role in another account than the broker's credentials is refused before AssumeRole: clear, not retryable", async () => {
+    // STS AssumeRole works across accounts; IAM's PutRolePolicy would act on the broker's own account.
+    const server = await startAwsServer({ account: "222222222222", callerAccount: "111111111111" });
+    const h = await startHarness({ server });
+    try {
+      const r = server.addRole("deployer");
+      const err = await h.backend.mint(leaseFor(Date.now(), { ttlSeconds: 900 }), roleConfig(r.arn)).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(BackendError);
+      expect(err).toMatchObject({
+        retryable: false,
+        message:
+          `role ${r.arn} is in account 222222222222, but the broker's AWS credentials are in account 111111111111: a session is revoked by a deny policy written on its role with IAM, ` +
+          "which reaches only roles of the broker's own account, so it mints no session of that role (nothing was minted); use a broker whose AWS credentials are in the role's account",
+      });
+      expect(server.calls("AssumeRole")).toHaveLength(0);
+      expect(h.backend.status!()).toMatchObject({ state: "degraded", detail: expect.stringMatching(/is in account 222222222222/) });
+    } finally {
+      await h.close();
+      await server.close();
+    }
+  });
+
+  it("the broker's account is asked once (GetCallerIdentity, cached); when it cannot be known nothing is minted (retryable)", async () => {
+    const server = await startAwsServer();
+    const h = await startHarness({ server });
+    try {
+      const r = server.addRole("deployer");
+      server.fail("GetCallerIdentity", "ServiceUnavailable", 1, "try later");
+      await expect(h.backend.mint(leaseFor(Date.now(), { ttlSeconds: 900 }), roleConfig(r.arn))).rejects.toMatchObject({
+        retryable: true,
+        message: "GetCallerIdentity on the broker's AWS credentials failed: ServiceUnavailable (HTTP 503): try later",
+      });
+      expect(server.calls("AssumeRole")).toHaveLength(0);
+      for (let i = 0; i < 3; i++) await h.backend.mint(leaseFor(Date.now(), { ttlSeconds: 900 }), roleConfig(r.arn));
+      expect(server.calls("AssumeRole")).toHaveLength(3);
+      expect(server.calls("GetCallerIdentity")).toHaveLength(2); // the failed one, then one for all three
+    } finally {
+      await h.close();
+      await server.close();
+    }
   });
 });

@@ -7,7 +7,9 @@
  */
 import type { RoleConfig } from "../../src/config/schema";
 import { BackendError } from "../../src/backends/types";
+import { DEFAULT_CLOCK_SKEW_MARGIN_MS, NOT_WORTH_DENYING_MS } from "../../src/backends/aws/backend";
 import { GC_GRACE_MS } from "../../src/backends/aws/deny";
+import { createRevokedRecord } from "../../src/backends/aws/revoked";
 import type { Lease } from "../../src/leases/types";
 import { startAwsServer, type AwsServer, type FakeRole } from "../support/aws-server";
 import { uniquePrefix } from "../support/broker";
@@ -78,14 +80,34 @@ describe("aws_sts revocation policy", () => {
     });
   });
 
-  it("a session that ends on its own within seconds needs no deny", async () => {
+  it("a session that ends on its own within seconds needs no deny, counting the clock skew margin", async () => {
     const r = server.addRole("expiring");
-    const [m] = await mintMany(h, r, clock.now(), 1, 900);
-    const puts = server.calls("PutRolePolicy").length;
+    const [m, n] = await mintMany(h, r, clock.now(), 2, 900);
+    const puts = () => server.calls("PutRolePolicy").filter((c) => c.params.RoleName === "expiring").length;
+    // 3 s before its end by this broker's clock: that clock may be up to the margin (60 s)
+    // ahead of AWS's or of the minting broker's, so the session may live a minute more: denied.
     clock.advance(900_000 - 3_000);
     await h.backend.revoke({ ...m!.lease, revocation: { trigger: "expiry" } }, m!.handle);
-    expect(server.calls("PutRolePolicy").length).toBe(puts);
-    expect(server.policy("expiring", POLICY_NAME)).toBeNull();
+    expect(puts()).toBe(1);
+    expect(server.denies(server.session(m!.lease.id))).toBe(true);
+    // Ended more than the margin minus 5 s ago: dead whatever the skew; nothing is written.
+    clock.advance(3_000 + DEFAULT_CLOCK_SKEW_MARGIN_MS - NOT_WORTH_DENYING_MS);
+    await h.backend.revoke({ ...n!.lease, revocation: { trigger: "expiry" } }, n!.handle);
+    expect(puts()).toBe(1);
+  });
+
+  it("with clock_skew_margin 0 (clocks trusted), a session ending within 5 s gets no deny", async () => {
+    const h0 = await startHarness({ now: clock.now, server, clockSkewMarginMs: 0 });
+    try {
+      const r = server.addRole("expiring-0");
+      const [m] = await mintMany(h0, r, clock.now(), 1, 900);
+      clock.advance(900_000 - 3_000);
+      await h0.backend.revoke({ ...m!.lease, revocation: { trigger: "expiry" } }, m!.handle);
+      expect(server.calls("PutRolePolicy").filter((c) => c.params.RoleName === "expiring-0")).toHaveLength(0);
+      expect(server.policy("expiring-0", POLICY_NAME)).toBeNull();
+    } finally {
+      await h0.close();
+    }
   });
 
   it("drops statements of sessions that have expired anyway, keeps statements it did not write", async () => {
@@ -97,15 +119,16 @@ describe("aws_sts revocation policy", () => {
     const oldSession = server.session(old!.lease.id);
     expect(server.policy("gc-role", POLICY_NAME)!.Statement).toHaveLength(2);
 
-    // Past the old session's end, within the grace: still listed.
-    clock.set(oldSession.expiresAt + GC_GRACE_MS - 60_000);
+    // Past the old session's end, within the grace plus the clock skew margin: still listed.
+    clock.set(oldSession.expiresAt + GC_GRACE_MS + DEFAULT_CLOCK_SKEW_MARGIN_MS - 1000);
     const [mid] = await mintMany(h, r, clock.now(), 1);
     await h.backend.revoke(mid!.lease, mid!.handle);
     const ids = (doc: ReturnType<AwsServer["policy"]>) => doc!.Statement.flatMap((s) => [s.Condition?.StringEquals?.["aws:userid"] ?? []].flat());
     expect(ids(server.policy("gc-role", POLICY_NAME))).toEqual(expect.arrayContaining([oldSession.userId, server.session(mid!.lease.id).userId]));
 
-    // Past the grace: the old entry is garbage-collected by the next revocation.
-    clock.set(oldSession.expiresAt + GC_GRACE_MS + 1000);
+    // Past the grace and the margin: the old entry is garbage-collected by the next revocation,
+    // in IAM's copy and in the Redis record alike.
+    clock.set(oldSession.expiresAt + GC_GRACE_MS + DEFAULT_CLOCK_SKEW_MARGIN_MS + 1000);
     const [late] = await mintMany(h, r, clock.now(), 1);
     await h.backend.revoke(late!.lease, late!.handle);
     const doc = server.policy("gc-role", POLICY_NAME)!;
@@ -113,6 +136,8 @@ describe("aws_sts revocation policy", () => {
     expect(ids(doc).sort()).toEqual([server.session(mid!.lease.id).userId, server.session(late!.lease.id).userId].sort());
     expect(server.denies(server.session(mid!.lease.id))).toBe(true);
     expect(server.denies(server.session(late!.lease.id))).toBe(true);
+    const recorded = await h.redis.zrange(createRevokedRecord(h.redis, h.tag).key(r.arn), 0, -1);
+    expect(recorded.map((m) => m.split(" ")[1]).sort()).toEqual([server.session(mid!.lease.id).userId, server.session(late!.lease.id).userId].sort());
   });
 
   it("revokes every session of a role in one process concurrently, batched, none lost", async () => {
@@ -161,21 +186,53 @@ describe("aws_sts revocation policy", () => {
     }
   });
 
-  it("a role that no longer exists has no live sessions: revocation succeeds without a deny", async () => {
+  it("a role that no longer exists: NoSuchEntity is believed when seen again 10 s later; then no deny is needed", async () => {
     const r = server.addRole("doomed");
     const [m] = await mintMany(h, r, clock.now(), 1);
     server.roles.delete("doomed");
     const h2 = await startHarness({ now: clock.now, server }); // no cached RoleId
     try {
+      const first = await h2.backend.revoke(m!.lease, m!.handle).catch((e: unknown) => e);
+      expect(first).toBeInstanceOf(BackendError);
+      expect(first).toMatchObject({
+        retryable: true,
+        message: `GetRole on ${r.arn}: the role was not found (NoSuchEntity); IAM is eventually consistent, so the broker believes it only when an attempt at least 10 s later says so too; will retry`,
+      });
+      clock.advance(5_000); // too soon to believe it
+      await expect(h2.backend.revoke(m!.lease, m!.handle)).rejects.toMatchObject({ retryable: true });
+      expect(h2.events).toEqual([]);
+      clock.advance(5_000);
       await h2.backend.revoke(m!.lease, m!.handle);
-      expect(h2.events).toEqual([expect.objectContaining({ type: "aws_session_ended", lease_id: m!.lease.id, note: expect.stringMatching(/no longer exists \(IAM NoSuchEntity\)/) })]);
-      // With the RoleId cached, PutRolePolicy's NoSuchEntity says the same.
+      expect(h2.events).toEqual([
+        expect.objectContaining({ type: "aws_session_ended", lease_id: m!.lease.id, note: expect.stringMatching(/no longer exists \(IAM NoSuchEntity, seen again at least 10 s after the first time\)/) }),
+      ]);
+      // With the RoleId cached, PutRolePolicy's NoSuchEntity is a first sighting just the same.
       const r2 = server.addRole("doomed2");
       const [k1, k2] = await mintMany(h, r2, clock.now(), 2);
       await h.backend.revoke(k1!.lease, k1!.handle);
       server.roles.delete("doomed2");
+      await expect(h.backend.revoke(k2!.lease, k2!.handle)).rejects.toMatchObject({ retryable: true, message: expect.stringMatching(/^PutRolePolicy on .*role\/doomed2: the role was not found \(NoSuchEntity\)/) });
+      clock.advance(10_000);
       await h.backend.revoke(k2!.lease, k2!.handle);
       expect(h.events.at(-1)).toMatchObject({ type: "aws_session_ended", lease_id: k2!.lease.id });
+      // The record of a gone role is dropped with it.
+      expect(await h.redis.exists(createRevokedRecord(h.redis, h.tag).key(r2.arn))).toBe(0);
+    } finally {
+      await h2.close();
+    }
+  });
+
+  it("a role that answers NoSuchEntity once (IAM eventual consistency) and then exists gets its deny", async () => {
+    const r = server.addRole("flaky");
+    const [m] = await mintMany(h, r, clock.now(), 1);
+    const h2 = await startHarness({ now: clock.now, server });
+    try {
+      server.fail("GetRole", "NoSuchEntity", 1, "The role with name flaky cannot be found.");
+      await expect(h2.backend.revoke(m!.lease, m!.handle)).rejects.toMatchObject({ retryable: true, message: expect.stringMatching(/NoSuchEntity/) });
+      clock.advance(60_000);
+      await h2.backend.revoke(m!.lease, m!.handle);
+      expect(server.denies(server.session(m!.lease.id))).toBe(true);
+      expect(h2.events.map((e) => e.type)).toEqual(["aws_deny_attached"]);
     } finally {
       await h2.close();
     }
@@ -265,7 +322,7 @@ describe("replicas", () => {
     await server.close();
   });
 
-  async function race(sameKeyspace: boolean, roleName: string) {
+  async function race(sameKeyspace: boolean, roleName: string, after?: (a: Harness, b: Harness, denied: () => boolean[]) => Promise<void>) {
     const tag = `{${uniquePrefix()}}`;
     const a = await startHarness({ now: clock.now, server, tag });
     const b = await startHarness({ now: clock.now, server, tag: sameKeyspace ? tag : `{${uniquePrefix()}}` });
@@ -275,7 +332,11 @@ describe("replicas", () => {
       const mb = await mintMany(b, r, clock.now(), 3);
       server.delay("GetRolePolicy", 300); // both replicas read before either writes, unless serialized
       await Promise.all([...ma.map((m) => a.backend.revoke(m.lease, m.handle)), ...mb.map((m) => b.backend.revoke(m.lease, m.handle))]);
-      return [...ma, ...mb].map((m) => server.denies(server.session(m.lease.id)));
+      server.delay("GetRolePolicy", 0);
+      const denied = () => [...ma, ...mb].map((m) => server.denies(server.session(m.lease.id)));
+      const out = denied();
+      await after?.(a, b, denied);
+      return out;
     } finally {
       server.delay("GetRolePolicy", 0);
       await a.close();
@@ -287,8 +348,15 @@ describe("replicas", () => {
     expect(await race(true, "shared-by-replicas")).toEqual(Array(6).fill(true));
   });
 
-  it("(control) without a shared lock the read-modify-write race is real: one broker's update is lost", async () => {
-    const denied = await race(false, "unlocked");
+  it("(control) without a shared lock the read-modify-write race is real: one broker's update is lost, until the check against its Redis record rewrites it", async () => {
+    const denied = await race(false, "unlocked", async (a, b, now) => {
+      // What the worker runs periodically (and each broker 30 s after its own writes).
+      const reports = [await a.backend.checkRevocationPolicies(), await b.backend.checkRevocationPolicies()];
+      expect(reports.map((r) => r.rewritten).sort()).toEqual([0, 1]);
+      expect(reports.every((r) => r.roles === 1 && r.failed === 0)).toBe(true);
+      expect(now()).toEqual(Array(6).fill(true));
+      expect([a, b].map((x) => x.logs.join("")).join("")).toContain("revocation policy missed revoked sessions recorded in Redis");
+    });
     expect(denied.filter(Boolean).length).toBe(3);
   });
 

@@ -9,7 +9,10 @@
  * errors: `<ErrorResponse><Error><Type>Sender|Receiver</Type><Code>..</Code><Message>..</Message>
  * </Error><RequestId>..</RequestId></ErrorResponse>` with the documented HTTP status.
  *
- * Implemented: STS AssumeRole; IAM GetRole, GetRolePolicy (document URL-encoded, RFC 3986),
+ * Implemented: STS AssumeRole, GetCallerIdentity (the broker's principal is
+ * `arn:aws:iam::<callerAccount>:user/broker`; `callerAccount` defaults to `account`, the account
+ * of the roles this endpoint hosts, and IAM calls act on `account`, as IAM acts on the caller's);
+ * IAM GetRole, GetRolePolicy (document URL-encoded, RFC 3986),
  * PutRolePolicy, DeleteRolePolicy. Limits enforced as the API references state them:
  * RoleSessionName 2-64 of [\w+=,.@-]; DurationSeconds 900-43200 and at most the role's
  * MaxSessionDuration; Policy at most 2,048 characters of U+0009/A/D, U+0020-U+00FF, valid JSON
@@ -147,9 +150,10 @@ function globMatch(pattern: string, value: string): boolean {
   return re.test(value);
 }
 
-export async function startAwsServer(opts: { now?: () => number; account?: string; packedCapacityBytes?: number } = {}) {
+export async function startAwsServer(opts: { now?: () => number; account?: string; callerAccount?: string; packedCapacityBytes?: number } = {}) {
   const now = opts.now ?? Date.now;
   const account = opts.account ?? "123456789012";
+  const callerAccount = opts.callerAccount ?? account;
   let packedCapacity = opts.packedCapacityBytes ?? 1024;
   const roles = new Map<string, FakeRole>();
   const sessions: IssuedSession[] = [];
@@ -202,10 +206,10 @@ export async function startAwsServer(opts: { now?: () => number; account?: strin
     const packed = Math.ceil((deflateRawSync(Buffer.from((p.Policy ?? "") + JSON.stringify(tags))).length / packedCapacity) * 100);
     if (packed > 100) throw new AwsFault("PackedPolicyTooLarge", `Packed policy consumes ${packed}% of allotted space, please use smaller policy.`);
     const role = roleByArn(arn);
-    if (!role) throw new AwsFault("AccessDenied", `User: arn:aws:iam::${account}:user/broker is not authorized to perform: sts:AssumeRole on resource: ${arn}`);
+    if (!role) throw new AwsFault("AccessDenied", `User: arn:aws:iam::${callerAccount}:user/broker is not authorized to perform: sts:AssumeRole on resource: ${arn}`);
     if (duration > role.maxSessionDuration) throw new AwsFault("ValidationError", "The requested DurationSeconds exceeds the MaxSessionDuration set for this role.");
     if (role.externalId !== undefined && p.ExternalId !== role.externalId) {
-      throw new AwsFault("AccessDenied", `User: arn:aws:iam::${account}:user/broker is not authorized to perform: sts:AssumeRole on resource: ${arn}`);
+      throw new AwsFault("AccessDenied", `User: arn:aws:iam::${callerAccount}:user/broker is not authorized to perform: sts:AssumeRole on resource: ${arn}`);
     }
     const issuedAt = now();
     const s: IssuedSession = {
@@ -247,7 +251,7 @@ export async function startAwsServer(opts: { now?: () => number; account?: strin
       case "GetRole": {
         const r = roleFor(p);
         return (
-          `<GetRoleResult><Role><Path>/</Path><Arn>${r.arn}</Arn><RoleName>${r.name}</RoleName><RoleId>${r.roleId}</RoleId>` +
+          `<GetRoleResult><Role><Path>${xmlEscape(/:role(\/(?:.*\/)?)[^/]+$/.exec(r.arn)?.[1] ?? "/")}</Path><Arn>${r.arn}</Arn><RoleName>${r.name}</RoleName><RoleId>${r.roleId}</RoleId>` +
           `<AssumeRolePolicyDocument>${encodeURIComponent('{"Version":"2012-10-17","Statement":[]}')}</AssumeRolePolicyDocument>` +
           `<CreateDate>2024-01-01T00:00:00Z</CreateDate><MaxSessionDuration>${r.maxSessionDuration}</MaxSessionDuration></Role></GetRoleResult>`
         );
@@ -316,8 +320,10 @@ export async function startAwsServer(opts: { now?: () => number; account?: strin
         try {
           let result: string;
           if (service === "sts") {
-            if (action !== "AssumeRole") throw new AwsFault("InvalidAction", `Could not find operation ${action} for version ${STS_VERSION}`);
-            result = assumeRole(params);
+            if (action === "AssumeRole") result = assumeRole(params);
+            else if (action === "GetCallerIdentity") {
+              result = `<GetCallerIdentityResult><Arn>arn:aws:iam::${callerAccount}:user/broker</Arn><UserId>AIDAJITBROKERTEST0001</UserId><Account>${callerAccount}</Account></GetCallerIdentityResult>`;
+            } else throw new AwsFault("InvalidAction", `Could not find operation ${action} for version ${STS_VERSION}`);
           } else {
             result = iamAction(action, params);
           }
@@ -351,6 +357,7 @@ export async function startAwsServer(opts: { now?: () => number; account?: strin
   return {
     url: server.url,
     account,
+    callerAccount,
     roles,
     sessions,
     requests,

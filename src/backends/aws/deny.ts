@@ -17,8 +17,10 @@
  *   grouped by expiry bucket, so statements age out whole.
  * - The cut-off statement (at most one) is the size-limit fallback: it denies every session of
  *   the role issued before the given time, revoked or not, until `until`.
- * - Garbage collection: a statement whose `until` is more than `GC_GRACE_MS` in the past only
- *   names dead sessions and is dropped (the grace absorbs clock differences between brokers).
+ * - Garbage collection: a statement whose `until` is more than `GC_GRACE_MS` plus the clock
+ *   skew margin in the past only names dead sessions and is dropped (`until` was computed on
+ *   another broker's clock and AWS's; the grace and the margin absorb the differences). The
+ *   Redis record of revoked sessions (revoked.ts) is collected by the same rule (`isDead`).
  * - Statements this module did not write (other Sids or shapes) are kept verbatim.
  *
  * Size: IAM allows 10,240 characters (whitespace not counted) for all inline policies of a role
@@ -123,9 +125,17 @@ function dedupe(sessions: RevokedSession[]): RevokedSession[] {
   return [...by.values()];
 }
 
-/** Drops what only names sessions dead for more than the grace, and adds `added`. */
-export function mergeDenyState(state: DenyState, added: RevokedSession[], now: number): DenyState {
-  const alive = (until: number) => until + GC_GRACE_MS > now;
+/**
+ * Whether something that lives until `until` (ms, written by any broker) is garbage at `now`
+ * (this broker's clock): more than the grace plus the clock skew margin in the past.
+ */
+export function isDead(until: number, now: number, skewMarginMs = 0): boolean {
+  return until + GC_GRACE_MS + skewMarginMs <= now;
+}
+
+/** Drops what only names sessions dead for more than the grace (plus the margin), and adds `added`. */
+export function mergeDenyState(state: DenyState, added: RevokedSession[], now: number, skewMarginMs = 0): DenyState {
+  const alive = (until: number) => !isDead(until, now, skewMarginMs);
   const cutoff = state.cutoff && alive(state.cutoff.until) ? state.cutoff : null;
   const sessions = dedupe([...state.sessions, ...added]).filter((s) => alive(s.expiresAt) && !coveredBy(cutoff, s));
   return { sessions, cutoff, foreign: state.foreign };

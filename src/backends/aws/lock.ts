@@ -10,8 +10,15 @@
  *                                               compare-and-DEL scripts below).
  *
  * The owner refreshes the lock right before each write to IAM (`guard.refresh()`), and gives up
- * (retryable error) if the lock was lost, so a replica stalled past the ttl never overwrites
- * another's update. The ttl bounds how long a crashed holder blocks the role.
+ * (retryable error) if the lock was lost. The ttl bounds how long a crashed holder blocks the role.
+ *
+ * Deadline: the locked section gets `sectionMs` (default half the ttl) from the moment the lock
+ * is taken. Then `guard.signal` aborts: the backend passes it to every IAM call of the section
+ * and stops waiting for them (SDK retries and backoff included), and `refresh()` refuses to
+ * start a write. So the holder stops well before its lock can expire under it. A request
+ * already on the wire may still be applied by IAM after that; what protects other replicas'
+ * updates from such a late write is not this lock but the Redis record of revoked sessions and
+ * the check that rewrites the policy when IAM's copy misses some of them (revoked.ts).
  */
 import { createHash, randomBytes } from "node:crypto";
 import type { Redis } from "ioredis";
@@ -30,8 +37,12 @@ return 0
 `;
 
 export interface LockGuard {
-  /** Extends the lock; throws a retryable BackendError when it was lost. */
+  /** Extends the lock; throws a retryable BackendError when it was lost or the deadline passed. */
   refresh(): Promise<void>;
+  /** Aborted (reason: a retryable BackendError) when the section reaches its deadline. */
+  signal: AbortSignal;
+  /** The section's time budget, ms. */
+  sectionMs: number;
 }
 
 export interface RoleLock {
@@ -40,7 +51,9 @@ export interface RoleLock {
   withLock<T>(roleArn: string, fn: (guard: LockGuard) => Promise<T>): Promise<T>;
 }
 
-export function createRoleLock(redis: Redis, tag: string, opts: { ttlMs: number; waitMs: number; sleep?: (ms: number) => Promise<void> }): RoleLock {
+export function createRoleLock(redis: Redis, tag: string, opts: { ttlMs: number; waitMs: number; sectionMs?: number; sleep?: (ms: number) => Promise<void> }): RoleLock {
+  const sectionMs = opts.sectionMs ?? Math.floor(opts.ttlMs / 2);
+  if (!(sectionMs > 0 && sectionMs < opts.ttlMs)) throw new Error(`the locked section (${sectionMs} ms) must be shorter than the lock's ttl (${opts.ttlMs} ms)`);
   const sleep = opts.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
   const key = (roleArn: string) => `${tag}:aws:lock:${createHash("sha256").update(roleArn).digest("base64url")}`;
 
@@ -66,15 +79,25 @@ export function createRoleLock(redis: Redis, tag: string, opts: { ttlMs: number;
         }
         await sleep(25 + Math.floor(Math.random() * 75));
       }
+      const ac = new AbortController();
+      const deadline = setTimeout(() => {
+        ac.abort(new BackendError(`the revocation policy update of ${roleArn} ran past its ${sectionMs} ms deadline (the role's lock lasts ${opts.ttlMs} ms); will retry`, true));
+      }, sectionMs);
+      deadline.unref?.();
       const guard: LockGuard = {
+        signal: ac.signal,
+        sectionMs,
         async refresh() {
+          if (ac.signal.aborted) throw ac.signal.reason as Error;
           const extended = await redisCall("extend", () => redis.eval(EXTEND, 1, k, token, String(opts.ttlMs)));
           if (Number(extended) !== 1) throw new BackendError(`lost the revocation lock of ${roleArn} (held longer than ${opts.ttlMs} ms); nothing was written, will retry`, true);
+          if (ac.signal.aborted) throw ac.signal.reason as Error;
         },
       };
       try {
         return await fn(guard);
       } finally {
+        clearTimeout(deadline);
         await redis.eval(RELEASE, 1, k, token).catch(() => undefined);
       }
     },

@@ -48,9 +48,21 @@ export function sessionTags(v: { workload: string; owner?: string; task: string;
   return tags;
 }
 
-/** `arn:aws:iam::123456789012:role/path/name` → `name` (IAM APIs take the name, not the path). */
+/**
+ * `arn:aws:iam::123456789012:role/path/name` → `name` (IAM APIs take the name, not the path).
+ * IAM's role APIs (GetRole, PutRolePolicy...) take only this name and act on the CALLER's
+ * account: use it only for a role whose account is the broker's own (`roleAccountOf`), and check
+ * that GetRole's Arn is the expected one.
+ */
 export function roleNameOf(roleArn: string): string {
   const m = /^arn:aws[a-z-]*:iam::\d{12}:role\/(?:.*\/)?([\w+=,.@-]{1,64})$/.exec(roleArn);
   if (!m) throw new Error(`"${roleArn}" is not an IAM role ARN`);
   return m[1]!;
+}
+
+/** Partition and account of a role ARN (`arn:aws:iam::123456789012:role/x` → aws, 123456789012). */
+export function roleAccountOf(roleArn: string): { partition: string; account: string } {
+  const m = /^arn:(aws[a-z-]*):iam::(\d{12}):role\//.exec(roleArn);
+  if (!m) throw new Error(`"${roleArn}" is not an IAM role ARN`);
+  return { partition: m[1]!, account: m[2]! };
 }

@@ -1,4 +1,4 @@
-import { GC_GRACE_MS, fitDenyPolicy, mergeDenyState, parseDenyPolicy, stateDenies, type RevokedSession } from "./deny";
+import { GC_GRACE_MS, fitDenyPolicy, isDead, mergeDenyState, parseDenyPolicy, stateDenies, type RevokedSession } from "./deny";
 import { roleNameOf, sessionNameOf, sessionTags, sourceIdentityOf, tagValue } from "./names";
 import { effectiveSessionPolicy, patternCovers, scopeProblems, sessionPolicyProblems } from "./scope";
 
@@ -27,7 +27,7 @@ describe("requested scope: narrowing accepted", () => {
       "the role's condition plus another",
       allow("s3:ListBucket", "arn:aws:s3:::deploy-bucket", { Condition: { StringLike: { "S3:Prefix": "releases/*" }, Bool: { "aws:SecureTransport": "true" } } }),
     ],
-    ["a Deny takes away only", { Statement: [{ Effect: "Deny", Action: "*", Resource: "*" }] }],
+    ["a Deny takes away only", { Version: "2012-10-17", Statement: [{ Effect: "Deny", Action: "*", Resource: "*" }] }],
     [
       "allow plus deny",
       { Version: "2012-10-17", Statement: [{ Sid: "Read", Effect: "Allow", Action: "s3:GetObject", Resource: "arn:aws:s3:::deploy-bucket/*" }, { Effect: "Deny", Action: "s3:GetObject", Resource: "arn:aws:s3:::deploy-bucket/secret/*" }] },
@@ -108,7 +108,85 @@ describe("effective session policy", () => {
   test("role policies are checked at config time", () => {
     expect(sessionPolicyProblems(ROLE_POLICY)).toEqual([]);
     expect(sessionPolicyProblems({ Statement: [{ Effect: "Allow", Action: "s3:GetObject", Resource: "*", NotResource: "*" }] }).join()).toMatch(/exactly one of Resource or NotResource/);
-    expect(sessionPolicyProblems({ Statement: [{ Effect: "Allow", NotAction: "iam:*", Resource: "*" }] })).toEqual([]);
+    expect(sessionPolicyProblems({ Version: "2012-10-17", Statement: [{ Effect: "Allow", NotAction: "iam:*", Resource: "*" }] })).toEqual([]);
+  });
+});
+
+describe("policy Version: only 2012-10-17, where policy variables are substituted", () => {
+  const statement = { Effect: "Allow", Action: "s3:GetObject", Resource: "arn:aws:s3:::home/${aws:username}/*" };
+  test.each([
+    ["missing", { Statement: [statement] }, /session_policy\.Version: required, "2012-10-17" \(without it, or under "2008-10-17", IAM does not substitute policy variables/],
+    ["2008-10-17", { Version: "2008-10-17", Statement: [statement] }, /session_policy\.Version: must be "2012-10-17"/],
+  ])("a role session policy with Version %s is refused at config check", (_name, doc, message) => {
+    expect(sessionPolicyProblems(doc).join()).toMatch(message);
+  });
+  test.each([
+    ["missing", { Statement: [statement] }, /scope\.Version: required/],
+    ["2008-10-17", { Version: "2008-10-17", Statement: [statement] }, /scope\.Version: must be "2012-10-17"/],
+  ])("a scope with Version %s is refused", (_name, doc, message) => {
+    expect(scopeProblems(undefined, doc).join()).toMatch(message);
+    expect(scopeProblems({ Version: "2012-10-17", Statement: [statement] }, doc).join()).toMatch(message);
+  });
+  test("what is sent is always 2012-10-17, like what was checked", () => {
+    expect(JSON.parse(effectiveSessionPolicy(ROLE_POLICY, allow("s3:GetObject", "arn:aws:s3:::deploy-bucket/a"))!).Version).toBe("2012-10-17");
+  });
+});
+
+describe("condition operators and keys differing only in case are refused", () => {
+  test.each([
+    ["a key twice", { StringLike: { "s3:prefix": ["releases/*"], "S3:PREFIX": "*" } }, /condition keys "s3:prefix" and "S3:PREFIX" differ only in case/],
+    ["an operator twice", { StringLike: { "s3:prefix": ["releases/*"] }, stringlike: { "s3:prefix": "*" } }, /operators "StringLike" and "stringlike" differ only in case/],
+  ])("in a scope: %s", (_name, Condition, message) => {
+    expect(scopeProblems(ROLE_POLICY, allow("s3:ListBucket", "arn:aws:s3:::deploy-bucket", { Condition })).join()).toMatch(message);
+  });
+  test("in a role session policy", () => {
+    const doc = { Version: "2012-10-17", Statement: [{ Effect: "Allow", Action: "s3:ListBucket", Resource: "*", Condition: { StringEquals: { "aws:SourceVpc": "a", "AWS:SourceVPC": "b" } } }] };
+    expect(sessionPolicyProblems(doc).join()).toMatch(/differ only in case/);
+  });
+});
+
+describe("bounded work and bounded answers", () => {
+  test("the size of what would be sent is checked before anything is expanded", () => {
+    // 1,000 actions x 1,000 resources: refused on size alone, in a few milliseconds.
+    const scope = allow(
+      Array.from({ length: 1000 }, (_, i) => `s3:a${i % 10}`),
+      Array.from({ length: 1000 }, () => "arn:"),
+    );
+    const t = Date.now();
+    const problems = scopeProblems(ROLE_POLICY, scope);
+    expect(Date.now() - t).toBeLessThan(200);
+    expect(problems).toEqual([expect.stringMatching(/^scope: the session policy sent to STS would be \d+ characters; STS allows 2048$/)]);
+  });
+  test("characters outside STS's set are refused before anything is parsed", () => {
+    expect(scopeProblems(ROLE_POLICY, allow("s3:GetObject", "arn:aws:s3:::deploy-bucket/\u2028"))).toEqual([expect.stringMatching(/only characters U\+0020-U\+00FF/)]);
+  });
+  test("at most 10 problems are listed, then how many more", () => {
+    // Within 2,048 characters: 12 actions x 10 resources, none covered (120 pairs).
+    const scope = allow(
+      Array.from({ length: 12 }, (_, i) => `iam:A${i}`),
+      Array.from({ length: 10 }, (_, i) => `arn:aws:iam::1:r${i}`),
+    );
+    const problems = scopeProblems(ROLE_POLICY, scope);
+    expect(problems).toHaveLength(11);
+    expect(problems[10]).toBe("and 110 more action/resource pairs not within the role's session policy");
+    const bad = { Version: "2012-10-17", Statement: Array.from({ length: 15 }, () => ({ Effect: "Allow", Action: "x", Resource: "y" })) };
+    const structural = scopeProblems(ROLE_POLICY, bad);
+    expect(structural).toHaveLength(11);
+    expect(structural[10]).toMatch(/^and \d+ more$/);
+  });
+  test("pattern coverage is iterative: a 15,000-character pattern neither overflows the stack nor backtracks", () => {
+    const long = `arn:aws:s3:::b/${"a".repeat(15_000)}`;
+    expect(patternCovers("arn:aws:s3:::b/*", long, { ignoreCase: false })).toBe(true);
+    expect(patternCovers("arn:aws:s3:::b/a*", long, { ignoreCase: false })).toBe(true);
+    expect(patternCovers("arn:aws:s3:::b/*b", long, { ignoreCase: false })).toBe(false);
+    // O(|p| x |q|) steps, no recursion: two 2,048-character patterns (the most a scope can hold).
+    const t = Date.now();
+    const max = `arn:aws:s3:::b/${"a".repeat(2030)}`;
+    expect(patternCovers(max, max, { ignoreCase: false })).toBe(true);
+    expect(patternCovers(`${max}?`, max, { ignoreCase: false })).toBe(false);
+    expect(patternCovers("arn:aws:s3:::b/" + "*a".repeat(40) + "*b", "arn:aws:s3:::b/" + "*a".repeat(200), { ignoreCase: false })).toBe(false);
+    expect(patternCovers("*a".repeat(500) + "*", "a".repeat(2000), { ignoreCase: false })).toBe(true);
+    expect(Date.now() - t).toBeLessThan(500);
   });
 });
 
@@ -231,6 +309,18 @@ describe("revocation policy", () => {
     expect(fit.state.sessions).toEqual([]);
     expect(fit.state.cutoff!.before).toBe(T0 + 19_000 + 1000);
     expect(() => fitDenyPolicy(mergeDenyState(parseDenyPolicy(null), sessions, T0), 100)).toThrow(/cannot be made to fit/);
+  });
+
+  test("the clock skew margin delays garbage collection by as much", () => {
+    const s = session(1, T0);
+    const text = fitDenyPolicy(mergeDenyState(parseDenyPolicy(null), [s], T0), 10_240).document;
+    const margin = 60_000;
+    const at = s.expiresAt + GC_GRACE_MS + 30_000; // past the grace, within the margin
+    expect(isDead(s.expiresAt, at)).toBe(true);
+    expect(isDead(s.expiresAt, at, margin)).toBe(false);
+    expect(mergeDenyState(parseDenyPolicy(text), [], at).sessions).toEqual([]);
+    expect(mergeDenyState(parseDenyPolicy(text), [], at, margin).sessions.map((x) => x.userId)).toEqual([s.userId]);
+    expect(isDead(s.expiresAt, s.expiresAt + GC_GRACE_MS + margin, margin)).toBe(true);
   });
 
   test("a document that is not JSON is never overwritten", () => {

@@ -9,6 +9,15 @@
  *
  * The check is sound, not complete (it may refuse a scope that is in fact narrower; it never
  * accepts a wider one):
+ * - first, before anything is parsed or expanded, the document that would be sent (the scope's
+ *   statements plus the role's Deny statements) must fit STS's 2,048 characters of U+0009,
+ *   U+000A, U+000D and U+0020-U+00FF: this bounds all further work (a request body may be 16 KB;
+ *   a 1,000 x 1,000 action/resource product is refused here, unexpanded);
+ * - `Version` must be "2012-10-17", in the scope and in the role's session policy: the broker
+ *   sends every session policy as 2012-10-17, where `${...}` policy variables are substituted;
+ *   under "2008-10-17" or no Version they are literal text, so the same pattern would mean
+ *   something else in the role's policy than in the scope (or in the role's Deny statements
+ *   re-sent with a scope);
  * - a scope is a policy document of `Allow` and `Deny` statements with `Action` and `Resource`
  *   only (no `NotAction`, `NotResource`, `Principal`, `NotPrincipal`);
  * - `Deny` statements only take away: accepted as they are;
@@ -16,19 +25,27 @@
  *   statement of the role's policy (one using `Action` and `Resource`), whose patterns match a
  *   superset (wildcards compared as patterns, see `patternCovers`), and whose conditions the
  *   scope statement repeats exactly (extra conditions in the scope only narrow it further);
+ *   condition operators or keys that appear twice in one block differing only in case are
+ *   refused (what IAM does with them is not documented);
  * - the role's own `Deny` statements are always appended to the scope sent to STS, so a scope
  *   cannot drop them;
  * - a role without a session policy is capped by its IAM policies alone, which a session policy
  *   can only narrow: any well-formed scope is accepted there.
- * The document sent must fit STS's 2,048-character plain-text limit for session policies
- * (minified JSON; characters U+0009, U+000A, U+000D and U+0020-U+00FF only), checked before
- * anything is minted. STS's separate packed-size limit (policy and tags, compressed) cannot be
- * computed in advance: its error (PackedPolicyTooLarge) is reported to the caller.
+ * STS's separate packed-size limit (policy and tags, compressed) cannot be computed in advance:
+ * its error (PackedPolicyTooLarge) is reported to the caller.
+ *
+ * Cost: coverage is decided per (role statement, action) and per (role statement, resource),
+ * then combined per pair with booleans; `patternCovers` is an iterative dynamic programme,
+ * O(|p| x |q|) with no backtracking. With both documents at most 2,048 characters, a check is
+ * a few million steps at worst. At most MAX_PROBLEMS problems are listed ("and N more").
  */
 
 export const SESSION_POLICY_MAX_CHARS = 2048;
 const POLICY_CHARS = /^[\u0009\u000A\u000D\u0020-\u00FF]*$/;
-const VERSIONS = ["2012-10-17", "2008-10-17"];
+/** The only Version accepted (see above): policy variables mean the same on both sides. */
+export const POLICY_VERSION = "2012-10-17";
+/** Problems listed in one answer, at most (then "and N more"). */
+export const MAX_PROBLEMS = 10;
 const SID = /^[A-Za-z0-9]*$/;
 const ACTION = /^(\*|[A-Za-z0-9-]+:[A-Za-z0-9*?]+)$/;
 
@@ -58,7 +75,11 @@ export function parsePolicy(doc: unknown, where: string, opts: { forScope: boole
   for (const key of Object.keys(doc)) {
     if (!["Version", "Id", "Statement"].includes(key)) problems.push(`${where}.${key}: unknown policy element`);
   }
-  if (doc.Version !== undefined && !VERSIONS.includes(doc.Version as string)) problems.push(`${where}.Version: must be "2012-10-17"`);
+  if (doc.Version === undefined) {
+    problems.push(`${where}.Version: required, "${POLICY_VERSION}" (without it, or under "2008-10-17", IAM does not substitute policy variables such as \${aws:username}, and the broker sends session policies as ${POLICY_VERSION})`);
+  } else if (doc.Version !== POLICY_VERSION) {
+    problems.push(`${where}.Version: must be "${POLICY_VERSION}"`);
+  }
   if (doc.Id !== undefined && typeof doc.Id !== "string") problems.push(`${where}.Id: must be a string`);
   const list = Array.isArray(doc.Statement) ? doc.Statement : doc.Statement === undefined ? [] : [doc.Statement];
   if (list.length === 0) problems.push(`${where}.Statement: at least one statement is required`);
@@ -126,11 +147,19 @@ export function parsePolicy(doc: unknown, where: string, opts: { forScope: boole
 function parseCondition(v: unknown): Record<string, Record<string, ConditionValue[]>> | string {
   if (!isObject(v) || Object.keys(v).length === 0) return "must be an object of condition operators";
   const out: Record<string, Record<string, ConditionValue[]>> = {};
+  const ops = new Map<string, string>();
   for (const [op, block] of Object.entries(v)) {
     if (!/^[A-Za-z:]+$/.test(op)) return `"${op}" is not a condition operator`;
+    const sameOp = ops.get(op.toLowerCase());
+    if (sameOp !== undefined) return `operators "${sameOp}" and "${op}" differ only in case; give each operator once (IAM's handling of such duplicates is not documented)`;
+    ops.set(op.toLowerCase(), op);
     if (!isObject(block) || Object.keys(block).length === 0) return `${op}: must be an object of condition keys`;
     out[op] = {};
+    const keys = new Map<string, string>();
     for (const [key, values] of Object.entries(block)) {
+      const sameKey = keys.get(key.toLowerCase());
+      if (sameKey !== undefined) return `${op}: condition keys "${sameKey}" and "${key}" differ only in case (IAM compares keys case-insensitively); give each key once`;
+      keys.set(key.toLowerCase(), key);
       const list = Array.isArray(values) ? values : [values];
       if (list.length === 0 || !list.every((x) => typeof x === "string" || typeof x === "number" || typeof x === "boolean")) {
         return `${op}.${key}: values must be strings, numbers or booleans`;
@@ -161,8 +190,7 @@ export function rolePolicyOf(doc: Record<string, unknown> | undefined): Record<s
 export function sessionPolicyProblems(doc: unknown): string[] {
   if (isObject(doc) && Object.keys(doc).length === 0) return [];
   const { problems } = parsePolicy(doc, "session_policy", { forScope: false });
-  if (problems.length) return problems;
-  return sizeProblems(JSON.stringify(doc), "session_policy");
+  return capProblems([...problems, ...(isObject(doc) ? sizeProblems(JSON.stringify(doc), "session_policy") : [])]);
 }
 
 /**
@@ -174,40 +202,60 @@ export function effectiveSessionPolicy(configured: Record<string, unknown> | und
   if (scope === undefined) return rolePolicy === undefined ? undefined : JSON.stringify(rolePolicy);
   const scopeStatements = Array.isArray(scope.Statement) ? scope.Statement : [scope.Statement];
   const roleDenies = rolePolicy ? parsePolicy(rolePolicy, "session_policy", { forScope: false }).statements.filter((s) => s.effect === "Deny").map((s) => s.raw) : [];
-  return JSON.stringify({ Version: "2012-10-17", Statement: [...scopeStatements, ...roleDenies] });
+  return JSON.stringify({ Version: POLICY_VERSION, Statement: [...scopeStatements, ...roleDenies] });
+}
+
+/** At most MAX_PROBLEMS problems, then one saying how many more there were. */
+function capProblems(problems: string[]): string[] {
+  if (problems.length <= MAX_PROBLEMS) return problems;
+  return [...problems.slice(0, MAX_PROBLEMS), `and ${problems.length - MAX_PROBLEMS} more`];
 }
 
 /**
  * Problems with a requested scope for a role whose session policy is `rolePolicy` (none: the
  * role's IAM policies are the only ceiling). Empty when the scope is a sound narrowing.
+ * The size and characters of what would be sent are checked first, so the rest of the work is
+ * bounded by STS's 2,048 characters whatever the request's size.
  */
 export function scopeProblems(configured: Record<string, unknown> | undefined, scope: unknown): string[] {
   const rolePolicy = rolePolicyOf(configured);
-  const parsed = parsePolicy(scope, "scope", { forScope: true });
-  if (parsed.problems.length) return parsed.problems;
-  const problems: string[] = [];
-  if (rolePolicy !== undefined) {
-    const ceiling = parsePolicy(rolePolicy, "session_policy", { forScope: false }).statements.filter((s) => s.effect === "Allow" && s.action && s.resource);
-    const many = Array.isArray((scope as Record<string, unknown>).Statement);
-    parsed.statements.forEach((q, i) => {
-      if (q.effect !== "Allow") return;
-      for (const action of q.action!) {
-        for (const resource of q.resource!) {
-          const covered = ceiling.some(
-            (p) =>
-              p.action!.some((pa) => patternCovers(pa, action, { ignoreCase: true })) &&
-              p.resource!.some((pr) => patternCovers(pr, resource, { ignoreCase: false })) &&
-              conditionsImplied(p.condition, q.condition),
-          );
-          if (!covered) {
-            problems.push(`scope.Statement${many ? `[${i}]` : ""}: ${JSON.stringify(action)} on ${JSON.stringify(resource)}${q.condition ? " (with these conditions)" : ""} is not within the role's session policy`);
-          }
-        }
-      }
-    });
+  if (!isObject(scope)) return ["scope: must be a policy document (an object)"];
+  let sent: string;
+  try {
+    sent = effectiveSessionPolicy(rolePolicy, scope)!;
+  } catch {
+    return ["scope: must be a JSON policy document"];
   }
-  if (problems.length) return problems;
-  return sizeProblems(effectiveSessionPolicy(rolePolicy, scope as Record<string, unknown>)!, "scope");
+  const size = sizeProblems(sent, "scope");
+  if (size.length) return size;
+  const parsed = parsePolicy(scope, "scope", { forScope: true });
+  if (parsed.problems.length) return capProblems(parsed.problems);
+  if (rolePolicy === undefined) return [];
+  const ceiling = parsePolicy(rolePolicy, "session_policy", { forScope: false }).statements.filter((s) => s.effect === "Allow" && s.action && s.resource);
+  const many = Array.isArray(scope.Statement);
+  const problems: string[] = [];
+  let uncovered = 0;
+  parsed.statements.forEach((q, i) => {
+    if (q.effect !== "Allow") return;
+    const actions = [...new Set(q.action!)];
+    const resources = [...new Set(q.resource!)];
+    // Role statements whose conditions the scope statement repeats; then which of its actions
+    // and resources each covers (linear in the pattern pairs, not in the action x resource product).
+    const eligible = ceiling.filter((p) => conditionsImplied(p.condition, q.condition));
+    const actionCovered = eligible.map((p) => actions.map((a) => p.action!.some((pa) => patternCovers(pa, a, { ignoreCase: true }))));
+    const resourceCovered = eligible.map((p) => resources.map((r) => p.resource!.some((pr) => patternCovers(pr, r, { ignoreCase: false }))));
+    actions.forEach((action, ai) => {
+      resources.forEach((resource, ri) => {
+        if (eligible.some((_, k) => actionCovered[k]![ai] && resourceCovered[k]![ri])) return;
+        uncovered++;
+        if (problems.length < MAX_PROBLEMS) {
+          problems.push(`scope.Statement${many ? `[${i}]` : ""}: ${JSON.stringify(action)} on ${JSON.stringify(resource)}${q.condition ? " (with these conditions)" : ""} is not within the role's session policy`);
+        }
+      });
+    });
+  });
+  if (uncovered > problems.length) problems.push(`and ${uncovered - problems.length} more action/resource pairs not within the role's session policy`);
+  return problems;
 }
 
 /**
@@ -236,9 +284,10 @@ type Token = { t: "lit"; c: string } | { t: "star" } | { t: "one" } | { t: "var"
 
 function tokenize(pattern: string, ignoreCase: boolean): Token[] {
   const out: Token[] = [];
+  const lastClose = pattern.lastIndexOf("}"); // no "}" after it: an unclosed "${" is literal, without a search
   for (let i = 0; i < pattern.length; i++) {
     const ch = pattern[i]!;
-    if (ch === "$" && pattern[i + 1] === "{") {
+    if (ch === "$" && pattern[i + 1] === "{" && i + 2 <= lastClose) {
       const end = pattern.indexOf("}", i + 2);
       if (end > 0) {
         out.push({ t: "var", v: pattern.slice(i, end + 1) });
@@ -264,21 +313,25 @@ export function patternCovers(p: string, q: string, opts: { ignoreCase: boolean 
   if (p === "*") return true;
   const P = tokenize(p, opts.ignoreCase);
   const Q = tokenize(q, opts.ignoreCase);
-  const memo = new Map<number, boolean>();
-  const match = (i: number, j: number): boolean => {
-    const key = i * (Q.length + 1) + j;
-    const hit = memo.get(key);
-    if (hit !== undefined) return hit;
-    let r: boolean;
-    const pt = P[i];
-    const qt = Q[j];
-    if (pt === undefined) r = qt === undefined;
-    else if (pt.t === "star") r = match(i + 1, j) || (qt !== undefined && !(qt.t === "lit" && qt.c === ":") && match(i, j + 1));
-    else if (pt.t === "one") r = qt !== undefined && (qt.t === "one" || (qt.t === "lit" && qt.c !== ":")) && match(i + 1, j + 1);
-    else if (pt.t === "lit") r = qt !== undefined && qt.t === "lit" && qt.c === pt.c && match(i + 1, j + 1);
-    else r = qt !== undefined && qt.t === "var" && qt.v === pt.v && match(i + 1, j + 1);
-    memo.set(key, r);
-    return r;
-  };
-  return match(0, 0);
+  const n = Q.length;
+  // covers(i, j): P[i..] covers Q[j..]. Rows i = |P| down to 0; `next` is row i + 1. Each cell
+  // depends on (i + 1, j), (i, j + 1) and (i + 1, j + 1): O(|P| x |Q|) time, O(|Q|) memory.
+  let next = new Uint8Array(n + 1);
+  let cur = new Uint8Array(n + 1);
+  next[n] = 1;
+  for (let i = P.length - 1; i >= 0; i--) {
+    const pt = P[i]!;
+    cur[n] = pt.t === "star" ? next[n]! : 0;
+    for (let j = n - 1; j >= 0; j--) {
+      const qt = Q[j]!;
+      let r = 0;
+      if (pt.t === "star") r = next[j]! || (!(qt.t === "lit" && qt.c === ":") && cur[j + 1]!) ? 1 : 0;
+      else if (pt.t === "one") r = qt.t === "one" || (qt.t === "lit" && qt.c !== ":") ? next[j + 1]! : 0;
+      else if (pt.t === "lit") r = qt.t === "lit" && qt.c === pt.c ? next[j + 1]! : 0;
+      else r = qt.t === "var" && qt.v === pt.v ? next[j + 1]! : 0;
+      cur[j] = r;
+    }
+    [next, cur] = [cur, next];
+  }
+  return next[0] === 1;
 }

@@ -242,8 +242,12 @@ export function createAwsStsBackend(opts: AwsStsBackendOptions): AwsStsBackend {
     }
   }
   const codeOf = (e: unknown): string | undefined => (e as { aws?: AwsErrorInfo }).aws?.code;
+  // /readyz is unauthenticated: its detail names the kind of failure (the AWS error code), never
+  // account ids, role ARNs or AWS's own message; those are in the log and the lease's last_error.
   const noteFailure = (e: unknown) => {
-    lastFailure = { at: now(), detail: (e as Error).message };
+    const msg = (e as Error).message ?? "";
+    const reason = codeOf(e) ?? (/ is in account \d+, but the broker/.test(msg) ? "a role of another account than the broker's" : /abandon/i.test(msg) ? "IAM call abandoned at its deadline" : "error");
+    lastFailure = { at: now(), detail: reason };
   };
 
   // ---- the broker's own account ------------------------------------------------------------

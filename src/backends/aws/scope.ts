@@ -63,6 +63,12 @@ export interface Statement {
   raw: Record<string, unknown>;
 }
 
+/** The two element pairs of a statement, checked alike: what each value must look like. */
+const ELEMENTS = [
+  { key: "Action", notKey: "NotAction", field: "action", notField: "notAction", valid: (a: string) => ACTION.test(a), expected: '"service:Action" (wildcards * and ? allowed) or "*"' },
+  { key: "Resource", notKey: "NotResource", field: "resource", notField: "notResource", valid: (r: string) => r === "*" || r.startsWith("arn:"), expected: 'an ARN (arn:...) or "*"' },
+] as const;
+
 const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === "object" && !Array.isArray(v);
 const stringList = (v: unknown): string[] | null =>
   typeof v === "string" ? [v] : Array.isArray(v) && v.length > 0 && v.every((s) => typeof s === "string") ? (v as string[]) : null;
@@ -106,32 +112,20 @@ export function parsePolicy(doc: unknown, where: string, opts: { forScope: boole
     }
     if (s.Effect !== "Allow" && s.Effect !== "Deny") problems.push(`${at}.Effect: must be "Allow" or "Deny"`);
     else st.effect = s.Effect;
-    const hasAction = s.Action !== undefined;
-    const hasNotAction = s.NotAction !== undefined;
-    if (hasAction === hasNotAction && allowed.includes("NotAction")) problems.push(`${at}: give exactly one of Action or NotAction`);
-    else if (!hasAction && !allowed.includes("NotAction")) problems.push(`${at}.Action: required`);
-    for (const [key, field] of [["Action", "action"], ["NotAction", "notAction"]] as const) {
-      if (s[key] === undefined || !allowed.includes(key)) continue;
-      const v = stringList(s[key]);
-      if (!v) problems.push(`${at}.${key}: must be a string or a non-empty list of strings`);
-      else {
-        const bad = v.filter((a) => !ACTION.test(a));
-        if (bad.length) problems.push(`${at}.${key}: ${bad.map((a) => JSON.stringify(a)).join(", ")} ${bad.length === 1 ? "is" : "are"} not "service:Action" (wildcards * and ? allowed) or "*"`);
-        else st[field] = v;
-      }
-    }
-    const hasResource = s.Resource !== undefined;
-    const hasNotResource = s.NotResource !== undefined;
-    if (hasResource === hasNotResource && allowed.includes("NotResource")) problems.push(`${at}: give exactly one of Resource or NotResource`);
-    else if (!hasResource && !allowed.includes("NotResource")) problems.push(`${at}.Resource: required`);
-    for (const [key, field] of [["Resource", "resource"], ["NotResource", "notResource"]] as const) {
-      if (s[key] === undefined || !allowed.includes(key)) continue;
-      const v = stringList(s[key]);
-      if (!v) problems.push(`${at}.${key}: must be a string or a non-empty list of strings`);
-      else {
-        const bad = v.filter((r) => r !== "*" && !r.startsWith("arn:"));
-        if (bad.length) problems.push(`${at}.${key}: ${bad.map((r) => JSON.stringify(r)).join(", ")} ${bad.length === 1 ? "is" : "are"} not an ARN (arn:...) or "*"`);
-        else st[field] = v;
+    for (const el of ELEMENTS) {
+      const has = s[el.key] !== undefined;
+      const hasNot = s[el.notKey] !== undefined;
+      if (has === hasNot && allowed.includes(el.notKey)) problems.push(`${at}: give exactly one of ${el.key} or ${el.notKey}`);
+      else if (!has && !allowed.includes(el.notKey)) problems.push(`${at}.${el.key}: required`);
+      for (const [key, field] of [[el.key, el.field], [el.notKey, el.notField]] as const) {
+        if (s[key] === undefined || !allowed.includes(key)) continue;
+        const v = stringList(s[key]);
+        if (!v) problems.push(`${at}.${key}: must be a string or a non-empty list of strings`);
+        else {
+          const bad = v.filter((x) => !el.valid(x));
+          if (bad.length) problems.push(`${at}.${key}: ${bad.map((x) => JSON.stringify(x)).join(", ")} ${bad.length === 1 ? "is" : "are"} not ${el.expected}`);
+          else st[field] = v;
+        }
       }
     }
     if (s.Condition !== undefined) {

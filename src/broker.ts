@@ -228,6 +228,8 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     revoker,
     backends,
     roles: inventory.roles,
+    workloads: () => workloads,
+    inventoryVersion: inventory.version,
     policy: () => policyEngine,
     audit,
     metrics: leaseMetrics,

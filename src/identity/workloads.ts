@@ -27,7 +27,7 @@ export interface WorkloadMatcher {
   all(): Workload[];
 }
 
-function claimMatches(actual: unknown, allowed: Scalar[]): boolean {
+export function claimMatches(actual: unknown, allowed: readonly Scalar[]): boolean {
   // Exact match of a scalar claim. Numbers and strings compare by their text so that a YAML
   // `912345` and a token's "912345" agree; arrays and objects in the token never match.
   if (typeof actual !== "string" && typeof actual !== "number" && typeof actual !== "boolean") return false;

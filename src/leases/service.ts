@@ -16,7 +16,9 @@ import type { Backend, MintResult } from "../backends/types";
 import type { RoleConfig } from "../config/schema";
 import { BrokerError } from "../core/errors";
 import type { AuthContext } from "../http/app";
+import type { WorkloadMatcher } from "../identity/workloads";
 import { decisionContext } from "../policy/context";
+import { recheckLease, revokeForPolicyChange } from "../policy/reauthorize";
 import type { Decision, PolicyEngine } from "../policy/engine";
 import type { LeaseMetrics } from "./metrics";
 import type { RevocationQueue, Selector } from "./queue";
@@ -41,6 +43,9 @@ export interface LeaseServiceOptions {
   /** Counts credential requests per workload (limits.requests_per_minute). */
   limiter?: RateLimiter;
   requestsPerMinute?: number;
+  /** The live inventory and its version (bumped by each reload that changed it): a lease minted across a reload is checked again. */
+  workloads?: () => Pick<WorkloadMatcher, "get">;
+  inventoryVersion?: () => number;
   /** IANA zone of context.time (policy.timezone). */
   timeZone?: string;
   now?: () => number;
@@ -136,14 +141,13 @@ export function createLeaseService(opts: LeaseServiceOptions) {
       const principal = principalOf(auth);
       const resource = { name: role.name, backend: role.backend, labels: role.labels };
       const askedSeconds = Math.floor(askedMs / 1000);
-      const decide = () =>
-        opts.policy().decide({
-          principal,
-          action: "request",
-          resource,
-          context: decisionContext({ task, ttlSeconds: askedSeconds, approved: approval !== undefined, atMs: now(), timeZone: opts.timeZone }),
-        });
-      const decision = decide();
+      const decision = opts.policy().decide({
+        principal,
+        action: "request",
+        resource,
+        context: decisionContext({ task, ttlSeconds: askedSeconds, approved: approval !== undefined, atMs: now(), timeZone: opts.timeZone }),
+      });
+      const inventoryAtStart = opts.inventoryVersion?.() ?? 0;
       metrics.decisions.inc({ action: "request", decision: decision.decision });
       const identity = { kind: auth.identity.kind, issuer: auth.identity.issuer, subject: auth.identity.subject };
       await audit.append({
@@ -266,20 +270,18 @@ export function createLeaseService(opts: LeaseServiceOptions) {
         if (lease?.revocation?.trigger === "task_completed") throw new BrokerError("task_completed", `task ${task.id} was completed while the credential was being issued`);
         throw new BrokerError("policy_denied", `the lease was revoked (${lease?.revocation?.trigger ?? state}) while the credential was being issued`);
       }
-      // A policy reload that ran while this credential was being minted re-authorized the leases
-      // it could see, not this one: decide again under the new set before handing it out.
-      if (opts.policy().set().hash !== decision.policyHash) {
-        const again = decide();
-        if (again.decision !== "allow") {
-          const reason = `policy set ${again.policyHash.slice(0, 12)} no longer allows it`;
-          const moved = await store.trigger([id], { trigger: "policy_change", by: "system", reason }).catch(() => [] as string[]);
-          await opts.queue.revokeSoon(moved).catch(() => undefined);
-          await audit.append({ type: "revocation_requested", at: at(), lease_id: id, workload, task_id: task.id, actor: "system", trigger: "policy_change", reason }).catch(() => undefined);
-          throw new BrokerError("policy_denied", `the policy changed while the credential was being issued and no longer allows ${workload} to request ${role.name}`, { extra: { policy_hash: again.policyHash } });
-        }
-      }
       // "active": the lease is exactly what we wrote plus the handle (see store.activated).
       const lease = store.activated(draft, minted.handle, minted.backendExpiresAt?.getTime());
+      // A reload that ran while this credential was being minted re-authorized the leases it could
+      // see, not this one (still issuing): check it as the reload would before handing it out.
+      const policyNow = opts.policy();
+      if (policyNow.set().hash !== decision.policyHash || (opts.inventoryVersion?.() ?? 0) !== inventoryAtStart) {
+        const again = recheckLease(lease, { policy: policyNow, roles: opts.roles(), workloads: opts.workloads?.() ?? { get: () => auth.workload }, timeZone: opts.timeZone });
+        if (!again.allowed) {
+          await revokeForPolicyChange({ store, queue: opts.queue, audit, now }, [lease], again.reason!, "system", policyNow.set().hash).catch(() => undefined);
+          throw new BrokerError("policy_denied", `the policy or inventory changed while the credential was being issued: ${again.reason}`, { extra: { policy_hash: policyNow.set().hash } });
+        }
+      }
       await audit.append({
         type: "mint",
         at: at(),

@@ -33,6 +33,7 @@ export function createInventory(initial: LoadedConfig, load?: () => LoadedConfig
   }
   let matcher = compileWorkloads(initial.workloads);
   let roles = new Map<string, RoleConfig>(initial.roles.map((r) => [r.name, r]));
+  let version = 0;
 
   /** A matcher that always reads the current inventory (handed to long-lived components). */
   const workloads: WorkloadMatcher = {
@@ -44,6 +45,8 @@ export function createInventory(initial: LoadedConfig, load?: () => LoadedConfig
   return {
     workloads,
     roles: () => roles,
+    /** Bumped by every reload that changed workloads or roles. */
+    version: () => version,
     /** Loads the next inventory without applying it; `apply()` swaps it in. */
     prepare(load: () => LoadedConfig): InventoryCandidate {
       let next: LoadedConfig;
@@ -70,6 +73,7 @@ export function createInventory(initial: LoadedConfig, load?: () => LoadedConfig
           matcher = compileWorkloads(next.workloads);
           roles = new Map(next.roles.map((r) => [r.name, r]));
           cfg = { ...cfg, workloads: next.workloads, roles: next.roles };
+          version++;
         },
       };
     },

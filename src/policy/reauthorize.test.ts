@@ -37,6 +37,7 @@ const roles = new Map<string, RoleConfig>([
 const workloads = compileWorkloads([
   { id: "agent", kind: "agent", owner: "o", purpose: "p", issuer: "idp", subject: "agent-1", claims: {} },
   { id: "ci", kind: "ci", owner: "o", purpose: "p", issuer: "idp", subject: "repo:a/b", claims: { ref: ["refs/heads/main", "refs/heads/dev"] } },
+  { id: "ci-num", kind: "ci", owner: "o", purpose: "p", issuer: "idp", subject: "repo:a/b", claims: { repository_id: 912345 } },
 ]);
 
 function lease(over: Partial<StoredLease> = {}): StoredLease {
@@ -82,6 +83,7 @@ describe("recheckLease", () => {
     ["longer than the permit's @max_ttl", { ttl_seconds: 900, asked_ttl_seconds: 900 }, false, /at most 600s/],
     ["ci on main", { workload: "ci", identity: { kind: "oidc", issuer: "idp", subject: "repo:a/b" }, claims: { ref: "refs/heads/main" } }, true, undefined],
     ["ci on dev: forbidden by a claim condition", { workload: "ci", identity: { kind: "oidc", issuer: "idp", subject: "repo:a/b" }, claims: { ref: "refs/heads/dev" } }, false, /ci-main-only/],
+    ["ci claim given as a number in the inventory and a string in the token still matches", { workload: "ci-num", identity: { kind: "oidc", issuer: "idp", subject: "repo:a/b" }, claims: { repository_id: "912345" } }, true, undefined],
     ["ci claim no longer accepted by the inventory", { workload: "ci", identity: { kind: "oidc", issuer: "idp", subject: "repo:a/b" }, claims: { ref: "refs/heads/old" } }, false, /requires claim ref/],
   ])("%s", (_name, over, allowed, reason) => {
     const r = recheckLease(lease(over), inputs);

@@ -10,7 +10,7 @@
 import type { Logger } from "pino";
 import type { AuditLedger } from "../audit/ledger";
 import type { RoleConfig } from "../config/schema";
-import type { Workload, WorkloadMatcher } from "../identity/workloads";
+import { claimMatches, type Workload, type WorkloadMatcher } from "../identity/workloads";
 import type { LeaseMetrics } from "../leases/metrics";
 import type { RevocationQueue } from "../leases/queue";
 import type { LeaseStore, StoredLease } from "../leases/store";
@@ -30,11 +30,7 @@ export interface RecheckInputs {
   timeZone?: string;
 }
 
-function claimMatches(value: unknown, allowed: readonly unknown[]): boolean {
-  return value !== undefined && allowed.some((a) => a === value);
-}
-
-/** Does the identity a lease was issued to still map to this workload of the inventory? */
+/** Does the identity a lease was issued to still map to this workload of the inventory (as the request-time matcher decides)? */
 function stillBound(lease: StoredLease, w: Workload): string | null {
   if (w.issuer !== lease.identity.issuer) return `workload ${w.id} is now bound to issuer ${w.issuer}`;
   if (w.subject !== undefined && w.subject !== lease.identity.subject) return `workload ${w.id} no longer matches subject ${lease.identity.subject}`;
@@ -71,6 +67,31 @@ export function recheckLease(lease: StoredLease, inputs: RecheckInputs): Recheck
 
 /** Longest stretch of decisions without yielding the event loop (docs/BENCHMARKS.md: re-authorization). */
 const SLICE_MS = 10;
+
+/**
+ * Triggers revocation (trigger policy_change) of leases a policy no longer allows, queues them
+ * and audits each one moved. Returns the ids this call moved (others were already triggered).
+ */
+export async function revokeForPolicyChange(
+  deps: { store: LeaseStore; queue: RevocationQueue; audit: AuditLedger; now: () => number },
+  leases: Pick<StoredLease, "id" | "workload" | "task_id">[],
+  reason: string,
+  actor: string,
+  policyHash: string,
+): Promise<string[]> {
+  const moved = await deps.store.trigger(
+    leases.map((l) => l.id),
+    { trigger: "policy_change", by: actor, reason },
+  );
+  await deps.queue.revokeSoon(moved);
+  const movedSet = new Set(moved);
+  const at = new Date(deps.now()).toISOString();
+  const events = leases
+    .filter((l) => movedSet.has(l.id))
+    .map((l) => ({ type: "revocation_requested", at, lease_id: l.id, workload: l.workload, task_id: l.task_id, actor, trigger: "policy_change", reason, policy_hash: policyHash }));
+  if (events.length > 0) await deps.audit.appendMany(events);
+  return moved;
+}
 
 export interface ReauthorizationReport {
   policy_hash: string;
@@ -116,16 +137,7 @@ export async function reauthorizeLeases(
       else byReason.set(r.reason!, [l]);
     }
     for (const [reason, group] of byReason) {
-      const moved = await deps.store.trigger(
-        group.map((l) => l.id),
-        { trigger: "policy_change", by: cause.actor, reason },
-      );
-      await deps.queue.revokeSoon(moved);
-      const movedSet = new Set(moved);
-      const events = group
-        .filter((l) => movedSet.has(l.id))
-        .map((l) => ({ type: "revocation_requested", at: at(), lease_id: l.id, workload: l.workload, task_id: l.task_id, actor: cause.actor, trigger: "policy_change", reason, policy_hash: report.policy_hash }));
-      if (events.length > 0) await deps.audit.appendMany(events);
+      const moved = await revokeForPolicyChange(deps, group, reason, cause.actor, report.policy_hash);
       report.revoked += moved.length;
       // The others were triggered by something else meanwhile: they are being revoked anyway.
       report.skipped += group.length - moved.length;

@@ -7,6 +7,7 @@ import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:f
 import os from "node:os";
 import path from "node:path";
 import { parse, stringify } from "yaml";
+import type { Backend } from "../../src/backends/types";
 import { startFixture, waitFor, type Fixture } from "../support/fixture";
 
 type Who = "agent" | "agent2" | "ci";
@@ -159,5 +160,50 @@ describe("a re-authorization longer than the broker's wait", () => {
       return all.find((e) => e.type === "reauthorization" && e.policy_hash === r.body.policy.hash) ?? null;
     }, 10_000, "the reauthorization event");
     expect(event).toMatchObject({ actor: "alice", reevaluated: 2, revoked: 1, kept: 1 });
+  });
+});
+
+describe("a credential minted across a reload", () => {
+  it("is checked again before it is handed out: refused and revoked if the new policy no longer allows it", async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), "jit-reauth-"));
+    cpSync(path.resolve(__dirname, "../../config/policies"), dir, { recursive: true });
+    let real: Backend | null = null;
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let minting: string | null = null;
+    const slow: Backend = {
+      kind: "jwt",
+      revocation: "revocable",
+      async mint(lease, role, req) {
+        minting = lease.id;
+        if (lease.task_id === "held") await held;
+        return real!.mint(lease, role, req);
+      },
+      revoke: (lease, handle) => real!.revoke(lease, handle),
+    };
+    const f = await startFixture({ extra: { policy: { files: [path.join(dir, "*.cedar")] } }, backends: { jwt: slow } });
+    real = f.b.broker.jwt;
+    try {
+      const pending = f.call("POST", "/v1/credentials", "agent2", { role: "orders-read", task: { id: "held" } });
+      await waitFor(async () => minting !== null, 10_000, "the mint to start");
+      const id = minting!;
+      writeFileSync(path.join(dir, "zz-offboard.cedar"), '@id("agent2-suspended")\nforbid (principal == Workload::"agent2", action, resource);\n');
+      const r = await f.call("POST", "/v1/admin/policy/reload", "alice");
+      expect(r.body.reauthorization).toMatchObject({ state: "completed", revoked: 0, skipped: 1 });
+      release();
+      const answer = await pending;
+      expect(answer.status).toBe(403);
+      expect(answer.body.code).toBe("policy_denied");
+      expect(answer.body.detail).toMatch(/changed while the credential was being issued: .*forbidden by agent2-suspended/);
+      const l = await waitFor(async () => {
+        const x = await f.b.broker.store.get(id);
+        return x?.state === "revoked" ? x : null;
+      }, 10_000, "the lease to be revoked");
+      expect(l.revocation).toMatchObject({ trigger: "policy_change", by: "system" });
+    } finally {
+      release();
+      await f.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

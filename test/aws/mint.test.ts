@@ -5,6 +5,7 @@
 import { BrokerError } from "../../src/core/errors";
 import { BackendError } from "../../src/backends/types";
 import type { RoleConfig } from "../../src/config/schema";
+import * as scopeModule from "../../src/backends/aws/scope";
 import type { AwsServer } from "../support/aws-server";
 import { startAwsServer } from "../support/aws-server";
 import { BROKER_CREDS, leaseFor, startHarness, testClock, type Harness } from "./helpers";
@@ -130,6 +131,31 @@ describe("aws_sts mint", () => {
     const big = { Version: "2012-10-17", Statement: Array.from({ length: 30 }, (_, i) => ({ Effect: "Allow", Action: "s3:GetObject", Resource: `arn:aws:s3:::deploy-bucket/a/rather/long/prefix/${i}/*` })) };
     expect(() => h.backend.checkRequest!(role, { scope: big })).toThrow(/STS allows 2048/);
     expect(server.calls("AssumeRole").length).toBe(before);
+  });
+
+  it("mint sends a scope checkRequest accepted without checking it again, but checks one changed since or checked for another role", async () => {
+    const role = roleConfig(arn);
+    const scope = { Version: "2012-10-17", Statement: [{ Effect: "Allow", Action: "s3:GetObject", Resource: "arn:aws:s3:::deploy-bucket/releases/*" }] };
+    const checks = jest.spyOn(scopeModule, "checkScope");
+    try {
+      h.backend.checkRequest!(role, { scope });
+      await h.backend.mint(leaseFor(clock.now(), { ttlSeconds: 900 }), role, { scope });
+      expect(checks).toHaveBeenCalledTimes(1);
+      expect(JSON.parse(server.calls("AssumeRole").at(-1)!.params.Policy!).Statement[0]).toEqual(scope.Statement[0]);
+
+      // Another role object (a reload): checked again, and accepted.
+      await h.backend.mint(leaseFor(clock.now(), { ttlSeconds: 900 }), roleConfig(arn), { scope });
+      expect(checks).toHaveBeenCalledTimes(2);
+
+      // Widened in place after the check: checked again, and refused before STS is called.
+      const before = server.calls("AssumeRole").length;
+      scope.Statement[0]!.Action = "s3:*";
+      await expect(h.backend.mint(leaseFor(clock.now(), { ttlSeconds: 900 }), role, { scope })).rejects.toMatchObject({ code: "invalid_request" });
+      expect(checks).toHaveBeenCalledTimes(3);
+      expect(server.calls("AssumeRole").length).toBe(before);
+    } finally {
+      checks.mockRestore();
+    }
   });
 
   it("STS errors: a scope too large when packed is the caller's 400; other refusals are clear backend errors", async () => {

@@ -57,7 +57,7 @@ import { GC_GRACE_MS, fitDenyPolicy, mergeDenyState, parseDenyPolicy, stateDenie
 import { createRoleLock, type LockGuard } from "./lock";
 import { roleAccountOf, roleNameOf, sessionNameOf, sessionTags, sourceIdentityOf } from "./names";
 import { createRevokedRecord } from "./revoked";
-import { effectiveSessionPolicy, scopeProblems } from "./scope";
+import { checkScope, effectiveSessionPolicy } from "./scope";
 
 /** STS limits for DurationSeconds (API reference; the role's MaxSessionDuration may be lower). */
 export const MIN_SESSION_SECONDS = 900;
@@ -282,10 +282,34 @@ export function createAwsStsBackend(opts: AwsStsBackendOptions): AwsStsBackend {
 
   // ---- mint -------------------------------------------------------------------------------
 
+  /**
+   * Scopes this backend checked, with the role they were checked for and the document they
+   * make: `mint` sends that document without a second check when it is handed the same scope
+   * for the same role and the document is still the same (the service checks, then mints).
+   */
+  const checkedScopes = new WeakMap<object, { role: RoleConfig; sent: string }>();
+
+  /** Checks the scope for the role (BrokerError invalid_request) and returns the document to send. */
+  function checkScopeFor(role: RoleConfig, scope: Record<string, unknown>): string {
+    const { problems, sent } = checkScope(role.aws_sts?.session_policy, scope);
+    if (problems.length || sent === undefined) throw new BrokerError("invalid_request", problems.join("; "), { reason: "scope" });
+    checkedScopes.set(scope, { role, sent });
+    return sent;
+  }
+
   function checkRequest(role: RoleConfig, req: MintRequest): void {
     if (req.scope === undefined) return;
-    const problems = scopeProblems(role.aws_sts?.session_policy, req.scope);
-    if (problems.length) throw new BrokerError("invalid_request", problems.join("; "), { reason: "scope" });
+    checkScopeFor(role, req.scope);
+  }
+
+  /** The document to send for a scope: the one checkRequest checked, or checked now (defence in depth). */
+  function scopedPolicy(role: RoleConfig, scope: Record<string, unknown>): string {
+    const seen = checkedScopes.get(scope);
+    if (seen !== undefined && seen.role === role) {
+      const sent = effectiveSessionPolicy(role.aws_sts?.session_policy, scope);
+      if (sent === seen.sent) return sent;
+    }
+    return checkScopeFor(role, scope);
   }
 
   const roleCache = new Map<string, { roleId: string; at: number }>();
@@ -343,7 +367,7 @@ export function createAwsStsBackend(opts: AwsStsBackendOptions): AwsStsBackend {
   async function mint(lease: Lease, role: RoleConfig, req: MintRequest = {}): Promise<MintResult> {
     const cfg = role.aws_sts;
     if (cfg === undefined) throw new BackendError(`role ${role.name} has no aws_sts section`, false);
-    checkRequest(role, req);
+    const policy = req.scope === undefined ? effectiveSessionPolicy(cfg.session_policy, undefined) : scopedPolicy(role, req.scope);
     // Never mint a session this broker could not revoke.
     let foreign: string | null;
     try {
@@ -364,7 +388,6 @@ export function createAwsStsBackend(opts: AwsStsBackendOptions): AwsStsBackend {
     if (remaining > MAX_SESSION_SECONDS) throw new BackendError(`lease ${lease.id} is longer than STS's ${MAX_SESSION_SECONDS} s maximum session`, false);
     const duration = Math.max(MIN_SESSION_SECONDS, remaining);
     const sessionName = sessionNameOf(lease.id);
-    const policy = effectiveSessionPolicy(cfg.session_policy, req.scope);
     const input: AssumeRoleCommandInput = {
       RoleArn: cfg.role_arn,
       RoleSessionName: sessionName,

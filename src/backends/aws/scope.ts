@@ -188,15 +188,35 @@ export function sessionPolicyProblems(doc: unknown): string[] {
 }
 
 /**
+ * The statements of a role's session policy, parsed once per configured document. Configured
+ * documents are never changed in place (a reload brings new objects), so the parse is kept with
+ * the object and dropped with it.
+ */
+const parsedRolePolicies = new WeakMap<Record<string, unknown>, Statement[]>();
+function roleStatements(rolePolicy: Record<string, unknown>): Statement[] {
+  let statements = parsedRolePolicies.get(rolePolicy);
+  if (statements === undefined) {
+    statements = parsePolicy(rolePolicy, "session_policy", { forScope: false }).statements;
+    parsedRolePolicies.set(rolePolicy, statements);
+  }
+  return statements;
+}
+
+/** The document sent with a scope: its statements plus the role's Deny statements. */
+function scopedDocument(roleStatements: Statement[] | undefined, scope: Record<string, unknown>): string {
+  const scopeStatements = Array.isArray(scope.Statement) ? scope.Statement : [scope.Statement];
+  const roleDenies = roleStatements ? roleStatements.filter((s) => s.effect === "Deny").map((s) => s.raw) : [];
+  return JSON.stringify({ Version: POLICY_VERSION, Statement: [...scopeStatements, ...roleDenies] });
+}
+
+/**
  * The session policy document sent to STS (minified JSON), or undefined for none: the scope
  * plus the role's Deny statements when a scope is given, else the role's own policy.
  */
 export function effectiveSessionPolicy(configured: Record<string, unknown> | undefined, scope: Record<string, unknown> | undefined): string | undefined {
   const rolePolicy = rolePolicyOf(configured);
   if (scope === undefined) return rolePolicy === undefined ? undefined : JSON.stringify(rolePolicy);
-  const scopeStatements = Array.isArray(scope.Statement) ? scope.Statement : [scope.Statement];
-  const roleDenies = rolePolicy ? parsePolicy(rolePolicy, "session_policy", { forScope: false }).statements.filter((s) => s.effect === "Deny").map((s) => s.raw) : [];
-  return JSON.stringify({ Version: POLICY_VERSION, Statement: [...scopeStatements, ...roleDenies] });
+  return scopedDocument(rolePolicy && roleStatements(rolePolicy), scope);
 }
 
 /** At most MAX_PROBLEMS problems, then one saying how many more there were. */
@@ -212,20 +232,29 @@ function capProblems(problems: string[]): string[] {
  * bounded by STS's 2,048 characters whatever the request's size.
  */
 export function scopeProblems(configured: Record<string, unknown> | undefined, scope: unknown): string[] {
+  return checkScope(configured, scope).problems;
+}
+
+/**
+ * `scopeProblems`, and when there are none the document to send (`effectiveSessionPolicy` of
+ * the scope). The role's session policy is parsed once (cached) for both.
+ */
+export function checkScope(configured: Record<string, unknown> | undefined, scope: unknown): { problems: string[]; sent?: string } {
   const rolePolicy = rolePolicyOf(configured);
-  if (!isObject(scope)) return ["scope: must be a policy document (an object)"];
+  if (!isObject(scope)) return { problems: ["scope: must be a policy document (an object)"] };
+  const role = rolePolicy && roleStatements(rolePolicy);
   let sent: string;
   try {
-    sent = effectiveSessionPolicy(rolePolicy, scope)!;
+    sent = scopedDocument(role, scope);
   } catch {
-    return ["scope: must be a JSON policy document"];
+    return { problems: ["scope: must be a JSON policy document"] };
   }
   const size = sizeProblems(sent, "scope");
-  if (size.length) return size;
+  if (size.length) return { problems: size };
   const parsed = parsePolicy(scope, "scope", { forScope: true });
-  if (parsed.problems.length) return capProblems(parsed.problems);
-  if (rolePolicy === undefined) return [];
-  const ceiling = parsePolicy(rolePolicy, "session_policy", { forScope: false }).statements.filter((s) => s.effect === "Allow" && s.action && s.resource);
+  if (parsed.problems.length) return { problems: capProblems(parsed.problems) };
+  if (role === undefined) return { problems: [], sent };
+  const ceiling = role.filter((s) => s.effect === "Allow" && s.action && s.resource);
   const many = Array.isArray(scope.Statement);
   const problems: string[] = [];
   let uncovered = 0;
@@ -249,7 +278,7 @@ export function scopeProblems(configured: Record<string, unknown> | undefined, s
     });
   });
   if (uncovered > problems.length) problems.push(`and ${uncovered - problems.length} more action/resource pairs not within the role's session policy`);
-  return problems;
+  return problems.length ? { problems } : { problems, sent };
 }
 
 /**

@@ -18,13 +18,14 @@ import type { AuditLedger } from "../audit/ledger";
 import type { RoleConfig } from "../config/schema";
 import { BrokerError } from "../core/errors";
 import type { AuthContext } from "../http/app";
-import { requireOperator } from "../http/operators";
-import { decisionContext } from "../policy/context";
+import { optionalBody, parse } from "../http/app";
+import { operatorDecision, requireOperator } from "../http/operators";
+import { decisionContext, roleResource } from "../policy/context";
 import { BROKER_RESOURCE_ID, type PolicyEngine } from "../policy/engine";
 import type { WorkloadMatcher } from "../identity/workloads";
 import type { LeaseMetrics } from "../leases/metrics";
 import type { LeaseStore } from "../leases/store";
-import { principalOf, type LeaseService } from "../leases/service";
+import type { LeaseService } from "../leases/service";
 import { publicRequest, REQUEST_ID, type ApprovalRequest, type ApprovalState, type ApprovalStore } from "./store";
 
 export const approvalListQuery = z.strictObject({
@@ -51,13 +52,6 @@ export interface ApprovalRoutesOptions {
   now?: () => number;
 }
 
-function parse<T>(schema: z.ZodType<T>, value: unknown, where: string): T {
-  const r = schema.safeParse(value);
-  if (r.success) return r.data;
-  const problems = r.error.issues.map((i) => ({ field: i.path.length ? i.path.join(".") : where, message: i.message }));
-  throw new BrokerError("invalid_request", problems.map((p) => `${p.field}: ${p.message}`).join("; "), { extra: { errors: problems } });
-}
-
 const notPending = (r: { id: string }, state: string) =>
   new BrokerError("request_not_pending", `request ${r.id} is ${state.replace("now_", "")}`, { extra: { state: state.replace("now_", "") } });
 
@@ -67,7 +61,8 @@ export function approvalRoutes(opts: ApprovalRoutesOptions): Router {
   const at = () => new Date(now()).toISOString();
   const { approvals, audit } = opts;
 
-  const requireReader = (auth: AuthContext) => requireOperator(auth, "admin_read", { policy: opts.policy, metrics: opts.metrics, timeZone: opts.timeZone, now });
+  const check = { policy: opts.policy, metrics: opts.metrics, timeZone: opts.timeZone, now };
+  const requireReader = (auth: AuthContext) => requireOperator(auth, "admin_read", check);
 
   async function load(req: Request): Promise<ApprovalRequest> {
     const id = typeof req.params.id === "string" && REQUEST_ID.test(req.params.id) ? req.params.id : null;
@@ -81,7 +76,7 @@ export function approvalRoutes(opts: ApprovalRoutesOptions): Router {
 
   async function decideRequest(req: Request, outcome: "approved" | "denied") {
     const auth = req.auth!;
-    const body = req.body === undefined || (typeof req.body === "object" && req.body !== null && Object.keys(req.body as object).length === 0) ? {} : parse(approvalDecisionSchema, req.body, "body");
+    const body = optionalBody(approvalDecisionSchema, req.body);
     const request = await load(req);
     if (outcome === "approved" && (request.workload === auth.workload.id || (request.identity.issuer === auth.identity.issuer && request.identity.subject === auth.identity.subject))) {
       throw new BrokerError("policy_denied", "a workload can never approve its own request");
@@ -90,16 +85,13 @@ export function approvalRoutes(opts: ApprovalRoutesOptions): Router {
     const requester = { id: request.workload, kind: "", owner: "" };
     const inventory = opts.workloads().get(request.workload);
     if (inventory) Object.assign(requester, { kind: inventory.kind, owner: inventory.owner });
-    const d =
-      auth.workload.kind !== "human"
-        ? null
-        : opts.policy().decide({
-            principal: principalOf(auth),
-            action: "approve",
-            resource: role ? { name: role.name, backend: role.backend, labels: role.labels } : { type: "Broker", id: BROKER_RESOURCE_ID },
-            context: decisionContext({ task: request.task, ttlSeconds: Math.floor((request.ttl_ms ?? role?.ttl.default ?? 0) / 1000), approved: false, atMs: now(), timeZone: opts.timeZone, requester }),
-          });
-    opts.metrics.decisions.inc({ action: "approve", decision: d?.decision ?? "deny" });
+    const d = operatorDecision(
+      auth,
+      "approve",
+      role ? roleResource(role) : { type: "Broker", id: BROKER_RESOURCE_ID },
+      decisionContext({ task: request.task, ttlSeconds: Math.floor((request.ttl_ms ?? role?.ttl.default ?? 0) / 1000), approved: false, atMs: now(), timeZone: opts.timeZone, requester }),
+      check,
+    );
     if (!d || d.decision !== "allow") {
       await audit
         .append({ type: "approval_refused", at: at(), request_id: request.id, actor: auth.workload.id, approver: approverOf(auth), outcome, ...(d ? { policy_ids: d.policyIds, policy_hash: d.policyHash } : {}) })

@@ -6,6 +6,7 @@
 import { randomUUID } from "node:crypto";
 import express, { type Express, type NextFunction, type Request, type RequestHandler, type Response } from "express";
 import type { Logger } from "pino";
+import type { z } from "zod";
 import { BrokerError, isBrokerError } from "../core/errors";
 import type { Identity, TokenVerifier } from "../identity/verify";
 import type { Workload, WorkloadMatcher } from "../identity/workloads";
@@ -80,6 +81,20 @@ export const requireJsonObject: RequestHandler = (req, _res, next) => {
   }
   next();
 };
+
+/** Validates input with a zod schema; every problem becomes one 400 invalid_request with its field. */
+export function parse<T>(schema: z.ZodType<T>, value: unknown, where: string): T {
+  const r = schema.safeParse(value);
+  if (r.success) return r.data;
+  const problems = r.error.issues.map((i) => ({ field: i.path.length ? i.path.join(".") : where, message: i.message }));
+  throw new BrokerError("invalid_request", problems.map((p) => `${p.field}: ${p.message}`).join("; "), { extra: { errors: problems } });
+}
+
+/** An optional JSON body: none (or `{}`) gives `{}`, anything else must match the schema. */
+export function optionalBody<T extends object>(schema: z.ZodType<T>, body: unknown): T | Record<string, never> {
+  if (body === undefined || (typeof body === "object" && body !== null && !Array.isArray(body) && Object.keys(body).length === 0)) return {};
+  return parse(schema, body, "body");
+}
 
 /** Authenticates the workload token and maps it to a workload; sets `req.auth`. */
 export function authenticate(verifier: TokenVerifier, workloads: WorkloadMatcher, metrics: Metrics): RequestHandler {

@@ -6,7 +6,7 @@ import { BrokerError } from "../core/errors";
 import type { LeaseMetrics } from "../leases/metrics";
 import { principalOf } from "../leases/service";
 import { decisionContext } from "../policy/context";
-import { BROKER_RESOURCE_ID, type PolicyEngine } from "../policy/engine";
+import { BROKER_RESOURCE_ID, type Decision, type DecisionRequest, type PolicyEngine } from "../policy/engine";
 import type { AuthContext } from "./app";
 
 export type AdminAction = "admin_read" | "admin_revoke";
@@ -18,16 +18,25 @@ export interface OperatorCheck {
   now?: () => number;
 }
 
+/**
+ * The decision of an operator action: null for a workload that is not `human` (never an
+ * operator, whatever the policies say); otherwise Cedar's decision. Counted in the metrics.
+ */
+export function operatorDecision(
+  auth: AuthContext,
+  action: AdminAction | "approve",
+  resource: DecisionRequest["resource"],
+  context: DecisionRequest["context"],
+  c: OperatorCheck,
+): Decision | null {
+  const d = auth.workload.kind !== "human" ? null : c.policy().decide({ principal: principalOf(auth), action, resource, context });
+  c.metrics.decisions.inc({ action, decision: d?.decision ?? "deny" });
+  return d;
+}
+
 export function isOperator(auth: AuthContext, action: AdminAction, c: OperatorCheck): boolean {
-  if (auth.workload.kind !== "human") return false;
-  const d = c.policy().decide({
-    principal: principalOf(auth),
-    action,
-    resource: { type: "Broker", id: BROKER_RESOURCE_ID },
-    context: decisionContext({ task: {}, ttlSeconds: 0, approved: false, atMs: (c.now ?? Date.now)(), timeZone: c.timeZone }),
-  });
-  c.metrics.decisions.inc({ action, decision: d.decision });
-  return d.decision === "allow";
+  const context = decisionContext({ task: {}, ttlSeconds: 0, approved: false, atMs: (c.now ?? Date.now)(), timeZone: c.timeZone });
+  return operatorDecision(auth, action, { type: "Broker", id: BROKER_RESOURCE_ID }, context, c)?.decision === "allow";
 }
 
 export function requireOperator(auth: AuthContext, action: AdminAction, c: OperatorCheck): AuthContext {

@@ -8,7 +8,7 @@ import type { AuditLedger } from "../audit/ledger";
 import { parseDuration } from "../core/duration";
 import { BrokerError } from "../core/errors";
 import type { AuthContext } from "../http/app";
-import { requireJsonObject } from "../http/app";
+import { optionalBody, parse, requireJsonObject } from "../http/app";
 import { isOperator as isOperatorOf, requireOperator as requireOperatorOf, type AdminAction } from "../http/operators";
 import type { PolicyEngine } from "../policy/engine";
 import type { LeaseMetrics } from "./metrics";
@@ -58,13 +58,6 @@ export const revocationRequestSchema = z
   });
 
 export const revokeBodySchema = z.strictObject({ reason: z.string().min(1).max(500).optional() });
-
-function parse<T>(schema: z.ZodType<T>, value: unknown, where: string): T {
-  const r = schema.safeParse(value);
-  if (r.success) return r.data;
-  const problems = r.error.issues.map((i) => ({ field: i.path.length ? i.path.join(".") : where, message: i.message }));
-  throw new BrokerError("invalid_request", problems.map((p) => `${p.field}: ${p.message}`).join("; "), { extra: { errors: problems } });
-}
 
 function ttlOf(v: string | number | undefined): number | undefined {
   if (v === undefined) return undefined;
@@ -130,7 +123,7 @@ export function leaseRoutes(opts: LeaseRoutesOptions): Router {
 
   r.delete("/v1/leases/:id", async (req, res) => {
     const { lease, operator } = await visibleLease(req, "admin_revoke");
-    const body = req.body === undefined || (typeof req.body === "object" && Object.keys(req.body as object).length === 0) ? {} : parse(revokeBodySchema, req.body, "body");
+    const body = optionalBody(revokeBodySchema, req.body);
     res.json({ lease: await service.revokeLease(lease, operator ? "operator" : "owner", req.auth!.workload.id, body.reason) });
   });
 

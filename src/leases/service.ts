@@ -17,7 +17,7 @@ import type { RoleConfig } from "../config/schema";
 import { BrokerError } from "../core/errors";
 import type { AuthContext } from "../http/app";
 import type { WorkloadMatcher } from "../identity/workloads";
-import { decisionContext } from "../policy/context";
+import { decisionContext, roleResource } from "../policy/context";
 import { recheckLease, revokeForPolicyChange } from "../policy/reauthorize";
 import type { Decision, PolicyEngine } from "../policy/engine";
 import type { LeaseMetrics } from "./metrics";
@@ -139,7 +139,7 @@ export function createLeaseService(opts: LeaseServiceOptions) {
       if (await store.isTaskCompleted(workload, task.id)) throw new BrokerError("task_completed", `task ${task.id} is completed; start a new task`);
 
       const principal = principalOf(auth);
-      const resource = { name: role.name, backend: role.backend, labels: role.labels };
+      const resource = roleResource(role);
       const askedSeconds = Math.floor(askedMs / 1000);
       const decision = opts.policy().decide({
         principal,

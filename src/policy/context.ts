@@ -14,7 +14,8 @@
  * Re-authorization evaluates a lease with the context it was issued with (its task, its TTL,
  * its approval, and the time it was issued at).
  */
-import type { DecisionRequest, TaskContext } from "./types";
+import type { RoleConfig } from "../config/schema";
+import type { DecisionRequest, ResourceInfo, TaskContext } from "./types";
 
 export interface TimeContext {
   hour: number;
@@ -50,7 +51,8 @@ export function timeContext(atMs: number, timeZone = "UTC"): TimeContext {
   return { hour: Number(parts.hour), minute: Number(parts.minute), weekday, day, date: `${parts.year}-${parts.month}-${parts.day}`, timezone: timeZone };
 }
 
-export const emptyTask = (id = ""): TaskContext => ({ id, intent: "", tool: "", destination: "", sensitivity: "" });
+/** A role as the policies see it: `Role::"<name>"` with `backend` and `labels`. */
+export const roleResource = (role: Pick<RoleConfig, "name" | "backend" | "labels">): ResourceInfo => ({ name: role.name, backend: role.backend, labels: role.labels });
 
 export function decisionContext(input: {
   task: Partial<TaskContext>;

@@ -14,7 +14,7 @@ import { claimMatches, type Workload, type WorkloadMatcher } from "../identity/w
 import type { LeaseMetrics } from "../leases/metrics";
 import type { RevocationQueue } from "../leases/queue";
 import type { LeaseStore, StoredLease } from "../leases/store";
-import { decisionContext } from "./context";
+import { decisionContext, roleResource } from "./context";
 import type { PolicyEngine } from "./types";
 
 export interface Recheck {
@@ -52,7 +52,7 @@ export function recheckLease(lease: StoredLease, inputs: RecheckInputs): Recheck
   const d = inputs.policy.decide({
     principal: { id: w.id, kind: w.kind, owner: w.owner, issuer: lease.identity.issuer, subject: lease.identity.subject, claims: lease.claims as Record<string, string> },
     action: "request",
-    resource: { name: role.name, backend: role.backend, labels: role.labels },
+    resource: roleResource(role),
     context: decisionContext({ task: lease.task, ttlSeconds: lease.asked_ttl_seconds, approved: lease.approval !== undefined, atMs: lease.issued_ms, timeZone: inputs.timeZone }),
   });
   const hash = d.policyHash.slice(0, 12);

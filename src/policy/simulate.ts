@@ -41,7 +41,7 @@ import { configSchema, type RoleConfig, type WorkloadConfig } from "../config/sc
 import { parseDuration } from "../core/duration";
 import { compileWorkloads } from "../identity/workloads";
 import { leaseTtlMs } from "../leases/ttl";
-import { decisionContext, timeContext } from "./context";
+import { decisionContext, roleResource, timeContext } from "./context";
 import {
   BROKER_RESOURCE_ID,
   toCedarRequest,
@@ -337,7 +337,7 @@ export function buildRequest(inv: Inventory, input: SimInput, nowMs: number): { 
   const request: DecisionRequest = {
     principal,
     action,
-    resource: role ? { name: role.name, backend: role.backend, labels: role.labels } : { type: "Broker", id: BROKER_RESOURCE_ID },
+    resource: role ? roleResource(role) : { type: "Broker", id: BROKER_RESOURCE_ID },
     context: decisionContext({
       task: ctx.task ?? {},
       ttlSeconds: ttl ? Math.floor(ttl.askedMs / 1000) : 0,

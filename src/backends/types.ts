@@ -59,3 +59,8 @@ export class BackendError extends Error {
     this.name = "BackendError";
   }
 }
+
+/** Whole seconds left until the lease's expires_at: the longest a credential minted now may live (I2). */
+export function remainingSeconds(lease: Pick<Lease, "expires_at">, nowMs: number): number {
+  return Math.floor((Date.parse(lease.expires_at) - nowMs) / 1000);
+}

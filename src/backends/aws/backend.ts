@@ -52,7 +52,7 @@ import type { RoleConfig } from "../../config/schema";
 import { BrokerError } from "../../core/errors";
 import type { Lease } from "../../leases/types";
 import type { Keyspace } from "../../redis/keys";
-import { BackendError, type Backend, type BackendStatus, type MintRequest, type MintResult } from "../types";
+import { BackendError, remainingSeconds, type Backend, type BackendStatus, type MintRequest, type MintResult } from "../types";
 import { GC_GRACE_MS, fitDenyPolicy, mergeDenyState, parseDenyPolicy, stateDenies, type FitResult, type RevokedSession } from "./deny";
 import { createRoleLock, type LockGuard } from "./lock";
 import { roleAccountOf, roleNameOf, sessionNameOf, sessionTags, sourceIdentityOf } from "./names";
@@ -381,9 +381,7 @@ export function createAwsStsBackend(opts: AwsStsBackendOptions): AwsStsBackend {
       noteFailure(err);
       throw err;
     }
-    const expiresMs = Date.parse(lease.expires_at);
-    const start = now();
-    const remaining = Math.floor((expiresMs - start) / 1000);
+    const remaining = remainingSeconds(lease, now());
     if (!(remaining >= 1)) throw new BackendError(`lease ${lease.id} expires before a session could be valid`, false);
     if (remaining > MAX_SESSION_SECONDS) throw new BackendError(`lease ${lease.id} is longer than STS's ${MAX_SESSION_SECONDS} s maximum session`, false);
     const duration = Math.max(MIN_SESSION_SECONDS, remaining);

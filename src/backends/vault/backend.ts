@@ -24,7 +24,7 @@ import type { LoadedConfig } from "../../config/load";
 import type { RoleConfig } from "../../config/schema";
 import type { Lease } from "../../leases/types";
 import type { BackendDeps } from "../registry";
-import { BackendError, type Backend, type MintResult } from "../types";
+import { BackendError, remainingSeconds, type Backend, type MintResult } from "../types";
 import { createVaultSession, vaultTimings, VaultCallError, type VaultResponse, type VaultSession } from "./client";
 import { createReconciler, type ReconcileReport } from "./reconcile";
 
@@ -42,11 +42,6 @@ export interface VaultBackend extends Backend {
 /** Vault's display_name: the workload id, in the characters Vault keeps (it prefixes "token-"). */
 export function displayName(workload: string): string {
   return `jitbroker-${workload.replace(/[^A-Za-z0-9_-]/g, "-")}`.slice(0, 64);
-}
-
-/** The seconds a Vault credential may live: whole seconds left until the lease's expires_at (I2). */
-export function remainingSeconds(lease: Pick<Lease, "expires_at">, nowMs: number): number {
-  return Math.floor((Date.parse(lease.expires_at) - nowMs) / 1000);
 }
 
 /** Maps a failed Vault call to what the revoker and the service expect. */

@@ -31,7 +31,15 @@ export interface Keyspace {
   audit: string;
   auditHead: string;
   auditLeasePrefix: string;
+  /** aws_sts: the lock serializing one role's revocation policy writes. */
+  awsLock(roleArn: string): string;
+  /** aws_sts: the record of one role's revoked sessions. */
+  awsRevoked(roleArn: string): string;
+  /** aws_sts: the roles with recorded revoked sessions. */
+  awsRoles: string;
 }
+
+const sha256 = (s: string) => createHash("sha256").update(s).digest("base64url");
 
 export function createKeyspace(prefix: string): Keyspace {
   if (!/^[A-Za-z0-9_-]{1,32}$/.test(prefix)) throw new Error(`invalid redis prefix "${prefix}"`);
@@ -41,6 +49,9 @@ export function createKeyspace(prefix: string): Keyspace {
     audit: `${tag}:audit`,
     auditHead: `${tag}:audit:head`,
     auditLeasePrefix: `${tag}:audit:lease:`,
-    seenJti: (issuer, jti) => `${tag}:jti:${issuer}:${createHash("sha256").update(jti).digest("base64url")}`,
+    seenJti: (issuer, jti) => `${tag}:jti:${issuer}:${sha256(jti)}`,
+    awsLock: (roleArn) => `${tag}:aws:lock:${sha256(roleArn)}`,
+    awsRevoked: (roleArn) => `${tag}:aws:revoked:${sha256(roleArn)}`,
+    awsRoles: `${tag}:aws:roles`,
   };
 }

@@ -10,6 +10,7 @@ import { Registry } from "prom-client";
 import { createAwsStsBackend, type AwsStsBackend } from "../../src/backends/aws/backend";
 import type { AuditEvent, StoredAuditEvent } from "../../src/audit/ledger";
 import { createLogger } from "../../src/core/logger";
+import { createKeyspace, type Keyspace } from "../../src/redis/keys";
 import type { Lease } from "../../src/leases/types";
 import { testRedisUrl, uniquePrefix } from "../support/broker";
 import { startAwsServer, type AwsServer } from "../support/aws-server";
@@ -30,7 +31,7 @@ export interface Harness {
   events: AuditEvent[];
   logs: string[];
   redis: Redis;
-  tag: string;
+  keys: Keyspace;
   registry: Registry;
   close(): Promise<void>;
 }
@@ -41,7 +42,8 @@ export async function startHarness(
     server?: AwsServer;
     /** IAM endpoint other than the server's (a proxy, another account's server). */
     iamUrl?: string;
-    tag?: string;
+    /** Redis key prefix (default: a fresh one); harnesses with the same prefix share the lock and the record. */
+    prefix?: string;
     policyMaxChars?: number;
     maxAttempts?: number;
     lockWaitMs?: number;
@@ -55,7 +57,7 @@ export async function startHarness(
 ): Promise<Harness> {
   const server = o.server ?? (await startAwsServer({ now: o.now }));
   const redis = new Redis(testRedisUrl(), { lazyConnect: false, maxRetriesPerRequest: 1 });
-  const tag = o.tag ?? `{${uniquePrefix()}}`;
+  const keys = createKeyspace(o.prefix ?? uniquePrefix());
   const events: AuditEvent[] = [];
   const logs: string[] = [];
   const registry = new Registry();
@@ -79,7 +81,7 @@ export async function startHarness(
     credentials: BROKER_CREDS,
     ownerOf: (w) => (o.owners ?? { deployer: "platform@example.com" })[w],
     redis,
-    keyTag: tag,
+    keys,
     audit: {
       append: async (e: AuditEvent) => {
         events.push(e);
@@ -102,7 +104,7 @@ export async function startHarness(
     events,
     logs,
     redis,
-    tag,
+    keys,
     registry,
     async close() {
       await backend.close?.();

@@ -6,13 +6,14 @@
  * sessions that repairs all of these. Driven through the real SDK clients against the STS/IAM
  * test server; "denied" is decided by evaluating the role's inline policies (`server.denies`).
  */
+import { createHash } from "node:crypto";
 import http from "node:http";
 import type { RoleConfig } from "../../src/config/schema";
 import { BackendError } from "../../src/backends/types";
 import { DEFAULT_CLOCK_SKEW_MARGIN_MS, lockTtlFor } from "../../src/backends/aws/backend";
 import { GC_GRACE_MS, fitDenyPolicy, mergeDenyState, parseDenyPolicy, type RevokedSession } from "../../src/backends/aws/deny";
 import { createRoleLock } from "../../src/backends/aws/lock";
-import { createRevokedRecord } from "../../src/backends/aws/revoked";
+import { createKeyspace } from "../../src/redis/keys";
 import { startAwsServer, type AwsServer, type FakeRole } from "../support/aws-server";
 import { uniquePrefix } from "../support/broker";
 import { waitFor } from "../support/fixture";
@@ -167,7 +168,7 @@ describe("IAM eventual consistency: GetRolePolicy may return a document older th
       expect(await outcome(h.backend.revoke(b.lease, b.handle))).toBe("resolved");
       expect({ a: server.denies(a.session), b: server.denies(b.session) }).toEqual({ a: true, b: true });
       // What the write was built from: the Redis record, written before the PutRolePolicy.
-      const recorded = await h.redis.zrange(createRevokedRecord(h.redis, h.tag).key(r.arn), 0, -1);
+      const recorded = await h.redis.zrange(h.keys.awsRevoked(r.arn), 0, -1);
       expect(recorded.map((x) => x.split(" ")[1]).sort()).toEqual([a.session.userId, b.session.userId].sort());
     } finally {
       await h.close();
@@ -240,13 +241,12 @@ describe("a PutRolePolicy that lands after its sender gave up (lock deadline)", 
     expect(lockTtlFor(3, 10_000)).toBe(70_000);
     expect(lockTtlFor(1, 5_000)).toBe(60_000);
     expect(lockTtlFor(10, 30_000)).toBe(610_000);
-    expect(() => createRoleLock({} as never, "{t}", { ttlMs: 1000, waitMs: 0, sectionMs: 1000 })).toThrow(/must be shorter than the lock's ttl/);
+    expect(() => createRoleLock({} as never, createKeyspace("t"), { ttlMs: 1000, waitMs: 0, sectionMs: 1000 })).toThrow(/must be shorter than the lock's ttl/);
   });
 
   it("a slow IAM call is abandoned at the locked section's deadline, well before the lock could expire", async () => {
     const r = server.addRole("slow");
-    const tag = `{${uniquePrefix()}}`;
-    const h = await startHarness({ server, tag, lockTtlMs: 600 });
+    const h = await startHarness({ server, lockTtlMs: 600 });
     try {
       const a = await mint(h, server, r, "T-s1");
       server.delay("GetRolePolicy", 1500);
@@ -254,7 +254,7 @@ describe("a PutRolePolicy that lands after its sender gave up (lock deadline)", 
       const err = await h.backend.revoke(a.lease, a.handle).catch((e: unknown) => e);
       expect(Date.now() - t).toBeLessThan(1200); // the answer would take 1,500 ms
       expect(err).toMatchObject({ retryable: true, message: `GetRolePolicy abandoned: the revocation policy update of ${r.arn} ran past its 300 ms deadline (the role's lock lasts 600 ms); will retry` });
-      expect(await h.redis.exists(createRoleLock(h.redis, tag, { ttlMs: 600, waitMs: 0 }).key(r.arn))).toBe(0); // released
+      expect(await h.redis.exists(h.keys.awsLock(r.arn))).toBe(0); // released
       expect(server.calls("PutRolePolicy")).toEqual([]);
       server.delay("GetRolePolicy", 0);
       await h.backend.revoke(a.lease, a.handle); // the revoker's retry
@@ -267,9 +267,9 @@ describe("a PutRolePolicy that lands after its sender gave up (lock deadline)", 
 
   it("a replica's late write overwrites another's newer deny; the re-read after the writes puts it back", async () => {
     const r = server.addRole("deployer");
-    const tag = `{${uniquePrefix()}}`;
-    const A = await startHarness({ server, iamUrl: proxy.url, tag, lockTtlMs: 1000, repairDelayMs: 3500 });
-    const B = await startHarness({ server, iamUrl: proxy.url, tag, lockTtlMs: 1000, repairDelayMs: 3500 });
+    const prefix = uniquePrefix();
+    const A = await startHarness({ server, iamUrl: proxy.url, prefix, lockTtlMs: 1000, repairDelayMs: 3500 });
+    const B = await startHarness({ server, iamUrl: proxy.url, prefix, lockTtlMs: 1000, repairDelayMs: 3500 });
     try {
       const a = await mint(A, server, r, "T-l1");
       const b = await mint(B, server, r, "T-l2");
@@ -312,9 +312,11 @@ describe("the Redis record of revoked sessions", () => {
       const x = await mint(h, server, r, "T-r1", clock.now());
       const handle = x.handle;
       await h.backend.revoke(x.lease, handle);
-      const record = createRevokedRecord(h.redis, h.tag);
-      expect(record.key(r.arn)).toMatch(new RegExp(`^\\${h.tag}:aws:revoked:[\\w-]{43}$`));
-      expect(record.rolesKey).toBe(`${h.tag}:aws:roles`);
+      const record = { key: h.keys.awsRevoked, rolesKey: h.keys.awsRoles };
+      const arnHash = createHash("sha256").update(r.arn).digest("base64url");
+      expect(record.key(r.arn)).toBe(`${h.keys.tag}:aws:revoked:${arnHash}`);
+      expect(record.rolesKey).toBe(`${h.keys.tag}:aws:roles`);
+      expect(h.keys.awsLock(r.arn)).toBe(`${h.keys.tag}:aws:lock:${arnHash}`);
       expect(await h.redis.zrange(record.key(r.arn), 0, -1, "WITHSCORES")).toEqual([`${Date.parse(handle.issued_at!)} ${handle.user_id}`, String(Date.parse(handle.expires_at!))]);
       expect(await h.redis.zrange(record.rolesKey, 0, -1, "WITHSCORES")).toEqual([r.arn, String(Date.parse(handle.expires_at!))]);
       const pttl = await h.redis.pttl(record.key(r.arn));

@@ -9,7 +9,6 @@ import type { RoleConfig } from "../../src/config/schema";
 import { BackendError } from "../../src/backends/types";
 import { DEFAULT_CLOCK_SKEW_MARGIN_MS, NOT_WORTH_DENYING_MS } from "../../src/backends/aws/backend";
 import { GC_GRACE_MS } from "../../src/backends/aws/deny";
-import { createRevokedRecord } from "../../src/backends/aws/revoked";
 import type { Lease } from "../../src/leases/types";
 import { startAwsServer, type AwsServer, type FakeRole } from "../support/aws-server";
 import { uniquePrefix } from "../support/broker";
@@ -136,7 +135,7 @@ describe("aws_sts revocation policy", () => {
     expect(ids(doc).sort()).toEqual([server.session(mid!.lease.id).userId, server.session(late!.lease.id).userId].sort());
     expect(server.denies(server.session(mid!.lease.id))).toBe(true);
     expect(server.denies(server.session(late!.lease.id))).toBe(true);
-    const recorded = await h.redis.zrange(createRevokedRecord(h.redis, h.tag).key(r.arn), 0, -1);
+    const recorded = await h.redis.zrange(h.keys.awsRevoked(r.arn), 0, -1);
     expect(recorded.map((m) => m.split(" ")[1]).sort()).toEqual([server.session(mid!.lease.id).userId, server.session(late!.lease.id).userId].sort());
   });
 
@@ -216,7 +215,7 @@ describe("aws_sts revocation policy", () => {
       await h.backend.revoke(k2!.lease, k2!.handle);
       expect(h.events.at(-1)).toMatchObject({ type: "aws_session_ended", lease_id: k2!.lease.id });
       // The record of a gone role is dropped with it.
-      expect(await h.redis.exists(createRevokedRecord(h.redis, h.tag).key(r2.arn))).toBe(0);
+      expect(await h.redis.exists(h.keys.awsRevoked(r2.arn))).toBe(0);
     } finally {
       await h2.close();
     }
@@ -323,9 +322,9 @@ describe("replicas", () => {
   });
 
   async function race(sameKeyspace: boolean, roleName: string, after?: (a: Harness, b: Harness, denied: () => boolean[]) => Promise<void>) {
-    const tag = `{${uniquePrefix()}}`;
-    const a = await startHarness({ now: clock.now, server, tag });
-    const b = await startHarness({ now: clock.now, server, tag: sameKeyspace ? tag : `{${uniquePrefix()}}` });
+    const prefix = uniquePrefix();
+    const a = await startHarness({ now: clock.now, server, prefix });
+    const b = await startHarness({ now: clock.now, server, prefix: sameKeyspace ? prefix : uniquePrefix() });
     try {
       const r = server.addRole(roleName);
       const ma = await mintMany(a, r, clock.now(), 3);
@@ -361,13 +360,11 @@ describe("replicas", () => {
   });
 
   it("a lock held elsewhere for too long is a retryable error, not a blind write", async () => {
-    const tag = `{${uniquePrefix()}}`;
-    const h = await startHarness({ now: clock.now, server, tag, lockWaitMs: 200 });
+    const h = await startHarness({ now: clock.now, server, lockWaitMs: 200 });
     try {
       const r = server.addRole("locked");
       const [m] = await mintMany(h, r, clock.now(), 1);
-      const { createRoleLock } = await import("../../src/backends/aws/lock");
-      await h.redis.set(createRoleLock(h.redis, tag, { ttlMs: 1000, waitMs: 0 }).key(r.arn), "someone-else", "PX", 10_000);
+      await h.redis.set(h.keys.awsLock(r.arn), "someone-else", "PX", 10_000);
       await expect(h.backend.revoke(m!.lease, m!.handle)).rejects.toMatchObject({ retryable: true, message: expect.stringMatching(/being updated by another broker/) });
       expect(server.calls("PutRolePolicy").filter((c) => c.params.RoleName === "locked")).toHaveLength(0);
     } finally {

@@ -105,8 +105,8 @@ export interface AwsStsBackendOptions {
   /** A workload's owner, for the session tag. */
   ownerOf: (workload: string) => string | undefined;
   redis: Redis;
-  /** The keyspace's hash tag (`{p}`). */
-  keyTag: string;
+  /** The keyspace: the per-role lock's and the record's keys. */
+  keys: Pick<Keyspace, "awsLock" | "awsRevoked" | "awsRoles">;
   audit: Pick<AuditLedger, "append">;
   logger: Logger;
   registry: Registry;
@@ -207,8 +207,8 @@ export function createAwsStsBackend(opts: AwsStsBackendOptions): AwsStsBackend {
   };
   const sts = new STSClient({ ...common, ...(opts.endpoint ? { endpoint: opts.endpoint } : {}) });
   const iam = new IAMClient({ ...common, ...(opts.iamEndpoint ? { endpoint: opts.iamEndpoint } : {}) });
-  const lock = createRoleLock(opts.redis, opts.keyTag, { ttlMs: opts.lockTtlMs ?? lockTtlFor(opts.maxAttempts, opts.requestTimeoutMs), waitMs: opts.lockWaitMs ?? 20_000 });
-  const record = createRevokedRecord(opts.redis, opts.keyTag);
+  const lock = createRoleLock(opts.redis, opts.keys, { ttlMs: opts.lockTtlMs ?? lockTtlFor(opts.maxAttempts, opts.requestTimeoutMs), waitMs: opts.lockWaitMs ?? 20_000 });
+  const record = createRevokedRecord(opts.redis, opts.keys);
   const log = opts.logger.child({ backend: "aws_sts" });
   /** Record entries and statements that live until at or before this are garbage (deny.ts isDead). */
   const deadAt = () => now() - GC_GRACE_MS - skewMargin;
@@ -804,7 +804,7 @@ export function createAwsStsBackendFromConfig(
     clockSkewMarginMs: b.clock_skew_margin ?? DEFAULT_CLOCK_SKEW_MARGIN_MS,
     ownerOf: (w) => owners.get(w),
     redis: deps.redis,
-    keyTag: deps.keys.tag,
+    keys: deps.keys,
     audit: deps.audit,
     logger: deps.logger,
     registry: deps.registry,

@@ -20,9 +20,11 @@
  * updates from such a late write is not this lock but the Redis record of revoked sessions and
  * the check that rewrites the policy when IAM's copy misses some of them (revoked.ts).
  */
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import type { Redis } from "ioredis";
+import type { Keyspace } from "../../redis/keys";
 import { BackendError } from "../types";
+import { redisCall } from "./redis-call";
 
 const RELEASE = `
 -- KEYS: 1 lock.  ARGV: 1 token
@@ -46,33 +48,22 @@ export interface LockGuard {
 }
 
 export interface RoleLock {
-  key(roleArn: string): string;
   /** Runs `fn` holding the role's lock; waits at most `waitMs` for it. */
   withLock<T>(roleArn: string, fn: (guard: LockGuard) => Promise<T>): Promise<T>;
 }
 
-export function createRoleLock(redis: Redis, tag: string, opts: { ttlMs: number; waitMs: number; sectionMs?: number; sleep?: (ms: number) => Promise<void> }): RoleLock {
+export function createRoleLock(redis: Redis, keys: Pick<Keyspace, "awsLock">, opts: { ttlMs: number; waitMs: number; sectionMs?: number; sleep?: (ms: number) => Promise<void> }): RoleLock {
   const sectionMs = opts.sectionMs ?? Math.floor(opts.ttlMs / 2);
   if (!(sectionMs > 0 && sectionMs < opts.ttlMs)) throw new Error(`the locked section (${sectionMs} ms) must be shorter than the lock's ttl (${opts.ttlMs} ms)`);
   const sleep = opts.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
-  const key = (roleArn: string) => `${tag}:aws:lock:${createHash("sha256").update(roleArn).digest("base64url")}`;
-
-  async function redisCall<T>(what: string, op: () => Promise<T>): Promise<T> {
-    try {
-      return await op();
-    } catch (e) {
-      throw new BackendError(`could not ${what} the revocation lock in Redis: ${(e as Error).message}`, true, { cause: e });
-    }
-  }
 
   return {
-    key,
     async withLock(roleArn, fn) {
-      const k = key(roleArn);
+      const k = keys.awsLock(roleArn);
       const token = randomBytes(16).toString("base64url");
       const start = Date.now();
       for (;;) {
-        const ok = await redisCall("take", () => redis.set(k, token, "PX", opts.ttlMs, "NX"));
+        const ok = await redisCall("take the revocation lock", () => redis.set(k, token, "PX", opts.ttlMs, "NX"));
         if (ok === "OK") break;
         if (Date.now() - start >= opts.waitMs) {
           throw new BackendError(`the revocation policy of ${roleArn} is being updated by another broker (lock held for more than ${opts.waitMs} ms); will retry`, true);
@@ -89,7 +80,7 @@ export function createRoleLock(redis: Redis, tag: string, opts: { ttlMs: number;
         sectionMs,
         async refresh() {
           if (ac.signal.aborted) throw ac.signal.reason as Error;
-          const extended = await redisCall("extend", () => redis.eval(EXTEND, 1, k, token, String(opts.ttlMs)));
+          const extended = await redisCall("extend the revocation lock", () => redis.eval(EXTEND, 1, k, token, String(opts.ttlMs)));
           if (Number(extended) !== 1) throw new BackendError(`lost the revocation lock of ${roleArn} (held longer than ${opts.ttlMs} ms); nothing was written, will retry`, true);
           if (ac.signal.aborted) throw ac.signal.reason as Error;
         },

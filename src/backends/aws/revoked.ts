@@ -24,10 +24,10 @@
  * revoked session (a listpack entry of ~60 bytes), gone with the session (at most 12 h + grace).
  * Nothing secret: `aws:userid` is `<RoleId>:<lease id>`.
  */
-import { createHash } from "node:crypto";
 import type { Redis } from "ioredis";
-import { BackendError } from "../types";
+import type { Keyspace } from "../../redis/keys";
 import type { RevokedSession } from "./deny";
+import { redisCall } from "./redis-call";
 
 const SYNC = `
 -- KEYS: 1 revoked set of the role, 2 roles index
@@ -57,8 +57,6 @@ return redis.call('ZREM', KEYS[2], ARGV[1])
 `;
 
 export interface RevokedRecord {
-  key(roleArn: string): string;
-  rolesKey: string;
   /**
    * Adds `sessions` to the role's record, drops entries dead at `deadAt` (ms: an expiry at or
    * before it is garbage), and returns the live record. With no sessions: a read (and GC).
@@ -80,24 +78,14 @@ function parseMember(m: string, score: string): RevokedSession | null {
   return { userId: m.slice(sp + 1), issuedAt, expiresAt };
 }
 
-export function createRevokedRecord(redis: Redis, tag: string): RevokedRecord {
-  const key = (roleArn: string) => `${tag}:aws:revoked:${createHash("sha256").update(roleArn).digest("base64url")}`;
-  const rolesKey = `${tag}:aws:roles`;
-
-  async function redisCall<T>(what: string, op: () => Promise<T>): Promise<T> {
-    try {
-      return await op();
-    } catch (e) {
-      throw new BackendError(`could not ${what} the record of revoked sessions in Redis: ${(e as Error).message}`, true, { cause: e });
-    }
-  }
+export function createRevokedRecord(redis: Redis, keys: Pick<Keyspace, "awsRevoked" | "awsRoles">): RevokedRecord {
+  const key = keys.awsRevoked;
+  const rolesKey = keys.awsRoles;
 
   return {
-    key,
-    rolesKey,
     async sync(roleArn, sessions, deadAt) {
       const args = sessions.flatMap((s) => [member(s), String(Math.round(s.expiresAt))]);
-      const out = (await redisCall("update", () => redis.eval(SYNC, 2, key(roleArn), rolesKey, roleArn, String(Math.floor(deadAt)), ...args))) as string[];
+      const out = (await redisCall("update the record of revoked sessions", () => redis.eval(SYNC, 2, key(roleArn), rolesKey, roleArn, String(Math.floor(deadAt)), ...args))) as string[];
       const live: RevokedSession[] = [];
       for (let i = 0; i + 1 < out.length; i += 2) {
         const s = parseMember(out[i]!, out[i + 1]!);
@@ -106,13 +94,13 @@ export function createRevokedRecord(redis: Redis, tag: string): RevokedRecord {
       return live;
     },
     async roles(deadAt) {
-      return redisCall("read", async () => {
+      return redisCall("read the record of revoked sessions", async () => {
         await redis.zremrangebyscore(rolesKey, "-inf", String(Math.floor(deadAt)));
         return redis.zrange(rolesKey, 0, -1);
       });
     },
     async forget(roleArn) {
-      await redisCall("update", () => redis.eval(FORGET, 2, key(roleArn), rolesKey, roleArn));
+      await redisCall("update the record of revoked sessions", () => redis.eval(FORGET, 2, key(roleArn), rolesKey, roleArn));
     },
   };
 }

@@ -302,7 +302,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     if (!candidate.ok) {
       await audit.append({ type: "inventory_reload", at: new Date(now()).toISOString(), actor: cause.actor, source: cause.source, ok: false, problems: candidate.problems }).catch(() => undefined);
       logger.error({ problems: candidate.problems }, "configuration reload refused; the running inventory and policies stay in force");
-      return { ok: false, inventory: candidate, policy: null, reauthorization: null };
+      return { ok: false, inventory: summaryOf(candidate), policy: null, reauthorization: null };
     }
     reloadingAll = true;
     let policy;
@@ -311,7 +311,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     } finally {
       reloadingAll = false;
     }
-    if (!policy.ok) return { ok: false, inventory: { ...candidate, changed: false }, policy, reauthorization: null };
+    if (!policy.ok) return { ok: false, inventory: { ...summaryOf(candidate), changed: false }, policy, reauthorization: null };
     candidate.apply();
     if (candidate.changed) {
       await audit.append({ type: "inventory_reload", at: new Date(now()).toISOString(), actor: cause.actor, source: cause.source, ok: true, workloads: candidate.workloads, roles: candidate.roles }).catch(() => undefined);
@@ -320,7 +320,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     if (candidate.restart_required.length > 0) logger.warn({ sections: candidate.restart_required }, "configuration sections changed that take effect only after a restart");
     const reauthorization = candidate.changed || policy.changed ? reauthorize(cause) : null;
     reauthorization?.catch(() => undefined); // logged by reauthorize(); the caller may stop waiting
-    return { ok: true, inventory: candidate, policy, reauthorization };
+    return { ok: true, inventory: summaryOf(candidate), policy, reauthorization };
   }
   // Gauges are sampled when Prometheus scrapes.
   const sampleGauges = async () => {
@@ -473,6 +473,11 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
       return closing;
     },
   };
+}
+
+/** What a reload reports of the inventory it loaded (without the function that applies it). */
+function summaryOf({ apply: _apply, ...summary }: InventoryCandidate): Omit<InventoryCandidate, "apply"> {
+  return summary;
 }
 
 /** Resolves true once the connection is ready, false after `timeoutMs` (never rejects). */

@@ -26,10 +26,10 @@ import type { WorkloadMatcher } from "../identity/workloads";
 import type { LeaseMetrics } from "../leases/metrics";
 import type { LeaseStore } from "../leases/store";
 import type { LeaseService } from "../leases/service";
-import { publicRequest, REQUEST_ID, type ApprovalRequest, type ApprovalState, type ApprovalStore } from "./store";
+import { APPROVAL_STATES, publicRequest, REQUEST_ID, type ApprovalRequest, type ApprovalState, type ApprovalStore } from "./store";
 
 export const approvalListQuery = z.strictObject({
-  state: z.enum(["pending_approval", "approved", "denied", "expired", "collected"]).optional(),
+  state: z.enum(APPROVAL_STATES).optional(),
   workload: z.string().max(128).optional(),
   limit: z.coerce.number().int().min(1).max(500).default(50),
   cursor: z.string().max(128).optional(),
@@ -192,10 +192,10 @@ export async function expireApprovals(approvals: ApprovalStore, audit: AuditLedg
   let total = 0;
   for (;;) {
     const expired = await approvals.expireDue(500);
-    for (const e of expired) {
-      const r = await approvals.get(e.id);
-      await audit.append({ type: "approval_expired", at: new Date(now()).toISOString(), request_id: e.id, ...(r ? { workload: r.workload, task_id: r.task.id } : {}), actor: "system", was: e.was });
-      metrics.approvals.inc({ event: "expired" });
+    const at = new Date(now()).toISOString();
+    if (expired.length > 0) {
+      await audit.appendMany(expired.map((e) => ({ type: "approval_expired", at, request_id: e.id, workload: e.workload, task_id: e.task_id, actor: "system", was: e.was })));
+      metrics.approvals.inc({ event: "expired" }, expired.length);
     }
     total += expired.length;
     if (expired.length < 500) return total;

@@ -31,7 +31,8 @@ import { storeCall } from "../redis/client";
 import type { Keyspace } from "../redis/keys";
 import type { TaskContext } from "../policy/types";
 
-export type ApprovalState = "pending_approval" | "approved" | "denied" | "expired" | "collected";
+export const APPROVAL_STATES = ["pending_approval", "approved", "denied", "expired", "collected"] as const;
+export type ApprovalState = (typeof APPROVAL_STATES)[number];
 
 export interface ApprovalRequest {
   id: string;
@@ -132,11 +133,14 @@ for _, id in ipairs(ids) do
   local st = redis.call('HGET', key, 'state')
   if st == 'pending_approval' or st == 'approved' then
     if redis.call('EXISTS', key .. ':collect') == 0 and tonumber(redis.call('HGET', key, 'deadline')) <= tonumber(ARGV[1]) then
+      local workload = redis.call('HGET', key, 'workload')
       redis.call('HSET', key, 'state', 'expired')
-      redis.call('SREM', ARGV[3] .. 'reqs:pending:' .. redis.call('HGET', key, 'workload'), id)
+      redis.call('SREM', ARGV[3] .. 'reqs:pending:' .. workload, id)
       redis.call('ZREM', KEYS[1], id)
       out[#out + 1] = id
       out[#out + 1] = st
+      out[#out + 1] = workload
+      out[#out + 1] = redis.call('HGET', key, 'task') or '{}'
     end
   else
     redis.call('ZREM', KEYS[1], id)
@@ -273,10 +277,12 @@ export function createApprovalStore(redis: Redis, keys: Keyspace, opts: Approval
     },
 
     /** Expires requests past their deadline; returns them with the state they expired in. */
-    async expireDue(limit = 500): Promise<{ id: string; was: ApprovalState }[]> {
+    async expireDue(limit = 500): Promise<{ id: string; was: ApprovalState; workload: string; task_id: string }[]> {
       const flat = (await storeCall(() => redis.eval(EXPIRE_DUE, 1, k.open, String(now()), String(limit), p))) as string[];
-      const out: { id: string; was: ApprovalState }[] = [];
-      for (let i = 0; i < flat.length; i += 2) out.push({ id: flat[i]!, was: flat[i + 1] as ApprovalState });
+      const out: { id: string; was: ApprovalState; workload: string; task_id: string }[] = [];
+      for (let i = 0; i < flat.length; i += 4) {
+        out.push({ id: flat[i]!, was: flat[i + 1] as ApprovalState, workload: flat[i + 2]!, task_id: (JSON.parse(flat[i + 3]!) as { id?: string }).id ?? "" });
+      }
       return out;
     },
 

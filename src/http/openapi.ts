@@ -15,6 +15,8 @@ import { ERROR_STATUS, ERROR_TITLES, type ErrorCode } from "../core/errors";
 import { approvalDecisionSchema, approvalListQuery } from "../approvals/routes";
 import { credentialRequestSchema, leaseListQuery, revocationRequestSchema, revokeBodySchema, TASK_ID } from "../leases/routes";
 import { PROBLEM_TYPE_BASE } from "./problem";
+import { APPROVAL_STATES } from "../approvals/store";
+import { LEASE_STATES, type RevocationTrigger } from "../leases/types";
 
 export type HttpMethod = "get" | "post" | "put" | "patch" | "delete";
 
@@ -65,8 +67,7 @@ export function apiComponent<T extends z.ZodType>(name: string, schema: T, io: "
 const time = z.iso.datetime().describe("RFC 3339, UTC");
 const text = z.string();
 
-export const LEASE_STATES = ["issuing", "active", "revoking", "revoked", "expired", "revoke_failed"] as const;
-export const REVOCATION_TRIGGERS = ["expiry", "task_completed", "owner", "operator", "policy_change", "issue_failed"] as const;
+const REVOCATION_TRIGGERS = ["expiry", "task_completed", "owner", "operator", "policy_change", "issue_failed"] as const satisfies readonly RevocationTrigger[];
 
 export const problemSchema = apiComponent(
   "Problem",
@@ -141,7 +142,6 @@ export const credentialGrantSchema = apiComponent("CredentialGrant", z.strictObj
 const identitySchema = z.strictObject({ kind: z.enum(["oidc", "spiffe"]), issuer: text, subject: text });
 const policySchema = z.strictObject({ ids: z.array(text), hash: text });
 
-export const APPROVAL_STATES = ["pending_approval", "approved", "denied", "expired", "collected"] as const;
 
 export const approvalRequestSchema = apiComponent(
   "ApprovalRequest",

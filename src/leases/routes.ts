@@ -15,6 +15,7 @@ import type { LeaseMetrics } from "./metrics";
 import type { LeaseService } from "./service";
 import { publicLease, type LeaseStore, type StoredLease } from "./store";
 import { publicRequest } from "../approvals/store";
+import { LEASE_STATES } from "./types";
 
 export const TASK_ID = /^[A-Za-z0-9._:@-]{1,128}$/;
 const taskId = z.string().regex(TASK_ID, "must be 1-128 characters of [A-Za-z0-9._:@-]");
@@ -33,7 +34,7 @@ export const credentialRequestSchema = z.strictObject({
     .describe("backend-specific narrowing of the role's access (aws_sts: an IAM policy document within the role's session policy)"),
 });
 
-const leaseState = z.enum(["issuing", "active", "revoking", "revoked", "expired", "revoke_failed"]);
+const leaseState = z.enum(LEASE_STATES);
 export const leaseListQuery = z.strictObject({
   workload: z.string().max(128).optional(),
   task_id: taskId.optional(),

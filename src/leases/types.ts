@@ -1,5 +1,6 @@
 /** The lease, as stored and as shown by the API (DESIGN.md section 5, a contract). */
-export type LeaseState = "issuing" | "active" | "revoking" | "revoked" | "expired" | "revoke_failed";
+export const LEASE_STATES = ["issuing", "active", "revoking", "revoked", "expired", "revoke_failed"] as const;
+export type LeaseState = (typeof LEASE_STATES)[number];
 export type RevocationTrigger = "expiry" | "task_completed" | "owner" | "operator" | "policy_change" | "issue_failed";
 export type BackendKind = "jwt" | "vault" | "aws_sts";
 

@@ -17,7 +17,7 @@ export function policyRoutes(opts: OperatorCheck & { reload(cause: { actor: stri
   r.post("/v1/admin/policy/reload", async (req, res) => {
     const auth = requireOperator(req.auth!, "admin_revoke", opts);
     const out = await opts.reload({ actor: auth.workload.id, source: "POST /v1/admin/policy/reload" });
-    const { apply: _apply, ...inventory } = out.inventory as typeof out.inventory & { apply?: unknown };
+    const inventory = out.inventory;
     const problems = [...(inventory.problems ?? []), ...(out.policy?.problems ?? [])];
     if (!out.ok) throw new BrokerError("policy_invalid", `reload refused; the running policies and inventory stay in force: ${problems.join("; ")}`, { extra: { problems } });
     const policy = out.policy!;

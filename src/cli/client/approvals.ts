@@ -4,11 +4,12 @@
  */
 import { Command, Option } from "commander";
 import type { ApprovalRequest, ApprovalState } from "../../client/types";
+import { APPROVAL_STATES } from "../../approvals/store";
 import { CliError } from "../errors";
 import { action, clientFrom, withClientFlags, type ClientFlags } from "./common";
 import { table } from "./operators";
 
-const STATES: ApprovalState[] = ["pending_approval", "approved", "denied", "expired", "collected"];
+const STATES: readonly ApprovalState[] = APPROVAL_STATES;
 const REQUEST_ID = /^rq_[A-Za-z0-9_-]{16}$/;
 
 export function requestRows(requests: ApprovalRequest[]): string {

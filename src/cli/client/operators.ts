@@ -7,10 +7,11 @@ import { SingleBar } from "cli-progress";
 import { Command, Option } from "commander";
 import type { BrokerClient } from "../../client/client";
 import type { Lease, LeaseFilter, LeaseHistory, LeaseState, RevocationProgress, RevocationSelector } from "../../client/types";
+import { LEASE_STATES } from "../../leases/types";
 import { CliError } from "../errors";
 import { action, clientFrom, duration, withClientFlags, type ClientFlags } from "./common";
 
-const STATES: LeaseState[] = ["issuing", "active", "revoking", "revoked", "expired", "revoke_failed"];
+const STATES: readonly LeaseState[] = LEASE_STATES;
 
 /** Left-aligned columns, two spaces apart; the last column is not padded. */
 export function table(header: string[], rows: string[][]): string {

@@ -29,6 +29,8 @@ export interface Harness {
   server: AwsServer;
   backend: AwsStsBackend;
   events: AuditEvent[];
+  /** Sizes of the audit.appendMany calls, in order. */
+  appendCalls: number[];
   logs: string[];
   redis: Redis;
   keys: Keyspace;
@@ -59,6 +61,7 @@ export async function startHarness(
   const redis = new Redis(testRedisUrl(), { lazyConnect: false, maxRetriesPerRequest: 1 });
   const keys = createKeyspace(o.prefix ?? uniquePrefix());
   const events: AuditEvent[] = [];
+  const appendCalls: number[] = [];
   const logs: string[] = [];
   const registry = new Registry();
   const logger = createLogger({
@@ -87,6 +90,13 @@ export async function startHarness(
         events.push(e);
         return { ...e, seq: String(events.length), hash: "", prev: "" } as StoredAuditEvent;
       },
+      appendMany: async (es: AuditEvent[]) => {
+        appendCalls.push(es.length);
+        return es.map((e) => {
+          events.push(e);
+          return { ...e, seq: String(events.length), hash: "", prev: "" } as StoredAuditEvent;
+        });
+      },
     },
     logger,
     registry,
@@ -102,6 +112,7 @@ export async function startHarness(
     server,
     backend,
     events,
+    appendCalls,
     logs,
     redis,
     keys,

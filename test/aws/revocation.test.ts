@@ -143,6 +143,8 @@ describe("aws_sts revocation policy", () => {
     const r = server.addRole("busy");
     const minted = await mintMany(h, r, clock.now(), 12);
     const puts = server.calls("PutRolePolicy").length;
+    const appends = h.appendCalls.length;
+    const events = h.events.length;
     server.delay("GetRolePolicy", 50);
     try {
       await Promise.all(minted.slice(0, 10).map((m) => h.backend.revoke(m.lease, m.handle)));
@@ -153,6 +155,11 @@ describe("aws_sts revocation policy", () => {
     expect(sessions.map((s) => server.denies(s))).toEqual([...Array(10).fill(true), false, false]);
     expect(server.calls("PutRolePolicy").length - puts).toBeLessThan(10);
     expect(server.calls("PutRolePolicy").length - puts).toBeGreaterThanOrEqual(1);
+    // One audit append per batch, its events in the order the revocations came.
+    const batches = h.appendCalls.slice(appends);
+    expect(batches.length).toBeLessThan(10);
+    expect(batches.reduce((a, b) => a + b, 0)).toBe(10);
+    expect(h.events.slice(events).map((e) => [e.type, e.lease_id])).toEqual(minted.slice(0, 10).map((m) => ["aws_deny_attached", m.lease.id]));
   });
 
   it("throttled IAM calls are retried by the SDK; persistent throttling and refusals are clear errors", async () => {

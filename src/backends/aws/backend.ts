@@ -46,7 +46,7 @@ import { AssumeRoleCommand, GetCallerIdentityCommand, STSClient, type AssumeRole
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { Counter, Gauge, type Registry } from "prom-client";
-import type { AuditLedger } from "../../audit/ledger";
+import type { AuditEvent, AuditLedger } from "../../audit/ledger";
 import type { LoadedConfig } from "../../config/load";
 import type { RoleConfig } from "../../config/schema";
 import { BrokerError } from "../../core/errors";
@@ -107,7 +107,7 @@ export interface AwsStsBackendOptions {
   redis: Redis;
   /** The keyspace: the per-role lock's and the record's keys. */
   keys: Pick<Keyspace, "awsLock" | "awsRevoked" | "awsRoles">;
-  audit: Pick<AuditLedger, "append">;
+  audit: Pick<AuditLedger, "append" | "appendMany">;
   logger: Logger;
   registry: Registry;
   now?: () => number;
@@ -591,10 +591,13 @@ export function createAwsStsBackend(opts: AwsStsBackendOptions): AwsStsBackend {
     const fit = result.fit!;
     log.info({ role_arn: roleArn, policy: opts.policyName, leases: batch.length, sessions: fit.state.sessions.length, size: fit.size, wrote: result.wrote, cutoff: fit.state.cutoff ? iso(fit.state.cutoff.before) : undefined }, "revocation policy updated");
     if (fit.fallback) await auditFallback(roleArn, fit.fallback, fit.size, result.budget, batch, result.at);
-    for (const p of batch) {
-      const how = fit.state.cutoff && !fit.state.sessions.some((s) => s.userId === p.handle.session.userId) ? "issued_before" : "session";
-      await auditDeny(p, roleArn, how, fit.state.cutoff?.before, result.at);
-    }
+    // One append for the batch (up to MAX_BATCH events, in batch order): the callers' revocations wait for it.
+    await opts.audit.appendMany(
+      batch.map((p) => {
+        const how = fit.state.cutoff && !fit.state.sessions.some((s) => s.userId === p.handle.session.userId) ? "issued_before" : "session";
+        return denyEvent(p, roleArn, how, fit.state.cutoff?.before, result.at);
+      }),
+    );
   }
 
   function parseDenyPolicySafe(roleArn: string, text: string | null) {
@@ -710,8 +713,8 @@ export function createAwsStsBackend(opts: AwsStsBackendOptions): AwsStsBackend {
     roleCache.delete(roleArn);
     await record.forget(roleArn).catch(() => undefined);
     const at = iso(now());
-    for (const p of batch) {
-      await opts.audit.append({
+    await opts.audit.appendMany(
+      batch.map((p) => ({
         type: "aws_session_ended",
         at,
         lease_id: p.lease.id,
@@ -721,13 +724,13 @@ export function createAwsStsBackend(opts: AwsStsBackendOptions): AwsStsBackend {
         role_arn: roleArn,
         session: p.handle.session.userId,
         note: `the role ${roleArn} no longer exists (IAM NoSuchEntity, seen again at least ${Math.round(roleGoneConfirmMs / 1000)} s after the first time), so its sessions have no permissions left; no deny was needed`,
-      });
-    }
+      })),
+    );
   }
 
-  async function auditDeny(p: Pending, roleArn: string, how: "session" | "issued_before", cutoffBefore: number | undefined, at: number): Promise<void> {
+  function denyEvent(p: Pending, roleArn: string, how: "session" | "issued_before", cutoffBefore: number | undefined, at: number): AuditEvent {
     const until = iso(p.handle.session.expiresAt);
-    await opts.audit.append({
+    return {
       type: "aws_deny_attached",
       at: iso(at),
       lease_id: p.lease.id,
@@ -740,7 +743,7 @@ export function createAwsStsBackend(opts: AwsStsBackendOptions): AwsStsBackend {
       deny: how === "session" ? "aws:userid" : `aws:TokenIssueTime before ${iso(cutoffBefore!)}`,
       session_expires_at: until,
       note: `deny attached at ${iso(at)} to role ${roleArn} (inline policy ${opts.policyName}); AWS may take a short while to apply it (IAM is eventually consistent); the session would otherwise have lived until ${until}`,
-    });
+    };
   }
 
   async function auditFallback(roleArn: string, fb: { cutoff: { before: number; until: number }; sessions: string[] }, size: number, budget: number, batch: Pending[], at: number): Promise<void> {
@@ -788,7 +791,7 @@ export function createAwsStsBackend(opts: AwsStsBackendOptions): AwsStsBackend {
 /** The backend as configured (`backends.aws_sts`), for the registry. */
 export function createAwsStsBackendFromConfig(
   cfg: LoadedConfig,
-  deps: { logger: Logger; registry: Registry; now: () => number; audit: Pick<AuditLedger, "append">; redis: Redis; keys: Keyspace; parts?: { worker: boolean } },
+  deps: { logger: Logger; registry: Registry; now: () => number; audit: Pick<AuditLedger, "append" | "appendMany">; redis: Redis; keys: Keyspace; parts?: { worker: boolean } },
 ): AwsStsBackend {
   const b = cfg.backends.aws_sts;
   if (!b) throw new Error("backends.aws_sts is not configured");

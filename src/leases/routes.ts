@@ -5,7 +5,7 @@
 import { Router, type Request } from "express";
 import { z } from "zod";
 import type { AuditLedger } from "../audit/ledger";
-import { parseDuration } from "../core/duration";
+import { parseTtlMs } from "./ttl";
 import { BrokerError } from "../core/errors";
 import type { AuthContext } from "../http/app";
 import { optionalBody, parse, requireJsonObject } from "../http/app";
@@ -62,16 +62,11 @@ export const revokeBodySchema = z.strictObject({ reason: z.string().min(1).max(5
 
 function ttlOf(v: string | number | undefined): number | undefined {
   if (v === undefined) return undefined;
-  if (typeof v === "number") return v * 1000;
-  let ms: number;
   try {
-    ms = parseDuration(v);
+    return parseTtlMs(v);
   } catch (e) {
     throw new BrokerError("invalid_request", `ttl: ${(e as Error).message}`);
   }
-  // Lease expiries are whole seconds, never later than asked: below 2s little would be left.
-  if (ms < 2000) throw new BrokerError("invalid_request", "ttl: must be at least 2s");
-  return ms;
 }
 
 const leaseId = (v: unknown) => (typeof v === "string" && /^l_[A-Za-z0-9_-]{10,40}$/.test(v) ? v : null);

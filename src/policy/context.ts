@@ -26,7 +26,7 @@ export interface TimeContext {
   timezone: string;
 }
 
-const DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"] as const;
+export const DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"] as const;
 const formatters = new Map<string, Intl.DateTimeFormat>();
 
 /** Throws a RangeError naming the zone when it is not an IANA time zone this Node knows. */

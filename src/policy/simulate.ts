@@ -38,10 +38,9 @@ import { z } from "zod";
 import type { LoadedConfig } from "../config/load";
 import { formatPath } from "../config/path";
 import { configSchema, type RoleConfig, type WorkloadConfig } from "../config/schema";
-import { parseDuration } from "../core/duration";
 import { compileWorkloads } from "../identity/workloads";
-import { leaseTtlMs } from "../leases/ttl";
-import { decisionContext, roleResource, timeContext } from "./context";
+import { leaseTtlMs, parseTtlMs } from "../leases/ttl";
+import { DAYS, decisionContext, roleResource, timeContext } from "./context";
 import {
   BROKER_RESOURCE_ID,
   toCedarRequest,
@@ -93,7 +92,6 @@ export class SimulationInputError extends Error {
 /** Task ids as the API accepts them (DESIGN.md section 5); "" (absent) is allowed here. */
 const TASK_ID = /^[A-Za-z0-9._:@-]{0,128}$/;
 const taskText = z.string().max(256);
-const DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"] as const;
 const WEEKDAY = "must be 1 (Monday) .. 7 (Sunday) or mon..sun";
 
 export const contextInputSchema = z
@@ -248,26 +246,13 @@ function principalFor(w: WorkloadConfig, ctx: ContextInput, problems: Problem[])
 }
 
 function ttlMsOf(v: string | number, problems: Problem[]): number | undefined {
-  // As the API reads `ttl` (leases/routes.ts): seconds, or a duration; at least 2s.
-  if (typeof v === "number") {
-    if (!Number.isInteger(v) || v < 2) {
-      problems.push({ path: ["context", "ttl"], message: "must be a whole number of seconds, at least 2" });
-      return undefined;
-    }
-    return v * 1000;
-  }
-  let ms: number;
+  // As the API reads `ttl`.
   try {
-    ms = parseDuration(v);
+    return parseTtlMs(v);
   } catch (e) {
     problems.push({ path: ["context", "ttl"], message: (e as Error).message });
     return undefined;
   }
-  if (ms < 2000) {
-    problems.push({ path: ["context", "ttl"], message: "must be at least 2s" });
-    return undefined;
-  }
-  return ms;
 }
 
 /**

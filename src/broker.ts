@@ -189,7 +189,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
   });
   const jwt = createJwtBackend({ keys: currentKeys, issuer: cfg.server.public_url, now });
   const backends = new Map<string, Backend>([["jwt", jwt]]);
-  for (const [kind, b] of await createConfiguredBackends(cfg, { logger, registry: metrics.registry, now, store, audit, parts: opts.parts ?? { api: true, worker: true }, redis, keys })) backends.set(kind, b);
+  for (const [kind, b] of await createConfiguredBackends(cfg, { logger, registry: metrics.registry, now, store, audit, parts: opts.parts ?? { api: true, worker: true }, redis, keys, workloads: () => inventory.workloads, roles: inventory.roles })) backends.set(kind, b);
   for (const [kind, b] of Object.entries(opts.backends ?? {})) {
     if (!b) continue;
     // A replaced backend (tests inject fault-wrapping ones) stops its timers and connections.

@@ -7,6 +7,7 @@ import type { Logger } from "pino";
 import type { Registry } from "prom-client";
 import type { AuditLedger } from "../audit/ledger";
 import type { LoadedConfig } from "../config/load";
+import type { RoleConfig } from "../config/schema";
 import type { LeaseStore } from "../leases/store";
 import type { Backend } from "./types";
 import { createVaultBackend } from "./vault/backend";
@@ -26,6 +27,13 @@ export interface BackendDeps {
   /** The request-path Redis connection and keyspace (aws_sts: the per-role revocation lock, see src/backends/aws/lock.ts). */
   redis: Redis;
   keys: Keyspace;
+  /**
+   * The live inventory (src/policy/inventory.ts): SIGHUP and POST /v1/admin/policy/reload replace
+   * workloads and roles, so backends read it when they need it and never copy it at start-up.
+   * aws_sts: a workload's owner (session tag); vault: the path roles to reconcile.
+   */
+  workloads: () => { get(id: string): { owner: string } | undefined };
+  roles: () => ReadonlyMap<string, RoleConfig>;
 }
 
 export async function createConfiguredBackends(cfg: LoadedConfig, deps: BackendDeps): Promise<Map<string, Backend>> {

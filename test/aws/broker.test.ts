@@ -3,6 +3,8 @@
  * an aws_sts role whose STS and IAM endpoints are the test server; the broker's own AWS
  * credentials come from the SDK's default provider chain (environment variables here).
  */
+import { readFileSync, writeFileSync } from "node:fs";
+import { parse, stringify } from "yaml";
 import { startAwsServer, type AwsServer } from "../support/aws-server";
 import { getJson } from "../support/broker";
 import { startFixture, waitFor, type Fixture } from "../support/fixture";
@@ -201,5 +203,17 @@ describe("aws_sts through the broker", () => {
     const metrics = (await getJson(`${f.b.url}/metrics`)).body as string;
     expect(metrics).toMatch(/jitbroker_aws_sts_calls_total\{operation="AssumeRole",result="ok"\} \d+/);
     expectNoSecrets("metrics", metrics, needles);
+  });
+
+  it("a workload's owner changed by a configuration reload tags the next session (the backend reads the live inventory)", async () => {
+    const file = f.b.config.file;
+    const doc = parse(readFileSync(file, "utf8")) as { workloads: { id: string; owner: string }[] };
+    doc.workloads.find((w) => w.id === "agent")!.owner = "new-owner@example.com";
+    writeFileSync(file, stringify(doc));
+    const report = await f.b.broker.reload({ actor: "test", source: "test" });
+    expect(report).toMatchObject({ ok: true, inventory: { changed: true } });
+    const r = await f.call("POST", "/v1/credentials", "agent", { role: "artifacts-read", task: { id: "AWS-R1" } });
+    expect(r.status).toBe(201);
+    expect(server.session(r.body.lease.id).tags).toContainEqual({ Key: "jitbroker:owner", Value: "new-owner@example.com" });
   });
 });

@@ -13,6 +13,7 @@ import { createVaultBackend, type VaultBackend } from "../../src/backends/vault/
 import type { LoadedConfig } from "../../src/config/load";
 import { createLogger } from "../../src/core/logger";
 import { createLeaseStore, type LeaseStore, type NewLease } from "../../src/leases/store";
+import { createInventory } from "../../src/policy/inventory";
 import type { Lease } from "../../src/leases/types";
 import { createKeyspace } from "../../src/redis/keys";
 import { configFrom, testRedisUrl, uniquePrefix } from "../support/broker";
@@ -43,6 +44,8 @@ export interface Harness {
   logs: string[];
   redis: Redis;
   prefix: string;
+  /** Replaces the live roles as a configuration reload does (SIGHUP, POST /v1/admin/policy/reload); returns the new configuration. */
+  reload(roles: unknown[]): LoadedConfig;
   /** A lease as the service hands it to `mint` (not stored). */
   lease(role: string, ttlSeconds?: number): Lease;
   /** Writes a lease to the store (state issuing) as the service does before minting. */
@@ -55,14 +58,17 @@ let seq = 0;
 
 export async function startBackend(server: VaultTestServer, vault: Record<string, unknown>, opts: { roles?: unknown[]; worker?: boolean; mintTimeout?: string } = {}): Promise<Harness> {
   const prefix = uniquePrefix();
-  const cfg = configFrom({
-    server: { public_url: "http://127.0.0.1:8080" },
-    identity: ISSUERS,
-    roles: opts.roles ?? ROLES,
-    redis: { url: testRedisUrl(), prefix },
-    backends: { vault: { address: server.url, health_check_interval: 0, reconcile_interval: 0, ...vault } },
-    worker: { mint_timeout: opts.mintTimeout ?? "30s" },
-  });
+  const configWith = (roles: unknown[]) =>
+    configFrom({
+      server: { public_url: "http://127.0.0.1:8080" },
+      identity: ISSUERS,
+      roles,
+      redis: { url: testRedisUrl(), prefix },
+      backends: { vault: { address: server.url, health_check_interval: 0, reconcile_interval: 0, ...vault } },
+      worker: { mint_timeout: opts.mintTimeout ?? "30s" },
+    });
+  const cfg = configWith(opts.roles ?? ROLES);
+  const inventory = createInventory(cfg);
   const logs: string[] = [];
   const logger = createLogger({
     level: "debug",
@@ -84,7 +90,7 @@ export async function startBackend(server: VaultTestServer, vault: Record<string
     leaseIndexField: { hashKey: store.keys.lease, field: "ev" },
   });
   const registry = new Registry();
-  const backend = createVaultBackend(cfg, { logger, registry, now: Date.now, store, audit, parts: { api: true, worker: opts.worker ?? false } });
+  const backend = createVaultBackend(cfg, { logger, registry, now: Date.now, store, audit, parts: { api: true, worker: opts.worker ?? false }, roles: inventory.roles });
   await backend.ready();
 
   const draft = (role: string, ttlSeconds: number): NewLease => {
@@ -111,6 +117,13 @@ export async function startBackend(server: VaultTestServer, vault: Record<string
     logs,
     redis,
     prefix,
+    reload(roles) {
+      const next = configWith(roles);
+      const candidate = inventory.prepare(() => next);
+      expect(candidate).toMatchObject({ ok: true, changed: true });
+      candidate.apply();
+      return next;
+    },
     lease: (role, ttlSeconds = 600) => store.created(draft(role, ttlSeconds)),
     async createLease(role, ttlSeconds = 600) {
       const d = draft(role, ttlSeconds);

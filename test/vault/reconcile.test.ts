@@ -104,6 +104,31 @@ describe("reconciliation of Vault leases", () => {
     expect((await h.backend.reconcile()).revoked).toEqual([a]);
   });
 
+  it("reconciles the path roles of the live inventory: a role added by a reload from the next pass, a removed one no more", async () => {
+    const REPORTING = "database/creds/reporting";
+    const server3 = await startVaultServer({ approle: APPROLE, engines: { [PATH]: { ttlParam: false, defaultTtl: 3600 }, [REPORTING]: { ttlParam: false, defaultTtl: 3600 } } });
+    const payments = { name: "payments-db", backend: "vault", ttl: { default: "10m", max: "30m" }, vault: { path: PATH } };
+    const reporting = { name: "reporting-db", backend: "vault", ttl: { default: "10m", max: "30m" }, vault: { path: REPORTING } };
+    const h3 = await startBackend(server3, { auth: { method: "approle", role_id: APPROLE.roleId, secret_id: APPROLE.secretId }, reconcile_grace: "1m" }, { mintTimeout: "10s", roles: [payments] });
+    try {
+      const before = server3.addLease(REPORTING, 10 * 60_000);
+      expect(await h3.backend.reconcile()).toEqual({ listed: 0, revoked: [], young: [], errors: [] }); // no role of ours there yet
+
+      h3.reload([payments, reporting]);
+      expect(await h3.backend.reconcile()).toEqual({ listed: 1, revoked: [before], young: [], errors: [] });
+      const events = (await h3.audit.range({ count: 100 })).filter((e) => e.type === "vault_orphan_revoked");
+      expect(events).toEqual([expect.objectContaining({ vault_lease_id: before, role: "reporting-db", path: REPORTING })]);
+
+      h3.reload([payments]);
+      const after = server3.addLease(REPORTING, 10 * 60_000);
+      expect(await h3.backend.reconcile()).toEqual({ listed: 0, revoked: [], young: [], errors: [] });
+      expect(server3.leases()).toEqual([after]);
+    } finally {
+      await h3.close();
+      await server3.close();
+    }
+  });
+
   it("the grace period is at least worker.mint_timeout", async () => {
     const server2 = await startVaultServer({ approle: APPROLE, engines: { [PATH]: { ttlParam: false, defaultTtl: 3600 } } });
     const h2 = await startBackend(

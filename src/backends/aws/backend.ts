@@ -52,6 +52,7 @@ import type { RoleConfig } from "../../config/schema";
 import { BrokerError } from "../../core/errors";
 import type { Lease } from "../../leases/types";
 import type { Keyspace } from "../../redis/keys";
+import type { BackendDeps } from "../registry";
 import { BackendError, remainingSeconds, type Backend, type BackendStatus, type MintRequest, type MintResult } from "../types";
 import { GC_GRACE_MS, fitDenyPolicy, mergeDenyState, parseDenyPolicy, stateDenies, type FitResult, type RevokedSession } from "./deny";
 import { createRoleLock, type LockGuard } from "./lock";
@@ -791,11 +792,10 @@ export function createAwsStsBackend(opts: AwsStsBackendOptions): AwsStsBackend {
 /** The backend as configured (`backends.aws_sts`), for the registry. */
 export function createAwsStsBackendFromConfig(
   cfg: LoadedConfig,
-  deps: { logger: Logger; registry: Registry; now: () => number; audit: Pick<AuditLedger, "append" | "appendMany">; redis: Redis; keys: Keyspace; parts?: { worker: boolean } },
+  deps: { logger: Logger; registry: Registry; now: () => number; audit: Pick<AuditLedger, "append" | "appendMany">; redis: Redis; keys: Keyspace; workloads: BackendDeps["workloads"]; parts?: { worker: boolean } },
 ): AwsStsBackend {
   const b = cfg.backends.aws_sts;
   if (!b) throw new Error("backends.aws_sts is not configured");
-  const owners = new Map(cfg.workloads.map((w) => [w.id, w.owner]));
   return createAwsStsBackend({
     region: b.region,
     endpoint: b.endpoint,
@@ -805,7 +805,8 @@ export function createAwsStsBackendFromConfig(
     policyName: b.revocation_policy_name ?? "jitbroker-revocations",
     policyMaxChars: b.revocation_policy_max_chars ?? 10_240,
     clockSkewMarginMs: b.clock_skew_margin ?? DEFAULT_CLOCK_SKEW_MARGIN_MS,
-    ownerOf: (w) => owners.get(w),
+    // The live inventory: a reload's workloads count from the next mint.
+    ownerOf: (w) => deps.workloads().get(w)?.owner,
     redis: deps.redis,
     keys: deps.keys,
     audit: deps.audit,

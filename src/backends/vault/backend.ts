@@ -58,7 +58,7 @@ function backendError(e: unknown, what: string): BackendError {
 const isGone = (e: unknown) => e instanceof VaultCallError && (e.status === 400 || e.status === 404);
 
 /** What the vault backend uses of the broker (BackendDeps without the Redis connection it does not need). */
-export type VaultBackendDeps = Pick<BackendDeps, "logger" | "registry" | "now" | "store" | "audit" | "parts">;
+export type VaultBackendDeps = Pick<BackendDeps, "logger" | "registry" | "now" | "store" | "audit" | "parts" | "roles">;
 
 export function createVaultBackend(cfg: LoadedConfig, deps: VaultBackendDeps): VaultBackend {
   const vcfg = cfg.backends.vault;
@@ -195,7 +195,8 @@ export function createVaultBackend(cfg: LoadedConfig, deps: VaultBackendDeps): V
     logger,
     registry: deps.registry,
     now,
-    roles: cfg.roles.filter((r) => r.backend === "vault" && r.vault?.path !== undefined).map((r) => ({ name: r.name, path: r.vault!.path! })),
+    // Read at each pass: a reload may add, change or remove path roles.
+    roles: () => [...deps.roles().values()].filter((r) => r.backend === "vault" && r.vault?.path !== undefined).map((r) => ({ name: r.name, path: r.vault!.path! })),
     // A lease younger than this may belong to a mint whose handle is not recorded yet.
     graceMs: Math.max(timings.reconcile_grace, cfg.worker.mint_timeout + 5000),
     revoke: (id) => revokeLeaseId(id, "reconcile_revoke"),

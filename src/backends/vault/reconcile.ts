@@ -42,8 +42,8 @@ export interface ReconcilerOptions {
   logger: Logger;
   registry: Registry;
   now: () => number;
-  /** The path roles: name and Vault path. Roles sharing a path share its leases. */
-  roles: { name: string; path: string }[];
+  /** The path roles now (the inventory is reloadable): name and Vault path. Roles sharing a path share its leases. */
+  roles: () => { name: string; path: string }[];
   graceMs: number;
   /** Revokes one Vault lease ("gone" when Vault no longer has it). */
   revoke(leaseId: string): Promise<"revoked" | "gone">;
@@ -52,8 +52,6 @@ export interface ReconcilerOptions {
 export function createReconciler(opts: ReconcilerOptions) {
   const { session, store, logger, now } = opts;
   const orphans = new Counter({ name: "jitbroker_vault_orphans_revoked_total", help: "Vault leases revoked by reconciliation because no broker lease named them", registers: [opts.registry] });
-  const byPath = new Map<string, string[]>();
-  for (const r of opts.roles) byPath.set(r.path, [...(byPath.get(r.path) ?? []), r.name]);
 
   /** The Vault lease ids named by live leases of these roles. */
   async function knownLeaseIds(roles: string[]): Promise<Set<string>> {
@@ -77,6 +75,8 @@ export function createReconciler(opts: ReconcilerOptions) {
 
   async function runOnce(): Promise<ReconcileReport> {
     const report: ReconcileReport = { listed: 0, revoked: [], young: [], errors: [] };
+    const byPath = new Map<string, string[]>();
+    for (const r of opts.roles()) byPath.set(r.path, [...(byPath.get(r.path) ?? []), r.name]);
     for (const [p, roles] of byPath) {
       const prefix = `${p}/`;
       let keys: string[];

@@ -104,25 +104,31 @@ describe("reconciliation of Vault leases", () => {
     expect((await h.backend.reconcile()).revoked).toEqual([a]);
   });
 
-  it("reconciles the path roles of the live inventory: a role added by a reload from the next pass, a removed one no more", async () => {
+  it("reconciles the path roles of the live inventory: a path a reload adds from the next pass, a path it drops no more; a moved or removed role's leases stay known", async () => {
     const REPORTING = "database/creds/reporting";
     const server3 = await startVaultServer({ approle: APPROLE, engines: { [PATH]: { ttlParam: false, defaultTtl: 3600 }, [REPORTING]: { ttlParam: false, defaultTtl: 3600 } } });
     const payments = { name: "payments-db", backend: "vault", ttl: { default: "10m", max: "30m" }, vault: { path: PATH } };
-    const reporting = { name: "reporting-db", backend: "vault", ttl: { default: "10m", max: "30m" }, vault: { path: REPORTING } };
-    const h3 = await startBackend(server3, { auth: { method: "approle", role_id: APPROLE.roleId, secret_id: APPROLE.secretId }, reconcile_grace: "1m" }, { mintTimeout: "10s", roles: [payments] });
+    const other = { name: "payments-db-short", backend: "vault", ttl: { default: "1m", max: "5m" }, vault: { path: PATH } };
+    const h3 = await startBackend(server3, { auth: { method: "approle", role_id: APPROLE.roleId, secret_id: APPROLE.secretId }, reconcile_grace: "1m" }, { mintTimeout: "10s", roles: [payments, other] });
     try {
-      const before = server3.addLease(REPORTING, 10 * 60_000);
-      expect(await h3.backend.reconcile()).toEqual({ listed: 0, revoked: [], young: [], errors: [] }); // no role of ours there yet
+      // A live lease of payments-db-short holding a Vault lease under PATH, older than the grace.
+      const held = server3.addLease(PATH, 10 * 60_000);
+      const draft = await h3.createLease("payments-db-short", 300);
+      expect(await h3.store.activate(draft.id, { lease_id: held })).toBe("active");
+      const first = server3.addLease(REPORTING, 10 * 60_000);
+      expect(await h3.backend.reconcile()).toEqual({ listed: 1, revoked: [], young: [], errors: [] }); // no role of ours under REPORTING yet
 
-      h3.reload([payments, reporting]);
-      expect(await h3.backend.reconcile()).toEqual({ listed: 1, revoked: [before], young: [], errors: [] });
+      // payments-db-short moves to REPORTING: that path is reconciled now; its lease under PATH is still known there.
+      h3.reload([payments, { ...other, vault: { path: REPORTING } }]);
+      expect(await h3.backend.reconcile()).toEqual({ listed: 2, revoked: [first], young: [], errors: [] });
       const events = (await h3.audit.range({ count: 100 })).filter((e) => e.type === "vault_orphan_revoked");
-      expect(events).toEqual([expect.objectContaining({ vault_lease_id: before, role: "reporting-db", path: REPORTING })]);
+      expect(events).toEqual([expect.objectContaining({ vault_lease_id: first, role: "payments-db-short", path: REPORTING })]);
 
+      // Removed (re-authorization would revoke its leases): REPORTING is left alone, its lease under PATH still known.
       h3.reload([payments]);
-      const after = server3.addLease(REPORTING, 10 * 60_000);
-      expect(await h3.backend.reconcile()).toEqual({ listed: 0, revoked: [], young: [], errors: [] });
-      expect(server3.leases()).toEqual([after]);
+      const second = server3.addLease(REPORTING, 10 * 60_000);
+      expect(await h3.backend.reconcile()).toEqual({ listed: 1, revoked: [], young: [], errors: [] });
+      expect(server3.leases().sort()).toEqual([held, second].sort());
     } finally {
       await h3.close();
       await server3.close();

@@ -52,6 +52,21 @@ export interface ReconcilerOptions {
 export function createReconciler(opts: ReconcilerOptions) {
   const { session, store, logger, now } = opts;
   const orphans = new Counter({ name: "jitbroker_vault_orphans_revoked_total", help: "Vault leases revoked by reconciliation because no broker lease named them", registers: [opts.registry] });
+  /**
+   * Every role name that has had each path since start-up. A reload may rename or remove a role
+   * (re-authorization revokes its leases) or move it to another path (its leases stay active):
+   * either way its live leases under the old path are still known there, never taken for orphans.
+   */
+  const namesSeen = new Map<string, Set<string>>();
+  function currentByPath(): Map<string, string[]> {
+    const byPath = new Map<string, string[]>();
+    for (const r of opts.roles()) {
+      byPath.set(r.path, [...(byPath.get(r.path) ?? []), r.name]);
+      namesSeen.set(r.path, (namesSeen.get(r.path) ?? new Set<string>()).add(r.name));
+    }
+    return byPath;
+  }
+  currentByPath();
 
   /** The Vault lease ids named by live leases of these roles. */
   async function knownLeaseIds(roles: string[]): Promise<Set<string>> {
@@ -75,9 +90,8 @@ export function createReconciler(opts: ReconcilerOptions) {
 
   async function runOnce(): Promise<ReconcileReport> {
     const report: ReconcileReport = { listed: 0, revoked: [], young: [], errors: [] };
-    const byPath = new Map<string, string[]>();
-    for (const r of opts.roles()) byPath.set(r.path, [...(byPath.get(r.path) ?? []), r.name]);
-    for (const [p, roles] of byPath) {
+    // The path roles of the inventory now: a reload adds or drops paths from the next pass.
+    for (const [p, roles] of currentByPath()) {
       const prefix = `${p}/`;
       let keys: string[];
       try {
@@ -89,10 +103,11 @@ export function createReconciler(opts: ReconcilerOptions) {
       report.listed += keys.length;
       if (keys.length === 0) continue;
       let known: Set<string>;
+      const names = [...namesSeen.get(p)!];
       try {
-        known = await knownLeaseIds(roles);
+        known = await knownLeaseIds(names);
       } catch (e) {
-        report.errors.push(`reading the leases of ${roles.join(", ")}: ${(e as Error).message}`);
+        report.errors.push(`reading the leases of ${names.join(", ")}: ${(e as Error).message}`);
         continue;
       }
       for (const key of keys) {

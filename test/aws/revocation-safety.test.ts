@@ -268,12 +268,12 @@ describe("a PutRolePolicy that lands after its sender gave up (lock deadline)", 
   it("a replica's late write overwrites another's newer deny; the re-read after the writes puts it back", async () => {
     const r = server.addRole("deployer");
     const prefix = uniquePrefix();
-    const A = await startHarness({ server, iamUrl: proxy.url, prefix, lockTtlMs: 1000, repairDelayMs: 3500 });
-    const B = await startHarness({ server, iamUrl: proxy.url, prefix, lockTtlMs: 1000, repairDelayMs: 3500 });
+    const A = await startHarness({ server, iamUrl: proxy.url, prefix, lockTtlMs: 1000, repairDelayMs: 8000 });
+    const B = await startHarness({ server, iamUrl: proxy.url, prefix, lockTtlMs: 1000, repairDelayMs: 8000 });
     try {
       const a = await mint(A, server, r, "T-l1");
       const b = await mint(B, server, r, "T-l2");
-      holdFirstPut = 2500; // > A's 500 ms section: A gives up on its write, which lands later
+      holdFirstPut = 5000; // > A's 500 ms section: A gives up on its write, which lands later (margins wide enough for a loaded CI machine: B writes within ~4 s, the repair comes 8 s after it)
       const ra = outcome(A.backend.revoke(a.lease, a.handle));
       await new Promise((res) => setTimeout(res, 100));
       const rb = outcome(B.backend.revoke(b.lease, b.handle)); // waits for A's lock, writes {a, b}
@@ -281,10 +281,10 @@ describe("a PutRolePolicy that lands after its sender gave up (lock deadline)", 
       expect(await rb).toBe("resolved");
       expect({ a: server.denies(a.session), b: server.denies(b.session) }).toEqual({ a: true, b: true });
       // A's abandoned {a} lands: b's deny is gone for a moment...
-      await waitFor(async () => !server.denies(b.session), 5000, "the late write to land");
+      await waitFor(async () => !server.denies(b.session), 10_000, "the late write to land");
       expect(server.denies(a.session)).toBe(true);
       // ...until the re-read after the writes finds IAM's copy missing a recorded session and rewrites it.
-      await waitFor(async () => server.denies(a.session) && server.denies(b.session), 10_000, "the repair");
+      await waitFor(async () => server.denies(a.session) && server.denies(b.session), 20_000, "the repair");
       const repairs = (await A.registry.getSingleMetricAsString("jitbroker_aws_sts_deny_policy_repairs_total")) + (await B.registry.getSingleMetricAsString("jitbroker_aws_sts_deny_policy_repairs_total"));
       expect(repairs).toMatch(/jitbroker_aws_sts_deny_policy_repairs_total [1-9]/);
       // The revoker retries A's revocation: nothing is missing, it succeeds.
@@ -294,7 +294,7 @@ describe("a PutRolePolicy that lands after its sender gave up (lock deadline)", 
       await A.close();
       await B.close();
     }
-  }, 30_000);
+  }, 60_000);
 });
 
 describe("the Redis record of revoked sessions", () => {

@@ -27,7 +27,7 @@ import type { LoadedConfig } from "../config/load";
 import type { IssuerConfig, WorkloadConfig } from "../config/schema";
 import { compileWorkloads } from "../identity/workloads";
 import { createPolicyEngine, type ClaimValue, type PolicyEngine, type PolicySet } from "./engine";
-import { ACTION_NAMES, buildRequest, inventoryOf, outcomeOf, workloadAccepts, type ContextInput } from "./simulate";
+import { ACTION_NAMES, actionConstraintApplies, buildRequest, inventoryOf, outcomeOf, workloadAccepts, type ContextInput } from "./simulate";
 
 export type WarningKind =
   | "aud_only"
@@ -271,11 +271,14 @@ export function lintPolicies(cfg: LoadedConfig, set: PolicySet, engine: PolicyEn
   const actions = new Set<string>(ACTION_NAMES);
   const known = (s: Set<string>) => (s.size ? [...s].join(", ") : "none");
 
-  for (const p of set.policies) {
-    const parsed = cedar.policyToJson(p.text);
-    if (parsed.type !== "success") continue; // cannot happen for a compiled set
+  // Each policy's JSON form, parsed once (a compiled set always parses).
+  const parsedPolicies = set.policies.flatMap((p) => {
+    const r = cedar.policyToJson(p.text);
+    return r.type === "success" ? [{ p, json: r.json }] : [];
+  });
+  for (const { p, json } of parsedPolicies) {
     const seen = new Set<string>();
-    for (const ref of entityRefs(parsed.json)) {
+    for (const ref of entityRefs(json)) {
       const key = `${ref.type}::${ref.id}`;
       if (seen.has(key)) continue;
       seen.add(key);
@@ -296,15 +299,8 @@ export function lintPolicies(cfg: LoadedConfig, set: PolicySet, engine: PolicyEn
   // sampled once (50 workloads x 50 roles of one shape: 32 decisions instead of 80,000).
   const inv = inventoryOf(cfg);
   const now = Date.now();
-  // Only policies that apply to requests matter here (the broker has no action groups).
-  const id = (u: cedar.EntityUidJson) => ("__entity" in u ? u.__entity : u).id;
-  const jsons = set.policies.flatMap((p) => {
-    const r = cedar.policyToJson(p.text);
-    if (r.type !== "success") return [];
-    const a = r.json.action;
-    const applies = a.op === "All" || ("entity" in a && id(a.entity) === "request") || ("entities" in a && a.entities.some((e) => id(e) === "request")) || ("slot" in a);
-    return applies ? [r.json] : [];
-  });
+  // Only policies that apply to requests matter here.
+  const jsons = parsedPolicies.filter(({ json }) => actionConstraintApplies(json.action, "request")).map(({ json }) => json);
   const seesPrincipal = observedBy(jsons, "principal");
   const seesResource = observedBy(jsons, "resource");
   const principals = new Map<string, string>(); // signature -> a workload id

@@ -630,8 +630,11 @@ export function explain(engine: PolicyEngine, sim: Simulated): Explanation {
 /** Whether a policy's action scope admits the action (no action groups exist in the broker's model). */
 function actionApplies(p: CompiledPolicy, action: ActionName): boolean {
   const parsed = cedar.policyToJson(p.text);
-  if (parsed.type !== "success") return true;
-  const c = parsed.json.action;
+  return parsed.type !== "success" || actionConstraintApplies(parsed.json.action, action);
+}
+
+/** Does a policy's action constraint (its JSON form) cover `action`? (The broker has no action groups.) */
+export function actionConstraintApplies(c: cedar.ActionConstraint, action: ActionName): boolean {
   const id = (u: Uid) => ("__entity" in u ? u.__entity : u).id;
   if (c.op === "All") return true;
   if (c.op === "==") return "entity" in c && id(c.entity) === action;

@@ -352,52 +352,55 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     await sampleGauges();
     res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
-  app.get("/.well-known/jwks.json", (_req, res) => {
-    res.setHeader("Cache-Control", "public, max-age=300");
-    res.json(jwt.jwks());
-  });
-  app.get("/.well-known/openid-configuration", (_req, res) => {
-    res.setHeader("Cache-Control", "public, max-age=300");
-    res.json(openidConfiguration(cfg.server.public_url));
-  });
-  // Generated once, on first use, from the routes' own zod schemas (src/http/openapi.ts).
-  let openapi: Record<string, unknown> | null = null;
-  app.get("/openapi.json", (_req, res) => {
-    openapi ??= buildOpenApiDocument(apiRoutes(), { serverUrl: cfg.server.public_url });
-    res.json(openapi);
-  });
-  app.use("/v1", authenticate(verifier, workloads, metrics));
-  app.use(identityRoutes());
-  app.post("/v1/introspect", requireJsonObject, async (req, res) => {
-    // RFC 7662: any authenticated workload (a resource server) may introspect a broker token.
-    const token = (req.body as { token?: unknown }).token;
-    if (typeof token !== "string" || token.length === 0) throw new BrokerError("invalid_request", "token: required string");
-    const verified = await jwt.verify(token);
-    const lease = verified ? await store.get(verified.leaseId) : null;
-    if (!verified || !lease || lease.state !== "active" || lease.expires_ms <= now()) {
-      res.json({ active: false });
-      return;
-    }
-    const p = verified.payload;
-    res.json({ active: true, token_type: "Bearer", iss: p.iss, sub: p.sub, aud: p.aud, scope: p.scope, jti: p.jti, task_id: p.task_id, iat: p.iat, nbf: p.nbf, exp: p.exp, lease_id: lease.id, role: lease.role });
-  });
-  app.use(leaseRoutes({ service, store, audit, policy: () => policyEngine, metrics: leaseMetrics, timeZone: cfg.policy.timezone }));
-  app.use(policyRoutes({ reload: reloadAll, policy: () => policyEngine, metrics: leaseMetrics, timeZone: cfg.policy.timezone, now, waitMs: opts.reloadWaitMs ?? 20_000 }));
-  app.use(
-    approvalRoutes({
-      approvals,
-      service,
-      audit,
-      store,
-      policy: () => policyEngine,
-      roles: inventory.roles,
-      workloads: () => workloads,
-      metrics: leaseMetrics,
-      collectLockMs: cfg.worker.mint_timeout + 10_000,
-      timeZone: cfg.policy.timezone,
-      now,
-    }),
-  );
+  // A worker-only process (`serve --only worker`) serves health and metrics, never the API.
+  if (parts.api) {
+    app.get("/.well-known/jwks.json", (_req, res) => {
+      res.setHeader("Cache-Control", "public, max-age=300");
+      res.json(jwt.jwks());
+    });
+    app.get("/.well-known/openid-configuration", (_req, res) => {
+      res.setHeader("Cache-Control", "public, max-age=300");
+      res.json(openidConfiguration(cfg.server.public_url));
+    });
+    // Generated once, on first use, from the routes' own zod schemas (src/http/openapi.ts).
+    let openapi: Record<string, unknown> | null = null;
+    app.get("/openapi.json", (_req, res) => {
+      openapi ??= buildOpenApiDocument(apiRoutes(), { serverUrl: cfg.server.public_url });
+      res.json(openapi);
+    });
+    app.use("/v1", authenticate(verifier, workloads, metrics));
+    app.use(identityRoutes());
+    app.post("/v1/introspect", requireJsonObject, async (req, res) => {
+      // RFC 7662: any authenticated workload (a resource server) may introspect a broker token.
+      const token = (req.body as { token?: unknown }).token;
+      if (typeof token !== "string" || token.length === 0) throw new BrokerError("invalid_request", "token: required string");
+      const verified = await jwt.verify(token);
+      const lease = verified ? await store.get(verified.leaseId) : null;
+      if (!verified || !lease || lease.state !== "active" || lease.expires_ms <= now()) {
+        res.json({ active: false });
+        return;
+      }
+      const p = verified.payload;
+      res.json({ active: true, token_type: "Bearer", iss: p.iss, sub: p.sub, aud: p.aud, scope: p.scope, jti: p.jti, task_id: p.task_id, iat: p.iat, nbf: p.nbf, exp: p.exp, lease_id: lease.id, role: lease.role });
+    });
+    app.use(leaseRoutes({ service, store, audit, policy: () => policyEngine, metrics: leaseMetrics, timeZone: cfg.policy.timezone }));
+    app.use(policyRoutes({ reload: reloadAll, policy: () => policyEngine, metrics: leaseMetrics, timeZone: cfg.policy.timezone, now, waitMs: opts.reloadWaitMs ?? 20_000 }));
+    app.use(
+      approvalRoutes({
+        approvals,
+        service,
+        audit,
+        store,
+        policy: () => policyEngine,
+        roles: inventory.roles,
+        workloads: () => workloads,
+        metrics: leaseMetrics,
+        collectLockMs: cfg.worker.mint_timeout + 10_000,
+        timeZone: cfg.policy.timezone,
+        now,
+      }),
+    );
+  }
   finishApp(app, logger);
 
   const server = http.createServer(app);

@@ -67,7 +67,20 @@ async function serve(cfg: LoadedConfig, banner?: (url: string) => string, only?:
     });
   };
   if (only === "worker") {
-    logger.info({ config: cfg.file }, "jitbroker revocation worker running (no HTTP listener)");
+    const at = cfg.worker.listen;
+    if (!at) {
+      logger.info({ config: cfg.file }, "jitbroker revocation worker running (no HTTP listener; set worker.listen for /healthz, /readyz and /metrics)");
+      stopOn("worker");
+      return;
+    }
+    try {
+      const { url } = await broker.listen(at.port, at.host);
+      logger.info({ url, config: cfg.file }, "jitbroker revocation worker running (/healthz, /readyz and /metrics only)");
+    } catch (e) {
+      await broker.close();
+      const code = (e as NodeJS.ErrnoException).code;
+      throw new CliError(code === "EADDRINUSE" ? `${at.text} is already in use (change worker.listen)` : `cannot listen on ${at.text}: ${code ?? (e as Error).message}`, 3);
+    }
     stopOn("worker");
     return;
   }

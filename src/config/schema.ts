@@ -390,6 +390,8 @@ export const configSchema = z
       .prefault({}),
     worker: z
       .strictObject({
+        /** `serve --only worker` listens here for /healthz, /readyz and /metrics (no API); absent: no listener. */
+        listen: listenSchema.optional(),
         concurrency: z.number().int().min(1).max(1000).default(50),
         sweep_interval: duration.prefault("250ms"),
         /** How late a due lease may be before the sweeper takes it over from BullMQ. */

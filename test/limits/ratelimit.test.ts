@@ -4,44 +4,11 @@
  * The second broker is a real `jitbroker serve` child process (run `npm run build` first when
  * calling jest directly; scripts/test builds).
  */
-import { spawn, type ChildProcess } from "node:child_process";
-import path from "node:path";
-import { findFreePort } from "../support/redis-server";
+import { startServeProcess } from "../support/cli";
 import { getJson } from "../support/broker";
 import { startFixture, waitFor, type Fixture } from "../support/fixture";
 
-const CLI = path.resolve(__dirname, "../../dist/cli/main.js");
 
-async function startServeProcess(configFile: string): Promise<{ url: string; child: ChildProcess; stop(): Promise<void> }> {
-  const port = await findFreePort();
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith("JITBROKER_") && k !== "REDIS_URL") env[k] = v;
-  const child = spawn(process.execPath, [CLI, "serve", "--config", configFile], {
-    env: { ...env, JITBROKER_LISTEN: `127.0.0.1:${port}`, LOG_LEVEL: "warn" },
-    stdio: ["ignore", "ignore", "pipe"],
-  });
-  let stderr = "";
-  child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
-  const url = `http://127.0.0.1:${port}`;
-  await waitFor(
-    async () => {
-      if (child.exitCode !== null) throw new Error(`jitbroker serve exited ${child.exitCode}: ${stderr}`);
-      return (await fetch(`${url}/readyz`).catch(() => null))?.status === 200;
-    },
-    20_000,
-    "the second broker process",
-  );
-  return {
-    url,
-    child,
-    stop: () =>
-      new Promise((resolve) => {
-        if (child.exitCode !== null) return resolve();
-        child.once("exit", () => resolve());
-        child.kill("SIGTERM");
-      }),
-  };
-}
 
 describe("rate limit across two broker processes sharing one Redis", () => {
   let f: Fixture;
@@ -57,7 +24,7 @@ describe("rate limit across two broker processes sharing one Redis", () => {
         ],
       },
     });
-    second = await startServeProcess(f.b.config.file);
+    second = await startServeProcess(["serve", "--config", f.b.config.file]);
   }, 60_000);
   afterAll(async () => {
     await second?.stop();

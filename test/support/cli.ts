@@ -3,8 +3,10 @@
  * cleared of anything of the developer's or of a CI runner's that would change its behaviour.
  * `scripts/test` builds dist/ first; run `npm run build` before calling jest directly.
  */
-import { execFile, type ExecFileException } from "node:child_process";
+import { execFile, spawn, type ChildProcess, type ExecFileException } from "node:child_process";
 import path from "node:path";
+import { waitFor } from "./fixture";
+import { findFreePort } from "./redis-server";
 
 export const ROOT = path.resolve(__dirname, "../..");
 export const CLI = path.join(ROOT, "dist/cli/main.js");
@@ -44,3 +46,36 @@ export function runCli(args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: st
 
 /** Non-blank lines. */
 export const lines = (text: string) => text.split("\n").filter((l) => l.trim() !== "");
+
+/**
+ * Starts a long-running `jitbroker ARGS` (serve) with JITBROKER_LISTEN on a free port, or on the
+ * port given, and waits until its /readyz answers 200. `stop()` sends SIGTERM and waits for exit.
+ */
+export async function startServeProcess(args: string[], opts: { port?: number; env?: NodeJS.ProcessEnv } = {}): Promise<{ url: string; child: ChildProcess; stop(): Promise<void> }> {
+  const port = opts.port ?? (await findFreePort());
+  const child = spawn(process.execPath, [CLI, ...args], {
+    env: cleanEnv({ JITBROKER_LISTEN: `127.0.0.1:${port}`, ...opts.env }),
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  let stderr = "";
+  child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
+  const url = `http://127.0.0.1:${port}`;
+  await waitFor(
+    async () => {
+      if (child.exitCode !== null) throw new Error(`jitbroker ${args.join(" ")} exited ${child.exitCode}: ${stderr}`);
+      return (await fetch(`${url}/readyz`).catch(() => null))?.status === 200;
+    },
+    20_000,
+    `jitbroker ${args.join(" ")}`,
+  );
+  return {
+    url,
+    child,
+    stop: () =>
+      new Promise((resolve) => {
+        if (child.exitCode !== null) return resolve();
+        child.once("exit", () => resolve());
+        child.kill("SIGTERM");
+      }),
+  };
+}

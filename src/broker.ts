@@ -41,6 +41,7 @@ import { loadConfig } from "./config/load";
 import { approvalRoutes, expireApprovals } from "./approvals/routes";
 import { createApprovalStore, type ApprovalStore } from "./approvals/store";
 import { createRateLimiter } from "./limits/ratelimit";
+import { repeat } from "./core/repeat";
 
 export interface BrokerOptions {
   logger: Logger;
@@ -258,18 +259,13 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
       })
     : null;
   // Approval requests past their window expire (and are audited) in the worker process.
-  let approvalTimer: NodeJS.Timeout | undefined;
-  if (parts.worker) {
-    let sweeping = false;
-    approvalTimer = setInterval(() => {
-      if (sweeping) return;
-      sweeping = true;
-      expireApprovals(approvals, audit, leaseMetrics, now)
-        .catch((e: Error) => logger.warn({ err: { message: e.message } }, "approval expiry sweep failed; retrying"))
-        .finally(() => (sweeping = false));
-    }, Math.max(250, Math.min(5000, cfg.worker.sweep_interval * 4)));
-    approvalTimer.unref();
-  }
+  const approvalExpiry = parts.worker
+    ? repeat(
+        () => expireApprovals(approvals, audit, leaseMetrics, now),
+        () => Math.max(250, Math.min(5000, cfg.worker.sweep_interval * 4)),
+        (e) => logger.warn({ err: { message: e.message } }, "approval expiry sweep failed; retrying"),
+      )
+    : null;
   const policyReloader = createPolicyReloader({
     engine: policyEngine,
     patterns: cfg.policy.files,
@@ -464,7 +460,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
         }
         clearTimeout(grace);
         policyReloader.close();
-        clearInterval(approvalTimer);
+        approvalExpiry?.stop();
         if (worker) await worker.close().catch(() => undefined);
         await queue.close().catch(() => undefined);
         await audit.close().catch(() => undefined);

@@ -59,6 +59,7 @@ import { createRoleLock, type LockGuard } from "./lock";
 import { roleAccountOf, roleNameOf, sessionNameOf, sessionTags, sourceIdentityOf } from "./names";
 import { createRevokedRecord } from "./revoked";
 import { checkScope, effectiveSessionPolicy } from "./scope";
+import { repeat } from "../../core/repeat";
 
 /** STS limits for DurationSeconds (API reference; the role's MaxSessionDuration may be lower). */
 export const MIN_SESSION_SECONDS = 900;
@@ -694,21 +695,15 @@ export function createAwsStsBackend(opts: AwsStsBackendOptions): AwsStsBackend {
     return report;
   }
 
-  let periodic: NodeJS.Timeout | null = null;
-  if ((opts.repairIntervalMs ?? 0) > 0) {
-    const every = opts.repairIntervalMs!;
-    const tick = () => {
-      periodic = setTimeout(() => {
-        void checkRevocationPolicies()
-          .catch((e: Error) => log.warn({ err: { message: e.message } }, "periodic check of the revocation policies failed"))
-          .finally(() => {
-            if (!closed) tick();
-          });
-      }, every);
-      periodic.unref();
-    };
-    tick();
-  }
+  const every = opts.repairIntervalMs ?? 0;
+  const periodic =
+    every > 0
+      ? repeat(
+          () => checkRevocationPolicies(),
+          () => every,
+          (e) => log.warn({ err: { message: e.message } }, "periodic check of the revocation policies failed"),
+        )
+      : null;
 
   async function roleGone(roleArn: string, batch: Pending[]): Promise<void> {
     roleCache.delete(roleArn);
@@ -780,7 +775,7 @@ export function createAwsStsBackend(opts: AwsStsBackendOptions): AwsStsBackend {
     checkRevocationPolicies,
     async close() {
       closed = true;
-      if (periodic) clearTimeout(periodic);
+      periodic?.stop();
       for (const t of repairTimers.values()) clearTimeout(t);
       repairTimers.clear();
       sts.destroy();

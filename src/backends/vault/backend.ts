@@ -27,6 +27,7 @@ import type { BackendDeps } from "../registry";
 import { BackendError, remainingSeconds, type Backend, type MintResult } from "../types";
 import { createVaultSession, vaultTimings, VaultCallError, type VaultResponse, type VaultSession } from "./client";
 import { createReconciler, type ReconcileReport } from "./reconcile";
+import { repeat } from "../../core/repeat";
 
 export interface VaultBackend extends Backend {
   kind: "vault";
@@ -203,24 +204,16 @@ export function createVaultBackend(cfg: LoadedConfig, deps: VaultBackendDeps): V
   });
 
   session.start();
-  let reconcileTimer: NodeJS.Timeout | null = null;
-  let closed = false;
-  if (deps.parts.worker && timings.reconcile_interval > 0) {
-    const every = timings.reconcile_interval;
-    const tick = () => {
-      // Jittered (80-100% of the interval) so that several workers do not list Vault in step.
-      reconcileTimer = setTimeout(
-        () =>
-          void reconciler
-            .run()
-            .catch((e: Error) => logger.warn({ error: e.message }, "vault reconciliation failed"))
-            .finally(() => !closed && tick()),
-        Math.round(every * (0.8 + Math.random() * 0.2)),
-      );
-      reconcileTimer.unref();
-    };
-    tick();
-  }
+  const every = timings.reconcile_interval;
+  // Jittered (80-100% of the interval) so that several workers do not list Vault in step.
+  const reconciliation =
+    deps.parts.worker && every > 0
+      ? repeat(
+          () => reconciler.run(),
+          () => Math.round(every * (0.8 + Math.random() * 0.2)),
+          (e) => logger.warn({ error: e.message }, "vault reconciliation failed"),
+        )
+      : null;
 
   return {
     kind: "vault",
@@ -232,8 +225,7 @@ export function createVaultBackend(cfg: LoadedConfig, deps: VaultBackendDeps): V
     ready: () => session.ready(),
     probe: () => session.probe(),
     async close() {
-      closed = true;
-      if (reconcileTimer) clearTimeout(reconcileTimer);
+      reconciliation?.stop();
       session.close();
     },
   };

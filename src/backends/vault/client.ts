@@ -30,6 +30,7 @@ import type { VaultBackendConfig } from "../../config/schema";
 import type { BackendStatus } from "../types";
 import { scrubSecrets } from "./scrub";
 import { createVaultTransport, VaultRedirectError } from "./transport";
+import { repeat, type Repeating } from "../../core/repeat";
 
 /** Vault's response envelope (fields absent when Vault leaves them out). */
 export interface VaultResponse {
@@ -302,7 +303,7 @@ export function createVaultSession(opts: VaultSessionOptions): VaultSession {
   let tokenExpiresAt: number | null = null;
   let loginInFlight: Promise<string> | null = null;
   let timer: NodeJS.Timeout | null = null;
-  let healthTimer: NodeJS.Timeout | null = null;
+  let healthCheck: Repeating | null = null;
   let closed = false;
   let firstLogin: Promise<void> = Promise.resolve();
   /** Methods that can get a new token by themselves (a token from a file may have been rewritten). */
@@ -511,20 +512,15 @@ export function createVaultSession(opts: VaultSessionOptions): VaultSession {
         },
       );
       const every = timings.health_check_interval;
-      if (every > 0) {
-        const tick = () => {
-          healthTimer = setTimeout(() => void probe().finally(() => !closed && tick()), state.state === "ok" ? every : Math.min(every, 5000));
-          healthTimer.unref();
-        };
-        tick();
-      }
+      // Probed more often (every 5 s at most) while Vault is not ok.
+      if (every > 0) healthCheck = repeat(probe, () => (state.state === "ok" ? every : Math.min(every, 5000)));
     },
     probe,
     status: () => ({ ...state }),
     close() {
       closed = true;
       clearTimer();
-      if (healthTimer) clearTimeout(healthTimer);
+      healthCheck?.stop();
       transport.close();
     },
   };

@@ -12,7 +12,7 @@
  *   any private members are dropped. For SPIFFE bundles only `use: "jwt-svid"` keys are kept.
  */
 import { readFile } from "node:fs/promises";
-import { createLocalJWKSet, errors as joseErrors, type JWK, type JWTHeaderParameters, type FlattenedJWSInput, type KeyLike } from "jose";
+import { createLocalJWKSet, errors as joseErrors, type JWK, type JWTHeaderParameters, type FlattenedJWSInput, type CryptoKey, type KeyObject } from "jose";
 import { BrokerError } from "../core/errors";
 
 export type KeySource =
@@ -43,7 +43,7 @@ export interface KeySetStatus {
 
 export interface KeySet {
   /** Resolves the verification key for a token (jose `JWTVerifyGetKey`). */
-  getKey(header: JWTHeaderParameters, token: FlattenedJWSInput): Promise<KeyLike | Uint8Array>;
+  getKey(header: JWTHeaderParameters, token: FlattenedJWSInput): Promise<CryptoKey | KeyObject | Uint8Array>;
   /** Loads the set now (used at start-up and by tests). */
   refresh(): Promise<void>;
   status(): KeySetStatus;

@@ -18,6 +18,7 @@ import type { LeaseMetrics } from "./metrics";
 import { backoffMs, type Revoker } from "./revoker";
 import type { LeaseStore } from "./store";
 import type { RevocationTrigger } from "./types";
+import { reconnectDelay } from "../redis/client";
 
 export const QUEUE_NAME = "revocations";
 const FOREVER = 2 ** 31 - 1;
@@ -37,6 +38,9 @@ const jobOpts = { attempts: FOREVER, backoff: { type: "jitter" }, removeOnComple
 
 export function createRevocationQueue(connection: Redis, prefix: string) {
   const queue = new Queue(QUEUE_NAME, { connection, prefix });
+  // BullMQ 6 re-emits connection errors on the queue, and prints them when nobody listens;
+  // they surface on the commands (the caller sees them), so no second report here.
+  queue.on("error", () => undefined);
   return {
     queue,
     /** The fast path for expiry: a delayed job at the lease's expiry (I1: before the mint). */
@@ -76,9 +80,9 @@ export interface WorkerOptions {
 
 export function startRevocationWorker(opts: WorkerOptions) {
   const now = opts.now ?? Date.now;
-  const workerConn = new Redis(opts.redisUrl, { maxRetriesPerRequest: null, connectionName: "jitbroker-worker" });
+  const workerConn = new Redis(opts.redisUrl, { maxRetriesPerRequest: null, connectionName: "jitbroker-worker", retryStrategy: reconnectDelay });
   workerConn.on("error", () => undefined);
-  const sweeperConn = new Redis(opts.redisUrl, { maxRetriesPerRequest: 1, enableOfflineQueue: false, connectionName: "jitbroker-sweeper" });
+  const sweeperConn = new Redis(opts.redisUrl, { maxRetriesPerRequest: 1, enableOfflineQueue: false, connectionName: "jitbroker-sweeper", retryStrategy: reconnectDelay });
   sweeperConn.on("error", () => undefined);
 
   async function processBulk(data: BulkJobData): Promise<void> {

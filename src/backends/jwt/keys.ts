@@ -19,10 +19,10 @@
  *   ES256 (EC P-256) private key, whose public part does not match its private part, or has
  *   duplicate kids. Messages name fields, never key material (I6).
  */
-import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, sign, verify, type KeyObject } from "node:crypto";
+import { createECDH, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, type KeyObject } from "node:crypto";
 import { link, mkdir, open, readFile, rename, stat, unlink } from "node:fs/promises";
 import path from "node:path";
-import { calculateJwkThumbprint, type JWK, type KeyLike } from "jose";
+import { calculateJwkThumbprint, type JWK, type CryptoKey } from "jose";
 
 /** How many superseded keys are kept (and published) after a rotation. */
 export const MAX_PREVIOUS = 2;
@@ -60,7 +60,7 @@ export interface SigningKey {
   kid: string;
   alg: "ES256";
   /** Private key, for signing. */
-  key: KeyLike;
+  key: CryptoKey | KeyObject;
   created_at: string;
 }
 
@@ -70,7 +70,7 @@ export interface SigningKeys {
   /** Public JWKS of the current and previous keys (a fresh copy on every call). */
   jwks(): { keys: PublicSigningJwk[] };
   /** Public key with this kid (current or previous), or undefined. */
-  verificationKey(kid: string): KeyLike | undefined;
+  verificationKey(kid: string): CryptoKey | KeyObject | undefined;
 }
 
 /** A key file the broker refuses to use; the message says why and, where it can, how to fix it. */
@@ -108,22 +108,31 @@ function parseKey(file: string, where: string, raw: unknown): { jwk: StoredSigni
     alg: "ES256",
     created_at: raw.created_at,
   };
-  let priv: KeyObject;
-  try {
-    priv = createPrivateKey({ key: { kty: "EC", crv: "P-256", x: jwk.x, y: jwk.y, d: jwk.d }, format: "jwk" });
-  } catch (e) {
-    throw new SigningKeyFileError(`signing key file ${file}: ${where} is not a valid EC P-256 private key`, { cause: e });
-  }
   let pub: KeyObject;
   try {
     pub = createPublicKey({ key: { kty: "EC", crv: "P-256", x: jwk.x, y: jwk.y }, format: "jwk" });
   } catch (e) {
     throw new SigningKeyFileError(`signing key file ${file}: ${where} has x/y that are not a P-256 point`, { cause: e });
   }
-  // Node does not check that x/y belong to d: prove it with a signature, or tokens signed with d
-  // would not verify against the published (x, y).
-  const probe = randomBytes(32);
-  if (!verify("sha256", probe, pub, sign("sha256", probe, priv))) throw bad("has x/y that do not belong to its private part (d)");
+  // x/y must be the public point of d, or tokens signed with d would not verify against the
+  // published (x, y). Derived here rather than left to createPrivateKey: whether that refuses a
+  // mismatched JWK (and with which message) depends on the OpenSSL version Node is built with.
+  let derived: Buffer;
+  try {
+    const ecdh = createECDH("prime256v1");
+    ecdh.setPrivateKey(Buffer.from(jwk.d, "base64url"));
+    derived = ecdh.getPublicKey();
+  } catch (e) {
+    throw new SigningKeyFileError(`signing key file ${file}: ${where} is not a valid EC P-256 private key`, { cause: e });
+  }
+  const published = Buffer.concat([Buffer.from([4]), Buffer.from(jwk.x, "base64url"), Buffer.from(jwk.y, "base64url")]);
+  if (!derived.equals(published)) throw bad("has x/y that do not belong to its private part (d)");
+  let priv: KeyObject;
+  try {
+    priv = createPrivateKey({ key: { kty: "EC", crv: "P-256", x: jwk.x, y: jwk.y, d: jwk.d }, format: "jwk" });
+  } catch (e) {
+    throw new SigningKeyFileError(`signing key file ${file}: ${where} is not a valid EC P-256 private key`, { cause: e });
+  }
   return { jwk, priv, pub };
 }
 

@@ -9,10 +9,9 @@
  * lib.js). Task ids are `<prefix>-<i>` for i in [FROM, FROM+COUNT). With --spread, lease i
  * belongs to workload agent-(i mod 50).
  *
- * Why separate processes, started with --no-turbo-inlining: on this Node (20.20.2) a process
- * that makes thousands of policy decisions in a tight loop often dies with a V8 fatal error
- * ("unreachable code" in Deoptimizer::DoComputeBuiltinContinuation while lazily deoptimising the
- * policy engine's `decide`); see docs/BENCHMARKS.md. Setup only: nothing timed runs here.
+ * Why separate processes: a fresh heap per chunk keeps the setup of 100,000+ leases fast. (On
+ * Node 20 they also had to run with --no-turbo-inlining because of a V8 crash; Node 26 does not
+ * crash, see docs/BENCHMARKS.md "The broker crashes under load".) Setup only: nothing timed runs here.
  */
 const fs = require("node:fs");
 const path = require("node:path");

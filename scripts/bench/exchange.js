@@ -5,7 +5,7 @@
  * One run: a private redis-server, the broker as a child `jitbroker serve` process (API +
  * worker, pino logging at info to a file, as in production), and a bare express JSON endpoint as
  * another child process. The load generator (this process: 50 closed-loop clients, each on its own
- * keep-alive TCP connection, see `connection` below) measures, one after another:
+ * keep-alive TCP connection, see `connection` in lib.js) measures, one after another:
  *
  *   bare      POST /x            {ok: true} from express.json() — the ceiling
  *   whoami    GET  /v1/whoami    broker middleware + workload JWT verification (RS256) only
@@ -21,7 +21,6 @@
  * round trip per request, are skipped); by default it is on and never refuses (lib.js).
  * Exits 3 (and prints an `exchange-crash` result) if the broker process died during the run.
  */
-const net = require("node:net");
 const L = require("./lib");
 
 const argv = process.argv.slice(2);
@@ -41,68 +40,10 @@ const LOG_LEVEL = args["log-level"]; // optional: e.g. warn, to measure the cost
 const BROKER_NODE_ARGS = args["no-turbo-inlining"] ? ["--no-turbo-inlining"] : [];
 const RATE_LIMIT = args["rate-limit"] === "off" ? "off" : "on";
 
-/**
- * A lean HTTP/1.1 keep-alive client: one TCP connection per simulated client, requests written
- * as prebuilt bytes, responses parsed just enough (status line, Content-Length or chunked end).
- * node:http's client costs more CPU per request than a bare express handler, and the load
- * generator shares the two cores with the servers, so a heavy client would cap the baseline.
- */
-function connection(port) {
-  const sock = net.connect({ host: "127.0.0.1", port });
-  sock.setNoDelay(true);
-  let buf = Buffer.alloc(0);
-  let waiting = null;
-  const ready = new Promise((resolve, reject) => {
-    sock.once("connect", resolve);
-    sock.once("error", reject);
-  });
-  sock.on("error", (e) => waiting?.reject(e));
-  sock.on("close", () => waiting?.reject(new Error("closed")));
-  sock.on("data", (chunk) => {
-    buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
-    if (!waiting) return;
-    const he = buf.indexOf("\r\n\r\n");
-    if (he < 0) return;
-    const head = buf.subarray(0, he).toString("latin1");
-    const status = Number(head.slice(9, 12));
-    const m = /\r\ncontent-length:\s*(\d+)/i.exec(head);
-    let end;
-    if (m) {
-      end = he + 4 + Number(m[1]);
-      if (buf.length < end) return;
-    } else {
-      const z = buf.indexOf("\r\n0\r\n\r\n", he);
-      if (z < 0) return;
-      end = z + 7;
-    }
-    buf = buf.subarray(end);
-    const w = waiting;
-    waiting = null;
-    w.resolve(status);
-  });
-  return {
-    ready,
-    send(bytes) {
-      return new Promise((resolve, reject) => {
-        waiting = { resolve, reject };
-        sock.write(bytes);
-      });
-    },
-    close: () => sock.destroy(),
-  };
-}
-
-function requestBytes(method, path, headers, payload) {
-  let head = `${method} ${path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: keep-alive\r\n`;
-  for (const [k, v] of Object.entries(headers)) head += `${k}: ${v}\r\n`;
-  head += "\r\n";
-  return payload ? Buffer.concat([Buffer.from(head, "latin1"), payload]) : Buffer.from(head, "latin1");
-}
-
 /** Closed-loop load: CONCURRENCY clients, each sending its next request when the last answered. */
 async function load(name, url, makeRequest, expectStatus, watch) {
   const port = Number(new URL(url).port);
-  const conns = Array.from({ length: CONCURRENCY }, () => connection(port));
+  const conns = Array.from({ length: CONCURRENCY }, () => L.connection(port));
   await Promise.all(conns.map((c) => c.ready));
   const start = performance.now();
   const measureFrom = start + WARMUP;
@@ -122,7 +63,7 @@ async function load(name, url, makeRequest, expectStatus, watch) {
     let conn = conns[lane];
     while (performance.now() < end) {
       const { method, path, headers, payload } = makeRequest(lane, seq++);
-      const bytes = requestBytes(method, path, headers, payload);
+      const bytes = L.requestBytes(method, path, headers, payload);
       const t0 = performance.now();
       let status;
       try {
@@ -130,7 +71,7 @@ async function load(name, url, makeRequest, expectStatus, watch) {
       } catch (e) {
         status = `error:${e.code ?? e.message}`;
         conn.close();
-        conn = conns[lane] = connection(port);
+        conn = conns[lane] = L.connection(port);
         await conn.ready.catch(() => undefined);
       }
       const t1 = performance.now();

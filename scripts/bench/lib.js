@@ -11,6 +11,7 @@ const fs = require("node:fs");
 const os = require("node:os");
 const path = require("node:path");
 const http = require("node:http");
+const net = require("node:net");
 const { spawn } = require("node:child_process");
 
 const ROOT = path.resolve(__dirname, "../..");
@@ -141,7 +142,7 @@ async function waitHttp(url, timeoutMs = 30_000) {
 /**
  * `jitbroker serve --config <file>` as a child process; its log (pino, level info as in
  * production) goes to `<dir>/broker.log`. Set BENCH_CPU_PROF=<dir> to profile it (--cpu-prof).
- * `nodeArgs`: extra V8/Node flags for the broker process (e.g. --no-turbo-inlining).
+ * `nodeArgs`: extra V8/Node flags for the broker process (e.g. --cpu-prof).
  */
 async function spawnBroker(dir, cfg, { logLevel, nodeArgs: extraNodeArgs = [] } = {}) {
   const file = writeConfig(dir, cfg);
@@ -244,10 +245,7 @@ async function createLeasesChunked(dir, cfg, { n, chunk = 5000, parallel = 1, ar
     const from = starts[k];
     const count = Math.min(chunk, n - from);
     if (failed) return;
-    // --no-turbo-inlining: without it these helpers, which make thousands of policy decisions
-    // in a tight loop, often die of the V8 crash described in docs/BENCHMARKS.md. Setup only:
-    // the timed parts run in brokers started without it.
-    const child = spawn(process.execPath, ["--no-turbo-inlining", path.join(__dirname, "create-leases.js"), dir, String(from), String(count), ...args, ...(ids ? ["--print-ids"] : [])], {
+    const child = spawn(process.execPath, [path.join(__dirname, "create-leases.js"), dir, String(from), String(count), ...args, ...(ids ? ["--print-ids"] : [])], {
       stdio: ["ignore", "pipe", "inherit"],
       env: childEnv(),
     });
@@ -435,7 +433,67 @@ function runMain(main) {
   );
 }
 
+/**
+ * A lean HTTP/1.1 keep-alive client: one TCP connection per simulated client, requests written
+ * as prebuilt bytes, responses parsed just enough (status line, Content-Length or chunked end).
+ * node:http's client costs more CPU per request than a bare express handler, and the load
+ * generator shares the two cores with the servers, so a heavy client would cap the baseline.
+ */
+function connection(port) {
+  const sock = net.connect({ host: "127.0.0.1", port });
+  sock.setNoDelay(true);
+  let buf = Buffer.alloc(0);
+  let waiting = null;
+  const ready = new Promise((resolve, reject) => {
+    sock.once("connect", resolve);
+    sock.once("error", reject);
+  });
+  sock.on("error", (e) => waiting?.reject(e));
+  sock.on("close", () => waiting?.reject(new Error("closed")));
+  sock.on("data", (chunk) => {
+    buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+    if (!waiting) return;
+    const he = buf.indexOf("\r\n\r\n");
+    if (he < 0) return;
+    const head = buf.subarray(0, he).toString("latin1");
+    const status = Number(head.slice(9, 12));
+    const m = /\r\ncontent-length:\s*(\d+)/i.exec(head);
+    let end;
+    if (m) {
+      end = he + 4 + Number(m[1]);
+      if (buf.length < end) return;
+    } else {
+      const z = buf.indexOf("\r\n0\r\n\r\n", he);
+      if (z < 0) return;
+      end = z + 7;
+    }
+    buf = buf.subarray(end);
+    const w = waiting;
+    waiting = null;
+    w.resolve(status);
+  });
+  return {
+    ready,
+    send(bytes) {
+      return new Promise((resolve, reject) => {
+        waiting = { resolve, reject };
+        sock.write(bytes);
+      });
+    },
+    close: () => sock.destroy(),
+  };
+}
+
+function requestBytes(method, path, headers, payload) {
+  let head = `${method} ${path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: keep-alive\r\n`;
+  for (const [k, v] of Object.entries(headers)) head += `${k}: ${v}\r\n`;
+  head += "\r\n";
+  return payload ? Buffer.concat([Buffer.from(head, "latin1"), payload]) : Buffer.from(head, "latin1");
+}
+
 module.exports = {
+  connection,
+  requestBytes,
   numArg,
   strArg,
   runMain,

@@ -4,15 +4,11 @@
  * 2 usage or configuration error, 3 broker or backend unavailable. Every failure prints one
  * line on stderr.
  */
-import v8 from "node:v8";
-// Node 20's V8 can crash ("unreachable code" in the deoptimizer) under sustained issuance load
-// after deoptimizing the policy engine's decide(); without TurboFan inlining it does not
-// (docs/BENCHMARKS.md). Set before any broker code is loaded or optimized.
-v8.setFlagsFromString("--no-turbo-inlining");
 import { existsSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { Command, CommanderError, Option } from "commander";
 import type { LoadedConfig } from "../config/load";
+import type { Broker } from "../broker";
 import { parseDuration } from "../core/duration";
 import { createLogger } from "../core/logger";
 import { devConfigYaml } from "../dev/config";
@@ -33,9 +29,9 @@ const devDir = () => path.resolve(process.env.JITBROKER_HOME ?? ".jitbroker");
 
 async function serve(cfg: LoadedConfig, banner?: (url: string) => string, only?: "api" | "worker"): Promise<void> {
   const logger = createLogger();
-  let broker: import("../broker").Broker;
+  let broker: Broker;
   try {
-    const { createBroker } = await import("../broker");
+    const { createBroker } = require("../broker") as typeof import("../broker");
     broker = await createBroker(cfg, { logger, parts: { api: only !== "worker", worker: only !== "api" } });
   } catch (e) {
     if (e instanceof PolicyError || e instanceof SigningKeyFileError) {

@@ -76,7 +76,11 @@ it.each([
   writeFileSync(
     path.join(dir, "tsconfig.json"),
     JSON.stringify({
-      compilerOptions: { strict: true, noEmit: true, module, moduleResolution, target: "ES2022", lib: ["ES2022"], types: ["node"], typeRoots: [path.join(ROOT, "node_modules/@types")] },
+      compilerOptions: {
+        strict: true, noEmit: true, module, moduleResolution, target: "ES2022", lib: ["ES2022"], types: ["node"], typeRoots: [path.join(ROOT, "node_modules/@types")],
+        // node10 is deprecated in TypeScript 6 (gone in 7) but still what many consumers use.
+        ...(moduleResolution === "node10" ? { ignoreDeprecations: "6.0" } : {}),
+      },
       files: ["consumer.ts"],
     }),
   );

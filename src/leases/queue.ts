@@ -176,7 +176,9 @@ export function startRevocationWorker(opts: WorkerOptions) {
   const lockKey = `${opts.prefix}:sweeper`;
   let sweeping = false;
   async function sweep(): Promise<number> {
-    if (sweeping) return 0;
+    // Not connected (yet, or during an outage): the next tick sweeps. /readyz reports Redis; a
+    // warning per tick here would only repeat it.
+    if (sweeping || sweeperConn.status !== "ready") return 0;
     sweeping = true;
     try {
       const got = await sweeperConn.set(lockKey, String(process.pid), "PX", Math.max(1000, opts.sweepIntervalMs * 2), "NX");

@@ -8,7 +8,7 @@
  * the expected `jitbroker_auth_failures_total{reason}` counter moved, so a token refused for the
  * wrong reason (say, "malformed" instead of "bad_audience") fails the test.
  */
-import { createHmac, createPublicKey, randomUUID, sign as cryptoSign, type webcrypto, type KeyObject } from "node:crypto";
+import { createHmac, createPublicKey, randomUUID, sign as cryptoSign, type webcrypto, KeyObject } from "node:crypto";
 import { mkdtempSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -32,10 +32,13 @@ function hs256(secret: string | Buffer, header: Record<string, unknown>, payload
   return `${input}.${createHmac("sha256", secret).update(input).digest("base64url")}`;
 }
 
+/** jose 6 makes CryptoKeys; node:crypto deprecates being handed one (DEP0203). */
+const toKeyObject = (k: TestKey["privateKey"]): KeyObject => (k instanceof KeyObject ? k : KeyObject.from(k as CryptoKey));
+
 /** ES256 signed with node:crypto, for headers jose refuses to produce. */
 function es256ByHand(key: TestKey, header: Record<string, unknown>, payload: Record<string, unknown>): string {
   const input = `${b64u(JSON.stringify(header))}.${b64u(JSON.stringify(payload))}`;
-  return `${input}.${b64u(cryptoSign("sha256", Buffer.from(input), { key: key.privateKey as KeyObject, dsaEncoding: "ieee-p1363" }))}`;
+  return `${input}.${b64u(cryptoSign("sha256", Buffer.from(input), { key: toKeyObject(key.privateKey), dsaEncoding: "ieee-p1363" }))}`;
 }
 
 /** A local HTTP server that must never be contacted (jku / x5u targets). */

@@ -1,5 +1,5 @@
 /**
- * Human approval of credential requests (DESIGN.md sections 4 and 5):
+ * Human approval of credential requests (docs/ARCHITECTURE.md, Approvals path):
  *
  *   GET  /v1/requests/{id}                 the requester sees its request, or collects it once
  *                                          approved (201 {lease, credential, request})

@@ -1,6 +1,6 @@
 /**
  * The audit ledger: an append-only, hash-chained Redis stream of everything that happens to a
- * lease (DESIGN.md I8), written without secret material (I6).
+ * lease (I8 in docs/ARCHITECTURE.md), written without secret material (I6).
  *
  * Redis keys (all under the keyspace's hash tag `{p}`; passed in as options until the integrator
  * moves them into src/redis/keys.ts):

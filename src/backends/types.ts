@@ -1,5 +1,5 @@
 /**
- * A credential backend (DESIGN.md section 7): mints one credential for one lease and revokes it.
+ * A credential backend (docs/ARCHITECTURE.md, How to add a backend): mints one credential for one lease and revokes it.
  * `mint` must give the credential a backend-native expiry no later than the lease's expires_at
  * (I2), or report the later `backendExpiresAt`. `revoke` must be idempotent: "already gone"
  * is success (I4). Errors that are worth retrying are thrown as `BackendError` with

@@ -1,4 +1,4 @@
-/** What every CLI command throws to end with one line on stderr and an exit code (DESIGN.md section 6). */
+/** What every CLI command throws to end with one line on stderr and an exit code (docs/ARCHITECTURE.md, Errors). */
 import { ConfigError, loadConfig, type LoadedConfig } from "../config/load";
 
 export class CliError extends Error {

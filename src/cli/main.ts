@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The `jitbroker` command (DESIGN.md section 6, a contract). Exit codes: 0 success, 1 refused,
+ * The `jitbroker` command (docs/ARCHITECTURE.md, Feature folders; a public contract). Exit codes: 0 success, 1 refused,
  * 2 usage or configuration error, 3 broker or backend unavailable. Every failure prints one
  * line on stderr.
  */

@@ -1,5 +1,5 @@
 /**
- * `jitbroker policy test FILE` and `jitbroker policy why` (DESIGN.md section 6), and the policy
+ * `jitbroker policy test FILE` and `jitbroker policy why` (docs/ARCHITECTURE.md, Feature folders), and the policy
  * half of `jitbroker config check` (lint warnings). The logic is in policy/simulate.ts and
  * policy/lint.ts; this file reads files and flags and prints.
  *

@@ -1,5 +1,5 @@
 /**
- * BrokerClient: the REST API of DESIGN.md section 5 for agents, CI and operators, on Node 20's
+ * BrokerClient: the REST API (GET /openapi.json; docs/ARCHITECTURE.md, Request path) for agents, CI and operators, on Node 20's
  * global fetch and nothing else.
  *
  * - The workload token is asked from its source before every call; a 401 `token_expired` makes

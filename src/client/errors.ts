@@ -24,7 +24,7 @@ export interface Problem {
   [extra: string]: unknown;
 }
 
-/** The broker answered with an error: `code` is the problem's stable code (DESIGN.md section 5). */
+/** The broker answered with an error: `code` is the problem's stable code (docs/ARCHITECTURE.md, Errors). */
 export class BrokerApiError extends BrokerClientError {
   readonly status: number;
   readonly code: string;

@@ -1,5 +1,5 @@
 /**
- * The REST API's shapes as a client sees them (DESIGN.md section 5). Self-contained on purpose:
+ * The REST API's shapes as a client sees them (docs/ARCHITECTURE.md, Request path; GET /openapi.json). Self-contained on purpose:
  * `jitbroker/client` has no dependency beyond Node 20. test/clients/types.test.ts checks at
  * compile time that these agree with the broker's own types.
  */
@@ -171,7 +171,7 @@ export interface AuditEvent {
   [field: string]: unknown;
 }
 
-/** `GET /v1/admin/leases/{id}/history`: the four questions of DESIGN.md I8. */
+/** `GET /v1/admin/leases/{id}/history`: the four questions of I8 (docs/ARCHITECTURE.md). */
 export interface LeaseHistory {
   lease: Lease;
   requested_by: { workload: string; task: TaskContext };

@@ -1,5 +1,5 @@
 /**
- * Configuration loading (DESIGN.md section 3): parsing, defaults, durations, path resolution,
+ * Configuration loading (docs/ARCHITECTURE.md, How to add a config section): parsing, defaults, durations, path resolution,
  * ${VAR} substitution, environment overrides, and every problem reported at once with its path.
  */
 import { MINIMAL_CONFIG } from "../../test/support/configs";
@@ -39,7 +39,7 @@ ${issuerYaml
 ${extra}`;
 }
 
-/** The full example of DESIGN.md section 3, verbatim. */
+/** The full configuration example of the public contract (every section), verbatim. */
 const DESIGN_EXAMPLE = `
 server:
   listen: "127.0.0.1:8080"
@@ -146,7 +146,7 @@ describe("parseConfig: valid configurations", () => {
     expect(cfg.identity.issuers[0]).toMatchObject({ type: "spiffe", algorithms: ["RS256", "ES256"], clock_skew: 30_000, max_token_lifetime: 3_600_000 });
   });
 
-  it("parses the full DESIGN.md example (VAULT_TOKEN set)", () => {
+  it("parses the full contract example (VAULT_TOKEN set)", () => {
     const cfg = parseConfig(DESIGN_EXAMPLE, FILE, { VAULT_TOKEN: "s.devtoken" });
     expect(cfg.server.listen).toEqual({ host: "127.0.0.1", port: 8080, text: "127.0.0.1:8080" });
     expect(cfg.server.public_url).toBe("http://127.0.0.1:8080");
@@ -183,7 +183,7 @@ describe("parseConfig: valid configurations", () => {
     expect(cfg.policy.files).toEqual([`${DIR}/config/policies/*.cedar`]);
   });
 
-  it("reports the DESIGN.md example's unset VAULT_TOKEN with its path, and nothing else", () => {
+  it("reports the contract example's unset VAULT_TOKEN with its path, and nothing else", () => {
     expect(problemsOf(DESIGN_EXAMPLE, {})).toEqual(["backends.vault.auth.token: environment variable VAULT_TOKEN is not set"]);
   });
 });

@@ -1,5 +1,5 @@
 /**
- * Loads the broker's YAML configuration (DESIGN.md section 3): finds the file, substitutes
+ * Loads the broker's YAML configuration (docs/ARCHITECTURE.md, How to add a config section): finds the file, substitutes
  * `${VAR}` from the environment, validates with the zod schema, resolves relative paths against
  * the file's own directory and applies environment overrides. Every problem is collected and
  * reported at once, each with its path in the file.

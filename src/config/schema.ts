@@ -1,5 +1,5 @@
 /**
- * The configuration file's schema (DESIGN.md section 3, a contract): every field, its default,
+ * The configuration file's schema (docs/ARCHITECTURE.md, How to add a config section; the file's format is a public contract): every field, its default,
  * and every cross-reference check. Parsing turns durations into milliseconds; paths are left
  * as written and resolved by `load.ts` against the file's directory.
  */

@@ -1,6 +1,6 @@
 /**
  * The broker's single error type. Every failure a caller can see carries a stable `code`
- * (DESIGN.md section 5); the HTTP status is derived from the code in exactly one place.
+ * (docs/ARCHITECTURE.md, Errors); the HTTP status is derived from the code in exactly one place.
  * `detail` is shown to callers, so it must never contain secret material: build it from
  * names and ids, never from token or credential values.
  */

@@ -77,7 +77,7 @@ export const problemSchema = apiComponent(
       title: text,
       status: z.number().int(),
       detail: text.describe("What went wrong, safe to show; never contains secret material"),
-      code: z.enum(Object.keys(ERROR_STATUS) as [ErrorCode, ...ErrorCode[]]).describe("Stable machine-readable code (DESIGN.md section 5)"),
+      code: z.enum(Object.keys(ERROR_STATUS) as [ErrorCode, ...ErrorCode[]]).describe("Stable machine-readable code (docs/ARCHITECTURE.md, Errors)"),
       instance: text.optional(),
       request_id: text.optional().describe("Also in the X-Request-Id header; quote it when reporting a problem"),
       errors: z.array(z.strictObject({ field: text, message: text })).optional().describe("invalid_request: one entry per invalid field"),

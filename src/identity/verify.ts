@@ -1,5 +1,5 @@
 /**
- * Workload token verification (DESIGN.md section 2, a contract). A token is accepted only if
+ * Workload token verification (docs/ARCHITECTURE.md, Request path; a public contract). A token is accepted only if
  * it is a compact JWS signed with an allowed asymmetric algorithm by a key from the key set of
  * the configured issuer it routes to, and its claims pass every check below. Every refusal is a
  * `BrokerError` (`invalid_token` or `token_expired`) with a `reason` used for metrics and logs.

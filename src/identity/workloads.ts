@@ -1,5 +1,5 @@
 /**
- * Maps a verified identity to exactly one workload of the inventory (DESIGN.md section 2):
+ * Maps a verified identity to exactly one workload of the inventory (docs/ARCHITECTURE.md, Request path):
  * same issuer, the exact `subject` if the workload names one, and every listed claim equal to
  * one of its configured values. Pure: the inventory is compiled once, matching does no I/O.
  */

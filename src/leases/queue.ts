@@ -46,7 +46,7 @@ export function createRevocationQueue(connection: Redis, prefix: string) {
     /** The fast path for expiry: a delayed job at the lease's expiry (I1: before the mint). */
     scheduleExpiry: (leaseId: string, expiresAt: number, now = Date.now()) =>
       // Minimal options, one per active lease: BullMQ stores them as JSON in the job hash, and
-      // under 64 bytes the hash keeps Redis's compact encoding (DESIGN.md section 8 budget).
+      // under 64 bytes the hash keeps Redis's compact encoding (the memory budget: docs/ARCHITECTURE.md, Lease record).
       // No retries here: a failed expiry hands over to a retrying "revoke" job (processLease),
       // and the worker's removeOnComplete/removeOnFail apply.
       queue.add("expire", { lease: leaseId }, { jobId: `x-${leaseId}`, delay: Math.max(0, expiresAt - now) }),

@@ -1,5 +1,5 @@
 /**
- * REST endpoints for credentials, tasks, leases and operators (DESIGN.md section 5). Handlers
+ * REST endpoints for credentials, tasks, leases and operators (docs/ARCHITECTURE.md, Request path and Revocation paths). Handlers
  * validate input with zod, call the lease service, and shape responses; nothing else.
  */
 import { Router, type Request } from "express";
@@ -179,7 +179,7 @@ export function leaseRoutes(opts: LeaseRoutesOptions): Router {
     const events = await opts.audit.byLease(lease.id);
     res.json({
       lease: publicLease(lease),
-      // DESIGN.md I8, the four questions:
+      // I8 (docs/ARCHITECTURE.md), the four questions:
       requested_by: { workload: lease.workload, task: lease.task },
       identity: lease.identity,
       allowed_by: lease.policy,

@@ -1,7 +1,7 @@
 /**
  * The lease store: the only module that reads or writes lease state in Redis. Every state
  * change is one Lua script, so a revocation racing an issuance can never leave an active
- * credential behind (DESIGN.md I1, I3, I5).
+ * credential behind (I1, I3, I5 in docs/ARCHITECTURE.md).
  *
  * Keys (all under the hash tag `{p}`, see src/redis/keys.ts):
  *   {p}:lease:<id>          hash   the lease (fields below); EXPIRE = retention once terminal
@@ -483,7 +483,7 @@ function matches(l: StoredLease, f: LeaseFilter): boolean {
   );
 }
 
-/** What revocation means for each backend (DESIGN.md section 7). */
+/** What revocation means for each backend (docs/ARCHITECTURE.md, How to add a backend). */
 export const REVOCATION_KIND: Record<Lease["backend"], Lease["revocation_kind"]> = { jwt: "revocable", vault: "revocable", aws_sts: "deny_by_session" };
 
 export const ttlSeconds = (issuedAtMs: number, expiresAtMs: number) => Math.round((expiresAtMs - issuedAtMs) / 1000);

@@ -1,5 +1,5 @@
 /**
- * The lease TTL (DESIGN.md section 4): min(requested or the role's default, the role's max, the
+ * The lease TTL (docs/ARCHITECTURE.md, Request path): min(requested or the role's default, the role's max, the
  * deciding policy's @max_ttl). Asking for more than the role's max is an error, not a clamp, so a
  * caller never silently gets less than it planned for; a policy's @max_ttl clamps.
  */

@@ -1,11 +1,11 @@
-/** The lease, as stored and as shown by the API (DESIGN.md section 5, a contract). */
+/** The lease, as stored and as shown by the API (docs/ARCHITECTURE.md, Lease record; the API shape is a public contract). */
 export const LEASE_STATES = ["issuing", "active", "revoking", "revoked", "expired", "revoke_failed"] as const;
 export type LeaseState = (typeof LEASE_STATES)[number];
 export type RevocationTrigger = "expiry" | "task_completed" | "owner" | "operator" | "policy_change" | "issue_failed";
 export type BackendKind = "jwt" | "vault" | "aws_sts";
 
 
-/** The task a credential is for (DESIGN.md section 4): the policy engine's own shape. */
+/** The task a credential is for (docs/ARCHITECTURE.md, Request path): the policy engine's own shape. */
 import type { TaskContext } from "../policy/types";
 export type { TaskContext };
 

@@ -1,5 +1,5 @@
 /**
- * The context of a Cedar decision (DESIGN.md section 4), built in one place for the request
+ * The context of a Cedar decision (docs/ARCHITECTURE.md, Request path), built in one place for the request
  * path, re-authorization, approvals and `jitbroker policy test|why`:
  *
  *   context.task         { id, intent, tool, destination, sensitivity }  (absent fields: "")

@@ -1,5 +1,5 @@
 /**
- * The policy engine (DESIGN.md section 4): Cedar policies decide every request; nothing is
+ * The policy engine (docs/ARCHITECTURE.md, Request path): Cedar policies decide every request; nothing is
  * allowed unless a permit policy allows it and no forbid policy forbids it.
  *
  * - compilePolicies (compile.ts) turns policy files into a PolicySet: every policy parsed once,

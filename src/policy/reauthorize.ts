@@ -1,5 +1,5 @@
 /**
- * Continuous re-authorization (DESIGN.md section 4, issue 4): when the policy set or the
+ * Continuous re-authorization (docs/ARCHITECTURE.md, Revocation paths; issue 4): when the policy set or the
  * inventory changes, every active lease is decided again, with the context it was issued with
  * (its task, the TTL it asked for, its approval, and the time it was issued at) against the new
  * policies and the current inventory. Leases no longer allowed are revoked with trigger

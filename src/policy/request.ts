@@ -1,5 +1,5 @@
 /**
- * The Cedar entity model of the broker (DESIGN.md section 4): how a DecisionRequest becomes the
+ * The Cedar entity model of the broker (docs/ARCHITECTURE.md, Request path): how a DecisionRequest becomes the
  * principal, action, resource, context and entities of a Cedar authorization call.
  *
  *   principal  Workload::"<workload id>"  attrs { kind, owner, issuer, subject, claims }

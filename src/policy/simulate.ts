@@ -1,5 +1,5 @@
 /**
- * Policy simulation (`jitbroker policy test` and `policy why`, DESIGN.md section 6): decides
+ * Policy simulation (`jitbroker policy test` and `policy why`; docs/ARCHITECTURE.md, Feature folders): decides
  * requests that were never made, against the configured policies and inventory, with the Cedar
  * request the broker would build for them.
  *
@@ -89,7 +89,7 @@ export class SimulationInputError extends Error {
 // ---------------------------------------------------------------------------------------------
 // input schema
 
-/** Task ids as the API accepts them (DESIGN.md section 5); "" (absent) is allowed here. */
+/** Task ids as the API accepts them (docs/ARCHITECTURE.md, Request path); "" (absent) is allowed here. */
 const TASK_ID = /^[A-Za-z0-9._:@-]{0,128}$/;
 const taskText = z.string().max(256);
 const WEEKDAY = "must be 1 (Monday) .. 7 (Sunday) or mon..sun";

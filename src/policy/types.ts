@@ -1,4 +1,4 @@
-/** Types of the policy engine (DESIGN.md section 4). Re-exported by engine.ts, the module to import. */
+/** Types of the policy engine (docs/ARCHITECTURE.md, Request path). Re-exported by engine.ts, the module to import. */
 
 export interface PolicyFile {
   path: string;

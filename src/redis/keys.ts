@@ -1,6 +1,6 @@
 /**
  * Every Redis key the broker writes, in one place. All keys share one hash tag, `{<prefix>}`,
- * so that multi-key scripts work unchanged on Redis Cluster (DESIGN.md section 8).
+ * so that multi-key scripts work unchanged on Redis Cluster (docs/ARCHITECTURE.md, Redis key layout).
  *
  *   {p}:jti:<issuer>:<sha256(jti) base64url>   string "1", PXAT = token exp + clock skew.
  *                                               Single-use token ids already presented.

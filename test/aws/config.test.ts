@@ -38,7 +38,7 @@ describe("aws_sts configuration", () => {
     expect(cfg.roles[0]!.aws_sts!.external_id).toBe("tenant:42/x");
   });
 
-  it("accepts DESIGN.md's example (an empty session_policy means none)", () => {
+  it("accepts the contract's configuration example (an empty session_policy means none)", () => {
     expect(() => parse({ roles: [role({ role_arn: ARN, session_policy: {} })], backends: { aws_sts: { region: "us-east-1", endpoint: "http://127.0.0.1:4566", iam_endpoint: "https://iam.amazonaws.com" } } })).not.toThrow();
   });
 

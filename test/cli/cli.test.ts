@@ -1,5 +1,5 @@
 /**
- * The `jitbroker` binary (DESIGN.md section 6) as a user runs it: child processes of
+ * The `jitbroker` binary (docs/ARCHITECTURE.md, Feature folders) as a user runs it: child processes of
  * `node dist/cli/main.js`, exit codes 0 / 2, what lands on stdout and stderr.
  * `scripts/test` builds dist/ before jest; run `npm run build` first when calling jest directly.
  */

@@ -2,7 +2,7 @@
  * The client commands of the `jitbroker` binary as CI jobs and operators run them: child
  * processes of `node dist/cli/main.js` against a real broker (test/support/fixture.ts), a local
  * server standing in for GitHub Actions' token endpoint, and recording servers standing in for a
- * broker where a test needs answers a real one would not give. Exit codes: DESIGN.md section 6.
+ * broker where a test needs answers a real one would not give. Exit codes: docs/ARCHITECTURE.md, Errors.
  * Runs dist/: `npm run build` first (scripts/test does).
  */
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";

@@ -1,5 +1,5 @@
 /**
- * Hostile and malformed workload tokens through real HTTP (DESIGN.md section 2, a contract).
+ * Hostile and malformed workload tokens through real HTTP (docs/ARCHITECTURE.md, Request path; a public contract).
  *
  * One broker trusts five issuers: OIDC A (discovery, RS256+ES256), OIDC B (jwks_uri), OIDC C
  * (jwks_uri, single_use), SPIFFE prod.example.org and SPIFFE other.example.org (bundle files).
@@ -76,7 +76,7 @@ interface BadCase {
   reasons: string[];
 }
 
-describe("hostile workload tokens are refused (DESIGN.md section 2)", () => {
+describe("hostile workload tokens are refused (docs/ARCHITECTURE.md, Request path)", () => {
   let A: TestIssuer; // oidc, discovery
   let B: TestIssuer; // oidc, jwks_uri
   let C: TestIssuer; // oidc, jwks_uri, single_use

@@ -1,6 +1,6 @@
 /**
  * Key sets of trusted issuers (src/identity/keyset.ts) with an injected clock, against real
- * local HTTP servers that count every JWKS fetch. DESIGN.md section 2: an unknown kid triggers at
+ * local HTTP servers that count every JWKS fetch. docs/ARCHITECTURE.md, Request path: an unknown kid triggers at
  * most one refresh per cooldown; keys come only from the configured source; a key set that was
  * never loaded fails closed with `issuer_unavailable` (I7).
  */

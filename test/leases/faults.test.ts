@@ -2,8 +2,8 @@
  * Fault injection against a real Redis, a real BullMQ worker and the real composition root:
  * workers that die or hang mid-batch, a Redis restart (AOF), a backend whose revocation fails,
  * a bulk revocation with one poisoned lease, revocations racing issuances, quotas, and a scan
- * of everything written for secret material. Each test asserts the invariants of DESIGN.md
- * section 1 (I1-I7) rather than timings; time only appears as upper bounds for eventual
+ * of everything written for secret material. Each test asserts the invariants I1-I7
+ * (docs/ARCHITECTURE.md, Invariants) rather than timings; time only appears as upper bounds for eventual
  * consistency.
  */
 import { randomBytes } from "node:crypto";

@@ -83,7 +83,7 @@ describe("scope without a role session policy", () => {
   test("any well-formed scope narrows the role's own permissions", () => {
     expect(scopeProblems(undefined, allow("s3:*", "*"))).toEqual([]);
   });
-  test("an empty session_policy (DESIGN.md's example) means none", () => {
+  test("an empty session_policy (the contract's configuration example) means none", () => {
     expect(sessionPolicyProblems({})).toEqual([]);
     expect(effectiveSessionPolicy({}, undefined)).toBeUndefined();
     expect(scopeProblems({}, allow("s3:*", "*"))).toEqual([]);

@@ -174,7 +174,7 @@ function sizeProblems(text: string, where: string): string[] {
 
 /**
  * A role's session policy as configured, or undefined for none. `session_policy: {}` (as in
- * DESIGN.md's example) means none: an empty document is not a policy STS would accept.
+ * the public contract's configuration example) means none: an empty document is not a policy STS would accept.
  */
 export function rolePolicyOf(doc: Record<string, unknown> | undefined): Record<string, unknown> | undefined {
   return doc === undefined || Object.keys(doc).length === 0 ? undefined : doc;

@@ -1,7 +1,7 @@
 /**
  * What every client command shares: `--broker URL` (or JITBROKER_URL), the workload token
  * source flags, and one mapping from client errors to one stderr line and an exit code
- * (DESIGN.md section 6: 1 refused, 2 usage or configuration, 3 broker or backend unavailable).
+ * (docs/ARCHITECTURE.md, Errors: 1 refused, 2 usage or configuration, 3 broker or backend unavailable).
  */
 import { Command, Option } from "commander";
 import { BrokerClient } from "../../client/client";

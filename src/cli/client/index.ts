@@ -1,5 +1,5 @@
 /**
- * The client commands of `jitbroker` (DESIGN.md section 6): CI (`exchange`, `complete`) and
+ * The client commands of `jitbroker` (docs/ARCHITECTURE.md, Feature folders): CI (`exchange`, `complete`) and
  * operators (`leases`, `revoke`, `history`, `whoami`, `requests`, `approve`, `deny`). They talk to a broker over its REST API
  * through `jitbroker/client`; `--broker URL` or JITBROKER_URL says where.
  */

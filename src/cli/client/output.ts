@@ -27,7 +27,7 @@ export function envName(field: string): string {
 const str = (v: unknown): string => (typeof v === "string" ? v : v === null || v === undefined ? "" : typeof v === "object" ? JSON.stringify(v) : String(v));
 
 /**
- * The variables for a credential (DESIGN.md section 6):
+ * The variables for a credential (docs/ARCHITECTURE.md, How to add a backend):
  * - jwt: JITBROKER_TOKEN;
  * - vault: VAULT_TOKEN for a child token (token roles: `data` holds `token` and `accessor`, and
  *   there is no Vault `lease_id`), otherwise each field of the dynamic secret's `data`, its name

@@ -42,6 +42,7 @@ import { approvalRoutes, expireApprovals } from "./approvals/routes";
 import { createApprovalStore, type ApprovalStore } from "./approvals/store";
 import { createRateLimiter } from "./limits/ratelimit";
 import { repeat } from "./core/repeat";
+import { mountConsole } from "./console/mount";
 
 export interface BrokerOptions {
   logger: Logger;
@@ -379,23 +380,38 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
       const p = verified.payload;
       res.json({ active: true, token_type: "Bearer", iss: p.iss, sub: p.sub, aud: p.aud, scope: p.scope, jti: p.jti, task_id: p.task_id, iat: p.iat, nbf: p.nbf, exp: p.exp, lease_id: lease.id, role: lease.role });
     });
-    app.use(leaseRoutes({ service, store, audit, policy: () => policyEngine, metrics: leaseMetrics, timeZone: cfg.policy.timezone }));
+    const leaseRouter = leaseRoutes({ service, store, audit, policy: () => policyEngine, metrics: leaseMetrics, timeZone: cfg.policy.timezone });
+    app.use(leaseRouter);
     app.use(policyRoutes({ reload: reloadAll, policy: () => policyEngine, metrics: leaseMetrics, timeZone: cfg.policy.timezone, now, waitMs: opts.reloadWaitMs ?? 20_000 }));
-    app.use(
-      approvalRoutes({
-        approvals,
-        service,
-        audit,
-        store,
-        policy: () => policyEngine,
-        roles: inventory.roles,
-        workloads: () => workloads,
-        metrics: leaseMetrics,
-        collectLockMs: cfg.worker.mint_timeout + 10_000,
-        timeZone: cfg.policy.timezone,
-        now,
-      }),
-    );
+    const approvalRouter = approvalRoutes({
+      approvals,
+      service,
+      audit,
+      store,
+      policy: () => policyEngine,
+      roles: inventory.roles,
+      workloads: () => workloads,
+      metrics: leaseMetrics,
+      collectLockMs: cfg.worker.mint_timeout + 10_000,
+      timeZone: cfg.policy.timezone,
+      now,
+    });
+    app.use(approvalRouter);
+    // The operators' console (src/console), when configured: the same routers behind a session.
+    mountConsole(app, cfg, {
+      redis,
+      keys,
+      keySets,
+      replayGuard: createRedisReplayGuard(redis, keys),
+      workloads: () => inventory.workloads,
+      check: { policy: () => policyEngine, metrics: leaseMetrics, timeZone: cfg.policy.timezone, now },
+      store,
+      audit,
+      readiness,
+      apiRouters: [leaseRouter, approvalRouter],
+      logger,
+      now,
+    });
   }
   finishApp(app, logger);
 

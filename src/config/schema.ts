@@ -433,6 +433,20 @@ export const configSchema = z
       })
       .prefault({}),
     dev: z.strictObject({ issuer_key_file: z.string().min(1) }).optional(),
+    /** The operators' console (docs/ARCHITECTURE.md; src/console). Absent: no console is served. */
+    console: z
+      .strictObject({
+        oidc: z.strictObject({
+          /** Name of an `oidc` issuer of identity.issuers: where operators sign in. */
+          issuer: z.string().min(1),
+          client_id: z.string().min(1).max(256),
+          /** Absent: a public client (PKCE alone, token_endpoint_auth_method none). */
+          client_secret: z.string().min(1).max(1024).optional(),
+        }),
+        session_idle: duration.prefault("30m"),
+        session_max: duration.prefault("8h"),
+      })
+      .optional(),
   })
   // Runs even when other parts are invalid (`evenIfInvalid`), so one `config check` reports every
   // problem at once; the value may then be partial, hence the type guards below.
@@ -478,6 +492,11 @@ export const configSchema = z
         });
       }
     });
+    if (isObject(cfg.console) && isObject(cfg.console.oidc) && typeof cfg.console.oidc.issuer === "string") {
+      const iss = byName.get(cfg.console.oidc.issuer);
+      if (!iss) ctx.addIssue({ code: "custom", path: ["console", "oidc", "issuer"], message: `unknown issuer "${cfg.console.oidc.issuer}" (known: ${[...byName.keys()].join(", ")})` });
+      else if (iss.type !== "oidc") ctx.addIssue({ code: "custom", path: ["console", "oidc", "issuer"], message: `issuer "${iss.name}" is ${iss.type}: operators sign in at an oidc issuer` });
+    }
     roles.forEach((r, i) => {
       if ((r.backend === "vault" || r.backend === "aws_sts") && !(isObject(cfg.backends) && cfg.backends[r.backend] !== undefined)) {
         ctx.addIssue({ code: "custom", path: ["roles", i, "backend"], message: `backend ${r.backend} is used but backends.${r.backend} is not configured` });

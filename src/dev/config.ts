@@ -74,6 +74,10 @@ backends:
   jwt: { signing_key_file: "signing-key.json" }
 policy:
   files: ["policies/*.cedar"]
+console:                             # the operators' console at http://127.0.0.1:8080/console/
+  oidc: { issuer: dev-oidc, client_id: "jitbroker-console" }   # the dev issuer signs people in
+  session_idle: "30m"
+  session_max: "8h"
 dev:
   issuer_key_file: "dev-issuer-keys.json"
 `;

@@ -1,0 +1,85 @@
+/**
+ * Wires the console into the API process (called by the composition root when the
+ * configuration has a `console` section): its sessions, its OpenID Connect client, a verifier
+ * for ID tokens of its issuer, and, under `jitbroker dev`, the dev issuer's sign-in endpoints.
+ */
+import type { Express, Router } from "express";
+import type { Redis } from "ioredis";
+import type { Logger } from "pino";
+import type { AuditLedger } from "../audit/ledger";
+import type { LoadedConfig } from "../config/load";
+import { devAuthorizeRoutes } from "../dev/authorize";
+import { DEV_OIDC_ISSUER } from "../dev/issuer";
+import type { OperatorCheck } from "../http/operators";
+import type { KeySet } from "../identity/keyset";
+import { createTokenVerifier, type ReplayGuard } from "../identity/verify";
+import type { WorkloadMatcher } from "../identity/workloads";
+import type { LeaseStore } from "../leases/store";
+import type { Keyspace } from "../redis/keys";
+import { createOidcClient } from "./oidc";
+import { consoleRoutes } from "./routes";
+import { createConsoleSessions } from "./sessions";
+
+export interface MountConsoleDeps {
+  redis: Redis;
+  keys: Keyspace;
+  keySets: Map<string, KeySet>;
+  replayGuard: ReplayGuard;
+  workloads: () => WorkloadMatcher;
+  check: OperatorCheck;
+  store: LeaseStore;
+  audit: AuditLedger;
+  readiness: () => Promise<unknown>;
+  apiRouters: Router[];
+  logger: Logger;
+  now?: () => number;
+}
+
+export function mountConsole(app: Express, cfg: LoadedConfig, deps: MountConsoleDeps): void {
+  const c = cfg.console;
+  if (!c) return;
+  const issuer = cfg.identity.issuers.find((i) => i.name === c.oidc.issuer);
+  if (!issuer || issuer.type !== "oidc") throw new Error(`console.oidc.issuer "${c.oidc.issuer}" is not an oidc issuer`); // the schema says so first
+  const publicUrl = cfg.server.public_url.replace(/\/+$/, "");
+  const redirectUri = `${publicUrl}/console/callback`;
+  // `jitbroker dev`: the dev issuer has no web presence of its own; the broker serves its sign-in.
+  const dev = cfg.dev !== undefined && issuer.issuer === DEV_OIDC_ISSUER;
+  if (dev) {
+    app.use(
+      devAuthorizeRoutes({ keyFile: cfg.dev!.issuer_key_file, clientId: c.oidc.client_id, redirectUri, issuerName: issuer.name, workloads: deps.workloads, now: deps.now }),
+    );
+  }
+  const oidc = createOidcClient({
+    issuer: issuer.issuer,
+    clientId: c.oidc.client_id,
+    ...(c.oidc.client_secret ? { clientSecret: c.oidc.client_secret } : {}),
+    redirectUri,
+    ...(dev ? { endpoints: { authorization: `${publicUrl}/dev/oidc/authorize`, token: `${publicUrl}/dev/oidc/token` }, algorithms: issuer.algorithms } : {}),
+  });
+  const idTokens = createTokenVerifier({ issuers: [issuer], keySets: deps.keySets, audience: c.oidc.client_id, replayGuard: deps.replayGuard, now: deps.now });
+  const sessions = createConsoleSessions(deps.redis, deps.keys.tag, { idleMs: c.session_idle, maxMs: c.session_max, now: deps.now });
+  const url = cfg.redis.url;
+  app.use(
+    consoleRoutes({
+      publicUrl,
+      issuerName: issuer.name,
+      issuerUrl: issuer.issuer,
+      sessionIdleMs: c.session_idle,
+      sessionMaxMs: c.session_max,
+      oidc,
+      idTokens,
+      sessions,
+      workloads: deps.workloads,
+      check: deps.check,
+      store: deps.store,
+      audit: deps.audit,
+      redis: deps.redis,
+      redisMode: url === "embedded" ? "embedded (single node)" : "single node",
+      auditKeys: { streamKey: deps.keys.audit, headKey: deps.keys.auditHead },
+      readiness: deps.readiness,
+      apiRouters: deps.apiRouters,
+      logger: deps.logger,
+      now: deps.now,
+    }),
+  );
+}

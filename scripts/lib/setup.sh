@@ -97,6 +97,20 @@ jb_ensure_redis() {
   jb_die 2 "redis-server is required and apt-get is not available: install Redis >= 7 so that redis-server is on PATH"
 }
 
+# (c2) Debian's Chromium at /usr/bin/chromium, for the console's browser tests (scripts/test
+# only; playwright-core drives it and never downloads a browser)
+jb_ensure_chromium() {
+  [[ -x /usr/bin/chromium ]] && return 0
+  if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing chromium (apt-get)" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+    [[ -x /usr/bin/chromium ]] || jb_die 2 "/usr/bin/chromium is still missing after apt-get install chromium"
+    return 0
+  fi
+  jb_die 2 "the console's browser tests need Debian's Chromium at /usr/bin/chromium: sudo apt-get install chromium"
+}
+
 # (d) compile src/ -> dist/
 jb_build() {
   echo "==> building (npm run build)" >&2

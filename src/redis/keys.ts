@@ -12,6 +12,8 @@
  *   {p}:revocations:*                          BullMQ's queue (src/leases/queue.ts)
  *   {p}:sweeper                                string: the sweeper's per-tick lock
  *   {p}:req:*, {p}:reqs, {p}:reqs:*            approval requests: see src/approvals/store.ts
+ *   {p}:console:*                              console sessions and sign-in transactions: see
+ *                                               src/console/sessions.ts
  *   {p}:rl:<limit>:<workload>                  string: credential requests in the current
  *                                               minute (src/limits/ratelimit.ts)
  *   {p}:aws:lock:<sha256(role ARN) base64url>  string: owner token of the per-role lock that

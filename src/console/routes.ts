@@ -33,7 +33,7 @@ import type { Workload, WorkloadMatcher } from "../identity/workloads";
 import { TASK_ID } from "../leases/routes";
 import { publicLease, type LeaseStore } from "../leases/store";
 import type { OidcClient } from "./oidc";
-import { refusalPage, SECURITY_HEADERS, page, signInPage } from "./pages";
+import { escapeHtml, refusalPage, SECURITY_HEADERS, page, signInPage } from "./pages";
 import { randomToken, sameToken, type ConsoleSessions } from "./sessions";
 
 /** Where `npm run build` puts the front end (dist/console-web; the same path from src/ and dist/). */
@@ -77,6 +77,8 @@ const PASSTHROUGH: [string, RegExp][] = [
 ];
 
 const SAFE_METHODS = new Set(["GET", "HEAD"]);
+/** Sign-ins that may be started per minute, broker-wide (each holds a small Redis key for 10 min). */
+export const LOGINS_PER_MINUTE = 600;
 
 /** Reads one cookie from the Cookie header (no dependency; values are our own base64url tokens). */
 export function cookieOf(req: Request, name: string): string | undefined {
@@ -159,7 +161,20 @@ export function consoleRoutes(opts: ConsoleRoutesOptions): Router {
   r.use("/console/assets", express.static(path.join(webDir, "assets"), { index: false, fallthrough: false, etag: false, maxAge: 0, dotfiles: "deny" }));
 
   r.get("/console/login", async (_req, res) => {
-    const begin = await opts.oidc.begin();
+    // Anyone may start a sign-in, and each one is a Redis key for 10 minutes: bounded (I9) by a
+    // broker-wide budget per minute.
+    if (!(await opts.sessions.loginBudget(LOGINS_PER_MINUTE))) {
+      html(res, 429, refusalPage("Too many sign-ins", "Too many sign-ins were started in the last minute. Try again in a minute."));
+      return;
+    }
+    let begin: Awaited<ReturnType<OidcClient["begin"]>>;
+    try {
+      begin = await opts.oidc.begin();
+    } catch (e) {
+      opts.logger.warn({ err: { message: (e as Error).message, cause: (e as Error).cause instanceof Error ? ((e as Error).cause as Error).message : undefined } }, "console sign-in could not start");
+      html(res, 503, refusalPage("Sign-in unavailable", "The identity provider cannot be reached right now. Try again later."));
+      return;
+    }
     const binding = randomToken();
     await opts.sessions.beginLogin(begin.state, binding, { verifier: begin.verifier, nonce: begin.nonce });
     // Lax: the identity provider sends the browser back with a cross-site top-level GET.
@@ -221,7 +236,7 @@ export function consoleRoutes(opts: ConsoleRoutesOptions): Router {
     res.cookie(names.session, sid, { path: names.path, httpOnly: true, sameSite: "strict", secure });
     // A page, not a redirect: after the identity provider's cross-site redirect a Strict cookie
     // is not sent; a same-site navigation from this page carries it.
-    html(res, 200, page("Signed in", `<p>Signed in as ${who.workload.id.replace(/[&<>"'`=]/g, "")}. <a href="/console/">Continue to the console</a>.</p>`, { refreshTo: "/console/" }));
+    html(res, 200, page("Signed in", `<p>Signed in as ${escapeHtml(who.workload.id)}. <a href="/console/">Continue to the console</a>.</p>`, { refreshTo: "/console/" }));
   });
 
   // ---- the console's API -------------------------------------------------------------------

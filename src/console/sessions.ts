@@ -13,6 +13,7 @@
  *                                         them all); PEXPIRE = the longest session's max
  *   {p}:console:login:<sha256(st)> string JSON {v: PKCE verifier, n: nonce, b: sha256(binding)},
  *                                         PX 10 min, read once (GETDEL)
+ *   {p}:console:logins:<minute>    string sign-ins started in that minute (a budget), EX 120 s
  */
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import type { Redis } from "ioredis";
@@ -65,6 +66,7 @@ export function createConsoleSessions(redis: Redis, tag: string, opts: SessionSt
     session: (hash: string) => `${tag}:console:s:${hash}`,
     operator: (workload: string) => `${tag}:console:op:${sha(workload)}`,
     login: (state: string) => `${tag}:console:login:${sha(state)}`,
+    logins: (minute: number) => `${tag}:console:logins:${minute}`,
   };
   const store = async <T>(fn: () => Promise<T>): Promise<T> => {
     try {
@@ -139,6 +141,13 @@ export function createConsoleSessions(redis: Redis, tag: string, opts: SessionSt
       if (!TOKEN_SHAPE.test(sid)) return;
       const hash = sha(sid);
       await store(() => redis.multi().del(k.session(hash)).srem(k.operator(workload), hash).exec());
+    },
+
+    /** Takes one sign-in from this minute's budget; false when it is spent. */
+    async loginBudget(perMinute: number): Promise<boolean> {
+      const key = k.logins(Math.floor(now() / 60_000));
+      const [[, n]] = (await store(() => redis.multi().incr(key).expire(key, 120).exec())) as [[Error | null, number]];
+      return n <= perMinute;
     },
 
     /** Stores a sign-in transaction under its `state` for 10 minutes, bound to the browser's binding value. */

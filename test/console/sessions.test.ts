@@ -109,3 +109,12 @@ describe("console sessions in Redis", () => {
     expect(await s.finishLogin("unknown", binding)).toBeNull();
   });
 });
+
+test("starting sign-ins is bounded per minute (each one holds a Redis key for 10 minutes)", async () => {
+  const s = make();
+  const results: boolean[] = [];
+  for (let i = 0; i < 5; i++) results.push(await s.loginBudget(3));
+  expect(results).toEqual([true, true, true, false, false]);
+  clock += 60_000;
+  expect(await s.loginBudget(3)).toBe(true);
+});

@@ -8,6 +8,9 @@ COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
+# The operators' console front end (bundled by esbuild into dist/console-web).
+COPY web ./web
+COPY scripts/build-console.mjs ./scripts/build-console.mjs
 RUN npm run build \
  && npm prune --omit=dev --no-audit --no-fund
 

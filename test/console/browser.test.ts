@@ -56,6 +56,7 @@ async function browser(): Promise<{ context: BrowserContext; page: Page }> {
   const profile = mkdtempSync(path.join(os.tmpdir(), "jitbroker-chromium-"));
   const context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: ARGS, viewport: { width: 1360, height: 900 } });
   contexts.push(context);
+  context.setDefaultTimeout(60_000);
   const page = context.pages()[0] ?? (await context.newPage());
   return { context, page };
 }
@@ -79,7 +80,7 @@ beforeAll(async () => {
   cfg.workloads.push({ id: "triage-agent", kind: "agent", owner: "carol@example.com", purpose: "Triages incidents", issuer: "dev-oidc", subject: "agent:triage" });
   writeFileSync(path.join(home, "dev.yaml"), stringify(cfg), { mode: 0o600 });
   const port = await findFreePort();
-  broker = await startServeProcess(["dev", "--port", String(port)], { port, env: { JITBROKER_HOME: home } });
+  broker = await startServeProcess(["dev", "--port", String(port)], { port, env: { JITBROKER_HOME: home }, readyTimeoutMs: 90_000 });
   url = broker.url;
 });
 

@@ -51,7 +51,7 @@ export const lines = (text: string) => text.split("\n").filter((l) => l.trim() !
  * Starts a long-running `jitbroker ARGS` (serve) with JITBROKER_LISTEN on a free port, or on the
  * port given, and waits until its /readyz answers 200. `stop()` sends SIGTERM and waits for exit.
  */
-export async function startServeProcess(args: string[], opts: { port?: number; env?: NodeJS.ProcessEnv } = {}): Promise<{ url: string; child: ChildProcess; stop(): Promise<void> }> {
+export async function startServeProcess(args: string[], opts: { port?: number; env?: NodeJS.ProcessEnv; readyTimeoutMs?: number } = {}): Promise<{ url: string; child: ChildProcess; stop(): Promise<void> }> {
   const port = opts.port ?? (await findFreePort());
   const child = spawn(process.execPath, [CLI, ...args], {
     env: cleanEnv({ JITBROKER_LISTEN: `127.0.0.1:${port}`, ...opts.env }),
@@ -65,7 +65,7 @@ export async function startServeProcess(args: string[], opts: { port?: number; e
       if (child.exitCode !== null) throw new Error(`jitbroker ${args.join(" ")} exited ${child.exitCode}: ${stderr}`);
       return (await fetch(`${url}/readyz`).catch(() => null))?.status === 200;
     },
-    20_000,
+    opts.readyTimeoutMs ?? 20_000,
     `jitbroker ${args.join(" ")}`,
   );
   return {

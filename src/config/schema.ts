@@ -433,7 +433,7 @@ export const configSchema = z
       })
       .prefault({}),
     dev: z.strictObject({ issuer_key_file: z.string().min(1) }).optional(),
-    /** The operators' console (docs/ARCHITECTURE.md; src/console). Absent: no console is served. */
+    /** The operators' console (docs/ARCHITECTURE.md, Console; src/console). Absent: no console is served. */
     console: z
       .strictObject({
         oidc: z.strictObject({

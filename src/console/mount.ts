@@ -57,7 +57,7 @@ export function mountConsole(app: Express, cfg: LoadedConfig, deps: MountConsole
     ...(dev ? { endpoints: { authorization: `${publicUrl}/dev/oidc/authorize`, token: `${publicUrl}/dev/oidc/token` }, algorithms: issuer.algorithms } : {}),
   });
   const idTokens = createTokenVerifier({ issuers: [issuer], keySets: deps.keySets, audience: c.oidc.client_id, replayGuard: deps.replayGuard, now: deps.now });
-  const sessions = createConsoleSessions(deps.redis, deps.keys.tag, { idleMs: c.session_idle, maxMs: c.session_max, now: deps.now });
+  const sessions = createConsoleSessions(deps.redis, deps.keys, { idleMs: c.session_idle, maxMs: c.session_max, now: deps.now });
   const url = cfg.redis.url;
   app.use(
     consoleRoutes({

@@ -1,5 +1,5 @@
 /**
- * The operators' console (docs/ARCHITECTURE.md, console): sign-in with OpenID Connect
+ * The operators' console (docs/ARCHITECTURE.md, Console): sign-in with OpenID Connect
  * (authorization code + PKCE), server-side sessions, and the console's API under /console/api.
  *
  *   GET  /console/              the front end (web/console, built to dist/console-web) for a

@@ -1,11 +1,11 @@
 /**
- * Console sessions and sign-in transactions, kept server side in Redis (docs/ARCHITECTURE.md,
- * console). The browser holds only an opaque random session id in an HttpOnly cookie; Redis
+ * Console sessions and sign-in transactions, kept server side in Redis
+ * (docs/ARCHITECTURE.md, Console). The browser holds only an opaque random session id in an HttpOnly cookie; Redis
  * holds its SHA-256, so a dump of Redis cannot be replayed as a cookie. No token of the identity
  * provider is ever stored: only the operator's workload id, issuer, subject and the values of
  * the claims its inventory entry names (what Cedar sees as principal.claims).
  *
- * Keys (all under the broker's hash tag, see src/redis/keys.ts):
+ * Keys (built by the keyspace, src/redis/keys.ts; docs/ARCHITECTURE.md, Redis key layout):
  *   {p}:console:s:<sha256(sid)>    hash   w (workload id) iss (issuer name) sub (subject)
  *                                         cl (JSON claims) csrf (token) c (created ms) l (last use ms)
  *                                         PEXPIRE = min(last use + idle, created + max)
@@ -18,6 +18,7 @@
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import type { Redis } from "ioredis";
 import { BrokerError } from "../core/errors";
+import type { Keyspace } from "../redis/keys";
 
 const sha = (s: string) => createHash("sha256").update(s).digest("base64url");
 export const randomToken = () => randomBytes(32).toString("base64url");
@@ -60,13 +61,13 @@ export interface LoginTransaction {
   nonce: string;
 }
 
-export function createConsoleSessions(redis: Redis, tag: string, opts: SessionStoreOptions) {
+export function createConsoleSessions(redis: Redis, keys: Keyspace, opts: SessionStoreOptions) {
   const now = opts.now ?? Date.now;
   const k = {
-    session: (hash: string) => `${tag}:console:s:${hash}`,
-    operator: (workload: string) => `${tag}:console:op:${sha(workload)}`,
-    login: (state: string) => `${tag}:console:login:${sha(state)}`,
-    logins: (minute: number) => `${tag}:console:logins:${minute}`,
+    session: keys.consoleSession,
+    operator: keys.consoleOperator,
+    login: keys.consoleLogin,
+    logins: (minute: number) => keys.consoleLogins(String(minute)),
   };
   const store = async <T>(fn: () => Promise<T>): Promise<T> => {
     try {

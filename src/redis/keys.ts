@@ -12,8 +12,8 @@
  *   {p}:revocations:*                          BullMQ's queue (src/leases/queue.ts)
  *   {p}:sweeper                                string: the sweeper's per-tick lock
  *   {p}:req:*, {p}:reqs, {p}:reqs:*            approval requests: see src/approvals/store.ts
- *   {p}:console:*                              console sessions and sign-in transactions: see
- *                                               src/console/sessions.ts
+ *   {p}:console:s:*, {p}:console:op:*,         console sessions and sign-ins
+ *   {p}:console:login:*, {p}:console:logins:*   (src/console/sessions.ts)
  *   {p}:rl:<limit>:<workload>                  string: credential requests in the current
  *                                               minute (src/limits/ratelimit.ts)
  *   {p}:aws:lock:<sha256(role ARN) base64url>  string: owner token of the per-role lock that
@@ -39,6 +39,14 @@ export interface Keyspace {
   awsRevoked(roleArn: string): string;
   /** aws_sts: the roles with recorded revoked sessions. */
   awsRoles: string;
+  /** console: a session, by the SHA-256 (base64url) of its cookie value. */
+  consoleSession(sidHash: string): string;
+  /** console: the session hashes of one operator (sign-out ends them all). */
+  consoleOperator(workload: string): string;
+  /** console: a sign-in in progress, by its OAuth `state`. */
+  consoleLogin(state: string): string;
+  /** console: sign-ins started in one minute (a budget). */
+  consoleLogins(minute: string): string;
 }
 
 const sha256 = (s: string) => createHash("sha256").update(s).digest("base64url");
@@ -55,5 +63,9 @@ export function createKeyspace(prefix: string): Keyspace {
     awsLock: (roleArn) => `${tag}:aws:lock:${sha256(roleArn)}`,
     awsRevoked: (roleArn) => `${tag}:aws:revoked:${sha256(roleArn)}`,
     awsRoles: `${tag}:aws:roles`,
+    consoleSession: (sidHash) => `${tag}:console:s:${sidHash}`,
+    consoleOperator: (workload) => `${tag}:console:op:${sha256(workload)}`,
+    consoleLogin: (state) => `${tag}:console:login:${sha256(state)}`,
+    consoleLogins: (minute) => `${tag}:console:logins:${minute}`,
   };
 }

@@ -5,6 +5,7 @@
  * OIDC sign-in itself is covered by browser.test.ts).
  */
 import { createConsoleSessions } from "../../src/console/sessions";
+import { createKeyspace } from "../../src/redis/keys";
 import { getJson } from "../support/broker";
 import { SUBJECTS, startFixture, type Fixture } from "../support/fixture";
 
@@ -20,7 +21,7 @@ afterAll(async () => {
 });
 
 async function session(workload: string, subject: string): Promise<{ cookie: string; csrf: string }> {
-  const s = createConsoleSessions(f.b.broker.redis, `{${f.b.config.redis.prefix}}`, { idleMs: 1_800_000, maxMs: 28_800_000 });
+  const s = createConsoleSessions(f.b.broker.redis, createKeyspace(f.b.config.redis.prefix), { idleMs: 1_800_000, maxMs: 28_800_000 });
   const { sid, session: rec } = await s.create({ workload, issuer: "idp", subject, claims: {} });
   return { cookie: `jitbroker-console=${sid}`, csrf: rec.csrf };
 }

@@ -5,13 +5,14 @@
 import { createHash } from "node:crypto";
 import { Redis } from "ioredis";
 import { createConsoleSessions, randomToken, sameToken, sessionWindow } from "../../src/console/sessions";
+import { createKeyspace } from "../../src/redis/keys";
 import { testRedisUrl, uniquePrefix } from "../support/broker";
 
 const MIN = 60_000;
 let redis: Redis;
 let clock = Date.UTC(2026, 0, 1);
 const now = () => clock;
-const make = () => createConsoleSessions(redis, `{${uniquePrefix()}}`, { idleMs: 30 * MIN, maxMs: 8 * 60 * MIN, now });
+const make = () => createConsoleSessions(redis, createKeyspace(uniquePrefix()), { idleMs: 30 * MIN, maxMs: 8 * 60 * MIN, now });
 const alice = { workload: "alice", issuer: "corp", subject: "alice@example.com", claims: { email_verified: true } };
 
 beforeAll(() => {

@@ -13,7 +13,9 @@ import { createKeySet, type KeySet, type KeySource } from "./identity/keyset";
 import { createRedisReplayGuard } from "./identity/replay";
 import { identityRoutes } from "./identity/routes";
 import { createTokenVerifier } from "./identity/verify";
-import { createRedisClient, pingRedis } from "./redis/client";
+import { createRedisFactory, type RedisFactory } from "./redis/connect";
+import { createRedisHealth, probeRedis, type RedisErrorKind } from "./redis/health";
+import { createDurability } from "./redis/durability";
 import { startEmbeddedRedis, type EmbeddedRedis } from "./redis/embedded";
 import { createKeyspace } from "./redis/keys";
 import { createAuditLedger, type AuditLedger } from "./audit/ledger";
@@ -27,7 +29,7 @@ import { BrokerError } from "./core/errors";
 import { requireJsonObject } from "./http/app";
 import { apiRoutes, buildOpenApiDocument } from "./http/openapi";
 import { createLeaseMetrics } from "./leases/metrics";
-import { createRevocationQueue, startRevocationWorker, type RevocationWorker } from "./leases/queue";
+import { createRevocationQueue, startRevocationWorker, within, type RevocationWorker } from "./leases/queue";
 import { createRevoker } from "./leases/revoker";
 import { leaseRoutes } from "./leases/routes";
 import { createLeaseService, type LeaseService } from "./leases/service";
@@ -69,13 +71,21 @@ export interface ReloadReport {
 export interface Readiness {
   ready: boolean;
   /** Backends report their own health here; an unavailable backend does not make the broker unready. */
-  checks: { redis: "ok" | "unreachable"; issuers: ReturnType<KeySet["status"]>[]; backends: ({ name: string } & BackendStatus)[] };
+  /**
+   * redis: "ok", "unreachable" (no connection), or the kind of failure that makes the broker's keys
+   * not writable from here (readonly, moved, clusterdown, timeout, durability, ...), named in
+   * redis_error (I10).
+   */
+  checks: { redis: "ok" | "unreachable" | Exclude<RedisErrorKind, "refused" | "not_connected">; redis_error?: string; issuers: ReturnType<KeySet["status"]>[]; backends: ({ name: string } & BackendStatus)[] };
 }
 
 export interface Broker {
   app: ReturnType<typeof createHttpApp>;
   redis: Redis;
+  /** Where Redis is (mode and nodes, no password). */
   redisUrl: string;
+  /** Opens further connections with the configured mode (tests, tools). */
+  redisFactory: RedisFactory;
   metrics: Metrics;
   store: LeaseStore;
   approvals: ApprovalStore;
@@ -127,15 +137,28 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
   };
 
   let embedded: EmbeddedRedis | null = null;
-  let redisUrl = cfg.redis.url;
-  if (redisUrl === "embedded") {
+  let resolvedUrl = cfg.redis.url;
+  if (resolvedUrl === "embedded") {
     embedded = await startEmbeddedRedis(cfg.redis.data_dir);
-    redisUrl = embedded.url;
-    logger.info({ redis: redisUrl, dir: cfg.redis.data_dir }, "embedded redis-server started");
+    resolvedUrl = embedded.url;
+    logger.info({ redis: resolvedUrl, dir: cfg.redis.data_dir }, "embedded redis-server started");
   }
-  const redis = createRedisClient(redisUrl, "jitbroker-api");
-  redis.on("error", (e: Error) => logger.warn({ err: { message: e.message } }, "redis connection error"));
+  // Every connection below comes from this factory, in the configured mode (url, sentinel, cluster).
+  const redisFactory = createRedisFactory(
+    { ...cfg.redis, url: resolvedUrl },
+    // A request-path command may be a WAIT of up to durability.timeout (I1).
+    { commandTimeoutMs: Math.max(2000, cfg.redis.durability.timeout + 1000) },
+  );
+  const redisUrl = redisFactory.target;
+  const redisHealth = createRedisHealth({ logger, registry: metrics.registry, target: redisFactory.target });
+  const connect: RedisFactory["connect"] = (name, use) => {
+    const conn = redisFactory.connect(name, use);
+    redisHealth.watch(conn, name);
+    return conn;
+  };
+  const redis = connect("jitbroker-api", "request");
   const keys = createKeyspace(cfg.redis.prefix);
+  const durability = createDurability(redis, keys.durable, cfg.redis.durability);
 
   const keySets = new Map<string, KeySet>();
   for (const iss of cfg.identity.issuers) {
@@ -186,6 +209,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     leaseIndexTtlSeconds: Math.ceil(cfg.leases.retention / 1000),
     // A lease's event ids live in its own record (field "ev"), and expire with it.
     leaseIndexField: { hashKey: store.keys.lease, field: "ev" },
+    watchConnection: () => connect("jitbroker-audit", "request"),
     logger,
     now,
   });
@@ -203,8 +227,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     // Leases derive what revocation means from their backend kind; a backend must agree.
     if (b.kind !== kind || b.revocation !== REVOCATION_KIND[b.kind]) throw new Error(`backend ${kind} declares ${b.kind}/${b.revocation}, expected ${kind}/${REVOCATION_KIND[b.kind]}`);
   }
-  const queueConn = createRedisClient(redisUrl, "jitbroker-queue", { maxRetriesPerRequest: 1 });
-  queueConn.on("error", () => undefined);
+  const queueConn = connect("jitbroker-queue", "queue");
   const queue = createRevocationQueue(queueConn, keys.tag);
   const revoker = createRevoker({
     store,
@@ -241,11 +264,14 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     limiter: createRateLimiter(redis, keys.tag),
     requestsPerMinute: cfg.limits.requests_per_minute,
     timeZone: cfg.policy.timezone,
+    durability,
     now,
   });
   const worker = parts.worker
     ? startRevocationWorker({
-        redisUrl,
+        connect,
+        onError: (connection, e) => void redisHealth.report(connection, e),
+        onRecovered: (connection) => redisHealth.recovered(connection),
         prefix: keys.tag,
         store,
         revoker,
@@ -264,7 +290,10 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     ? repeat(
         () => expireApprovals(approvals, audit, leaseMetrics, now),
         () => Math.max(250, Math.min(5000, cfg.worker.sweep_interval * 4)),
-        (e) => logger.warn({ err: { message: e.message } }, "approval expiry sweep failed; retrying"),
+        (e) =>
+          e instanceof BrokerError && e.code === "store_unavailable"
+            ? void redisHealth.report("approval-expiry", e.cause ?? e)
+            : logger.warn({ err: { message: e.message } }, "approval expiry sweep failed; retrying"),
       )
     : null;
   const policyReloader = createPolicyReloader({
@@ -331,10 +360,21 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     }
   };
 
+  /**
+   * I10: a write under the broker's hash tag (so it reaches the node owning its keys; a replica
+   * answers READONLY, a wrong Cluster node MOVED) and, with durability, a WAIT for the replicas.
+   * Done on every call, so the answer follows a change at once; bounded to 1.5 s.
+   */
   async function readiness(): Promise<Readiness> {
-    const ok = await pingRedis(redis);
+    const probe = await probeRedis(redis, keys.ready, cfg.redis.durability);
+    if (probe.ok) redisHealth.recovered("readiness");
+    else redisHealth.report("readiness", probe.error);
+    const redisCheck = probe.ok ? ("ok" as const) : probe.kind === "refused" || probe.kind === "not_connected" ? ("unreachable" as const) : probe.kind;
     const backendChecks = [...backends].map(([name, b]) => ({ name, ...(b.status?.() ?? { state: "ok" as const }) }));
-    return { ready: ok, checks: { redis: ok ? "ok" : "unreachable", issuers: [...keySets.values()].map((k) => k.status()), backends: backendChecks } };
+    return {
+      ready: probe.ok,
+      checks: { redis: redisCheck, ...(probe.ok ? {} : { redis_error: probe.detail }), issuers: [...keySets.values()].map((k) => k.status()), backends: backendChecks },
+    };
   }
 
   const app = createHttpApp({ logger, metrics, bodyLimit: cfg.server.body_limit, trustProxy: cfg.server.trust_proxy });
@@ -431,6 +471,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     app,
     redis,
     redisUrl,
+    redisFactory,
     metrics,
     store,
     approvals,
@@ -477,9 +518,10 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
         clearTimeout(grace);
         policyReloader.close();
         approvalExpiry?.stop();
+        // Each step is bounded: a broker whose Redis is gone (or mid-failover) still shuts down.
         if (worker) await worker.close().catch(() => undefined);
-        await queue.close().catch(() => undefined);
-        await audit.close().catch(() => undefined);
+        await within(queue.close(), 5000);
+        await within(audit.close(), 5000);
         for (const b of backends.values()) await b.close?.().catch(() => undefined);
         queueConn.disconnect();
         redis.disconnect();

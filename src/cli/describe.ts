@@ -1,3 +1,4 @@
+import { describeRedis, redactRedisUrl } from "../redis/connect";
 import path from "node:path";
 import type { LoadedConfig } from "../config/load";
 import { formatDuration } from "../core/duration";
@@ -36,7 +37,7 @@ export function describeConfig(cfg: LoadedConfig, warnings: string[] = []): stri
   ]);
   return [
     `${rel(cfg.file)}: OK`,
-    `redis: ${cfg.redis.url === "embedded" ? `embedded (data in ${rel(cfg.redis.data_dir)})` : cfg.redis.url.replace(/\/\/[^@/]*@/, "//***@")}, prefix ${cfg.redis.prefix}`,
+    `redis: ${cfg.redis.url === "embedded" ? `embedded (data in ${rel(cfg.redis.data_dir)})` : describeRedis({ ...cfg.redis, url: cfg.redis.url && redactRedisUrl(cfg.redis.url) })}, prefix ${cfg.redis.prefix}${cfg.redis.durability.replicas > 0 ? `, durability ${cfg.redis.durability.replicas} replica(s) within ${formatDuration(cfg.redis.durability.timeout)}` : ""}`,
     `server: listen ${cfg.server.listen.text}, public_url ${cfg.server.public_url}, audience ${cfg.server.audience}`,
     `issuers (${issuers.length}):`,
     table(issuers),

@@ -19,7 +19,9 @@ import { rotateSigningKey, SigningKeyFileError } from "../backends/jwt/keys";
 import { PolicyError } from "../policy/engine";
 import { createKeyspace } from "../redis/keys";
 import { embeddedRedisUrl } from "../redis/embedded";
-import { Redis } from "ioredis";
+import type { Redis } from "ioredis";
+import { createRedisFactory, type RedisFactory } from "../redis/connect";
+import { describeRedisError } from "../redis/health";
 import { copyFileSync, mkdirSync, readdirSync } from "node:fs";
 import { registerClientCommands } from "./client";
 import { CliError, load } from "./errors";
@@ -96,21 +98,22 @@ async function serve(cfg: LoadedConfig, banner?: (url: string) => string, only?:
   stopOn("broker");
 }
 
-/** Redis for CLI commands: REDIS_URL or redis.url, or the running embedded Redis. */
-function cliRedisUrl(cfg: LoadedConfig): string {
-  if (cfg.redis.url !== "embedded") return cfg.redis.url;
+/** Redis for CLI commands: the configured mode (REDIS_URL, redis.url, sentinel, cluster), or the running embedded Redis. */
+function cliRedisFactory(cfg: LoadedConfig): RedisFactory {
+  if (cfg.redis.url !== "embedded") return createRedisFactory(cfg.redis);
   const url = embeddedRedisUrl(cfg.redis.data_dir);
   if (!url) throw new CliError(`redis.url is embedded and no embedded Redis is running for ${cfg.redis.data_dir} (start the broker, or set REDIS_URL)`, 3);
-  return url;
+  return createRedisFactory({ ...cfg.redis, url });
 }
 
 async function withRedis<T>(cfg: LoadedConfig, fn: (redis: Redis) => Promise<T>): Promise<T> {
-  const redis = new Redis(cliRedisUrl(cfg), { lazyConnect: true, maxRetriesPerRequest: 1, enableOfflineQueue: false, connectTimeout: 3000, retryStrategy: () => null });
+  const factory = cliRedisFactory(cfg);
+  const redis = factory.connect("jitbroker-cli", "cli");
   redis.on("error", () => undefined);
   try {
     await redis.connect();
   } catch (e) {
-    throw new CliError(`cannot reach Redis: ${(e as Error).message}`, 3);
+    throw new CliError(`cannot reach Redis (${factory.target}): ${describeRedisError(e)}`, 3);
   }
   try {
     return await fn(redis);

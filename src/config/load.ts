@@ -96,6 +96,9 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
   cfg.backends.jwt.signing_key_file = rel(cfg.backends.jwt.signing_key_file);
   cfg.policy.files = cfg.policy.files.map(rel);
   cfg.redis.data_dir = rel(cfg.redis.data_dir);
+  for (const mode of [cfg.redis.sentinel, cfg.redis.cluster]) {
+    if (mode && typeof mode.tls === "object" && mode.tls.ca_file) mode.tls.ca_file = rel(mode.tls.ca_file);
+  }
   if (cfg.dev) cfg.dev.issuer_key_file = rel(cfg.dev.issuer_key_file);
 
   // Environment overrides (for containers and CI), validated like the file's own values.
@@ -105,7 +108,12 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
     if (r.success) apply(r.data);
     else problems.push(...r.error.issues.map((i) => `${name}: ${i.message}`));
   };
-  override("REDIS_URL", env.REDIS_URL, redisUrlSchema, (v) => (cfg.redis.url = v));
+  override("REDIS_URL", env.REDIS_URL, redisUrlSchema, (v) => {
+    // REDIS_URL selects the single-node mode; it cannot silently replace a Sentinel or Cluster setup.
+    const other = cfg.redis.sentinel ? "redis.sentinel" : cfg.redis.cluster ? "redis.cluster" : null;
+    if (other) problems.push(`REDIS_URL: set while ${other} is configured (use exactly one Redis mode; unset REDIS_URL)`);
+    else cfg.redis.url = v;
+  });
   override("JITBROKER_LISTEN", env.JITBROKER_LISTEN, listenSchema, (v) => (cfg.server.listen = v));
   if (problems.length > 0) throw new ConfigError(file, problems);
   return { ...cfg, file: path.resolve(file), dir };

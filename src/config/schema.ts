@@ -350,6 +350,29 @@ export const redisUrlSchema = z
   .string()
   .refine((u) => u === "embedded" || /^rediss?:\/\/[^\s]+$/.test(u), "must be embedded, redis://... or rediss://...");
 
+const hostPort = z.string().regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, "must be host:port");
+/** TLS towards Redis: `true` (system CAs) or the CA file and server name to check. */
+const redisTls = z.union([
+  z.boolean(),
+  z.strictObject({ ca_file: z.string().min(1).optional(), servername: z.string().min(1).optional() }),
+]);
+const redisSentinel = z.strictObject({
+  /** The name the sentinels monitor the primary under. */
+  master: z.string().min(1),
+  nodes: z.array(hostPort).min(1, "at least one sentinel host:port"),
+  username: z.string().min(1).optional(),
+  password: z.string().min(1).optional(),
+  sentinel_password: z.string().min(1).optional(),
+  tls: redisTls.optional(),
+});
+const redisCluster = z.strictObject({
+  /** Seed nodes; the client learns the rest of the cluster from them. */
+  nodes: z.array(hostPort).min(1, "at least one cluster node host:port"),
+  username: z.string().min(1).optional(),
+  password: z.string().min(1).optional(),
+  tls: redisTls.optional(),
+});
+
 export const configSchema = z
   .strictObject({
     server: z
@@ -363,10 +386,30 @@ export const configSchema = z
       }),
     redis: z
       .strictObject({
-        url: redisUrlSchema.default("embedded"),
+        /** Single node (`embedded` included). Exactly one of url / sentinel / cluster; none means `embedded`. */
+        url: redisUrlSchema.optional(),
+        sentinel: redisSentinel.optional(),
+        cluster: redisCluster.optional(),
         prefix: z.string().regex(/^[A-Za-z0-9_-]{1,32}$/, "must be 1-32 of [A-Za-z0-9_-]").default("jit"),
         data_dir: z.string().default(".jitbroker/redis"),
+        /** I1: WAIT for this many replicas before a credential is answered. */
+        durability: z
+          .strictObject({
+            replicas: z.number().int().min(0).max(16).default(0),
+            timeout: duration.prefault("1s"),
+          })
+          .prefault({}),
       })
+      .superRefine((r, ctx) => {
+        const modes = (["url", "sentinel", "cluster"] as const).filter((m) => r[m] !== undefined);
+        if (modes.length > 1) {
+          for (const m of modes.slice(1)) ctx.addIssue({ code: "custom", path: [m], message: `use exactly one of redis.url, redis.sentinel, redis.cluster (also set: redis.${modes[0]})` });
+        }
+        if ((r.url ?? (r.sentinel || r.cluster ? "" : "embedded")) === "embedded" && (r.durability?.replicas ?? 0) > 0) {
+          ctx.addIssue({ code: "custom", path: ["durability", "replicas"], message: "an embedded Redis has no replicas; use 0, or point redis.url/sentinel/cluster at a Redis with replicas" });
+        }
+      }, evenIfInvalid)
+      .transform((r) => ({ ...r, url: r.url ?? (r.sentinel || r.cluster ? undefined : "embedded") }))
       .prefault({}),
     identity: z.strictObject({ issuers: z.array(issuer).min(1) }),
     workloads: z.array(workload).default([]),
@@ -510,4 +553,5 @@ export type OidcIssuerConfig = Extract<IssuerConfig, { type: "oidc" }>;
 export type SpiffeIssuerConfig = Extract<IssuerConfig, { type: "spiffe" }>;
 export type WorkloadConfig = Config["workloads"][number];
 export type RoleConfig = Config["roles"][number];
+export type RedisConfig = Config["redis"];
 export type VaultBackendConfig = NonNullable<Config["backends"]["vault"]>;

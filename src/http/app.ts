@@ -130,7 +130,13 @@ export function finishApp(app: Express, logger: Logger): void {
       problem = new BrokerError("unsupported_media_type", "request body encoding is not supported");
     } else if (typeof e?.status === "number" && e.status >= 400 && e.status < 500) problem = new BrokerError("invalid_request", "malformed request");
     else problem = new BrokerError("internal", "internal error; quote the request id when reporting it");
-    if (problem.status >= 500) {
+    // A Redis outage refuses every request: its changes of state are logged once by the Redis
+    // health (src/redis/health.ts) and each refusal is counted in jitbroker_http_requests_total, so
+    // one line per refused request would only be a log storm.
+    const redisOutage = problem.code === "store_unavailable" && (problem.reason === "redis" || problem.reason === "durability");
+    if (problem.status >= 500 && redisOutage) {
+      logger.debug({ request_id: req.id, code: problem.code, reason: problem.reason }, "request refused: Redis cannot be used");
+    } else if (problem.status >= 500) {
       logger.error({ request_id: req.id, code: problem.code, err: isBrokerError(err) ? (err.cause ?? err) : err }, "request failed");
     } else {
       logger.info({ request_id: req.id, code: problem.code, reason: problem.reason }, "request refused");

@@ -266,7 +266,10 @@ const readinessSchema = apiComponent(
   "Readiness",
   z.strictObject({
     status: z.enum(["ready", "unavailable"]),
-    redis: z.enum(["ok", "unreachable"]),
+    redis: z
+      .enum(["ok", "unreachable", "readonly", "moved", "clusterdown", "timeout", "auth", "loading", "oom", "no_primary", "durability", "other"])
+      .describe("ok, or why the broker's keys are not writable from here with the configured durability (I10)"),
+    redis_error: text.optional().describe("What is wrong with Redis, when redis is not ok"),
     issuers: z.array(z.strictObject({ name: text, keys: z.number().int(), loaded_at: time.nullable(), last_error: text.nullable() })),
     backends: z.array(z.looseObject({ name: text, state: z.enum(["ok", "degraded", "unavailable"]), detail: text.optional() })),
   }),

@@ -11,14 +11,13 @@
  * more than `graceMs` late, which covers delayed jobs that fire late or were lost.
  */
 import { Queue, Worker, type Job } from "bullmq";
-import { Redis } from "ioredis";
+import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { AuditLedger } from "../audit/ledger";
 import type { LeaseMetrics } from "./metrics";
 import { backoffMs, type Revoker } from "./revoker";
 import type { LeaseStore } from "./store";
 import type { RevocationTrigger } from "./types";
-import { reconnectDelay } from "../redis/client";
 
 export const QUEUE_NAME = "revocations";
 const FOREVER = 2 ** 31 - 1;
@@ -64,7 +63,8 @@ export function createRevocationQueue(connection: Redis, prefix: string) {
 export type RevocationQueue = ReturnType<typeof createRevocationQueue>;
 
 export interface WorkerOptions {
-  redisUrl: string;
+  /** Opens the worker's and the sweeper's own connections (src/redis/connect.ts). */
+  connect: (name: string, use: "blocking" | "request") => Redis;
   prefix: string;
   store: LeaseStore;
   revoker: Revoker;
@@ -75,15 +75,17 @@ export interface WorkerOptions {
   concurrency: number;
   sweepIntervalMs: number;
   graceMs: number;
+  /** Where worker and sweeper errors go (counted, logged once per change of state). */
+  onError?: (connection: string, e: unknown) => void;
+  onRecovered?: (connection: string) => void;
   now?: () => number;
 }
 
 export function startRevocationWorker(opts: WorkerOptions) {
   const now = opts.now ?? Date.now;
-  const workerConn = new Redis(opts.redisUrl, { maxRetriesPerRequest: null, connectionName: "jitbroker-worker", retryStrategy: reconnectDelay });
-  workerConn.on("error", () => undefined);
-  const sweeperConn = new Redis(opts.redisUrl, { maxRetriesPerRequest: 1, enableOfflineQueue: false, connectionName: "jitbroker-sweeper", retryStrategy: reconnectDelay });
-  sweeperConn.on("error", () => undefined);
+  const onError = opts.onError ?? ((connection: string, e: unknown) => opts.logger.warn({ connection, err: { message: (e as Error).message } }, "revocation worker error; retrying"));
+  const workerConn = opts.connect("jitbroker-worker", "blocking");
+  const sweeperConn = opts.connect("jitbroker-sweeper", "request");
 
   async function processBulk(data: BulkJobData): Promise<void> {
     const sel = data.selector === "lease" ? null : data.selector;
@@ -167,10 +169,14 @@ export function startRevocationWorker(opts: WorkerOptions) {
       // For jobs that do not say (expiry jobs): keep nothing finished.
       removeOnComplete: { count: 0 },
       removeOnFail: { count: 0 },
+      // After a Redis error the fetch loop waits this long (BullMQ's default, 15 s, would delay
+      // revocations after a failover; the sweeper covers the gap either way).
+      runRetryDelay: 1000,
       autorun: true,
     },
   );
-  worker.on("error", (e) => opts.logger.warn({ err: { message: e.message } }, "revocation worker error"));
+  // Errors are counted and logged on change of state (src/redis/health.ts), never one line each.
+  worker.on("error", (e) => onError("worker", e));
 
   // The sweeper: one instance at a time cluster-wide (a short Redis lock per tick).
   const lockKey = `${opts.prefix}:sweeper`;
@@ -195,9 +201,10 @@ export function startRevocationWorker(opts: WorkerOptions) {
       }
       if (total > 0) opts.logger.info({ revoked: total }, "sweeper revoked overdue leases");
       await sweeperConn.del(lockKey);
+      opts.onRecovered?.("sweeper");
       return total;
     } catch (e) {
-      opts.logger.warn({ err: { message: (e as Error).message } }, "sweep failed; will retry");
+      onError("sweeper", e);
       return 0;
     } finally {
       sweeping = false;
@@ -211,7 +218,8 @@ export function startRevocationWorker(opts: WorkerOptions) {
     sweep,
     async close(): Promise<void> {
       clearInterval(timer);
-      await worker.close();
+      // Running jobs may finish (bounded): a worker whose Redis is gone must still shut down.
+      if (!(await within(worker.close(), 10_000))) await within(worker.close(true), 2000);
       workerConn.disconnect();
       sweeperConn.disconnect();
     },
@@ -219,3 +227,21 @@ export function startRevocationWorker(opts: WorkerOptions) {
 }
 
 export type RevocationWorker = ReturnType<typeof startRevocationWorker>;
+
+/** Resolves true when `p` settles within `ms`, false otherwise (never rejects). */
+export async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const settled = p.then(
+    () => true,
+    () => true,
+  );
+  const late = new Promise<boolean>((r) => {
+    timer = setTimeout(() => r(false), ms);
+    timer.unref();
+  });
+  try {
+    return await Promise.race([settled, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

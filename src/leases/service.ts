@@ -26,6 +26,8 @@ import type { Revoker } from "./revoker";
 import { publicLease, type LeaseStore, type NewLease, type StoredLease } from "./store";
 import { leaseTtlMs, requestedTtlMs } from "./ttl";
 import type { Lease, RevocationTrigger, TaskContext } from "./types";
+import type { Durability } from "../redis/durability";
+import { describeRedisError } from "../redis/health";
 
 export interface LeaseServiceOptions {
   store: LeaseStore;
@@ -48,6 +50,8 @@ export interface LeaseServiceOptions {
   inventoryVersion?: () => number;
   /** IANA zone of context.time (policy.timezone). */
   timeZone?: string;
+  /** redis.durability: replicas that must acknowledge the lease's writes before it is answered (I1). */
+  durability?: Durability;
   now?: () => number;
 }
 
@@ -308,6 +312,17 @@ export function createLeaseService(opts: LeaseServiceOptions) {
           : {}),
         task,
       });
+      if (opts.durability && opts.durability.replicas > 0) {
+        // I1: the lease record, its schedule and the mint event must be on enough replicas that a
+        // failover cannot lose them; otherwise the credential is revoked instead of answered.
+        try {
+          await opts.durability.confirm();
+        } catch (e) {
+          const why = describeRedisError(e);
+          await undoMint(lease, id, backend, minted, `not acknowledged by replicas (${why})`);
+          throw new BrokerError("store_unavailable", `the lease record was not acknowledged by ${opts.durability.replicas} Redis replica(s) in time (${why}); the credential was revoked, nothing was issued`, { cause: e, reason: "durability" });
+        }
+      }
       metrics.issued.inc({ backend: role.backend, role: role.name });
       metrics.issuance.observe({ backend: role.backend }, Number(process.hrtime.bigint() - started) / 1e9);
       return { lease: publicLease(lease), credential: minted.credential };

@@ -11,6 +11,7 @@
 import type { Redis } from "ioredis";
 import { RateLimiterRedis, RateLimiterRes } from "rate-limiter-flexible";
 import { BrokerError } from "../core/errors";
+import { describeRedisError } from "../redis/health";
 
 export interface RateLimiter {
   /** Counts one request of `workload`; throws 429 rate_limited (with Retry-After) over the limit. */
@@ -42,7 +43,7 @@ export function createRateLimiter(redis: Redis, tag: string): RateLimiter {
             headers: { "Retry-After": String(retryAfter) },
           });
         }
-        throw new BrokerError("store_unavailable", "the rate limit cannot be checked: Redis is unreachable; nothing was issued", { cause: e });
+        throw new BrokerError("store_unavailable", `the rate limit cannot be checked (${describeRedisError(e)}); nothing was issued`, { cause: e, reason: "redis" });
       }
     },
   };

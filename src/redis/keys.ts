@@ -11,6 +11,9 @@
  *   {p}:task:*, {p}:revop:*
  *   {p}:revocations:*                          BullMQ's queue (src/leases/queue.ts)
  *   {p}:sweeper                                string: the sweeper's per-tick lock
+ *   {p}:ready                                  string, PX 10 s: /readyz's write probe (src/redis/health.ts)
+ *   {p}:durable                                string, PX 10 s: the write WAIT is measured
+ *                                               against (src/redis/durability.ts)
  *   {p}:req:*, {p}:reqs, {p}:reqs:*            approval requests: see src/approvals/store.ts
  *   {p}:console:s:*, {p}:console:op:*,         console sessions and sign-ins
  *   {p}:console:login:*, {p}:console:logins:*   (src/console/sessions.ts)
@@ -47,6 +50,9 @@ export interface Keyspace {
   consoleLogin(state: string): string;
   /** console: sign-ins started in one minute (a budget). */
   consoleLogins(minute: string): string;
+  /** /readyz's write probe; `durable`: the marker write of redis.durability's WAIT. */
+  ready: string;
+  durable: string;
 }
 
 const sha256 = (s: string) => createHash("sha256").update(s).digest("base64url");
@@ -67,5 +73,7 @@ export function createKeyspace(prefix: string): Keyspace {
     consoleOperator: (workload) => `${tag}:console:op:${sha256(workload)}`,
     consoleLogin: (state) => `${tag}:console:login:${sha256(state)}`,
     consoleLogins: (minute) => `${tag}:console:logins:${minute}`,
+    ready: `${tag}:ready`,
+    durable: `${tag}:durable`,
   };
 }

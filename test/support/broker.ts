@@ -48,6 +48,13 @@ export function configFrom(config: Record<string, unknown>, env: NodeJS.ProcessE
   return parseConfig(text, file, env);
 }
 
+/** The test run's Redis and a unique prefix, unless the test names its own mode (sentinel, cluster). */
+function redisSection(own: Record<string, unknown> | undefined, url: string | undefined): Record<string, unknown> {
+  const base = { prefix: uniquePrefix(), ...(own ?? {}) };
+  if (own?.sentinel || own?.cluster) return base;
+  return { url: url ?? testRedisUrl(), ...base };
+}
+
 export async function startTestBroker(
   config: Record<string, unknown> | LoadedConfig,
   opts: { redisUrl?: string; now?: () => number; backends?: Partial<Record<string, Backend>>; worker?: boolean; reloadWaitMs?: number } = {},
@@ -57,7 +64,7 @@ export async function startTestBroker(
     base ??
     configFrom({
       ...config,
-      redis: { url: opts.redisUrl ?? testRedisUrl(), prefix: uniquePrefix(), ...((config as { redis?: object }).redis ?? {}) },
+      redis: redisSection((config as { redis?: Record<string, unknown> }).redis, opts.redisUrl),
     });
   const logs: string[] = [];
   const destination = new Writable({

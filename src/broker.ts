@@ -282,6 +282,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
         concurrency: cfg.worker.concurrency,
         sweepIntervalMs: cfg.worker.sweep_interval,
         graceMs: cfg.worker.sweep_grace,
+        mintTimeoutMs: cfg.worker.mint_timeout,
         now,
       })
     : null;

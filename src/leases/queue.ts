@@ -75,6 +75,8 @@ export interface WorkerOptions {
   concurrency: number;
   sweepIntervalMs: number;
   graceMs: number;
+  /** A lease still `issuing` this long after issue lost its activation (worker.mint_timeout). */
+  mintTimeoutMs?: number;
   /** Where worker and sweeper errors go (counted, logged once per change of state). */
   onError?: (connection: string, e: unknown) => void;
   onRecovered?: (connection: string) => void;
@@ -213,11 +215,55 @@ export function startRevocationWorker(opts: WorkerOptions) {
   const timer = setInterval(() => void sweep(), opts.sweepIntervalMs);
   timer.unref();
 
+  /**
+   * I3 after a crash or failover: a lease whose activation was lost stays `issuing` (its
+   * credential may have been minted, and no 201 answered it). Leases issued more than
+   * `mintTimeoutMs` ago and still issuing are ended with trigger issue_failed (the revoker revokes
+   * the credential where a handle exists, and ends the lease as never minted otherwise; Vault's
+   * reconciliation finds an orphan Vault lease), instead of waiting for their expiry.
+   * The scan walks the leases by issue time, from an hour before start, a bounded batch per tick.
+   */
+  const mintTimeoutMs = opts.mintTimeoutMs ?? 30_000;
+  let scanFrom = now() - 3600_000;
+  let reconciling = false;
+  async function reconcileIssuing(): Promise<number> {
+    if (reconciling) return 0;
+    reconciling = true;
+    let ended = 0;
+    try {
+      for (let round = 0; round < 4; round++) {
+        const until = now() - mintTimeoutMs;
+        const { ids, next } = await opts.store.stuckIssuing(scanFrom, until, 500);
+        if (ids.length > 0) {
+          const moved = await opts.store.trigger(ids, { trigger: "issue_failed", reason: "still issuing after worker.mint_timeout: its activation was lost (crash or failover)" });
+          const outcome = await opts.revoker.revoke(moved);
+          await opts.queue.revokeSoon(outcome.failed.map((f) => f.id));
+          ended += moved.length;
+        }
+        if (next === null) {
+          scanFrom = until;
+          break;
+        }
+        scanFrom = next;
+      }
+      if (ended > 0) opts.logger.warn({ leases: ended }, "ended leases stuck in issuing (their activation was lost)");
+    } catch (e) {
+      onError("reconciler", e);
+    } finally {
+      reconciling = false;
+    }
+    return ended;
+  }
+  const reconcileTimer = setInterval(() => void reconcileIssuing(), Math.max(1000, Math.min(5000, mintTimeoutMs / 2)));
+  reconcileTimer.unref();
+
   return {
     worker,
     sweep,
+    reconcileIssuing,
     async close(): Promise<void> {
       clearInterval(timer);
+      clearInterval(reconcileTimer);
       // Running jobs may finish (bounded): a worker whose Redis is gone must still shut down.
       if (!(await within(worker.close(), 10_000))) await within(worker.close(true), 2000);
       workerConn.disconnect();

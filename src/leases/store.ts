@@ -391,6 +391,29 @@ export function createLeaseStore(redis: Redis, keys: Keyspace, opts: LeaseStoreO
       } while (cursor !== "0");
     },
 
+    /**
+     * Leases issued between `from` and `to` (ms, by issued_at) that are still `issuing`: their
+     * activation never landed (the API process died, or a failover lost the write). Scans at most
+     * `limit` leases; `next` is where the next scan starts (null when it reached `to`).
+     */
+    async stuckIssuing(from: number, to: number, limit: number): Promise<{ ids: string[]; next: number | null }> {
+      if (from > to) return { ids: [], next: null };
+      const flat = await storeCall(() => redis.zrangebyscore(k.all, String(from), String(to), "WITHSCORES", "LIMIT", 0, limit));
+      const ids: string[] = [];
+      let last = from;
+      for (let i = 0; i < flat.length; i += 2) {
+        ids.push(flat[i]!);
+        last = Number(flat[i + 1]);
+      }
+      if (ids.length === 0) return { ids: [], next: null };
+      const pipe = redis.pipeline();
+      for (const id of ids) pipe.hget(k.lease(id), "state");
+      const states = await storeCall(() => pipe.exec());
+      const stuck = ids.filter((_, i) => states?.[i]?.[1] === "issuing");
+      // Ties at `last` are scanned again next time (harmless: triggering is first-wins).
+      return { ids: stuck, next: ids.length < limit ? null : last === from ? last + 1 : last };
+    },
+
     async countLive(sel: Selector, value: string): Promise<number> {
       return storeCall(() => redis.scard(k.live(sel, value)));
     },

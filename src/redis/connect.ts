@@ -14,6 +14,7 @@
  * (both implement ioredis's RedisCommander), which is all the feature modules use.
  */
 import { readFileSync } from "node:fs";
+import type { ConnectionOptions } from "node:tls";
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from "ioredis";
 import type { RedisConfig } from "../config/schema";
 
@@ -61,7 +62,7 @@ function hostPort(text: string): { host: string; port: number } {
   return { host: text.slice(0, i).replace(/^\[|\]$/g, ""), port: Number(text.slice(i + 1)) };
 }
 
-function tlsOptions(tls: boolean | { ca_file?: string; servername?: string } | undefined): RedisOptions["tls"] | undefined {
+function tlsOptions(tls: boolean | { ca_file?: string; servername?: string } | undefined): ConnectionOptions | undefined {
   if (!tls) return undefined;
   if (tls === true) return {};
   return { ...(tls.ca_file ? { ca: readFileSync(tls.ca_file) } : {}), ...(tls.servername ? { servername: tls.servername } : {}) };

@@ -1,5 +1,5 @@
 /**
- * The one place the broker opens Redis connections (docs/ARCHITECTURE.md, scale and availability).
+ * The one place the broker opens Redis connections (docs/ARCHITECTURE.md, Processes and connections).
  * Every connection — API, BullMQ queue and worker, sweeper, audit ledger and its WATCH
  * connection, rate limiter, CLI — is built here from `redis.url`, `redis.sentinel` or
  * `redis.cluster`, so each follows failovers by itself:

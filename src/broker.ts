@@ -45,6 +45,9 @@ import { createApprovalStore, type ApprovalStore } from "./approvals/store";
 import { createRateLimiter } from "./limits/ratelimit";
 import { repeat } from "./core/repeat";
 import { mountConsole } from "./console/mount";
+import { createTokenExchange } from "./oauth/exchange";
+import { createIntrospector } from "./oauth/introspect";
+import { mountOAuthRoutes } from "./oauth/routes";
 
 export interface BrokerOptions {
   logger: Logger;
@@ -247,6 +250,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     maxPendingPerWorkload: cfg.approvals.max_pending_per_workload,
     now,
   });
+  const limiter = createRateLimiter(redis, keys.tag);
   const service = createLeaseService({
     store,
     queue,
@@ -261,7 +265,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     logger,
     quota: cfg.leases.quota_per_workload,
     approvals,
-    limiter: createRateLimiter(redis, keys.tag),
+    limiter,
     requestsPerMinute: cfg.limits.requests_per_minute,
     timeZone: cfg.policy.timezone,
     durability,
@@ -317,7 +321,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
   let reloadingAll = false;
   function reauthorize(cause: { actor: string; source: string }): Promise<ReauthorizationReport> {
     const run = reauthChain.then(() =>
-      reauthorizeLeases({ policy: policyEngine, roles: inventory.roles(), workloads, timeZone: cfg.policy.timezone, store, queue, audit, metrics: leaseMetrics, logger, now }, cause),
+      reauthorizeLeases({ policy: policyEngine, roles: inventory.roles(), workloads, timeZone: cfg.policy.timezone, maxDepth: cfg.delegation.max_depth, store, queue, audit, metrics: leaseMetrics, logger, now }, cause),
     );
     reauthChain = run.catch((e: Error) => logger.error({ err: { message: e.message } }, "re-authorization of active leases failed; it runs again on the next reload"));
     return run;
@@ -406,20 +410,38 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
       openapi ??= buildOpenApiDocument(apiRoutes(), { serverUrl: cfg.server.public_url });
       res.json(openapi);
     });
+    // RFC 8693 token exchange and RFC 8414 metadata (src/oauth): authenticated by actor_token.
+    mountOAuthRoutes(app, {
+      exchange: createTokenExchange({
+        verifier,
+        workloads,
+        roles: inventory.roles,
+        jwt,
+        store,
+        service,
+        audit,
+        metrics,
+        limiter,
+        requestsPerMinute: cfg.limits.requests_per_minute,
+        maxDepth: cfg.delegation.max_depth,
+        now,
+      }),
+      verifier,
+      workloads,
+      metrics,
+      logger,
+      issuer: cfg.server.public_url,
+      bodyLimit: cfg.server.body_limit,
+    });
+    const introspect = createIntrospector({ jwt, store, now });
     app.use("/v1", authenticate(verifier, workloads, metrics));
     app.use(identityRoutes());
     app.post("/v1/introspect", requireJsonObject, async (req, res) => {
       // RFC 7662: any authenticated workload (a resource server) may introspect a broker token.
-      const token = (req.body as { token?: unknown }).token;
+      const { token, resource } = req.body as { token?: unknown; resource?: unknown };
       if (typeof token !== "string" || token.length === 0) throw new BrokerError("invalid_request", "token: required string");
-      const verified = await jwt.verify(token);
-      const lease = verified ? await store.get(verified.leaseId) : null;
-      if (!verified || !lease || lease.state !== "active" || lease.expires_ms <= now()) {
-        res.json({ active: false });
-        return;
-      }
-      const p = verified.payload;
-      res.json({ active: true, token_type: "Bearer", iss: p.iss, sub: p.sub, aud: p.aud, scope: p.scope, jti: p.jti, task_id: p.task_id, iat: p.iat, nbf: p.nbf, exp: p.exp, lease_id: lease.id, role: lease.role });
+      if (resource !== undefined && (typeof resource !== "string" || resource.length === 0 || resource.length > 2048)) throw new BrokerError("invalid_request", "resource: optional string (RFC 8707)");
+      res.json(await introspect(token, resource));
     });
     const leaseRouter = leaseRoutes({ service, store, audit, policy: () => policyEngine, metrics: leaseMetrics, timeZone: cfg.policy.timezone });
     app.use(leaseRouter);

@@ -26,6 +26,18 @@ export interface MintRequest {
    * inside the role's session policy). Never wider than the role allows.
    */
   scope?: Record<string, unknown>;
+  /**
+   * jwt backend only, set by the token exchange (src/oauth, RFC 8693): the token's `sub` (the
+   * chain's subject instead of the lease's workload), its `act` claim, the audience(s) and the
+   * scope (space-separated; "" = none), each already checked to be within the role and parent.
+   */
+  token?: { subject: string; act?: ActClaim; audience: string | string[]; scope?: string };
+}
+
+/** RFC 8693 section 4.1: the current actor, with the prior actors nested in `act`. */
+export interface ActClaim {
+  sub: string;
+  act?: ActClaim;
 }
 
 /** A backend's own health, shown in /readyz; "unavailable" never makes the broker unready. */

@@ -5,7 +5,7 @@
  */
 
 export type LeaseState = "issuing" | "active" | "revoking" | "revoked" | "expired" | "revoke_failed";
-export type RevocationTrigger = "expiry" | "task_completed" | "owner" | "operator" | "policy_change" | "issue_failed";
+export type RevocationTrigger = "expiry" | "task_completed" | "owner" | "operator" | "policy_change" | "issue_failed" | "parent_revoked";
 
 export interface TaskContext {
   id: string;
@@ -43,6 +43,10 @@ export interface Lease {
   ttl_seconds: number;
   /** Set when an operator approved the request this lease was issued for. */
   approval?: { request_id: string; approved_by: string };
+  /** Delegation (RFC 8693): the lease this one was exchanged from. */
+  parent_lease_id?: string;
+  /** The person the chain acts for (issuer config name and ID token subject). */
+  on_behalf_of?: { issuer: string; subject: string };
   last_error?: string;
   revoke_attempts?: number;
 }

@@ -116,6 +116,7 @@ describe("parseConfig: valid configurations", () => {
       {
         name: "ci",
         type: "oidc",
+        use: "workloads",
         issuer: "https://ci.example.com",
         jwks_uri: "https://ci.example.com/jwks",
         algorithms: ["RS256"],

@@ -67,6 +67,16 @@ const issuerCommon = {
   jwks_refresh: duration.prefault("10m"),
   /** Minimum time between two refreshes caused by unknown kids. */
   jwks_cooldown: duration.prefault("30s"),
+  /**
+   * `workloads` (default): tokens authenticate workloads. `users`: ID tokens of people an agent
+   * acts for (`POST /v1/oauth/token`, on-behalf-of); never accepted as a workload token.
+   */
+  use: z.enum(["workloads", "users"]).default("workloads"),
+  /**
+   * The `aud` a token must carry (default `server.audience`). For a `users` issuer this is
+   * usually the OIDC client id the people's ID tokens are issued to.
+   */
+  audience: z.string().min(1).optional(),
 };
 
 const oidcIssuer = z
@@ -490,6 +500,8 @@ export const configSchema = z
         session_max: duration.prefault("8h"),
       })
       .optional(),
+    /** RFC 8693 delegation (src/oauth): how many hops a chain may have (0 = no delegation). */
+    delegation: z.strictObject({ max_depth: z.number().int().min(0).max(16).default(3) }).prefault({}),
   })
   // Runs even when other parts are invalid (`evenIfInvalid`), so one `config check` reports every
   // problem at once; the value may then be partial, hence the type guards below.
@@ -517,6 +529,9 @@ export const configSchema = z
       "issuer",
     );
     dup(workloads.map((w, i) => [w.id, ["workloads", i, "id"]]), "workload id");
+    issuers.forEach((iss, i) => {
+      if (iss.type === "spiffe" && iss.use === "users") ctx.addIssue({ code: "custom", path: ["identity", "issuers", i, "use"], message: "use: users is for OIDC issuers of people's ID tokens, not SPIFFE" });
+    });
     dup(roles.map((r, i) => [r.name, ["roles", i, "name"]]), "role name");
 
     const byName = new Map(issuers.filter((i) => typeof i.name === "string").map((i) => [i.name, i]));
@@ -525,6 +540,10 @@ export const configSchema = z
       const iss = byName.get(w.issuer);
       if (!iss) {
         ctx.addIssue({ code: "custom", path: ["workloads", i, "issuer"], message: `unknown issuer "${w.issuer}" (known: ${[...byName.keys()].join(", ")})` });
+        return;
+      }
+      if (iss.use === "users") {
+        ctx.addIssue({ code: "custom", path: ["workloads", i, "issuer"], message: `issuer "${w.issuer}" has use: users; its tokens identify people an agent acts for, never a workload` });
         return;
       }
       if (iss.type === "spiffe" && typeof w.subject === "string" && !w.subject.startsWith(`spiffe://${iss.trust_domain}/`)) {

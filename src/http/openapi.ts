@@ -17,6 +17,7 @@ import { credentialRequestSchema, leaseListQuery, revocationRequestSchema, revok
 import { PROBLEM_TYPE_BASE } from "./problem";
 import { APPROVAL_STATES } from "../approvals/store";
 import { LEASE_STATES, type RevocationTrigger } from "../leases/types";
+import { oauthApiRoutes } from "../oauth/openapi";
 
 export type HttpMethod = "get" | "post" | "put" | "patch" | "delete";
 
@@ -44,6 +45,8 @@ export interface ApiRoute {
   body?: z.ZodType;
   /** The body may be omitted (DELETE with an optional reason). */
   bodyOptional?: boolean;
+  /** Media types the body may come in (default application/json). */
+  bodyMediaTypes?: string[];
   responses: Record<number, ApiResponse>;
   /** Problem codes this operation answers besides the ones every authenticated call may. */
   errors?: ErrorCode[];
@@ -67,7 +70,7 @@ export function apiComponent<T extends z.ZodType>(name: string, schema: T, io: "
 const time = z.iso.datetime().describe("RFC 3339, UTC");
 const text = z.string();
 
-const REVOCATION_TRIGGERS = ["expiry", "task_completed", "owner", "operator", "policy_change", "issue_failed"] as const satisfies readonly RevocationTrigger[];
+const REVOCATION_TRIGGERS = ["expiry", "task_completed", "owner", "operator", "policy_change", "issue_failed", "parent_revoked"] as const satisfies readonly RevocationTrigger[];
 
 export const problemSchema = apiComponent(
   "Problem",
@@ -110,6 +113,8 @@ export const leaseSchema = apiComponent(
     task: taskContext,
     ttl_seconds: z.number().int(),
     approval: z.strictObject({ request_id: text, approved_by: text }).optional().describe("Set when an operator approved the request"),
+    parent_lease_id: text.optional().describe("Delegation (RFC 8693): the lease this one was exchanged from; revoking it revokes this one (trigger parent_revoked)"),
+    on_behalf_of: z.strictObject({ issuer: text, subject: text }).optional().describe("The person the chain acts for: the users issuer (config name) and the subject of their ID token"),
     last_error: text.optional().describe("The last revocation error (revoke_failed)"),
     revoke_attempts: z.number().int().optional(),
   }),
@@ -292,7 +297,11 @@ const openidConfigurationSchema = apiComponent(
   }),
 );
 
-export const introspectionRequestSchema = apiComponent("IntrospectionRequest", z.strictObject({ token: z.string().min(1).describe("A broker-issued JWT") }), "input");
+export const introspectionRequestSchema = apiComponent(
+  "IntrospectionRequest",
+  z.strictObject({ token: z.string().min(1).describe("A broker-issued JWT"), resource: z.string().min(1).max(2048).optional().describe("RFC 8707: inactive unless the token's audience includes it") }),
+  "input",
+);
 apiComponent("CredentialRequest", credentialRequestSchema, "input");
 apiComponent("RevocationRequest", revocationRequestSchema, "input");
 apiComponent("RevokeLeaseRequest", revokeBodySchema, "input");
@@ -558,6 +567,7 @@ export function apiRoutes(): ApiRoute[] {
       },
       errors: ["policy_denied", "policy_invalid"],
     },
+    ...oauthApiRoutes(),
   ];
 }
 
@@ -660,7 +670,14 @@ export function buildOpenApiDocument(routes: ApiRoute[], opts: OpenApiOptions = 
       tags: r.tags,
       ...(r.auth === "none" ? { security: [] } : {}),
       ...(parameters.length ? { parameters } : {}),
-      ...(r.body ? { requestBody: { required: !r.bodyOptional, content: { "application/json": { schema: ref(register(r.body, `${r.operationId}Request`, "input")) } } } } : {}),
+      ...(r.body
+        ? {
+            requestBody: {
+              required: !r.bodyOptional,
+              content: Object.fromEntries((r.bodyMediaTypes ?? ["application/json"]).map((t) => [t, { schema: ref(register(r.body!, `${r.operationId}Request`, "input")) }])),
+            },
+          }
+        : {}),
       responses,
     };
   }

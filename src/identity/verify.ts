@@ -41,8 +41,15 @@ export interface TokenVerifierOptions {
   now?: () => number;
 }
 
+/** What a token is presented as: a workload's own token, or a person's ID token (on-behalf-of). */
+export type TokenUse = "workloads" | "users";
+
 export interface TokenVerifier {
-  verify(token: string): Promise<Identity>;
+  /**
+   * Verifies a token of an issuer configured for `use` (default `workloads`). A token of an
+   * issuer with the other use is refused like any other invalid token (401 invalid_token).
+   */
+  verify(token: string, use?: TokenUse): Promise<Identity>;
 }
 
 const COMPACT = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
@@ -112,7 +119,7 @@ export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
     throw invalidToken("unknown_issuer", "token issuer is not trusted by this broker");
   }
 
-  async function verify(token: string): Promise<Identity> {
+  async function verify(token: string, use: TokenUse = "workloads"): Promise<Identity> {
     shapeCheck(token);
     let header: ReturnType<typeof decodeProtectedHeader>;
     let unverified: JWTPayload;
@@ -129,6 +136,13 @@ export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
       if (h in header) throw invalidToken("key_reference_header", `tokens carrying a ${h} header are not accepted`);
     }
     const issuer = route(unverified);
+    // A person's ID token never authenticates a workload, and a workload token is no ID token.
+    if (issuer.use !== use) {
+      throw invalidToken(
+        use === "workloads" ? "users_token" : "not_a_users_token",
+        use === "workloads" ? `issuer ${issuer.name} issues tokens of people (use: users), not workload tokens` : `issuer ${issuer.name} does not issue tokens of people (use: users)`,
+      );
+    }
     if (!issuer.algorithms.includes(alg)) throw invalidToken("alg_not_allowed", `algorithm ${alg} is not allowed for issuer ${issuer.name}`);
     const keySet = opts.keySets.get(issuer.name);
     if (!keySet) throw new BrokerError("internal", `no key set for issuer ${issuer.name}`);
@@ -140,7 +154,7 @@ export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
       ({ payload } = await jwtVerify(token, keySet.getKey, {
         algorithms: issuer.algorithms,
         issuer: issuer.type === "oidc" ? issuer.issuer : undefined,
-        audience: opts.audience,
+        audience: issuer.audience ?? opts.audience,
         clockTolerance: skewSec,
         requiredClaims: ["exp"],
         currentDate: new Date(nowMs),

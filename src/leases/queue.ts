@@ -150,10 +150,14 @@ export function startRevocationWorker(opts: WorkerOptions) {
     }
     const outcome = await opts.revoker.revoke([id]);
     if (job.name === "revoke") await opts.queue.dropExpiry(outcome.done);
-    if (outcome.failed.length > 0) {
+    // Delegated children revoked with this lease (the cascade) that failed get their own job.
+    const others = outcome.failed.filter((f) => f.id !== id).map((f) => f.id);
+    if (others.length > 0) await opts.queue.revokeSoon(others);
+    const mine = outcome.failed.find((f) => f.id === id);
+    if (mine) {
       // Expiry jobs do not retry themselves: the revocation continues as a retrying job.
       if (job.name === "expire") await opts.queue.revokeSoon([id]);
-      else throw new Error(outcome.failed[0]!.error);
+      else throw new Error(mine.error);
     }
   }
 

@@ -4,6 +4,11 @@
  * bulk-revocation job and the sweeper alike, so there is exactly one revocation path.
  * Idempotent (I4): a lease that is already terminal is skipped; "already gone" at a backend is
  * the backend's own success.
+ *
+ * Cascade (RFC 8693 delegation, src/oauth): before a lease with delegated children is revoked at
+ * its backend, its children are triggered (`parent_revoked`, first trigger wins) and revoked in
+ * the same call, depth first, so one revocation ends the whole chain whatever its trigger. If the
+ * cascade cannot be recorded, the parent's attempt fails and is retried like a backend failure.
  */
 import type { Logger } from "pino";
 import type { AuditLedger } from "../audit/ledger";
@@ -65,10 +70,38 @@ export function createRevoker(opts: RevokerOptions) {
     return l;
   };
 
+  /** Triggers the live children of a lease being revoked; answers the ids this call moved. */
+  async function cascade(lease: StoredLease): Promise<string[]> {
+    const kids = await opts.store.children(lease.id);
+    if (kids.length === 0) return [];
+    const trigger = lease.revocation?.trigger ?? "expiry";
+    const reason = `parent lease ${lease.id} was revoked (${trigger})`;
+    const by = lease.revocation?.by;
+    const moved = await opts.store.trigger(kids, { trigger: "parent_revoked", ...(by ? { by } : {}), reason });
+    if (moved.length > 0) {
+      const at = new Date(now()).toISOString();
+      const live = (await opts.store.getMany(moved)).filter((l): l is StoredLease => l !== null);
+      await opts.audit.appendMany(
+        live.map((l) => ({ type: "revocation_requested", at, lease_id: l.id, workload: l.workload, task_id: l.task_id, actor: by ?? "system", trigger: "parent_revoked", parent_lease_id: lease.id, reason })),
+      );
+    }
+    return moved;
+  }
+
+  async function revokeIds(ids: string[], out: RevokeOutcome): Promise<void> {
+    const leases = await opts.store.getMany(ids);
+    await Promise.all(leases.map((l) => (l ? revokeOne(l, out) : Promise.resolve())));
+  }
+
   async function revokeOne(lease: StoredLease, out: RevokeOutcome): Promise<void> {
     if (lease.state !== "revoking" && lease.state !== "revoke_failed") return;
     const backend = opts.backends.get(lease.backend);
     try {
+      if (lease.has_children) {
+        // Children first: they must not outlive the parent's revocation by a retry's backoff.
+        const moved = await cascade(lease);
+        if (moved.length > 0) await revokeIds(moved, out);
+      }
       if (lease.handle === null) {
         // Issued but not (yet) minted: wait for the mint to record its handle, or time out.
         if (now() - lease.issued_ms < opts.mintTimeoutMs) throw new Error("mint still in progress");
@@ -114,8 +147,7 @@ export function createRevoker(opts: RevokerOptions) {
     /** Revokes the given (already triggered) leases. Never throws for one lease's failure (I4). */
     async revoke(ids: string[]): Promise<RevokeOutcome> {
       const out: RevokeOutcome = { done: [], failed: [] };
-      const leases = await opts.store.getMany(ids);
-      await Promise.all(leases.map((l) => (l ? revokeOne(l, out) : Promise.resolve())));
+      await revokeIds(ids, out);
       return out;
     },
   };

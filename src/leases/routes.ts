@@ -13,7 +13,7 @@ import { isOperator as isOperatorOf, requireOperator as requireOperatorOf, type 
 import type { PolicyEngine } from "../policy/engine";
 import type { LeaseMetrics } from "./metrics";
 import type { LeaseService } from "./service";
-import { publicLease, type LeaseStore, type StoredLease } from "./store";
+import { matchesFilter, publicLease, type LeaseStore, type StoredLease } from "./store";
 import { publicRequest } from "../approvals/store";
 import { LEASE_STATES } from "./types";
 
@@ -41,6 +41,7 @@ export const leaseListQuery = z.strictObject({
   role: z.string().max(128).optional(),
   issuer: z.string().max(64).optional(),
   state: leaseState.optional(),
+  parent: z.string().regex(/^l_[A-Za-z0-9_-]{10,40}$/, "must be a lease id").optional().describe("leases delegated from this lease (RFC 8693)"),
   limit: z.coerce.number().int().min(1).max(500).default(50),
   cursor: z.string().max(512).optional(),
 });
@@ -126,6 +127,13 @@ export function leaseRoutes(opts: LeaseRoutesOptions): Router {
   r.get("/v1/admin/leases", async (req, res) => {
     requireOperator(req, "admin_read");
     const q = parse(leaseListQuery, req.query, "query");
+    if (q.parent !== undefined) {
+      // The children of one lease, oldest first (one set; bounded by quotas and rate limits).
+      const kids = (await store.getMany(await store.children(q.parent))).filter((l): l is StoredLease => l !== null && matchesFilter(l, q));
+      kids.sort((a, b) => a.issued_ms - b.issued_ms || (a.id < b.id ? -1 : 1));
+      res.json({ leases: kids.slice(0, q.limit).map(publicLease), next_cursor: null });
+      return;
+    }
     const { leases, next } = await store.list(q, q.limit, q.cursor);
     res.json({ leases: leases.map(publicLease), next_cursor: next });
   });

@@ -12,7 +12,7 @@ import type { Logger } from "pino";
 import type { ApprovalRequest, ApprovalStore } from "../approvals/store";
 import type { AuditLedger } from "../audit/ledger";
 import type { RateLimiter } from "../limits/ratelimit";
-import type { Backend, MintResult } from "../backends/types";
+import type { Backend, MintRequest, MintResult } from "../backends/types";
 import type { RoleConfig } from "../config/schema";
 import { BrokerError } from "../core/errors";
 import type { AuthContext } from "../http/app";
@@ -23,7 +23,7 @@ import type { Decision, PolicyEngine } from "../policy/engine";
 import type { LeaseMetrics } from "./metrics";
 import type { RevocationQueue, Selector } from "./queue";
 import type { Revoker } from "./revoker";
-import { publicLease, type LeaseStore, type NewLease, type StoredLease } from "./store";
+import { publicLease, type LeaseDelegation, type LeaseStore, type NewLease, type OnBehalfOf, type StoredLease } from "./store";
 import { leaseTtlMs, requestedTtlMs } from "./ttl";
 import type { Lease, RevocationTrigger, TaskContext } from "./types";
 import type { Durability } from "../redis/durability";
@@ -63,6 +63,23 @@ export interface CredentialRequest {
   ttlMs?: number;
   /** Backend-specific narrowing (MintRequest.scope), validated by the backend before anything is written. */
   scope?: Record<string, unknown>;
+  /** A token exchange (src/oauth, RFC 8693): delegation or on-behalf-of. */
+  exchange?: ExchangeRequest;
+}
+
+/**
+ * What a token exchange adds to a credential request, already checked by src/oauth to be no
+ * wider than the parent lease and the role. Differences from a direct request: Cedar decides
+ * `action` with `context` added (delegation, on_behalf_of); an explicit TTL longer than the
+ * parent's remaining life or the policy's @max_ttl is refused, never clamped; a delegated lease
+ * is registered under its parent (and revoked with it); approvals are not available.
+ */
+export interface ExchangeRequest {
+  action: "request" | "delegate";
+  context: { delegation?: { depth: number; from: string; chain: string[] }; on_behalf_of?: OnBehalfOf };
+  delegation?: LeaseDelegation & { parentExpiresMs: number };
+  onBehalfOf?: OnBehalfOf;
+  token: NonNullable<MintRequest["token"]>;
 }
 
 /**
@@ -130,16 +147,25 @@ export function createLeaseService(opts: LeaseServiceOptions) {
     async issue(auth: AuthContext, req: CredentialRequest, approval?: { request: ApprovalRequest }): Promise<IssueResult> {
       const started = process.hrtime.bigint();
       const workload = auth.workload.id;
-      if (!approval && opts.limiter) await opts.limiter.consume(workload, auth.workload.limits?.requests_per_minute ?? opts.requestsPerMinute ?? 0);
+      // A token exchange counted its attempt already (src/oauth), before reading the subject.
+      if (!approval && !req.exchange && opts.limiter) await opts.limiter.consume(workload, auth.workload.limits?.requests_per_minute ?? opts.requestsPerMinute ?? 0);
       const role = opts.roles().get(req.role);
       if (!role) throw new BrokerError("unknown_role", `no role named "${req.role}"`);
       const backend = opts.backends.get(role.backend);
       if (!backend) throw new BrokerError("backend_unavailable", `backend ${role.backend} is not available in this broker`);
-      const mintReq = req.scope === undefined ? {} : { scope: req.scope };
+      const ex = req.exchange;
+      const mintReq: MintRequest = { ...(req.scope === undefined ? {} : { scope: req.scope }), ...(ex ? { token: ex.token } : {}) };
       const task: TaskContext = { id: req.task.id, intent: req.task.intent ?? "", tool: req.task.tool ?? "", destination: req.task.destination ?? "", sensitivity: req.task.sensitivity ?? "" };
 
       const ttlIn = { requestedMs: req.ttlMs, roleDefaultMs: role.ttl.default, roleMaxMs: role.ttl.max };
-      const askedMs = requestedTtlMs(ttlIn);
+      // A delegated lease ends no later than its parent (whole seconds, like every expiry).
+      const parentLeftMs = ex?.delegation ? ex.delegation.parentExpiresMs - now() : Number.POSITIVE_INFINITY;
+      if (ex?.delegation && req.ttlMs !== undefined && req.ttlMs > parentLeftMs) {
+        throw new BrokerError("ttl_too_long", `requested ttl ${Math.round(req.ttlMs / 1000)}s exceeds the ${Math.max(0, Math.floor(parentLeftMs / 1000))}s the subject token's lease has left`, {
+          extra: { max_ttl_seconds: Math.max(0, Math.floor(parentLeftMs / 1000)) },
+        });
+      }
+      const askedMs = Math.min(requestedTtlMs(ttlIn), parentLeftMs);
       if (await store.isTaskCompleted(workload, task.id)) throw new BrokerError("task_completed", `task ${task.id} is completed; start a new task`);
 
       const principal = principalOf(auth);
@@ -147,12 +173,12 @@ export function createLeaseService(opts: LeaseServiceOptions) {
       const askedSeconds = Math.floor(askedMs / 1000);
       const decision = opts.policy().decide({
         principal,
-        action: "request",
+        action: ex?.action ?? "request",
         resource,
-        context: decisionContext({ task, ttlSeconds: askedSeconds, approved: approval !== undefined, atMs: now(), timeZone: opts.timeZone }),
+        context: { ...decisionContext({ task, ttlSeconds: askedSeconds, approved: approval !== undefined, atMs: now(), timeZone: opts.timeZone }), ...(ex?.context ?? {}) },
       });
       const inventoryAtStart = opts.inventoryVersion?.() ?? 0;
-      metrics.decisions.inc({ action: "request", decision: decision.decision });
+      metrics.decisions.inc({ action: ex?.action ?? "request", decision: decision.decision });
       const identity = { kind: auth.identity.kind, issuer: auth.identity.issuer, subject: auth.identity.subject };
       await audit.append({
         type: "decision",
@@ -160,14 +186,19 @@ export function createLeaseService(opts: LeaseServiceOptions) {
         workload,
         task_id: task.id,
         actor: workload,
-        action: "request",
+        action: ex?.action ?? "request",
         role: role.name,
         identity,
+        ...(ex ? exchangeSummary(ex) : {}),
         ...decisionSummary(decision),
         ...(decision.approvalRequired ? { approval_required: true } : {}),
         ...(approval ? { approval_request: approval.request.id, approved_by: approval.request.decided_by } : {}),
       });
-      if (decision.decision !== "allow") throw new BrokerError("policy_denied", `policy does not allow ${workload} to request ${role.name}`, { extra: { policy_hash: decision.policyHash } });
+      if (decision.decision !== "allow") throw new BrokerError("policy_denied", `policy does not allow ${workload} to ${ex?.action ?? "request"} ${role.name}`, { extra: { policy_hash: decision.policyHash } });
+      if (ex && decision.approvalRequired) throw new BrokerError("policy_denied", `the policy requires approval for ${role.name}, which a token exchange cannot wait for; use POST /v1/credentials`);
+      if (ex && req.ttlMs !== undefined && decision.maxTtlSeconds !== undefined && req.ttlMs > decision.maxTtlSeconds * 1000) {
+        throw new BrokerError("ttl_too_long", `requested ttl ${Math.round(req.ttlMs / 1000)}s exceeds the ${decision.maxTtlSeconds}s the policy allows`, { extra: { max_ttl_seconds: decision.maxTtlSeconds } });
+      }
       // Backend-specific input is checked only for callers the policy allows: a scope check can be
       // costly and its answers describe the role, which a refused caller must not learn about.
       if (req.scope !== undefined && !backend.checkRequest) throw new BrokerError("invalid_request", `scope: role ${role.name} (backend ${role.backend}) does not accept a scope`);
@@ -206,7 +237,7 @@ export function createLeaseService(opts: LeaseServiceOptions) {
         return { pending: r };
       }
 
-      const ttlMs = leaseTtlMs({ ...ttlIn, policyMaxMs: decision.maxTtlSeconds === undefined ? undefined : decision.maxTtlSeconds * 1000 });
+      const ttlMs = Math.min(leaseTtlMs({ ...ttlIn, policyMaxMs: decision.maxTtlSeconds === undefined ? undefined : decision.maxTtlSeconds * 1000 }), parentLeftMs);
       const issuedAt = now();
       // Whole seconds: JWT exp and most backends count in seconds; never later than the lease (I2).
       const expiresAt = Math.floor((issuedAt + ttlMs) / 1000) * 1000;
@@ -224,6 +255,8 @@ export function createLeaseService(opts: LeaseServiceOptions) {
         askedTtlSeconds: askedSeconds,
         claims: principal.claims,
         ...(approval ? { approval: { request_id: approval.request.id, approved_by: approval.request.decided_by ?? "" } } : {}),
+        ...(ex?.delegation ? { delegation: { parent: ex.delegation.parent, depth: ex.delegation.depth, ancestors: ex.delegation.ancestors, chain: ex.delegation.chain } } : {}),
+        ...(ex?.onBehalfOf ? { onBehalfOf: ex.onBehalfOf } : {}),
       };
       const quota = auth.workload.limits?.active_leases ?? opts.quota;
       const created = await store.create(draft, quota);
@@ -233,6 +266,21 @@ export function createLeaseService(opts: LeaseServiceOptions) {
         throw new BrokerError("quota_exceeded", `workload ${workload} already holds ${quota} active leases; one ends in about ${retryAfter}s`, { headers: { "Retry-After": String(retryAfter) } });
       }
       if (created !== "ok") throw new BrokerError("internal", "lease id collision");
+      if (ex?.delegation) {
+        // Registered under the parent only while the parent is active: a parent revoked before
+        // this refuses the child; one revoked after finds it and revokes it (the cascade).
+        let parentState: string;
+        try {
+          parentState = await store.addChild(ex.delegation.parent, ex.delegation.parentExpiresMs, id);
+        } catch (e) {
+          await store.trigger([id], { trigger: "issue_failed", reason: "could not register the delegated lease under its parent" }).catch(() => undefined);
+          throw e;
+        }
+        if (parentState !== "ok") {
+          await store.trigger([id], { trigger: "issue_failed", reason: `parent lease ${ex.delegation.parent} is ${parentState}` }).catch(() => undefined);
+          throw new BrokerError("invalid_request", `subject_token: its lease is ${parentState === "missing" ? "gone" : parentState}, not active`, { reason: "inactive_subject" });
+        }
+      }
 
       // I1: the revocation is scheduled before anything is minted.
       try {
@@ -300,6 +348,7 @@ export function createLeaseService(opts: LeaseServiceOptions) {
         policy_hash: decision.policyHash,
         expires_at: lease.expires_at,
         ...(lease.backend_expires_at ? { backend_expires_at: lease.backend_expires_at } : {}),
+        ...(ex ? { ...exchangeSummary(ex), token_claims: { sub: ex.token.subject, ...(ex.token.act ? { act: ex.token.act } : {}), aud: ex.token.audience, ...(ex.token.scope ? { scope: ex.token.scope } : {}) } } : {}),
         ...(approval
           ? {
               approval: {
@@ -372,3 +421,12 @@ export function createLeaseService(opts: LeaseServiceOptions) {
 }
 
 export type LeaseService = ReturnType<typeof createLeaseService>;
+
+/** What the audit records of a token exchange (I8: the whole chain and on whose behalf). */
+function exchangeSummary(ex: ExchangeRequest) {
+  return {
+    exchange: ex.delegation ? "delegation" : "on_behalf_of",
+    ...(ex.delegation ? { parent_lease_id: ex.delegation.parent, depth: ex.delegation.depth, chain: ex.delegation.chain, ancestors: ex.delegation.ancestors } : {}),
+    ...(ex.onBehalfOf ? { on_behalf_of: { issuer: ex.onBehalfOf.issuer, subject: ex.onBehalfOf.subject } } : {}),
+  };
+}

@@ -16,6 +16,8 @@
  *   {p}:task:<w>:<t>        string JSON {at, by}: task completed (I5); EXPIRE = task retention
  *   {p}:leases:failed       set    lease ids in state revoke_failed (metrics, operators)
  *   {p}:revop:<id>          hash   bulk revocation progress (matched, revoked, failed, state...)
+ *   {p}:kids:<id>           set    ids of the leases delegated from lease <id> (RFC 8693, src/oauth);
+ *                                  EXPIRE = the parent's remaining life + retention
  *
  * Lease hash fields: role backend workload task_id state iat (issued_at ms) exp (expires_at
  * ms) bexp (backend_expires_at ms) rat (revoked_at ms) trig by reason tat (trigger ms) ikind
@@ -28,6 +30,11 @@
  * ask (the TTL seconds the request asked for, when it differs from the lease's), cl (the token
  * claim values the workload's inventory entry constrains, JSON, absent when none), apr and apb
  * (the approval request id and the approving workload, when the lease was approved).
+ * Delegation (src/oauth): par (parent lease id), dep (depth: hops from the root lease), anc
+ * (ancestor lease ids, root first, space-separated), chn (workload ids that held the chain before
+ * this lease, root first, space-separated), hk ("1" once a lease was delegated from this one);
+ * on-behalf-of: obi obs (the person's issuer name and subject), obc (their ID token's claims the
+ * policies see, JSON). Children inherit obi/obs/obc.
  * No field ever holds secret material (I6).
  */
 import type { Redis } from "ioredis";
@@ -135,6 +142,19 @@ end
 return st
 `;
 
+const ADD_CHILD = `
+-- KEYS: 1 parent lease, 2 parent's kids set.  ARGV: 1 child id, 2 seconds to keep the set
+-- Registers a delegated lease under its parent, only while the parent is active: a parent
+-- triggered later finds the child here (the cascade), one triggered earlier refuses it.
+local st = redis.call('HGET', KEYS[1], 'state')
+if st ~= 'active' then return st or 'missing' end
+redis.call('HSET', KEYS[1], 'hk', '1')
+redis.call('SADD', KEYS[2], ARGV[1])
+local ttl = redis.call('TTL', KEYS[2])
+if ttl < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[2], ARGV[2]) end
+return 'ok'
+`;
+
 const COMPLETE_TASK = `
 -- KEYS: 1 task marker.  ARGV: 1 JSON {at, by}, 2 retention seconds
 -- Returns 1 if this call completed the task, 0 if it was already completed.
@@ -157,6 +177,28 @@ export interface NewLease {
   /** Claim values the decision's principal carried (only those the inventory constrains). */
   claims?: Record<string, unknown>;
   approval?: { request_id: string; approved_by: string };
+  /** Set on a delegated lease (RFC 8693). */
+  delegation?: LeaseDelegation;
+  /** Set when the chain acts for a person. */
+  onBehalfOf?: OnBehalfOf;
+}
+
+/** Where a delegated lease sits in its chain. */
+export interface LeaseDelegation {
+  parent: string;
+  /** Hops from the root lease: 1 for the first exchange. */
+  depth: number;
+  /** Ancestor lease ids, root first (the last is `parent`). */
+  ancestors: string[];
+  /** Workload ids that held the chain before this lease, root first (the last held `parent`). */
+  chain: string[];
+}
+
+/** The person a lease acts for, and the ID token claims the policies saw. */
+export interface OnBehalfOf {
+  issuer: string;
+  subject: string;
+  claims: Record<string, string | number | boolean | string[]>;
 }
 
 /** A lease as stored, with the fields only the broker needs (handle, op). */
@@ -170,6 +212,12 @@ export interface StoredLease extends Lease {
   asked_ttl_seconds: number;
   /** The principal's claims at the decision. */
   claims: Record<string, unknown>;
+  /** Delegated leases only. */
+  delegation: LeaseDelegation | null;
+  /** On-behalf-of leases (and their children) only. */
+  obo: OnBehalfOf | null;
+  /** A lease was delegated from this one (its children must be revoked with it). */
+  has_children: boolean;
 }
 
 export interface LeaseFilter {
@@ -200,6 +248,7 @@ export function createLeaseStore(redis: Redis, keys: Keyspace, opts: LeaseStoreO
     task: (w: string, t: string) => `${keys.tag}:task:${w}:${t}`,
     op: (id: string) => `${keys.tag}:revop:${id}`,
     failed: `${keys.tag}:leases:failed`,
+    kids: (id: string) => `${keys.tag}:kids:${id}`,
   };
   const liveKeys = (l: { workload: string; role: string; identity: { issuer: string }; task_id: string }) => [
     k.live("workload", l.workload),
@@ -232,7 +281,14 @@ export function createLeaseStore(redis: Redis, keys: Keyspace, opts: LeaseStoreO
       expires_ms: Number(h.exp),
       asked_ttl_seconds: h.ask ? Number(h.ask) : ttlSeconds(Number(h.iat), Number(h.exp)),
       claims: h.cl ? (JSON.parse(h.cl) as Record<string, unknown>) : {},
+      delegation: h.par
+        ? { parent: h.par, depth: Number(h.dep ?? 1), ancestors: (h.anc ?? h.par).split(" "), chain: h.chn ? h.chn.split(" ") : [] }
+        : null,
+      obo: h.obs !== undefined ? { issuer: h.obi ?? "", subject: h.obs, claims: h.obc ? (JSON.parse(h.obc) as OnBehalfOf["claims"]) : {} } : null,
+      has_children: h.hk === "1",
     };
+    if (h.par) lease.parent_lease_id = h.par;
+    if (h.obs !== undefined) lease.on_behalf_of = { issuer: h.obi ?? "", subject: h.obs };
     if (h.apr) lease.approval = { request_id: h.apr, approved_by: h.apb ?? "" };
     if (h.bexp) lease.backend_expires_at = iso(h.bexp);
     if (h.rat) lease.revoked_at = iso(h.rat);
@@ -360,6 +416,21 @@ export function createLeaseStore(redis: Redis, keys: Keyspace, opts: LeaseStoreO
     get,
     getMany,
 
+    /**
+     * Registers `childId` as delegated from `parentId` while the parent is active ("ok"), else
+     * answers the parent's state ("missing" when gone). `parentExpiresMs` bounds how long the
+     * set of children is kept (plus the retention, for history).
+     */
+    async addChild(parentId: string, parentExpiresMs: number, childId: string): Promise<"ok" | LeaseState | "missing"> {
+      const keep = Math.max(1, Math.ceil((parentExpiresMs - now()) / 1000)) + opts.retentionSeconds;
+      return (await storeCall(() => redis.eval(ADD_CHILD, 2, k.lease(parentId), k.kids(parentId), childId, String(keep)))) as "ok" | LeaseState | "missing";
+    },
+
+    /** Ids of the leases delegated from `id` (any state; bounded by quotas and rate limits). */
+    async children(id: string): Promise<string[]> {
+      return storeCall(() => redis.smembers(k.kids(id)));
+    },
+
     async isTaskCompleted(workload: string, taskId: string): Promise<boolean> {
       return (await storeCall(() => redis.exists(k.task(workload, taskId)))) === 1;
     },
@@ -473,7 +544,7 @@ export function createLeaseStore(redis: Redis, keys: Keyspace, opts: LeaseStoreO
           scanned++;
           pos = { score: scores[i]!, id: ids[i]! };
           const l = leases[i];
-          if (!l || !matches(l, filter)) continue;
+          if (!l || !matchesFilter(l, filter)) continue;
           out.push(l);
         }
       }
@@ -496,7 +567,7 @@ export function createLeaseStore(redis: Redis, keys: Keyspace, opts: LeaseStoreO
   };
 }
 
-function matches(l: StoredLease, f: LeaseFilter): boolean {
+export function matchesFilter(l: StoredLease, f: LeaseFilter): boolean {
   return (
     (!f.workload || l.workload === f.workload) &&
     (!f.task_id || l.task_id === f.task_id) &&
@@ -537,12 +608,18 @@ function newLeaseFields(l: NewLease): Record<string, string> {
     ...(l.askedTtlSeconds !== undefined && l.askedTtlSeconds !== ttlSeconds(l.issuedAt, l.expiresAt) ? { ask: String(l.askedTtlSeconds) } : {}),
     ...(l.claims && Object.keys(l.claims).length > 0 ? { cl: JSON.stringify(l.claims) } : {}),
     ...(l.approval ? { apr: l.approval.request_id, apb: l.approval.approved_by } : {}),
+    ...(l.delegation
+      ? { par: l.delegation.parent, dep: String(l.delegation.depth), anc: l.delegation.ancestors.join(" "), ...(l.delegation.chain.length ? { chn: l.delegation.chain.join(" ") } : {}) }
+      : {}),
+    ...(l.onBehalfOf
+      ? { obi: l.onBehalfOf.issuer, obs: l.onBehalfOf.subject, ...(Object.keys(l.onBehalfOf.claims).length ? { obc: JSON.stringify(l.onBehalfOf.claims) } : {}) }
+      : {}),
   };
 }
 
 
 /** The lease as the API shows it (no handle, no internal bookkeeping). */
 export function publicLease(l: StoredLease): Lease {
-  const { handle: _h, op: _o, trigger_at: _t, issued_ms: _i, expires_ms: _e, asked_ttl_seconds: _a, claims: _c, ...lease } = l;
+  const { handle: _h, op: _o, trigger_at: _t, issued_ms: _i, expires_ms: _e, asked_ttl_seconds: _a, claims: _c, delegation: _d, obo: _b, has_children: _k, ...lease } = l;
   return lease;
 }

@@ -1,7 +1,7 @@
 /** The lease, as stored and as shown by the API (docs/ARCHITECTURE.md, Lease record; the API shape is a public contract). */
 export const LEASE_STATES = ["issuing", "active", "revoking", "revoked", "expired", "revoke_failed"] as const;
 export type LeaseState = (typeof LEASE_STATES)[number];
-export type RevocationTrigger = "expiry" | "task_completed" | "owner" | "operator" | "policy_change" | "issue_failed";
+export type RevocationTrigger = "expiry" | "task_completed" | "owner" | "operator" | "policy_change" | "issue_failed" | "parent_revoked";
 export type BackendKind = "jwt" | "vault" | "aws_sts";
 
 
@@ -32,6 +32,10 @@ export interface Lease {
   ttl_seconds: number;
   /** Set when an operator approved the request this lease was issued for. */
   approval?: { request_id: string; approved_by: string };
+  /** Delegation (RFC 8693): the lease this one was exchanged from (src/oauth). */
+  parent_lease_id?: string;
+  /** The person the chain acts for (on-behalf-of): the issuer (config name) and subject of their ID token. */
+  on_behalf_of?: { issuer: string; subject: string };
   last_error?: string;
   revoke_attempts?: number;
 }

@@ -5,6 +5,11 @@
  * policies and the current inventory. Leases no longer allowed are revoked with trigger
  * `policy_change`; a workload removed from the inventory loses all its leases (offboarding).
  *
+ * A delegated lease (RFC 8693, src/oauth) is decided again as `Action::"delegate"` with the
+ * `context.delegation` it was issued with (depth, from, chain); a lease acting for a person with
+ * its `context.on_behalf_of`. Its ancestors are decided on their own: revoking one of them
+ * revokes it too (the cascade, src/leases/revoker.ts).
+ *
  * `recheckLease` is the pure part (no I/O, table-tested); `reauthorizeLeases` walks Redis.
  */
 import type { Logger } from "pino";
@@ -28,6 +33,17 @@ export interface RecheckInputs {
   roles: Map<string, RoleConfig>;
   workloads: Pick<WorkloadMatcher, "get">;
   timeZone?: string;
+  /** delegation.max_depth: a delegated lease deeper than this is no longer allowed. */
+  maxDepth?: number;
+}
+
+/** The Cedar context a delegated or on-behalf-of lease was decided with (empty for others). */
+export function chainContext(lease: Pick<StoredLease, "delegation" | "obo">): Record<string, unknown> {
+  const d = lease.delegation;
+  return {
+    ...(d ? { delegation: { depth: d.depth, from: d.chain[d.chain.length - 1] ?? "", chain: d.chain } } : {}),
+    ...(lease.obo ? { on_behalf_of: lease.obo } : {}),
+  };
 }
 
 /** Does the identity a lease was issued to still map to this workload of the inventory (as the request-time matcher decides)? */
@@ -49,11 +65,17 @@ export function recheckLease(lease: StoredLease, inputs: RecheckInputs): Recheck
   if (!role) return { allowed: false, reason: `role ${lease.role} was removed` };
   if (role.backend !== lease.backend) return { allowed: false, reason: `role ${lease.role} now uses backend ${role.backend}` };
   if (lease.ttl_seconds * 1000 > role.ttl.max) return { allowed: false, reason: `role ${lease.role} now allows at most ${Math.floor(role.ttl.max / 1000)}s` };
+  if (lease.delegation && inputs.maxDepth !== undefined && lease.delegation.depth > inputs.maxDepth) {
+    return { allowed: false, reason: `delegation.max_depth is now ${inputs.maxDepth} (this lease is ${lease.delegation.depth} hops deep)` };
+  }
   const d = inputs.policy.decide({
     principal: { id: w.id, kind: w.kind, owner: w.owner, issuer: lease.identity.issuer, subject: lease.identity.subject, claims: lease.claims as Record<string, string> },
-    action: "request",
+    action: lease.delegation ? "delegate" : "request",
     resource: roleResource(role),
-    context: decisionContext({ task: lease.task, ttlSeconds: lease.asked_ttl_seconds, approved: lease.approval !== undefined, atMs: lease.issued_ms, timeZone: inputs.timeZone }),
+    context: {
+      ...decisionContext({ task: lease.task, ttlSeconds: lease.asked_ttl_seconds, approved: lease.approval !== undefined, atMs: lease.issued_ms, timeZone: inputs.timeZone }),
+      ...chainContext(lease),
+    },
   });
   const hash = d.policyHash.slice(0, 12);
   if (d.decision !== "allow") {

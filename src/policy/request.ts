@@ -5,8 +5,9 @@
  *   principal  Workload::"<workload id>"  attrs { kind, owner, issuer, subject, claims }
  *              claims is a record: strings, longs, booleans, and sets of those (a list claim)
  *   action     Action::"request" | Action::"admin_read" | Action::"admin_revoke" | Action::"approve"
+ *              | Action::"delegate" (a narrower copy of another lease, RFC 8693: src/oauth)
  *   resource   Role::"<role name>"  attrs { backend, labels }  (labels: record of strings)
- *                - for Action::"request" (minting a credential for that role);
+ *                - for Action::"request" (minting a credential for that role) and "delegate";
  *              Broker::"jitbroker"  no attrs
  *                - for the admin actions (admin_read, admin_revoke) and approve, which act on the
  *                  broker as a whole. (The engine accepts either resource for any action: a
@@ -23,7 +24,7 @@ import type { ActionName, DecisionRequest } from "./types";
 
 export const BROKER_RESOURCE_ID = "jitbroker";
 
-const ACTIONS: ReadonlySet<string> = new Set<ActionName>(["request", "admin_read", "admin_revoke", "approve"]);
+const ACTIONS: ReadonlySet<string> = new Set<ActionName>(["request", "admin_read", "admin_revoke", "approve", "delegate"]);
 
 type Json = cedar.CedarValueJson;
 

@@ -48,7 +48,7 @@ export interface BrokerResource {
   id: string;
 }
 
-export type ActionName = "request" | "admin_read" | "admin_revoke" | "approve";
+export type ActionName = "request" | "admin_read" | "admin_revoke" | "approve" | "delegate";
 
 export interface TaskContext {
   id: string;

@@ -13,7 +13,9 @@ import { buildOpenApiDocument, apiRoutes, leaseSchema, openApiPath, approvalRequ
 import type { Lease } from "../../src/leases/types";
 import type { publicRequest } from "../../src/approvals/store";
 import { getJson } from "../support/broker";
-import { startFixture, waitFor, type Fixture } from "../support/fixture";
+import { POLICIES, startFixture, waitFor, type Fixture } from "../support/fixture";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import os from "node:os";
 
 const ROOT = path.resolve(__dirname, "../..");
 
@@ -59,7 +61,13 @@ const DOC_ID = "https://jitbroker.test/openapi.json";
 const validated = new Map<string, Set<number>>();
 
 beforeAll(async () => {
-  f = await startFixture();
+  // The example policies, plus one that lets agents delegate read roles (token exchange).
+  const dir = mkdtempSync(path.join(os.tmpdir(), "jitbroker-openapi-"));
+  writeFileSync(
+    path.join(dir, "delegate.cedar"),
+    'permit (principal, action == Action::"delegate", resource is Role) when { principal.kind == "agent" && context.delegation.depth <= 2 && resource.labels has access && resource.labels.access == "read" };',
+  );
+  f = await startFixture({ extra: { policy: { files: [POLICIES, path.join(dir, "*.cedar")] } } });
   const r = await getJson(`${f.b.url}/openapi.json`);
   expect(r.status).toBe(200);
   doc = r.body;
@@ -113,7 +121,7 @@ describe("the document", () => {
     expect(Object.keys(schemas.CredentialRequest!.properties!)).toEqual(["role", "task", "ttl", "scope"]);
     expect(schemas.CredentialRequest!.required).toEqual(["role", "task"]);
     const op = doc.paths["/v1/admin/leases"]!.get as unknown as { parameters: { name: string; in: string }[] };
-    expect(op.parameters.map((x) => x.name)).toEqual(["workload", "task_id", "role", "issuer", "state", "limit", "cursor"]);
+    expect(op.parameters.map((x) => x.name)).toEqual(["workload", "task_id", "role", "issuer", "state", "parent", "limit", "cursor"]);
     // Built deterministically: the same routes give the same document.
     expect(buildOpenApiDocument(apiRoutes(), { serverUrl: f.b.config.server.public_url })).toEqual(doc);
   });
@@ -127,7 +135,7 @@ describe("real responses match the documented schemas", () => {
   };
 
   it("public endpoints", async () => {
-    for (const p of ["/healthz", "/readyz", "/metrics", "/openapi.json", "/.well-known/jwks.json", "/.well-known/openid-configuration"]) {
+    for (const p of ["/healthz", "/readyz", "/metrics", "/openapi.json", "/.well-known/jwks.json", "/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"]) {
       check("get", p, await getJson(`${f.b.url}${p}`));
     }
   });
@@ -150,6 +158,30 @@ describe("real responses match the documented schemas", () => {
     expect((await call("post", "/v1/credentials", "/v1/credentials", "agent", { role: "nope", task: { id: "x" } })).status).toBe(404);
     expect((await call("post", "/v1/credentials", "/v1/credentials", "agent", { role: "orders-read", task: { id: "oa-2" } })).status).toBe(409);
     expect((await call("get", "/v1/leases/:id", "/v1/leases/l_nosuchleaseatall", "agent")).status).toBe(404);
+  });
+
+  it("token exchange: success and RFC 6749 errors", async () => {
+    const grant = await call("post", "/v1/credentials", "/v1/credentials", "agent", { role: "orders-read", task: { id: "oa-x" } });
+    const exchange = async (body: Record<string, string>, headers: Record<string, string> = {}) => {
+      const r = await getJson(`${f.b.url}/v1/oauth/token`, undefined, { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded", ...headers }, body: new URLSearchParams(body).toString() });
+      check("post", "/v1/oauth/token", r);
+      return r;
+    };
+    const base = {
+      grant_type: "urn:ietf:params:oauth:grant-type:token-exchange",
+      subject_token: grant.body.credential.token as string,
+      subject_token_type: "urn:ietf:params:oauth:token-type:access_token",
+      actor_token: await f.token("agent2"),
+      actor_token_type: "urn:ietf:params:oauth:token-type:jwt",
+    };
+    const ok = await exchange(base);
+    expect(ok.status).toBe(200);
+    await call("get", "/v1/admin/leases", `/v1/admin/leases?parent=${grant.body.lease.id}`, "bob");
+    expect((await exchange({ ...base, scope: "orders:write" })).status).toBe(400);
+    expect((await exchange(base, { authorization: "Bearer nope" })).status).toBe(401);
+    const text = await getJson(`${f.b.url}/v1/oauth/token`, undefined, { method: "POST", headers: { "content-type": "text/plain" }, body: "x" });
+    check("post", "/v1/oauth/token", text);
+    expect(text.status).toBe(415);
   });
 
   it("approvals: pending, approved, collected, denied, listed", async () => {

@@ -13,7 +13,7 @@
 import { SignJWT, decodeProtectedHeader, jwtVerify, type JWTHeaderParameters, type JWTPayload, type CryptoKey, type KeyObject } from "jose";
 import type { RoleConfig } from "../../config/schema";
 import type { Lease } from "../../leases/types";
-import { BackendError, type Backend, type MintResult } from "../types";
+import { BackendError, type Backend, type MintRequest, type MintResult } from "../types";
 import type { PublicSigningJwk, SigningKeys } from "./keys";
 
 /** Header `typ` of broker-issued tokens (RFC 9068 section 2.1). */
@@ -63,7 +63,7 @@ export function createJwtBackend(opts: JwtBackendOptions): JwtBackend {
   const { keys, issuer } = opts;
   const now = opts.now ?? Date.now;
 
-  async function mint(lease: Lease, role: RoleConfig): Promise<MintResult> {
+  async function mint(lease: Lease, role: RoleConfig, req?: MintRequest): Promise<MintResult> {
     if (role.jwt === undefined) throw new BackendError(`role ${role.name} has no jwt section`, false);
     const expiresMs = Date.parse(lease.expires_at);
     if (Number.isNaN(expiresMs)) throw new BackendError(`lease ${lease.id} has an invalid expires_at`, false);
@@ -72,14 +72,18 @@ export function createJwtBackend(opts: JwtBackendOptions): JwtBackend {
     if (exp <= nowSec) throw new BackendError(`lease ${lease.id} expires before a token could be valid`, false);
 
     const claims: JWTPayload = { task_id: lease.task_id };
-    if (role.jwt.scope !== undefined) claims.scope = role.jwt.scope;
+    // A token exchange (src/oauth) narrows scope and audience and names the chain (sub, act).
+    const t = req?.token;
+    const scope = t ? t.scope : role.jwt.scope;
+    if (scope !== undefined && scope !== "") claims.scope = scope;
+    if (t?.act) claims.act = t.act as unknown as JWTPayload[string];
     let token: string;
     try {
       token = await new SignJWT(claims)
         .setProtectedHeader({ alg: SIGNING_ALG, kid: keys.current.kid, typ: TOKEN_TYPE })
         .setIssuer(issuer)
-        .setSubject(lease.workload)
-        .setAudience(role.jwt.audience)
+        .setSubject(t ? t.subject : lease.workload)
+        .setAudience(t ? t.audience : role.jwt.audience)
         .setJti(lease.id)
         .setIssuedAt(nowSec)
         .setNotBefore(nowSec)

@@ -16,6 +16,7 @@ import type {
   ApprovalRequest,
   ApprovalState,
   CredentialGrant,
+  ExchangeOptions,
   Introspection,
   Lease,
   LeaseFilter,
@@ -27,8 +28,12 @@ import type {
   RevocationStarted,
   TaskCompletion,
   TaskInput,
+  TokenExchangeResult,
   WhoAmI,
 } from "./types";
+
+const EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange";
+const TOKEN_TYPE = { jwt: "urn:ietf:params:oauth:token-type:jwt", access_token: "urn:ietf:params:oauth:token-type:access_token", id_token: "urn:ietf:params:oauth:token-type:id_token" };
 
 export interface RetryOptions {
   /** Attempts in all, the first included. Default 4. */
@@ -118,7 +123,9 @@ function retryAfterSeconds(h: Headers): number | undefined {
 function toProblem(status: number, body: unknown): Problem {
   const b = body as Partial<Problem> | null;
   if (b && typeof b === "object" && typeof b.code === "string") {
-    return { ...b, status: typeof b.status === "number" ? b.status : status, code: b.code, detail: typeof b.detail === "string" ? b.detail : (b.title ?? `HTTP ${status}`) };
+    // RFC 6749 errors of the token endpoint carry error_description instead of detail.
+    const description = (b as { error_description?: unknown }).error_description;
+    return { ...b, status: typeof b.status === "number" ? b.status : status, code: b.code, detail: typeof b.detail === "string" ? b.detail : typeof description === "string" ? description : (b.title ?? `HTTP ${status}`) };
   }
   // Not the broker's problem document (a proxy, a load balancer): describe it by status only.
   const code = status === 502 || status === 503 || status === 504 ? "broker_unavailable" : status === 401 ? "invalid_token" : "unexpected_response";
@@ -309,9 +316,31 @@ export class BrokerClient {
     return (await this.call<WhoAmI>("GET", "/v1/whoami")).body;
   }
 
-  /** RFC 7662 introspection of a broker-issued JWT (for resource servers). */
-  async introspect(token: string): Promise<Introspection> {
-    return (await this.call<Introspection>("POST", "/v1/introspect", { body: { token }, idempotent: true })).body;
+  /** RFC 7662 introspection of a broker-issued JWT (for resource servers); with `resource`, inactive unless bound to it. */
+  async introspect(token: string, resource?: string): Promise<Introspection> {
+    return (await this.call<Introspection>("POST", "/v1/introspect", { body: { token, ...(resource === undefined ? {} : { resource }) }, idempotent: true })).body;
+  }
+
+  private async exchange(params: Record<string, string | number | undefined>): Promise<TokenExchangeResult> {
+    const body = Object.fromEntries(Object.entries({ grant_type: EXCHANGE, actor_token: await this.token.get(), actor_token_type: TOKEN_TYPE.jwt, ...params }).filter(([, v]) => v !== undefined));
+    return (await this.call<TokenExchangeResult>("POST", "/v1/oauth/token", { body, auth: false })).body;
+  }
+
+  /**
+   * Delegation (RFC 8693): a narrower copy of a broker credential someone handed this workload
+   * (same role and task, scope/resource/TTL no wider). The new lease is this workload's and is
+   * revoked with the one it derives from.
+   */
+  async delegate(subjectToken: string, opts: ExchangeOptions = {}): Promise<TokenExchangeResult> {
+    return this.exchange({ subject_token: subjectToken, subject_token_type: TOKEN_TYPE.access_token, scope: opts.scope, resource: opts.resource, audience: opts.audience, ttl: opts.ttl });
+  }
+
+  /**
+   * On behalf of a person: `idToken` is their ID token (an issuer with `use: users`); the lease
+   * is this workload's, its token's `sub` the person and `act` this workload.
+   */
+  async onBehalfOf(idToken: string, opts: ExchangeOptions & { role: string; task: string }): Promise<TokenExchangeResult> {
+    return this.exchange({ subject_token: idToken, subject_token_type: TOKEN_TYPE.id_token, role: opts.role, task_id: opts.task, scope: opts.scope, resource: opts.resource, audience: opts.audience, ttl: opts.ttl });
   }
 
   // --- operators -----------------------------------------------------------------------------

@@ -48,6 +48,16 @@ export class BrokerApiError extends BrokerClientError {
   }
 }
 
+/** A credential the verifier (`verifyCredential`) does not accept; `reason` says why, never the token. */
+export class CredentialRejectedError extends BrokerClientError {
+  constructor(
+    readonly reason: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
 /** The broker could not be reached (connection refused, reset, DNS, timeout). */
 export class BrokerUnreachableError extends BrokerClientError {
   readonly code = "broker_unreachable";

@@ -11,7 +11,9 @@
  */
 export { BrokerClient } from "./client";
 export type { BrokerClientOptions, CredentialRequestOptions, RetryOptions, TaskScope, WaitForApproval } from "./client";
-export { ApprovalError, BrokerApiError, BrokerClientError, BrokerUnreachableError, TokenSourceError } from "./errors";
+export { ApprovalError, BrokerApiError, BrokerClientError, BrokerUnreachableError, CredentialRejectedError, TokenSourceError } from "./errors";
+export { createCredentialVerifier, verifyCredential } from "./verify";
+export type { CredentialVerifier, VerifiedCredential, VerifyOptions } from "./verify";
 export type { Problem } from "./errors";
 export { envToken, fileToken, githubActionsToken, tokenProvider } from "./token";
 export type { GitHubActionsTokenOptions, TokenOption, TokenProvider } from "./token";

@@ -178,11 +178,34 @@ export interface AuditEvent {
 /** `GET /v1/admin/leases/{id}/history`: the four questions of I8 (docs/ARCHITECTURE.md). */
 export interface LeaseHistory {
   lease: Lease;
-  requested_by: { workload: string; task: TaskContext };
+  requested_by: { workload: string; task: TaskContext; chain?: string[]; on_behalf_of?: { issuer: string; subject: string } };
+  /** Delegated leases: the leases this one derives from, root first. */
+  delegation?: { parent_lease_id: string; depth: number; ancestors: { id: string; workload?: string; state: string; policy_ids?: string[] }[] };
   identity: Lease["identity"];
   allowed_by: Lease["policy"];
   ended: { state: LeaseState; trigger: RevocationTrigger; by?: string; reason?: string; at?: string; revoked_at: string | null } | null;
   events: AuditEvent[];
+}
+
+/** `POST /v1/oauth/token` (RFC 8693): the new credential and its lease. */
+export interface TokenExchangeResult {
+  access_token: string;
+  issued_token_type: string;
+  token_type: "Bearer";
+  expires_in: number;
+  scope?: string;
+  lease_id: string;
+}
+
+/** Narrowing asked for in a token exchange; all optional (default: the parent's or the role's). */
+export interface ExchangeOptions {
+  /** Space-separated, within the subject token's (delegation) or the role's (on-behalf-of). */
+  scope?: string;
+  /** RFC 8707: the one resource (audience) the new token is bound to. */
+  resource?: string;
+  audience?: string;
+  /** "5m", or seconds; longer than allowed is refused, never clamped. */
+  ttl?: string | number;
 }
 
 export type Introspection = { active: false } | ({ active: true; lease_id: string; role: string; sub: string; task_id: string; exp: number } & Record<string, unknown>);

@@ -233,7 +233,22 @@ export const leaseHistorySchema = apiComponent(
   "LeaseHistory",
   z.strictObject({
     lease: leaseSchema,
-    requested_by: z.strictObject({ workload: text, task: taskContext }).describe("I8: who requested it"),
+    requested_by: z
+      .strictObject({
+        workload: text,
+        task: taskContext,
+        chain: z.array(text).optional().describe("Delegated leases: every workload that held the chain, root first, ending with this lease's"),
+        on_behalf_of: z.strictObject({ issuer: text, subject: text }).optional().describe("The person the chain acts for"),
+      })
+      .describe("I8: who requested it (with delegation: the whole chain, and on whose behalf)"),
+    delegation: z
+      .strictObject({
+        parent_lease_id: text,
+        depth: z.number().int(),
+        ancestors: z.array(z.strictObject({ id: text, workload: text.optional(), state: text.describe("a lease state, or gone once past retention"), policy_ids: z.array(text).optional() })),
+      })
+      .optional()
+      .describe("Delegated leases: the leases this one derives from, root first"),
     identity: z.strictObject({ kind: z.enum(["oidc", "spiffe"]), issuer: text, subject: text }).describe("I8: which identity"),
     allowed_by: z.strictObject({ ids: z.array(text), hash: text }).describe("I8: which policy"),
     ended: z

@@ -185,10 +185,29 @@ export function leaseRoutes(opts: LeaseRoutesOptions): Router {
     const lease = id ? await store.get(id) : null;
     if (!lease) throw new BrokerError("not_found", "no such lease");
     const events = await opts.audit.byLease(lease.id);
+    const d = lease.delegation;
+    const ancestors = d ? await store.getMany(d.ancestors) : [];
     res.json({
       lease: publicLease(lease),
-      // I8 (docs/ARCHITECTURE.md), the four questions:
-      requested_by: { workload: lease.workload, task: lease.task },
+      // I8 (docs/ARCHITECTURE.md), the four questions; with delegation "who" is the whole chain and for whom.
+      requested_by: {
+        workload: lease.workload,
+        task: lease.task,
+        ...(d ? { chain: [...d.chain, lease.workload] } : {}),
+        ...(lease.on_behalf_of ? { on_behalf_of: lease.on_behalf_of } : {}),
+      },
+      ...(d
+        ? {
+            delegation: {
+              parent_lease_id: d.parent,
+              depth: d.depth,
+              ancestors: d.ancestors.map((id, i) => {
+                const a = ancestors[i];
+                return a ? { id, workload: a.workload, state: a.state, policy_ids: a.policy.ids } : { id, state: "gone" };
+              }),
+            },
+          }
+        : {}),
       identity: lease.identity,
       allowed_by: lease.policy,
       ended: lease.revocation ? { state: lease.state, ...lease.revocation, revoked_at: lease.revoked_at ?? null } : null,

@@ -3,8 +3,11 @@
  * delegated from it (trigger parent_revoked), and every descendant's token introspects inactive
  * within a second.
  */
+import { describeHistory } from "../../src/cli/client/operators";
 import { waitFor } from "../support/fixture";
 import { delegation, startDelegationFixture, type DelegationFixture } from "./support";
+
+jest.setTimeout(120_000);
 
 let f: DelegationFixture;
 beforeAll(async () => {
@@ -29,55 +32,96 @@ async function chain(task: string, ttl?: number): Promise<Chain> {
   return { root, descendants: [one, two, side] };
 }
 
-/** Every descendant introspects inactive within a second of `t0`, and ends revoked with parent_revoked (or expiry). */
-async function expectChainEnded(c: Chain, t0: number, triggers: string[] = ["parent_revoked"]) {
+const leaseOf = async (id: string) => (await f.call("GET", `/v1/leases/${id}`, "alice")).body.lease;
+
+/**
+ * Every descendant introspects inactive, ends revoked with parent_revoked (or expiry), and was
+ * triggered within a second of the lease it was delegated from (the broker's own timestamps, so
+ * a slow test machine does not decide the outcome).
+ */
+async function expectChainEnded(c: Chain, triggers: string[] = ["parent_revoked"]) {
   for (const d of c.descendants) {
-    await waitFor(async () => (await f.introspect(d.access_token)).active === false, 1000, `descendant ${d.lease_id} inactive`);
+    await waitFor(async () => (await f.introspect(d.access_token)).active === false, 15_000, `descendant ${d.lease_id} inactive`);
   }
-  expect(Date.now() - t0).toBeLessThan(1500);
+  const ended = new Map<string, any>();
+  const root = await waitFor(async () => {
+    const l = await leaseOf(c.root.lease.id);
+    return l.revocation ? l : null;
+  }, 15_000, "the root triggered");
+  ended.set(root.id, root);
   for (const d of c.descendants) {
     const l = await waitFor(async () => {
-      const lease = (await f.call("GET", `/v1/leases/${d.lease_id}`, "alice")).body.lease;
+      const lease = await leaseOf(d.lease_id);
       return lease.state === "revoked" || lease.state === "expired" ? lease : null;
-    }, 5000, `descendant ${d.lease_id} terminal`);
+    }, 15_000, `descendant ${d.lease_id} terminal`);
     expect(triggers).toContain(l.revocation.trigger);
+    ended.set(l.id, l);
+  }
+  for (const d of c.descendants) {
+    const l = ended.get(d.lease_id);
+    const parent = ended.get(l.parent_lease_id);
+    expect(Date.parse(l.revocation.at) - Date.parse(parent.revocation.at)).toBeLessThan(1000);
   }
 }
 
 describe("cascade revocation", () => {
   it("owner revokes the root", async () => {
     const c = await chain("T-c-owner");
-    const t0 = Date.now();
     expect((await f.call("DELETE", `/v1/leases/${c.root.lease.id}`, "orchestrator")).status).toBe(200);
-    await expectChainEnded(c, t0);
+    // Inactive from the moment the root is triggered: introspection checks the ancestors.
+    for (const d of c.descendants) expect(await f.introspect(d.access_token)).toEqual({ active: false });
+    await expectChainEnded(c);
     const child = (await f.call("GET", `/v1/leases/${c.descendants[0]!.lease_id}`, "alice")).body.lease;
     expect(child.revocation).toMatchObject({ trigger: "parent_revoked", by: "orchestrator" });
     expect(child.revocation.reason).toContain(c.root.lease.id);
+
+    // History of the deepest lease answers the four questions through the whole chain (I8).
+    const deep = c.descendants[1]!;
+    const h = (await f.call("GET", `/v1/admin/leases/${deep.lease_id}/history`, "alice")).body;
+    expect(h.requested_by).toMatchObject({ workload: "tool", chain: ["orchestrator", "subagent", "tool"] });
+    expect(h.identity).toMatchObject({ issuer: "idp", subject: "tool-1" });
+    expect(h.allowed_by.ids).toEqual(["agents-delegate-read"]);
+    expect(h.ended).toMatchObject({ state: "revoked", trigger: "parent_revoked", by: "orchestrator" });
+    expect(h.delegation).toMatchObject({ parent_lease_id: c.descendants[0]!.lease_id, depth: 2 });
+    expect(h.delegation.ancestors.map((a: any) => [a.id, a.workload, a.state])).toEqual([
+      [c.root.lease.id, "orchestrator", "revoked"],
+      [c.descendants[0]!.lease_id, "subagent", "revoked"],
+    ]);
+    const types = h.events.map((e: any) => e.type);
+    expect(types).toEqual(expect.arrayContaining(["mint", "revocation_requested", "revoked"]));
+    const mint = h.events.find((e: any) => e.type === "mint");
+    expect(mint).toMatchObject({ exchange: "delegation", parent_lease_id: c.descendants[0]!.lease_id, chain: ["orchestrator", "subagent"], token_claims: { sub: "orchestrator", act: { sub: "tool", act: { sub: "subagent" } } } });
+    expect(mint.policy_ids).toEqual(["agents-delegate-read"]);
+    expect(h.events.find((e: any) => e.type === "revocation_requested")).toMatchObject({ trigger: "parent_revoked", parent_lease_id: c.descendants[0]!.lease_id });
+    const text = describeHistory(h);
+    expect(text).toContain("through the chain:       orchestrator -> subagent -> tool (delegated 2 hops");
+    expect(text).toContain(`root lease:              ${c.root.lease.id} (orchestrator, revoked, allowed by agents-read)`);
+    expect(text).toContain("the lease it was delegated from was revoked (by orchestrator)");
   });
 
   it("an operator revokes a middle lease: its subtree ends, the root and the sibling stay", async () => {
     const c = await chain("T-c-middle");
-    const t0 = Date.now();
     const r = await f.call("POST", "/v1/admin/revocations", "alice", { lease_id: c.descendants[0]!.lease_id, reason: "sub-agent misbehaves" });
     expect(r.status).toBe(202);
-    await waitFor(async () => (await f.introspect(c.descendants[1]!.access_token)).active === false, 1000);
-    expect(Date.now() - t0).toBeLessThan(1500);
+    await waitFor(async () => (await f.introspect(c.descendants[1]!.access_token)).active === false, 15_000);
+    const middle = await waitFor(async () => ((await leaseOf(c.descendants[0]!.lease_id)).state === "revoked" ? leaseOf(c.descendants[0]!.lease_id) : null), 15_000);
+    const deep = await waitFor(async () => ((await leaseOf(c.descendants[1]!.lease_id)).state === "revoked" ? leaseOf(c.descendants[1]!.lease_id) : null), 15_000);
+    expect(deep.revocation).toMatchObject({ trigger: "parent_revoked", by: "alice" });
+    expect(Date.parse(deep.revocation.at) - Date.parse(middle.revocation.at)).toBeLessThan(1000);
     expect((await f.introspect(c.root.credential.token)).active).toBe(true);
     expect((await f.introspect(c.descendants[2]!.access_token)).active).toBe(true);
   });
 
   it("operator force-revokes the workload that started the chain", async () => {
     const c = await chain("T-c-workload");
-    const t0 = Date.now();
     expect((await f.call("POST", "/v1/admin/revocations", "alice", { workload: "orchestrator", reason: "incident" })).status).toBe(202);
-    await expectChainEnded(c, t0);
+    await expectChainEnded(c);
   });
 
   it("task completion by the root's workload", async () => {
     const c = await chain("T-c-task");
-    const t0 = Date.now();
     expect((await f.call("POST", "/v1/tasks/T-c-task/complete", "orchestrator")).body.revoked).toBe(1);
-    await expectChainEnded(c, t0);
+    await expectChainEnded(c);
     // I5 holds for the chain: the root's task is done, so no new child of it can be made.
     const again = await f.exchange(await delegation(f, c.descendants[0]!.access_token, "tool"));
     expect(again.status).toBe(400);
@@ -91,10 +135,9 @@ describe("cascade revocation", () => {
     const before = fs.readFileSync(file, "utf8");
     fs.writeFileSync(file, before.replace('@max_ttl("10m")', '@max_ttl("1m")'));
     try {
-      const t0 = Date.now();
       const r = await f.call("POST", "/v1/admin/policy/reload", "alice");
       expect(r.status).toBeLessThan(300);
-      await expectChainEnded(c, t0);
+      await expectChainEnded(c);
       const root = (await f.call("GET", `/v1/leases/${c.root.lease.id}`, "alice")).body.lease;
       expect(root.revocation.trigger).toBe("policy_change");
     } finally {
@@ -104,14 +147,14 @@ describe("cascade revocation", () => {
   });
 
   it("expiry of the root ends descendants no later than the root", async () => {
-    const c = await chain("T-c-expiry", 3);
-    const t0 = Date.parse(c.root.lease.expires_at);
+    const c = await chain("T-c-expiry", 8);
+    const rootExpiry = Date.parse(c.root.lease.expires_at);
     for (const d of c.descendants) {
       const l = (await f.call("GET", `/v1/leases/${d.lease_id}`, "alice")).body.lease;
-      expect(Date.parse(l.expires_at)).toBeLessThanOrEqual(t0);
+      expect(Date.parse(l.expires_at)).toBeLessThanOrEqual(rootExpiry);
     }
-    await waitFor(async () => Date.now() >= t0, 5000);
-    await expectChainEnded(c, t0, ["parent_revoked", "expiry"]);
+    await waitFor(async () => Date.now() >= rootExpiry, 15_000);
+    await expectChainEnded(c, ["parent_revoked", "expiry"]);
   });
 
   it("re-authorization decides delegated leases again with their chain", async () => {
@@ -126,7 +169,7 @@ describe("cascade revocation", () => {
       const deep = await waitFor(async () => {
         const l = (await f.call("GET", `/v1/leases/${c.descendants[1]!.lease_id}`, "alice")).body.lease;
         return l.state === "revoked" ? l : null;
-      }, 5000);
+      }, 15_000);
       expect(deep.revocation.trigger).toBe("policy_change");
       expect((await f.introspect(c.descendants[0]!.access_token)).active).toBe(true);
       expect((await f.introspect(c.descendants[2]!.access_token)).active).toBe(true);
@@ -143,8 +186,8 @@ describe("cascade revocation", () => {
     const results = await Promise.all(attempts);
     // Whatever won the race, no child stays active once the root is revoked.
     for (const r of results.filter((x) => x.status === 200)) {
-      await waitFor(async () => (await f.introspect(r.body.access_token)).active === false, 1000);
-      await waitFor(async () => ["revoked", "expired"].includes((await f.call("GET", `/v1/leases/${r.body.lease_id}`, "alice")).body.lease.state), 5000);
+      expect((await f.introspect(r.body.access_token)).active).toBe(false);
+      await waitFor(async () => ["revoked", "expired"].includes((await f.call("GET", `/v1/leases/${r.body.lease_id}`, "alice")).body.lease.state), 15_000);
     }
   });
 });

@@ -78,6 +78,9 @@ export function describeHistory(h: LeaseHistory): string {
       case "issue_failed":
         end = `${verb} at ${when}: the credential could not be issued${why}`;
         break;
+      case "parent_revoked":
+        end = `${verb} at ${when}: the lease it was delegated from was revoked${e.by ? ` (by ${e.by})` : ""}${why}`;
+        break;
       default:
         end = `${verb} at ${when} (${String(e.trigger)})${why}`;
     }
@@ -86,6 +89,9 @@ export function describeHistory(h: LeaseHistory): string {
   const lines = [
     `lease ${l.id}: role ${l.role} (${l.backend}) for workload ${l.workload}, task ${l.task_id}: ${l.state}`,
     `  who requested it:        workload ${h.requested_by.workload}, at ${l.issued_at}, for task ${task.id}${context.length ? ` (${context.join(", ")})` : ""}`,
+    ...(h.requested_by.chain ? [`  through the chain:       ${h.requested_by.chain.join(" -> ")} (delegated ${plural(h.delegation?.depth ?? h.requested_by.chain.length - 1, "hop")} from lease ${h.delegation?.parent_lease_id ?? "?"})`] : []),
+    ...(h.requested_by.on_behalf_of ? [`  on behalf of:            ${h.requested_by.on_behalf_of.subject} (users issuer ${h.requested_by.on_behalf_of.issuer})`] : []),
+    ...(h.delegation?.ancestors ?? []).map((a, i) => `  ${`${i === 0 ? "root lease" : `hop ${i} lease`}:`.padEnd(25)}${a.id} (${a.workload ?? "?"}, ${a.state}${a.policy_ids?.length ? `, allowed by ${a.policy_ids.join(", ")}` : ""})`),
     `  with which identity:     ${h.identity.kind} token from issuer ${h.identity.issuer}, subject ${h.identity.subject}`,
     `  which policy allowed it: ${policies} (policy set ${h.allowed_by.hash})`,
     `  how it ended:            ${end}`,

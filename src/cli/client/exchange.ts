@@ -2,7 +2,7 @@
  * CI commands: `exchange` (the job's OIDC token in, a task-scoped credential out) and
  * `complete` (the job's last step: the task's leases are revoked and the task is final).
  */
-import { appendFileSync, existsSync } from "node:fs";
+import { appendFileSync, existsSync, readFileSync } from "node:fs";
 import { Command, Option } from "commander";
 import type { BrokerClient } from "../../client/client";
 import { ApprovalError } from "../../client/errors";
@@ -12,8 +12,11 @@ import { action, clientFrom, duration, withClientFlags, type ClientFlags } from 
 import { credentialVars, envLines, githubFileCommands, maskCommands, OutputError, type ExportVar } from "./output";
 
 interface ExchangeFlags extends ClientFlags {
-  role: string;
-  task: string;
+  role?: string;
+  task?: string;
+  subjectToken?: string;
+  subjectTokenType: "access_token" | "id_token";
+  resource?: string;
   ttl?: string;
   scope?: string;
   intent?: string;
@@ -51,15 +54,63 @@ async function giveBack(client: BrokerClient, grant: CredentialGrant, why: strin
   await client.revoke(grant.lease.id, `not delivered by jitbroker exchange: ${why}`).catch(() => undefined);
 }
 
+/** Reads the subject token from a file (or stdin for -): never from the command line, where other users could see it. */
+function readSubjectToken(file: string): string {
+  let text: string;
+  try {
+    text = readFileSync(file === "-" ? 0 : file, "utf8");
+  } catch (e) {
+    throw new CliError(`--subject-token: cannot read ${file === "-" ? "stdin" : file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 2);
+  }
+  const t = text.trim();
+  if (t === "" || /\s/.test(t)) throw new CliError(`--subject-token: ${file === "-" ? "stdin" : file} does not hold a single token`, 2);
+  return t;
+}
+
+/** `exchange --subject-token F`: RFC 8693 delegation, or on-behalf-of with --subject-token-type id_token. */
+async function tokenExchange(f: ExchangeFlags, ttl: string | number | undefined, files: { env: string; output: string } | null): Promise<void> {
+  const subject = readSubjectToken(f.subjectToken!);
+  const client = clientFrom(f);
+  const narrow = { ...(f.scope !== undefined ? { scope: f.scope } : {}), ...(f.resource !== undefined ? { resource: f.resource } : {}), ...(ttl !== undefined ? { ttl } : {}) };
+  let answer;
+  if (f.subjectTokenType === "id_token") {
+    if (f.role === undefined || f.task === undefined) throw new CliError("--subject-token-type id_token needs --role and --task", 2);
+    answer = await client.onBehalfOf(subject, { ...narrow, role: f.role, task: f.task });
+  } else {
+    answer = await client.delegate(subject, narrow);
+  }
+  if (f.format === "json") {
+    process.stdout.write(`${JSON.stringify(answer, null, 2)}\n`);
+    return;
+  }
+  const vars: ExportVar[] = [{ name: "JITBROKER_TOKEN", value: answer.access_token, secret: true }];
+  if (f.format === "env") {
+    process.stdout.write(envLines(vars));
+    return;
+  }
+  process.stdout.write(maskCommands(vars));
+  try {
+    appendFileSync(files!.env, githubFileCommands(vars), { encoding: "utf8" });
+    appendFileSync(files!.output, githubFileCommands(vars), { encoding: "utf8" });
+  } catch (e) {
+    await client.revoke(answer.lease_id, "not delivered by jitbroker exchange: could not write GITHUB_ENV/GITHUB_OUTPUT").catch(() => undefined);
+    throw new CliError(`cannot write GITHUB_ENV/GITHUB_OUTPUT: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message} (lease ${answer.lease_id} revoked)`, 2);
+  }
+  process.stdout.write(`jitbroker: lease ${answer.lease_id} for ${answer.expires_in}s; set JITBROKER_TOKEN in the job's environment and step outputs\n`);
+}
+
 export function registerExchangeCommands(program: Command): void {
   withClientFlags(
     program
       .command("exchange")
       .description("exchange this workload's token (e.g. a CI job's OIDC token) for a credential for one task")
-      .requiredOption("--role <role>", "the role to request")
-      .requiredOption("--task <id>", "the task id (1-128 of [A-Za-z0-9._:@-]); end it with `jitbroker complete --task`")
+      .option("--role <role>", "the role to request (required, except to delegate a --subject-token)")
+      .option("--task <id>", "the task id (1-128 of [A-Za-z0-9._:@-]); end it with `jitbroker complete --task` (required, except to delegate)")
+      .option("--subject-token <file>", "RFC 8693 token exchange: a file holding the subject token (- for stdin): a broker credential to delegate, or a person's ID token (with --subject-token-type id_token)")
+      .addOption(new Option("--subject-token-type <type>", "access_token: delegate a broker credential; id_token: act on behalf of a person (needs --role and --task)").choices(["access_token", "id_token"]).default("access_token"))
+      .option("--resource <uri>", "with --subject-token: the one resource (RFC 8707 audience) the new token is bound to")
       .option("--ttl <duration>", "lease lifetime, e.g. 10m (default: the role's)")
-      .option("--scope <json>", "backend-specific narrowing of the role, a JSON object (aws_sts: an IAM policy document)")
+      .option("--scope <json>", "backend-specific narrowing of the role, a JSON object (aws_sts: an IAM policy document); with --subject-token: space-separated OAuth scopes")
       .option("--intent <text>", "task context for the policy: what the task is for")
       .option("--tool <text>", "task context: the tool that will use the credential")
       .option("--destination <text>", "task context: where the credential will be used")
@@ -71,9 +122,12 @@ export function registerExchangeCommands(program: Command): void {
     action(async (f: ExchangeFlags) => {
       const waitMs = duration(f.wait, "--wait");
       const pollMs = duration(f.poll, "--poll");
-      const scope = parseScope(f.scope);
       const ttl = f.ttl === undefined ? undefined : /^\d+$/.test(f.ttl) ? Number(f.ttl) : f.ttl;
       const files = f.format === "github" ? githubFiles() : null;
+      if (f.subjectToken !== undefined) return tokenExchange(f, ttl, files);
+      if (f.role === undefined || f.task === undefined) throw new CliError("give --role and --task (or --subject-token to exchange a token)", 2);
+      if (f.resource !== undefined) throw new CliError("--resource goes with --subject-token", 2);
+      const scope = parseScope(f.scope);
       const client = clientFrom(f);
       const task = {
         id: f.task,

@@ -16,7 +16,7 @@
  * lease is still active, the answer kept `introspectionCacheMs` (default 5 s): a revoked chain
  * is then refused within that time instead of at `exp`.
  */
-import { createHash, createPublicKey, verify as verifySignature, type JsonWebKey, type KeyObject } from "node:crypto";
+import { createHash, createPublicKey, verify as verifySignature, type KeyObject } from "node:crypto";
 import type { BrokerClient } from "./client";
 import { CredentialRejectedError } from "./errors";
 
@@ -63,6 +63,14 @@ export interface CredentialVerifier {
   verify(token: string): Promise<VerifiedCredential>;
 }
 
+interface Jwk {
+  kty?: string;
+  crv?: string;
+  x?: string;
+  y?: string;
+  kid?: string;
+}
+
 const COMPACT = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
 const reject = (reason: string, message: string): never => {
   throw new CredentialRejectedError(reason, message);
@@ -101,7 +109,7 @@ export function createCredentialVerifier(opts: VerifyOptions): CredentialVerifie
   function loadKeys(): Promise<void> {
     loading ??= (async () => {
       try {
-        const doc = (await getJson("/.well-known/jwks.json")) as { keys?: JsonWebKey[] };
+        const doc = (await getJson("/.well-known/jwks.json")) as { keys?: Jwk[] };
         const next = new Map<string, KeyObject>();
         for (const jwk of doc.keys ?? []) {
           if (typeof jwk.kid !== "string" || jwk.kty !== "EC" || jwk.crv !== "P-256") continue;

@@ -1,5 +1,5 @@
 /**
- * RFC 8693 token exchange (docs/ARCHITECTURE.md, delegation): how a workload gets a narrower copy
+ * RFC 8693 token exchange (docs/ARCHITECTURE.md, Delegation): how a workload gets a narrower copy
  * of a broker credential (delegation) or a credential that acts for a person (on-behalf-of).
  *
  * The caller authenticates with `actor_token`, its own workload token, verified exactly like a

@@ -18,7 +18,7 @@ export function oauthApiRoutes(): ApiRoute[] {
       .strictObject({
         error: z.enum(["invalid_request", "invalid_client", "invalid_target", "invalid_scope", "unauthorized_client", "unsupported_grant_type", "temporarily_unavailable", "server_error"]),
         error_description: text.describe("What went wrong, safe to show"),
-        code: text.describe("The broker's stable code (DESIGN.md section 5): invalid_request, invalid_token, token_expired, policy_denied, ttl_too_long, rate_limited, quota_exceeded..."),
+        code: text.describe("The broker's stable code (as in problem documents): invalid_request, invalid_token, token_expired, policy_denied, ttl_too_long, rate_limited, quota_exceeded..."),
       })
       .describe("RFC 6749 section 5.2 error, plus the broker's code"),
   );

@@ -1,5 +1,5 @@
 /**
- * The OAuth surface of the broker (DESIGN.md section 9 contract; docs/ARCHITECTURE.md):
+ * The OAuth surface of the broker (docs/ARCHITECTURE.md, Delegation):
  *
  *   POST /v1/oauth/token                         RFC 8693 token exchange, form-encoded or JSON;
  *                                                authenticated by actor_token (not the /v1

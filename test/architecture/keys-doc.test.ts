@@ -14,13 +14,14 @@
  *     the code does not build.
  * Each row also names its owning file, which must exist.
  */
-import { existsSync, mkdtempSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { Redis } from "ioredis";
 import { createKeyspace } from "../../src/redis/keys";
 import { startRedisServer, type RedisServerHandle } from "../support/redis-server";
-import { startFixture, waitFor, type Fixture } from "../support/fixture";
+import { POLICIES, startFixture, waitFor, type Fixture } from "../support/fixture";
+import { getJson } from "../support/broker";
 import { createJwtBackend } from "../../src/backends/jwt/backend";
 import { loadOrCreateSigningKeys } from "../../src/backends/jwt/keys";
 import type { Backend } from "../../src/backends/types";
@@ -139,7 +140,13 @@ describe("docs/ARCHITECTURE.md, Redis key layout", () => {
           return real.revoke(lease, handle);
         },
       };
-      f = await startFixture({ extra: { redis: { url: redisServer.url } }, backends: { jwt } });
+      // The example policies, plus delegation of read roles between agents (token exchange).
+      writeFileSync(path.join(dir, "delegate.cedar"), 'permit (principal, action == Action::"delegate", resource is Role) when { principal.kind == "agent" && resource.labels has access && resource.labels.access == "read" };');
+      // The broker signs and verifies with the same key file as the wrapped backend.
+      f = await startFixture({
+        extra: { redis: { url: redisServer.url }, policy: { files: [POLICIES, path.join(dir, "*.cedar")] }, backends: { jwt: { signing_key_file: path.join(dir, "signing-key.json") } } },
+        backends: { jwt },
+      });
       tag = `{${f.b.config.redis.prefix}}`;
 
       const ok = (r: { status: number; body: unknown }, status: number) => {
@@ -150,6 +157,17 @@ describe("docs/ARCHITECTURE.md, Redis key layout", () => {
       // Issuance, then task completion.
       ok(await f.call("POST", "/v1/credentials", "agent", read), 201);
       ok(await f.call("POST", "/v1/tasks/t-complete/complete", "agent"), 200);
+      // Delegation (RFC 8693): a child lease registered under its parent, revoked with it.
+      const parent = ok(await f.call("POST", "/v1/credentials", "agent", { ...read, task: { id: "t-delegate" } }), 201);
+      const form = new URLSearchParams({
+        grant_type: "urn:ietf:params:oauth:grant-type:token-exchange",
+        subject_token: parent.credential.token,
+        subject_token_type: "urn:ietf:params:oauth:token-type:access_token",
+        actor_token: await f.token("agent2"),
+        actor_token_type: "urn:ietf:params:oauth:token-type:jwt",
+      });
+      ok(await getJson(`${f.b.url}/v1/oauth/token`, undefined, { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded" }, body: form.toString() }), 200);
+      ok(await f.call("DELETE", `/v1/leases/${parent.lease.id}`, "agent"), 200);
       // Owner revocation.
       const owned = ok(await f.call("POST", "/v1/credentials", "agent", { ...read, task: { id: "t-owner" } }), 201);
       ok(await f.call("DELETE", `/v1/leases/${owned.lease.id}`, "agent"), 200);

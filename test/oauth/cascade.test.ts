@@ -32,6 +32,24 @@ async function chain(task: string, ttl?: number): Promise<Chain> {
   return { root, descendants: [one, two, side] };
 }
 
+let originalHash = "";
+beforeAll(() => {
+  originalHash = f.b.broker.policy().set().hash;
+});
+
+/**
+ * Puts the policy file back and waits until the broker runs the original set again (the file
+ * watcher may reload a moment later than the explicit reload), so later tests start from it.
+ */
+async function restorePolicies(file: string, text: string) {
+  const fs = await import("node:fs");
+  fs.writeFileSync(file, text);
+  await f.call("POST", "/v1/admin/policy/reload", "alice");
+  await waitFor(async () => f.b.broker.policy().set().hash === originalHash, 15_000, "the original policies");
+  await new Promise((r) => setTimeout(r, 500));
+  expect(f.b.broker.policy().set().hash).toBe(originalHash);
+}
+
 const leaseOf = async (id: string) => (await f.call("GET", `/v1/leases/${id}`, "alice")).body.lease;
 
 /**
@@ -141,8 +159,7 @@ describe("cascade revocation", () => {
       const root = (await f.call("GET", `/v1/leases/${c.root.lease.id}`, "alice")).body.lease;
       expect(root.revocation.trigger).toBe("policy_change");
     } finally {
-      fs.writeFileSync(file, before);
-      await f.call("POST", "/v1/admin/policy/reload", "alice");
+      await restorePolicies(file, before);
     }
   });
 
@@ -174,8 +191,7 @@ describe("cascade revocation", () => {
       expect((await f.introspect(c.descendants[0]!.access_token)).active).toBe(true);
       expect((await f.introspect(c.descendants[2]!.access_token)).active).toBe(true);
     } finally {
-      fs.writeFileSync(file, before);
-      await f.call("POST", "/v1/admin/policy/reload", "alice");
+      await restorePolicies(file, before);
     }
   });
 

@@ -46,6 +46,11 @@ export function describeConfig(cfg: LoadedConfig, warnings: string[] = []): stri
     `roles (${roles.length}):`,
     roles.length ? table(roles) : "  (none)",
     ...(cfg.backends.vault ? [`vault: ${describeVault(cfg.backends.vault)}`] : []),
+    ...(cfg.console
+      ? [
+          `console: ${cfg.server.public_url.replace(/\/+$/, "")}/console/, sign-in at issuer ${cfg.console.oidc.issuer} as client ${cfg.console.oidc.client_id} (${cfg.console.oidc.client_secret ? "confidential" : "public, PKCE only"}), sessions idle ${formatDuration(cfg.console.session_idle)} / max ${formatDuration(cfg.console.session_max)}`,
+        ]
+      : []),
     ...(warnings.length ? [`warnings (${warnings.length}):`, ...warnings.map((w) => `  ${w}`)] : []),
     "",
   ].join("\n");

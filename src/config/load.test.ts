@@ -600,3 +600,29 @@ roles:
     ]);
   });
 });
+
+describe("console", () => {
+  const ISSUERS = `
+- name: corp
+  type: oidc
+  issuer: "https://login.example.com"
+  discovery: true
+- name: mesh
+  type: spiffe
+  trust_domain: "prod.example.org"
+  bundle_file: "b.json"`;
+
+  it("is absent unless configured, and fills the session defaults (30m idle, 8h max)", () => {
+    expect(parseConfig(withIssuer(ISSUERS), FILE, {}).console).toBeUndefined();
+    const cfg = parseConfig(withIssuer(ISSUERS, `console:\n  oidc: { issuer: corp, client_id: "jitbroker-console", client_secret: "\${S}" }`), FILE, { S: "s3cret" });
+    expect(cfg.console).toEqual({ oidc: { issuer: "corp", client_id: "jitbroker-console", client_secret: "s3cret" }, session_idle: 30 * 60_000, session_max: 8 * 3_600_000 });
+  });
+
+  it("refuses an issuer that does not exist or is not oidc, with its path", () => {
+    expect(problemsOf(withIssuer(ISSUERS, `console:\n  oidc: { issuer: nope, client_id: c }`)).map(pathOf)).toEqual(["console.oidc.issuer"]);
+    const spiffe = problemsOf(withIssuer(ISSUERS, `console:\n  oidc: { issuer: mesh, client_id: c }`));
+    expect(spiffe).toHaveLength(1);
+    expect(spiffe[0]).toMatch(/^console\.oidc\.issuer: .*spiffe/);
+    expect(problemsOf(withIssuer(ISSUERS, `console:\n  oidc: { issuer: corp }\n  session_idle: soon`)).map(pathOf).sort()).toEqual(["console.oidc.client_id", "console.session_idle"]);
+  });
+});

@@ -189,9 +189,12 @@ describe("docs/ARCHITECTURE.md, Redis key layout", () => {
     }, 60_000);
 
     afterAll(async () => {
-      await f?.close();
-      sub?.disconnect();
-      await redisServer?.stop();
+      try {
+        await f?.close();
+      } finally {
+        await sub?.quit().catch(() => sub.disconnect());
+        await redisServer?.stop();
+      }
     });
 
     it("writes only keys the table lists, all under the broker's hash tag", () => {

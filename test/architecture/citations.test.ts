@@ -39,6 +39,12 @@ describe("citations of docs/ARCHITECTURE.md", () => {
     expect(invariants).toEqual(["I1", "I2", "I3", "I4", "I5", "I6", "I7", "I8", "I9", "I10"]);
   });
 
+  it("the contents list every section, by its anchor", () => {
+    const sections = [...DOC.matchAll(/^## (.+)$/gm)].map((m) => m[1]!.trim()).filter((h) => h !== "Contents");
+    const listed = [...DOC.matchAll(/^- \[(.+?)\]\(#([\w-]+)\)/gm)].map((m) => [m[1], m[2]]);
+    expect(listed).toEqual(sections.map((h) => [h, anchor(h)]));
+  });
+
   it("every cited section exists", () => {
     const bad: string[] = [];
     let checked = 0;

@@ -22,7 +22,8 @@ import { embeddedRedisUrl } from "../redis/embedded";
 import type { Redis } from "ioredis";
 import { createRedisFactory, type RedisFactory } from "../redis/connect";
 import { describeRedisError } from "../redis/health";
-import { copyFileSync, mkdirSync, readdirSync } from "node:fs";
+import { mkdirSync } from "node:fs";
+import { examplePolicies, packageVersion } from "../release/build-info";
 import { registerClientCommands } from "./client";
 import { CliError, load } from "./errors";
 import { configWarnings, registerPolicyCommands } from "./policy-commands";
@@ -122,13 +123,10 @@ async function withRedis<T>(cfg: LoadedConfig, fn: (redis: Redis) => Promise<T>)
   }
 }
 
-/** The example policies shipped with the package (config/policies). */
-const EXAMPLE_POLICIES = path.resolve(__dirname, "../../config/policies");
-
 export function buildProgram(): Command {
   const program = new Command("jitbroker")
     .description("Just-in-time ephemeral credentials for workloads")
-    .version("0.1.0")
+    .version(packageVersion())
     .exitOverride()
     .showHelpAfterError("(run with --help for usage)");
 
@@ -156,7 +154,7 @@ export function buildProgram(): Command {
       const policies = path.join(dir, "policies");
       if (opts.reset || !existsSync(policies)) {
         mkdirSync(policies, { recursive: true });
-        for (const f of readdirSync(EXAMPLE_POLICIES).filter((n) => n.endsWith(".cedar"))) copyFileSync(path.join(EXAMPLE_POLICIES, f), path.join(policies, f));
+        for (const [f, text] of Object.entries(examplePolicies())) writeFileSync(path.join(policies, f), text);
       }
       const cfg = load(file);
       cfg.server.listen = { host: "127.0.0.1", port, text: `127.0.0.1:${port}` };

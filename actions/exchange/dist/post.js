@@ -1,0 +1,479 @@
+// Built by scripts/release from src/action (do not edit; a test checks this copy is up to date).
+"use strict";
+
+// src/client/errors.ts
+var BrokerClientError = class extends Error {
+  constructor(message, options) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+};
+var BrokerApiError = class extends BrokerClientError {
+  status;
+  code;
+  detail;
+  problem;
+  /** Seconds, from a Retry-After header (429, 503). */
+  retryAfter;
+  constructor(problem, retryAfter) {
+    super(`${problem.code}: ${problem.detail}`);
+    this.status = problem.status;
+    this.code = problem.code;
+    this.detail = problem.detail;
+    this.problem = problem;
+    this.retryAfter = retryAfter;
+  }
+  /** The broker or a backend is unavailable (503, or a gateway error in front of the broker). */
+  get unavailable() {
+    return this.status >= 500;
+  }
+};
+var BrokerUnreachableError = class extends BrokerClientError {
+  constructor(url, reason, options) {
+    super(`cannot reach the broker at ${url}: ${reason}`, options);
+    this.url = url;
+    this.reason = reason;
+  }
+  url;
+  reason;
+  code = "broker_unreachable";
+};
+var TokenSourceError = class extends BrokerClientError {
+  /** "unavailable": the source exists but failed (provider down); "config": the source is not set up. */
+  constructor(message, kind = "config", options) {
+    super(message, options);
+    this.kind = kind;
+  }
+  kind;
+};
+var ApprovalError = class extends BrokerClientError {
+  constructor(request, message) {
+    super(message);
+    this.request = request;
+    this.requestId = request.id;
+    this.state = request.state;
+  }
+  request;
+  requestId;
+  state;
+};
+
+// src/client/token.ts
+var import_promises = require("node:fs/promises");
+var clean = (token, where) => {
+  const t = token.trim();
+  if (t === "") throw new TokenSourceError(`${where} is empty`);
+  if (/\s/.test(t)) throw new TokenSourceError(`${where} does not hold a single token (it contains whitespace)`);
+  return t;
+};
+function fileToken(file) {
+  return {
+    refreshable: true,
+    async get() {
+      let text;
+      try {
+        text = await (0, import_promises.readFile)(file, "utf8");
+      } catch (e) {
+        const code = e.code;
+        throw new TokenSourceError(`cannot read the token file ${file}: ${code === "ENOENT" ? "no such file" : code ?? e.message}`, "config", { cause: e });
+      }
+      return clean(text, `token file ${file}`);
+    }
+  };
+}
+function envToken(name, env = process.env) {
+  return {
+    refreshable: true,
+    async get() {
+      const v = env[name];
+      if (v === void 0 || v === "") throw new TokenSourceError(`environment variable ${name} is not set`);
+      return clean(v, `environment variable ${name}`);
+    }
+  };
+}
+function expiryMs(jwt) {
+  try {
+    const payload = JSON.parse(Buffer.from(jwt.split(".")[1] ?? "", "base64url").toString("utf8"));
+    return typeof payload.exp === "number" ? payload.exp * 1e3 : void 0;
+  } catch {
+    return void 0;
+  }
+}
+function githubActionsToken(opts = {}) {
+  const env = opts.env ?? process.env;
+  const audience = opts.audience ?? "jitbroker";
+  const doFetch = opts.fetch ?? fetch;
+  const refreshBefore = opts.refreshBeforeMs ?? 6e4;
+  let cached = null;
+  return {
+    refreshable: true,
+    invalidate() {
+      cached = null;
+    },
+    async get() {
+      if (cached && cached.exp - refreshBefore > Date.now()) return cached.token;
+      const base = env.ACTIONS_ID_TOKEN_REQUEST_URL;
+      const requestToken = env.ACTIONS_ID_TOKEN_REQUEST_TOKEN;
+      if (!base || !requestToken) {
+        throw new TokenSourceError(
+          "ACTIONS_ID_TOKEN_REQUEST_URL and ACTIONS_ID_TOKEN_REQUEST_TOKEN are not set: run inside GitHub Actions with `permissions: id-token: write`"
+        );
+      }
+      const url = `${base}${base.includes("?") ? "&" : "?"}audience=${encodeURIComponent(audience)}`;
+      let res;
+      try {
+        res = await doFetch(url, {
+          headers: { authorization: `Bearer ${requestToken}`, accept: "application/json" },
+          signal: AbortSignal.timeout(opts.timeoutMs ?? 3e4)
+        });
+      } catch (e) {
+        const cause = e.cause?.code ?? e.name;
+        throw new TokenSourceError(`cannot reach the GitHub Actions token endpoint: ${cause}`, "unavailable", { cause: e });
+      }
+      const text = await res.text().catch(() => "");
+      if (!res.ok) {
+        throw new TokenSourceError(`the GitHub Actions token endpoint answered HTTP ${res.status}`, res.status >= 500 || res.status === 429 ? "unavailable" : "refused");
+      }
+      let value;
+      try {
+        value = JSON.parse(text).value;
+      } catch {
+        value = void 0;
+      }
+      if (typeof value !== "string" || value === "") throw new TokenSourceError('the GitHub Actions token endpoint answered without a token (no "value")', "unavailable");
+      const token = clean(value, "the GitHub Actions ID token");
+      const exp = expiryMs(token);
+      cached = exp === void 0 ? null : { token, exp };
+      return token;
+    }
+  };
+}
+function tokenProvider(opt) {
+  if (typeof opt === "string") {
+    const t = clean(opt, "the token");
+    return { refreshable: false, get: async () => t };
+  }
+  if (typeof opt === "function") {
+    return {
+      refreshable: true,
+      async get() {
+        let v;
+        try {
+          v = await opt();
+        } catch (e) {
+          throw new TokenSourceError(`the token function failed: ${e.message ?? String(e)}`, "unavailable", { cause: e });
+        }
+        if (typeof v !== "string") throw new TokenSourceError("the token function did not return a string");
+        return clean(v, "the token function's result");
+      }
+    };
+  }
+  if ("get" in opt && typeof opt.get === "function") return opt;
+  if ("file" in opt && typeof opt.file === "string") return fileToken(opt.file);
+  if ("env" in opt && typeof opt.env === "string") return envToken(opt.env);
+  throw new TokenSourceError("token: give a string, a function, {file}, {env} or a token provider");
+}
+
+// src/client/client.ts
+var NOT_SENT = /* @__PURE__ */ new Set(["ECONNREFUSED", "UND_ERR_CONNECT_TIMEOUT", "EAI_AGAIN", "ENETUNREACH", "EHOSTUNREACH"]);
+var sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+function errorCode(e) {
+  const err = e;
+  if (err?.name === "TimeoutError" || err?.name === "AbortError") return "timeout";
+  const cause = err?.cause;
+  return cause?.code ?? cause?.errors?.[0]?.code ?? err?.code ?? cause?.message ?? err?.name ?? "network error";
+}
+function retryAfterSeconds(h) {
+  const v = h.get("retry-after");
+  if (v === null) return void 0;
+  const n = Number(v);
+  if (Number.isFinite(n) && n >= 0) return n;
+  const at = Date.parse(v);
+  return Number.isNaN(at) ? void 0 : Math.max(0, Math.ceil((at - Date.now()) / 1e3));
+}
+function toProblem(status, body) {
+  const b = body;
+  if (b && typeof b === "object" && typeof b.code === "string") {
+    return { ...b, status: typeof b.status === "number" ? b.status : status, code: b.code, detail: typeof b.detail === "string" ? b.detail : b.title ?? `HTTP ${status}` };
+  }
+  const code = status === 502 || status === 503 || status === 504 ? "broker_unavailable" : status === 401 ? "invalid_token" : "unexpected_response";
+  return { status, code, detail: `HTTP ${status} without a problem document (is the URL the broker's?)` };
+}
+var BrokerClient = class {
+  url;
+  token;
+  doFetch;
+  retry;
+  timeoutMs;
+  userAgent;
+  constructor(opts) {
+    let u;
+    try {
+      u = new URL(opts.url);
+    } catch {
+      throw new TypeError(`url: not a URL: ${JSON.stringify(opts.url)}`);
+    }
+    if (u.protocol !== "http:" && u.protocol !== "https:") throw new TypeError(`url: must be http(s), got ${u.protocol}`);
+    this.url = opts.url.replace(/\/+$/, "");
+    this.token = tokenProvider(opts.token);
+    this.doFetch = opts.fetch ?? fetch;
+    this.retry = opts.retry === false ? { attempts: 1, baseMs: 0, maxMs: 0 } : { attempts: Math.max(1, opts.retry?.attempts ?? 4), baseMs: opts.retry?.baseMs ?? 250, maxMs: opts.retry?.maxMs ?? 5e3 };
+    this.timeoutMs = opts.timeoutMs ?? 3e4;
+    this.userAgent = opts.userAgent ?? "jitbroker-client";
+  }
+  /** Capped exponential backoff with full jitter; Retry-After (seconds) is honoured up to the cap. */
+  backoff(attempt, retryAfter) {
+    const step = Math.min(this.retry.maxMs, this.retry.baseMs * 2 ** (attempt - 1));
+    const jittered = Math.round(step / 2 + Math.random() * step / 2);
+    return retryAfter === void 0 ? jittered : Math.max(jittered, Math.min(this.retry.maxMs, retryAfter * 1e3));
+  }
+  async call(method, path, opts = {}) {
+    const auth = opts.auth ?? true;
+    const idempotent = opts.idempotent ?? (method === "GET" || method === "DELETE");
+    let url = `${this.url}${path}`;
+    if (opts.query) {
+      const q = new URLSearchParams();
+      for (const [k, v] of Object.entries(opts.query)) if (v !== void 0) q.set(k, String(v));
+      const s = q.toString();
+      if (s) url += `?${s}`;
+    }
+    let refreshed = false;
+    for (let attempt = 1; ; attempt++) {
+      const headers = { accept: "application/json, application/problem+json", "user-agent": this.userAgent };
+      if (auth) headers.authorization = `Bearer ${await this.token.get()}`;
+      if (opts.body !== void 0) headers["content-type"] = "application/json";
+      let res;
+      try {
+        res = await this.doFetch(url, {
+          method,
+          headers,
+          ...opts.body === void 0 ? {} : { body: JSON.stringify(opts.body) },
+          signal: AbortSignal.timeout(this.timeoutMs)
+        });
+      } catch (e) {
+        const code = errorCode(e);
+        if (attempt < this.retry.attempts && (NOT_SENT.has(code) || idempotent)) {
+          await sleep(this.backoff(attempt));
+          continue;
+        }
+        throw new BrokerUnreachableError(this.url, code, { cause: e });
+      }
+      const text = await res.text().catch(() => "");
+      let body = void 0;
+      if (text !== "") {
+        try {
+          body = JSON.parse(text);
+        } catch {
+          body = void 0;
+        }
+      }
+      if (res.ok) {
+        if (body === void 0) throw new BrokerApiError({ status: res.status, code: "unexpected_response", detail: `HTTP ${res.status} with a body that is not JSON` });
+        return { status: res.status, body, headers: res.headers };
+      }
+      const problem = toProblem(res.status, body);
+      const retryAfter = retryAfterSeconds(res.headers);
+      if (res.status === 401 && problem.code === "token_expired" && auth && this.token.refreshable && !refreshed) {
+        refreshed = true;
+        this.token.invalidate?.();
+        attempt--;
+        continue;
+      }
+      if ((res.status === 502 || res.status === 503 || res.status === 504) && attempt < this.retry.attempts) {
+        await sleep(this.backoff(attempt, retryAfter));
+        continue;
+      }
+      throw new BrokerApiError(problem, retryAfter);
+    }
+  }
+  /**
+   * Asks for a credential for one task. Resolves with the lease and the credential; the
+   * credential is shown once and is not kept by the broker.
+   */
+  async requestCredential(req) {
+    const task = typeof req.task === "string" ? { id: req.task } : req.task;
+    const body = { role: req.role, task, ...req.ttl === void 0 ? {} : { ttl: req.ttl }, ...req.scope === void 0 ? {} : { scope: req.scope } };
+    const r = await this.call("POST", "/v1/credentials", { body });
+    if (r.status !== 202) return r.body;
+    const pending = r.body.request;
+    req.onPending?.(pending);
+    if (!req.waitForApproval) {
+      throw new ApprovalError(pending, `request ${pending.id} for role ${req.role} needs an operator's approval; it is pending`);
+    }
+    return this.waitForApproval(pending, req.waitForApproval);
+  }
+  /**
+   * Collects an approval request once: the credential when it was approved (it is minted now,
+   * and only once), or the request with its state (pending_approval, denied, expired, collected).
+   */
+  async collectRequest(id) {
+    const r = await this.call("GET", `/v1/requests/${encodeURIComponent(id)}`, { idempotent: true });
+    return r.body;
+  }
+  /** Polls an approval request until it is collected (resolves) or ends otherwise (ApprovalError). */
+  async waitForApproval(request, wait) {
+    const deadline = Date.now() + wait.timeoutMs;
+    const pollMs = Math.max(50, wait.pollMs ?? 2e3);
+    let last = request;
+    for (; ; ) {
+      let r;
+      try {
+        r = await this.collectRequest(request.id);
+      } catch (e) {
+        if (!(e instanceof BrokerApiError && e.code === "request_not_pending" && e.problem.state === "collecting")) throw e;
+        r = null;
+      }
+      if (r && "lease" in r) return r;
+      if (r) last = { ...last, ...r.request };
+      if (last.state !== "pending_approval" && last.state !== "approved") {
+        const why = last.state === "denied" ? "was denied" : last.state === "expired" ? "expired before it was approved and collected" : last.state === "collected" ? "was already collected" : `is ${last.state}`;
+        throw new ApprovalError(last, `request ${last.id} ${why}`);
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) throw new ApprovalError(last, `request ${last.id} is still pending approval after ${Math.round(wait.timeoutMs / 1e3)} s`);
+      await sleep(Math.min(pollMs, left));
+    }
+  }
+  /** Ends a task: every lease of it held by this workload is revoked, and no new one is issued (I5). */
+  async completeTask(taskId) {
+    return (await this.call("POST", `/v1/tasks/${encodeURIComponent(taskId)}/complete`, { idempotent: true })).body;
+  }
+  /**
+   * Runs `fn` for a task and then completes the task, whether `fn` resolved or threw. `fn`'s own
+   * error is rethrown (a failed completion is then not reported: the leases still expire).
+   */
+  async withTask(task, fn) {
+    const t = typeof task === "string" ? { id: task } : task;
+    const scope = {
+      id: t.id,
+      requestCredential: (role, opts = {}) => this.requestCredential({ ...opts, role, task: t })
+    };
+    let result;
+    try {
+      result = await fn(scope);
+    } catch (e) {
+      await this.completeTask(t.id).catch(() => void 0);
+      throw e;
+    }
+    await this.completeTask(t.id);
+    return result;
+  }
+  /** Revokes one lease (its owner, or an operator). */
+  async revoke(leaseId, reason) {
+    const r = await this.call("DELETE", `/v1/leases/${encodeURIComponent(leaseId)}`, reason === void 0 ? {} : { body: { reason } });
+    return r.body.lease;
+  }
+  async getLease(leaseId) {
+    return (await this.call("GET", `/v1/leases/${encodeURIComponent(leaseId)}`)).body.lease;
+  }
+  /** The workload this token maps to, and the identity it was read from. */
+  async whoami() {
+    return (await this.call("GET", "/v1/whoami")).body;
+  }
+  /** RFC 7662 introspection of a broker-issued JWT (for resource servers). */
+  async introspect(token) {
+    return (await this.call("POST", "/v1/introspect", { body: { token }, idempotent: true })).body;
+  }
+  // --- operators -----------------------------------------------------------------------------
+  /** One page of leases (operators). */
+  async listLeases(filter = {}) {
+    return (await this.call("GET", "/v1/admin/leases", { query: { ...filter } })).body;
+  }
+  /** Every lease matching the filter, following cursors; stops after `max` (default: all). */
+  async *leases(filter = {}, opts = {}) {
+    let cursor;
+    let left = opts.max ?? Infinity;
+    while (left > 0) {
+      const page = await this.listLeases({ ...filter, limit: Math.min(opts.pageSize ?? 500, left), ...cursor ? { cursor } : {} });
+      for (const l of page.leases) {
+        if (left-- <= 0) return;
+        yield l;
+      }
+      if (!page.next_cursor || page.leases.length === 0) return;
+      cursor = page.next_cursor;
+    }
+  }
+  /** Starts a bulk revocation (operators); follow it with `getRevocation`. */
+  async startRevocation(selector, reason) {
+    return (await this.call("POST", "/v1/admin/revocations", { body: { ...selector, reason } })).body;
+  }
+  async getRevocation(id) {
+    return (await this.call("GET", `/v1/admin/revocations/${encodeURIComponent(id)}`)).body;
+  }
+  /** Approval requests (operators), newest first; `state: "pending_approval"` for the queue. */
+  async listRequests(filter = {}) {
+    return (await this.call("GET", "/v1/admin/requests", { query: { ...filter } })).body;
+  }
+  /** Approves a pending request (operators allowed `approve` on its role; never the requester). */
+  async approveRequest(id, reason) {
+    return (await this.call("POST", `/v1/admin/requests/${encodeURIComponent(id)}/approve`, { body: reason === void 0 ? {} : { reason } })).body.request;
+  }
+  async denyRequest(id, reason) {
+    return (await this.call("POST", `/v1/admin/requests/${encodeURIComponent(id)}/deny`, { body: reason === void 0 ? {} : { reason } })).body.request;
+  }
+  /** Who requested a lease, with which identity, under which policy, and how it ended (I8). */
+  async leaseHistory(leaseId) {
+    return (await this.call("GET", `/v1/admin/leases/${encodeURIComponent(leaseId)}/history`)).body;
+  }
+};
+
+// src/action/runner.ts
+var ActionError = class extends Error {
+};
+function commandData(s) {
+  return s.replace(/%/g, "%25").replace(/\r/g, "%0D").replace(/\n/g, "%0A").replace(/[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]/g, "?");
+}
+function maskedJobToken(r, audience) {
+  const inner = githubActionsToken({ env: r.env, audience });
+  return {
+    refreshable: true,
+    invalidate: () => inner.invalidate?.(),
+    async get() {
+      const t = await inner.get();
+      r.log(`::add-mask::${commandData(t)}`);
+      return t;
+    }
+  };
+}
+function brokerClient(r, url, audience) {
+  try {
+    return new BrokerClient({ url, token: maskedJobToken(r, audience), retry: { attempts: 3 }, userAgent: "jitbroker-github-action" });
+  } catch (e) {
+    throw new ActionError(`broker-url ${url}: ${e.message.replace(/^url: /, "")}`);
+  }
+}
+function failureText(e) {
+  if (e instanceof ActionError) return e.message;
+  if (e instanceof BrokerApiError) return `${e.code}: ${e.detail}`;
+  if (e instanceof BrokerUnreachableError) return `broker_unreachable: ${e.message}`;
+  if (e instanceof TokenSourceError) return `token_source: ${e.message}`;
+  if (e instanceof ApprovalError) return `approval_${e.state}: ${e.message}`;
+  return e?.message ?? String(e);
+}
+function runStep(fn) {
+  const r = { env: process.env, log: (line) => process.stdout.write(`${line}
+`) };
+  fn(r).then(
+    () => void 0,
+    (e) => {
+      r.log(`::error title=jitbroker::${commandData(failureText(e))}`);
+      process.exitCode = 1;
+    }
+  );
+}
+
+// src/action/steps.ts
+async function completeStep(r) {
+  const task = r.env.STATE_task ?? "";
+  const url = r.env.STATE_broker_url ?? "";
+  if (task === "" || url === "") {
+    r.log("jitbroker: no task was started (the main step stopped before asking for a credential); nothing to complete");
+    return;
+  }
+  const client = brokerClient(r, url, r.env.STATE_audience || "jitbroker");
+  const out = await client.completeTask(task);
+  r.log(commandData(`jitbroker: task ${out.task_id} completed: ${out.revoked} lease${out.revoked === 1 ? "" : "s"} revoked`));
+}
+
+// src/action/post.ts
+runStep(completeStep);

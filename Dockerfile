@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1
+# jitbroker on Node 26. `docker compose up --build` runs it (docker-compose.yml); alone:
+#   docker build -t jitbroker . && docker run --rm jitbroker --version
 
-# ---- build: full deps, compile TypeScript, then drop dev deps ----
+# ---- build: the committed lock file, compile TypeScript, then drop dev dependencies ----
 FROM node:26-bookworm-slim AS build
 WORKDIR /app
 ENV NPM_CONFIG_UPDATE_NOTIFIER=false
@@ -14,7 +16,7 @@ COPY scripts/build-console.mjs ./scripts/build-console.mjs
 RUN npm run build \
  && npm prune --omit=dev --no-audit --no-fund
 
-# ---- runtime: production deps + compiled output, non-root ----
+# ---- runtime: production dependencies + compiled output, non-root ----
 FROM node:26-bookworm-slim
 ENV NODE_ENV=production
 WORKDIR /app
@@ -22,9 +24,14 @@ COPY --from=build --chown=node:node /app/package.json /app/package-lock.json ./
 COPY --from=build --chown=node:node /app/node_modules ./node_modules
 COPY --from=build --chown=node:node /app/dist ./dist
 COPY --chown=node:node config ./config
-# Writable state (e.g. a generated signing key); mount a volume here to keep it.
-RUN mkdir -p /app/.jitbroker /etc/jitbroker && chown node:node /app/.jitbroker
+# `jitbroker` on PATH (the package's bin), for `docker compose exec broker jitbroker ...`.
+# State (signing key, dev issuer, dev config) goes to /app/.jitbroker: mount a volume there.
+RUN ln -s /app/dist/cli/main.js /usr/local/bin/jitbroker \
+ && chmod 0755 /app/dist/cli/main.js \
+ && mkdir -p /app/.jitbroker /etc/jitbroker \
+ && chown node:node /app/.jitbroker
+ENV JITBROKER_HOME=/app/.jitbroker
 USER node
 EXPOSE 8080
-ENTRYPOINT ["node", "dist/cli/main.js"]
+ENTRYPOINT ["jitbroker"]
 CMD ["serve", "--config", "/etc/jitbroker/broker.yaml"]

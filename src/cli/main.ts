@@ -5,6 +5,7 @@
  * line on stderr.
  */
 import { existsSync, writeFileSync } from "node:fs";
+import net from "node:net";
 import path from "node:path";
 import { Command, CommanderError, Option } from "commander";
 import type { LoadedConfig } from "../config/load";
@@ -27,6 +28,7 @@ import { examplePolicies, packageVersion } from "../release/build-info";
 import { registerClientCommands } from "./client";
 import { CliError, load } from "./errors";
 import { configWarnings, registerPolicyCommands } from "./policy-commands";
+import { configFileProblems, offlineConfigFile } from "./config-files";
 
 const devDir = () => path.resolve(process.env.JITBROKER_HOME ?? ".jitbroker");
 
@@ -90,7 +92,7 @@ async function serve(cfg: LoadedConfig, banner?: (url: string) => string, only?:
     await broker.close();
     const code = (e as NodeJS.ErrnoException).code;
     throw new CliError(
-      code === "EADDRINUSE" ? `${cfg.server.listen.text} is already in use (change server.listen or pass --port)` : `cannot listen on ${cfg.server.listen.text}: ${code ?? (e as Error).message}`,
+      code === "EADDRINUSE" ? `${cfg.server.listen.text} is already in use (change server.listen, or set JITBROKER_LISTEN)` : `cannot listen on ${cfg.server.listen.text}: ${code ?? (e as Error).message}`,
       3,
     );
   }
@@ -127,8 +129,7 @@ export function buildProgram(): Command {
   const program = new Command("jitbroker")
     .description("Just-in-time ephemeral credentials for workloads")
     .version(packageVersion())
-    .exitOverride()
-    .showHelpAfterError("(run with --help for usage)");
+    .exitOverride();
 
   program
     .command("serve")
@@ -143,10 +144,12 @@ export function buildProgram(): Command {
     .command("dev")
     .description("run everything locally: embedded Redis, a dev identity issuer, demo workloads and roles")
     .option("--port <port>", "listen port", "8080")
+    .option("--host <address>", "listen address (0.0.0.0 in a container whose port is published on the host's loopback)", "127.0.0.1")
     .option("--reset", "write the dev configuration anew")
-    .action(async (opts: { port: string; reset?: boolean }) => {
+    .action(async (opts: { port: string; host: string; reset?: boolean }) => {
       const port = Number(opts.port);
       if (!Number.isInteger(port) || port < 1 || port > 65535) throw new CliError(`--port ${opts.port}: not a port number`, 2);
+      if (net.isIP(opts.host) === 0 && opts.host !== "localhost") throw new CliError(`--host ${opts.host}: not an IP address`, 2);
       const dir = devDir();
       await ensureDevIssuer(dir);
       const file = path.join(dir, "dev.yaml");
@@ -157,14 +160,17 @@ export function buildProgram(): Command {
         for (const [f, text] of Object.entries(examplePolicies())) writeFileSync(path.join(policies, f), text);
       }
       const cfg = load(file);
-      cfg.server.listen = { host: "127.0.0.1", port, text: `127.0.0.1:${port}` };
+      cfg.server.listen = { host: opts.host, port, text: `${opts.host}:${port}` };
+      // The URL clients use (and the iss of broker JWTs): this machine's loopback, also when a
+      // container listens on 0.0.0.0 behind a published port.
       cfg.server.public_url = `http://127.0.0.1:${port}`;
       const cmd = process.env.JITBROKER_CMD ?? "jitbroker";
-      await serve(cfg, (url) =>
-        [
+      await serve(cfg, (bound) => {
+        const url = opts.host === "127.0.0.1" ? bound : cfg.server.public_url;
+        return [
           ``,
           `jitbroker dev is running at ${url}`,
-          `  config:    ${path.relative(process.cwd(), file) || file}  (embedded Redis under ${path.relative(process.cwd(), cfg.redis.data_dir)})`,
+          `  config:    ${path.relative(process.cwd(), file) || file}  (${cfg.redis.url === "embedded" ? `embedded Redis under ${path.relative(process.cwd(), cfg.redis.data_dir)}` : `Redis from REDIS_URL`})`,
           `  workloads: ${cfg.workloads.map((w) => `${w.id} (${w.kind})`).join(", ")}`,
           ``,
           `Try, in another terminal:`,
@@ -178,8 +184,8 @@ export function buildProgram(): Command {
           ``,
           `Stop with Ctrl-C.`,
           ``,
-        ].join("\n"),
-      );
+        ].join("\n");
+      });
     });
 
   const token = program.command("token").description("workload tokens for local testing");
@@ -226,6 +232,12 @@ export function buildProgram(): Command {
     .option("--strict", "exit 1 when there are warnings")
     .action(async (opts: { config?: string; strict?: boolean }) => {
       const cfg = load(opts.config);
+      const problems = await configFileProblems(cfg);
+      if (problems.length === 1) throw new CliError(problems[0]!, 2);
+      if (problems.length > 1) {
+        process.stderr.write(`${problems.join("\n")}\n`);
+        throw new CliError(`configuration has ${problems.length} problems`, 2);
+      }
       const warnings = await configWarnings(cfg);
       process.stdout.write(describeConfig(cfg, warnings));
       if (opts.strict && warnings.length > 0) throw new CliError(`${warnings.length} warning${warnings.length === 1 ? "" : "s"} (--strict)`, 1);
@@ -235,9 +247,9 @@ export function buildProgram(): Command {
   keysCmd
     .command("rotate")
     .description("make a new current signing key; the previous ones stay in the JWKS")
-    .option("--config <file>", "configuration file (backends.jwt.signing_key_file)")
+    .option("--config <file>", "configuration file (backends.jwt.signing_key_file; default: $JITBROKER_CONFIG, the running jitbroker dev's, or config/broker.yaml)")
     .action(async (opts: { config?: string }) => {
-      const cfg = load(opts.config);
+      const cfg = load(offlineConfigFile(opts.config));
       try {
         const keys = await rotateSigningKey(cfg.backends.jwt.signing_key_file);
         process.stdout.write(
@@ -254,9 +266,9 @@ export function buildProgram(): Command {
   audit
     .command("verify")
     .description("check the hash chain of the audit ledger (exit 1 on a break)")
-    .option("--config <file>", "configuration file (Redis is read from it or REDIS_URL)")
+    .option("--config <file>", "configuration file (Redis is read from it or REDIS_URL; default: $JITBROKER_CONFIG, the running jitbroker dev's, or config/broker.yaml)")
     .action(async (opts: { config?: string }) => {
-      const cfg = load(opts.config);
+      const cfg = load(offlineConfigFile(opts.config));
       const keys = createKeyspace(cfg.redis.prefix);
       const res = await withRedis(cfg, (redis) => verifyAuditChain(redis, { streamKey: keys.audit, headKey: keys.auditHead }));
       if (!res.ok) {
@@ -267,8 +279,20 @@ export function buildProgram(): Command {
 
   registerClientCommands(program);
   registerPolicyCommands(program);
+  oneLineUsageErrors(program, "jitbroker");
 
   return program;
+}
+
+/**
+ * Commander's usage errors (unknown option or command, missing option, bad choice) as one line
+ * in the CLI's format: `jitbroker: usage: <what> (jitbroker <command> --help)`.
+ */
+function oneLineUsageErrors(cmd: Command, name: string): void {
+  cmd.configureOutput({
+    outputError: (str, write) => write(`jitbroker: usage: ${str.replace(/^error: /, "").replace(/\s*\n\s*/g, " ").trim()} (${name} --help)\n`),
+  });
+  for (const sub of cmd.commands) oneLineUsageErrors(sub, `${name} ${sub.name()}`);
 }
 
 export async function main(argv: string[]): Promise<number> {

@@ -33,6 +33,7 @@ import {
 import type { ActionName } from "../policy/types";
 // main.ts imports this module too; CliError and load are only used when a command runs.
 import { CliError, load } from "./errors";
+import { offlineConfigFile } from "./config-files";
 
 const rel = (p: string) => path.relative(process.cwd(), p) || p;
 
@@ -189,10 +190,10 @@ export function registerPolicyCommands(program: Command): void {
     .command("test")
     .description("run a table of requests against the policies (exit 1 on a mismatch)")
     .argument("<file>", "YAML {cases: [{name?, workload, role, context?, expect: allow|deny|approval}]}")
-    .option("--config <file>", "configuration file: inventory and policy files")
+    .option("--config <file>", "configuration file: inventory and policy files (default: $JITBROKER_CONFIG, the running jitbroker dev's, or config/broker.yaml)")
     .option("--json", "print the results as JSON")
     .action(async (file: string, opts: { config?: string; json?: boolean }) => {
-      const cfg = load(opts.config);
+      const cfg = load(offlineConfigFile(opts.config));
       let text: string;
       try {
         text = readFileSync(file, "utf8");
@@ -253,10 +254,10 @@ export function registerPolicyCommands(program: Command): void {
     .option("--context <json>", 'JSON context: {"task": {...}, "ttl": "10m", "approved": true, "at": "...", "time": {...}, "claims": {...}, "subject": "...", "requester": "..."}')
     .option("--ttl <duration>", "requested TTL (default: the role's default)")
     .option("--at <time>", "RFC 3339 time of the request (default: now)")
-    .option("--config <file>", "configuration file: inventory and policy files")
+    .option("--config <file>", "configuration file: inventory and policy files (default: $JITBROKER_CONFIG, the running jitbroker dev's, or config/broker.yaml)")
     .option("--json", "print the explanation as JSON")
     .action(async (opts: { workload: string; role?: string; action: ActionName; context?: string; ttl?: string; at?: string; config?: string; json?: boolean }) => {
-      const cfg = load(opts.config);
+      const cfg = load(offlineConfigFile(opts.config));
       let raw: unknown = {};
       if (opts.context !== undefined) {
         try {

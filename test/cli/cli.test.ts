@@ -3,7 +3,7 @@
  * `node dist/cli/main.js`, exit codes 0 / 2, what lands on stdout and stderr.
  * `scripts/test` builds dist/ before jest; run `npm run build` first when calling jest directly.
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { createLocalJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify, type JSONWebKeySet } from "jose";
@@ -20,6 +20,8 @@ const run = (args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {
 
 const MINIMAL = `${MINIMAL_CONFIG.trimStart()}workloads:
   - { id: builder, kind: ci, owner: "o@example.com", purpose: "builds", issuer: ci, subject: "repo:acme/app" }
+policy:
+  files: [${JSON.stringify(path.join(ROOT, "config/policies/*.cedar"))}]
 `;
 
 const BROKEN = `server:
@@ -76,7 +78,7 @@ describe("config check", () => {
     expect(out).toContain("server: listen 127.0.0.1:8080, public_url http://127.0.0.1:8080, audience jitbroker");
     expect(out).toContain("redis: embedded (data in .jitbroker/redis), prefix jit");
     expect(issuerRows.find((l) => /^\s+github\s/.test(l))).toMatch(/^\s+github\s+oidc\s+https:\/\/token\.actions\.githubusercontent\.com\s+discovery\s+RS256$/);
-    expect(issuerRows.find((l) => /^\s+mesh\s/.test(l))).toMatch(/^\s+mesh\s+spiffe\s+spiffe:\/\/prod\.example\.org\s+bundle_file config\/bundles\/prod\.json\s+RS256,ES256$/);
+    expect(issuerRows.find((l) => /^\s+mesh\s/.test(l))).toMatch(/^\s+mesh\s+spiffe\s+spiffe:\/\/prod\.example\.org\s+bundle_url https:\/\/spire\.prod\.example\.org\/bundle\s+RS256,ES256$/);
     expect(workloadRows.find((l) => /^\s+payments-deployer\s/.test(l))).toMatch(
       /^\s+payments-deployer\s+ci\s+github\s+repo:acme\/payments:ref:refs\/heads\/main\s+repository_id=912345 repository_owner_id=4242 ref=refs\/heads\/main\s+platform-team@example\.com$/,
     );
@@ -108,6 +110,39 @@ describe("config check", () => {
     expect(err).toContain('  identity.issuers[1].jwks_uri: must be an https URL (http only for localhost), got "http://keys.example.com/jwks"');
     expect(err).toContain('  workloads[0].issuer: unknown issuer "nosuch" (known: ci, other, mesh)');
     expect(err[err.length - 1]).toBe("jitbroker: configuration has 8 problems");
+  });
+
+  it("fails (exit 2) on a policy pattern that matches no file, and on key files without a usable key", async () => {
+    const dir = mkdtempSync(path.join(tmp, "files-"));
+    writeFileSync(path.join(dir, "empty-bundle.json"), JSON.stringify({ keys: [], spiffe_refresh_hint: 300 }));
+    // an OIDC signing key is not a JWT-SVID key: the SPIFFE bundle has none that counts
+    writeFileSync(path.join(dir, "wrong-use.json"), JSON.stringify({ keys: [{ kty: "EC", crv: "P-256", x: "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU", y: "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0", use: "sig" }] }));
+    writeFileSync(path.join(dir, "jwks.json"), JSON.stringify({ keys: [{ kty: "oct", k: "c2VjcmV0" }] }));
+    const config = `${MINIMAL_CONFIG.trimStart()}    - { name: mesh, type: spiffe, trust_domain: prod.example.org, bundle_file: empty-bundle.json }
+    - { name: mesh2, type: spiffe, trust_domain: two.example.org, bundle_file: wrong-use.json }
+    - { name: files, type: oidc, issuer: "https://files.example.com", jwks_file: jwks.json }
+    - { name: gone, type: oidc, issuer: "https://gone.example.com", jwks_file: missing.json }
+policy:
+  files: ["policies/*.cedar", "more/*.cedar"]
+`;
+    writeFileSync(path.join(dir, "broker.yaml"), config);
+    const r = await run(["config", "check", "--config", path.join(dir, "broker.yaml")], { cwd: dir });
+    expect(r.code).toBe(2);
+    expect(r.stdout).toBe("");
+    expect(lines(r.stderr)).toEqual([
+      "policy.files[0]: policies/*.cedar matches no file",
+      "policy.files[1]: more/*.cedar matches no file",
+      'identity.issuers[1].bundle_file: empty-bundle.json has no usable key, so no token of issuer mesh can verify (a SPIFFE bundle needs public keys with "use": "jwt-svid")',
+      'identity.issuers[2].bundle_file: wrong-use.json has no usable key, so no token of issuer mesh2 can verify (a SPIFFE bundle needs public keys with "use": "jwt-svid")',
+      "identity.issuers[3].jwks_file: jwks.json has no usable key, so no token of issuer files can verify (it needs public RSA, EC or OKP signature keys)",
+      "identity.issuers[4].jwks_file: missing.json: file not found",
+      "jitbroker: configuration has 6 problems",
+    ]);
+    // one problem: one line
+    writeFileSync(path.join(dir, "one.yaml"), `${MINIMAL_CONFIG.trimStart()}policy:\n  files: ["nothing-here/*.cedar"]\n`);
+    const one = await run(["config", "check", "--config", path.join(dir, "one.yaml")], { cwd: dir });
+    expect(one.code).toBe(2);
+    expect(lines(one.stderr)).toEqual(["jitbroker: policy.files[0]: nothing-here/*.cedar matches no file"]);
   });
 
   it("exits 2 on a missing file with one clear line naming it", async () => {
@@ -162,15 +197,17 @@ describe("config check", () => {
 
 describe("usage errors and help", () => {
   it.each([
-    [["frobnicate"], "error: unknown command 'frobnicate'"],
-    [["config", "check", "--frob"], "error: unknown option '--frob'"],
-    [["token", "dev"], "error: required option '--workload <id>' not specified"],
-    [["serve", "--only", "everything"], "error: option '--only <part>' argument 'everything' is invalid. Allowed choices are api, worker."],
-  ])("jitbroker %j exits 2", async (args, message) => {
+    [["frobnicate"], "jitbroker: usage: unknown command 'frobnicate' (jitbroker --help)"],
+    [["config", "check", "--frob"], "jitbroker: usage: unknown option '--frob' (jitbroker config check --help)"],
+    [["token", "dev"], "jitbroker: usage: required option '--workload <id>' not specified (jitbroker token dev --help)"],
+    [["serve", "--only", "everything"], "jitbroker: usage: option '--only <part>' argument 'everything' is invalid. Allowed choices are api, worker. (jitbroker serve --help)"],
+    // serve has no --port (server.listen or JITBROKER_LISTEN say where it listens)
+    [["serve", "--port", "9000"], "jitbroker: usage: unknown option '--port' (jitbroker serve --help)"],
+  ])("jitbroker %j exits 2 with one line", async (args, message) => {
     const r = await run(args);
     expect(r.code).toBe(2);
     expect(r.stdout).toBe("");
-    expect(lines(r.stderr)[0]).toBe(message);
+    expect(lines(r.stderr)).toEqual([message]);
   });
 
   it("dev --port with a non-number exits 2", async () => {
@@ -318,6 +355,7 @@ describe("token dev", () => {
 });
 
 describe("keys rotate", () => {
+  jest.setTimeout(60_000);
   it("refuses a missing key file with exit 2, and rotates an existing one keeping the previous key", async () => {
     const dir = mkdtempSync(path.join(tmp, "keys-"));
     const file = path.join(dir, "broker.yaml");
@@ -333,5 +371,47 @@ describe("keys rotate", () => {
     const after = await loadOrCreateSigningKeys(path.join(dir, "signing-key.json"));
     expect(after.current.kid).not.toBe(first.current.kid);
     expect(after.jwks().keys.map((k) => k.kid)).toEqual([after.current.kid, first.current.kid]);
+  });
+});
+
+describe("offline commands without --config (policy why, policy test, keys rotate, audit verify)", () => {
+  jest.setTimeout(60_000);
+  it("read the running jitbroker dev's configuration and say so; otherwise say they read the default", async () => {
+    const home = mkdtempSync(path.join(tmp, "devhome-"));
+    const cwd = mkdtempSync(path.join(tmp, "devcwd-"));
+    await ensureDevIssuer(home);
+    writeFileSync(path.join(home, "dev.yaml"), devConfigYaml());
+    cpSync(path.join(ROOT, "config/policies"), path.join(home, "policies"), { recursive: true });
+    const env = { JITBROKER_HOME: home };
+    const devFile = path.relative(cwd, path.join(home, "dev.yaml"));
+
+    // no dev running (its embedded Redis left no URL file): the default, said loudly
+    const idle = await run(["policy", "why", "--workload", "support-agent", "--role", "orders-read"], { cwd, env });
+    expect(idle.code).toBe(2);
+    expect(lines(idle.stderr)).toEqual([
+      "jitbroker: reading config/broker.yaml (the default; --config to read another)",
+      `jitbroker: ${path.join(cwd, "config/broker.yaml")}: file not found (use --config PATH or JITBROKER_CONFIG)`,
+    ]);
+
+    // a dev broker is running on that home: its configuration
+    mkdirSync(path.join(home, "redis"));
+    writeFileSync(path.join(home, "redis/redis.url"), "redis://127.0.0.1:1\n");
+    const why = await run(["policy", "why", "--workload", "support-agent", "--role", "orders-read"], { cwd, env });
+    expect(why.code).toBe(0);
+    expect(lines(why.stderr)).toEqual([`jitbroker: reading ${devFile}, the configuration of the running jitbroker dev (--config to read another)`]);
+    expect(why.stdout).toContain("agents-request-read");
+
+    await loadOrCreateSigningKeys(path.join(home, "signing-key.json"));
+    const rotate = await run(["keys", "rotate"], { cwd, env });
+    expect(rotate.code).toBe(0);
+    expect(lines(rotate.stderr)).toEqual([`jitbroker: reading ${devFile}, the configuration of the running jitbroker dev (--config to read another)`]);
+    expect(rotate.stdout).toContain(`in ${path.join(home, "signing-key.json")}`);
+
+    // JITBROKER_CONFIG and --config still win
+    const viaEnv = await run(["policy", "why", "--workload", "support-agent", "--role", "orders-read"], { cwd, env: { ...env, JITBROKER_CONFIG: path.join(ROOT, "test/policy/fixtures/broker.yaml") } });
+    expect(lines(viaEnv.stderr)[0]).toBe(`jitbroker: reading ${path.relative(cwd, path.join(ROOT, "test/policy/fixtures/broker.yaml"))} (JITBROKER_CONFIG; --config to read another)`);
+    const flag = await run(["policy", "why", "--workload", "support-agent", "--role", "orders-read", "--config", path.join(home, "dev.yaml")], { cwd, env: {} });
+    expect(flag.stderr).toBe("");
+    expect(flag.code).toBe(0);
   });
 });

@@ -36,7 +36,8 @@ function table(name: string, text: string): string {
 describe("policy test", () => {
   it("config/policy-tests.yaml passes against config/broker.yaml: every case ok, exit 0", async () => {
     const r = await run(["policy", "test", "config/policy-tests.yaml"]);
-    expect(r.stderr).toBe("");
+    // no --config: it says which configuration it read
+    expect(r.stderr).toBe("jitbroker: reading config/broker.yaml (the default; --config to read another)\n");
     expect(r.code).toBe(0);
     const cases = (parseYaml(readFileSync(path.join(ROOT, "config/policy-tests.yaml"), "utf8")) as { cases: { name: string }[] }).cases;
     const out = lines(r.stdout);
@@ -257,8 +258,8 @@ describe("policy why", () => {
     [["--workload", "support-agent", "--role", "orders-read", "--context", '{"claims": {"tier": "gold"}}'], "jitbroker: --context.claims.tier: workload support-agent does not constrain claim tier, so the broker never passes it to policies (its claims: none)"],
     [["--workload", "bob", "--action", "admin_read", "--role", "orders-read"], "jitbroker: --role: admin_read acts on the broker as a whole: give no role"],
     [["--workload", "support-agent"], "jitbroker: --role: required for action request"],
-    [["--role", "orders-read"], "error: required option '--workload <id>' not specified"],
-    [["--workload", "bob", "--action", "delete"], /^error: option '--action <action>' argument 'delete' is invalid/],
+    [["--role", "orders-read"], "jitbroker: usage: required option '--workload <id>' not specified (jitbroker policy why --help)"],
+    [["--workload", "bob", "--action", "delete"], /^jitbroker: usage: option '--action <action>' argument 'delete' is invalid/],
   ])("exits 2 on bad input: %j", async (args, message) => {
     const r = await why(...args);
     expect(r.code).toBe(2);

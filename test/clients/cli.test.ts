@@ -468,6 +468,17 @@ describe("operators", () => {
     oneLine(two, /^jitbroker: give exactly one of --lease, --task, --workload, --role, --issuer \(got --workload, --role\)$/);
   });
 
+  it("revoke that matches nothing (an unknown lease, a workload without live leases) exits 1 and says so", async () => {
+    const alice = await tokenFile("alice");
+    const unknown = await run(["revoke", "--token-file", alice, "--lease", "l_doesnotexist", "--reason", "x", "--broker", broker]);
+    expect(unknown.code).toBe(1);
+    expect(unknown.stdout).toBe("");
+    oneLine(unknown, /^jitbroker: nothing_matched: lease l_doesnotexist is not live \(unknown, or already ended\); nothing was revoked$/);
+    const none = await run(["revoke", "--token-file", alice, "--workload", "no-such-workload", "--reason", "x", "--no-wait", "--broker", broker]);
+    expect(none.code).toBe(1);
+    oneLine(none, /^jitbroker: nothing_matched: no live lease of workload no-such-workload; nothing was revoked$/);
+  });
+
   it("revoke shows a progress bar when stderr is a terminal", async () => {
     for (const t of ["tty-1", "tty-2"]) await lease("agent2", "orders-read", t);
     const alice = readFileSync(await tokenFile("alice"), "utf8");

@@ -238,6 +238,11 @@ export function registerOperatorCommands(program: Command): void {
       const started = Date.now();
       const op = await client.startRevocation(selector, f.reason);
       const what = Object.entries(selector).map(([k, v]) => `${k} ${v}`)[0]!;
+      if (op.matched === 0) {
+        if (f.json) process.stdout.write(`${JSON.stringify(op)}\n`);
+        const none = "lease_id" in selector ? `lease ${selector.lease_id} is not live (unknown, or already ended)` : `no live lease of ${what}`;
+        throw new CliError(`nothing_matched: ${none}; nothing was revoked`, 1);
+      }
       if (!f.wait) {
         if (f.json) process.stdout.write(`${JSON.stringify(op)}\n`);
         else process.stdout.write(`revocation ${op.id} started: ${plural(op.matched, "live lease")} of ${what}\n`);

@@ -457,9 +457,10 @@ describe("operators", () => {
 
   it("revoke --no-wait prints the revocation id; bob (read-only) is refused with 1; a bad selector is a usage error", async () => {
     const alice = await tokenFile("alice");
-    const r = await run(["revoke", "--token-file", alice, "--role", "short-read", "--reason", "x", "--no-wait", "--broker", broker]);
+    await lease("agent2", "orders-read", "nowait-1");
+    const r = await run(["revoke", "--token-file", alice, "--task", "nowait-1", "--reason", "x", "--no-wait", "--broker", broker]);
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/^revocation op_\S+ started: \d+ live leases? of role short-read\n$/);
+    expect(r.stdout).toMatch(/^revocation op_\S+ started: 1 live lease of task_id nowait-1\n$/);
     const bob = await run(["revoke", "--token-file", await tokenFile("bob"), "--workload", "agent", "--reason", "x", "--broker", broker]);
     expect(bob.code).toBe(1);
     oneLine(bob, /^jitbroker: policy_denied: admin_revoke requires an operator/);

@@ -60,14 +60,26 @@ export async function startServeProcess(args: string[], opts: { port?: number; e
   let stderr = "";
   child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
   const url = `http://127.0.0.1:${port}`;
-  await waitFor(
-    async () => {
-      if (child.exitCode !== null) throw new Error(`jitbroker ${args.join(" ")} exited ${child.exitCode}: ${stderr}`);
-      return (await fetch(`${url}/readyz`).catch(() => null))?.status === 200;
-    },
-    opts.readyTimeoutMs ?? 20_000,
-    `jitbroker ${args.join(" ")}`,
-  );
+  try {
+    await waitFor(
+      async () => {
+        if (child.exitCode !== null) throw new Error(`jitbroker ${args.join(" ")} exited ${child.exitCode}: ${stderr}`);
+        return (await fetch(`${url}/readyz`).catch(() => null))?.status === 200;
+      },
+      opts.readyTimeoutMs ?? 20_000,
+      `jitbroker ${args.join(" ")}`,
+    );
+  } catch (e) {
+    // Never ready: stop it (SIGTERM lets `dev` stop its embedded redis-server), so no process outlives the test.
+    if (child.exitCode === null) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(() => (child.kill("SIGKILL"), resolve()), 10_000);
+        child.once("exit", () => (clearTimeout(t), resolve()));
+        child.kill("SIGTERM");
+      });
+    }
+    throw e;
+  }
   return {
     url,
     child,

@@ -21,6 +21,11 @@
  *                      a policy names `Role::"x"`, `Workload::"y"` or `Action::"z"` (in its scope
  *                      or conditions, read from Cedar's JSON form of the policy) that the
  *                      inventory / the broker's model does not have: that part never matches.
+ *  unbounded_delegation
+ *                      a permit of `Action::"delegate"` without a depth condition
+ *                      (`context.delegation.depth`) or without any condition on the resource
+ *                      (a role in its scope, or `resource.` in its conditions): any holder of a
+ *                      credential may hand it on, for every role, up to `delegation.max_depth` hops.
  */
 import * as cedar from "@cedar-policy/cedar-wasm/nodejs";
 import type { LoadedConfig } from "../config/load";
@@ -37,7 +42,8 @@ export type WarningKind =
   | "role_never_granted"
   | "unknown_role"
   | "unknown_workload"
-  | "unknown_action";
+  | "unknown_action"
+  | "unbounded_delegation";
 
 export interface LintWarning {
   kind: WarningKind;
@@ -292,6 +298,24 @@ export function lintPolicies(cfg: LoadedConfig, set: PolicySet, engine: PolicyEn
       } else if (ref.type === "Action" && !actions.has(ref.id)) {
         out.push({ ...base, kind: "unknown_action", message: `names Action::${JSON.stringify(ref.id)}, which the broker never asks (actions: ${[...actions].join(", ")})`, fix: "use one of the broker's actions" });
       }
+    }
+  }
+
+  // Delegation permits that bound neither the chain's depth nor the roles that may be handed on.
+  for (const { p, json } of parsedPolicies) {
+    if (p.effect !== "permit" || !actionConstraintApplies(json.action, "delegate")) continue;
+    const missing: string[] = [];
+    if (!/context\s*\.\s*delegation\s*\.\s*depth/.test(p.text)) missing.push("a depth condition (context.delegation.depth)");
+    if (json.resource.op === "All" && !/\bresource\s*\./.test(p.text)) missing.push("a condition on the role (resource)");
+    if (missing.length > 0) {
+      out.push({
+        where: `policy ${p.id}`,
+        file: p.file,
+        line: p.line ?? 1,
+        kind: "unbounded_delegation",
+        message: `permits Action::"delegate" without ${missing.join(" or ")}: any holder of a credential may hand it on${missing.length === 2 ? ", for every role," : ""} up to delegation.max_depth hops`,
+        fix: 'add e.g. `context.delegation.depth <= 1` and `resource.labels.access == "read"` to its when clause',
+      });
     }
   }
 

@@ -55,7 +55,7 @@ import {
 
 export type Outcome = "allow" | "approval" | "deny";
 export const OUTCOMES = ["allow", "deny", "approval"] as const;
-export const ACTION_NAMES = ["request", "admin_read", "admin_revoke", "approve"] as const satisfies readonly ActionName[];
+export const ACTION_NAMES = ["request", "admin_read", "admin_revoke", "approve", "delegate"] as const satisfies readonly ActionName[];
 
 /** What simulation needs from a configuration: its inventory and the policy time zone. */
 export interface Inventory {
@@ -118,6 +118,12 @@ export const contextInputSchema = z
     subject: z.string().min(1).optional(),
     claims: z.record(z.string().min(1), z.union([z.string(), z.number(), z.boolean()])).optional(),
     requester: z.string().min(1).optional(),
+    /** Action delegate (RFC 8693, src/oauth): the chain so far; chain defaults to [from]. */
+    delegation: z.strictObject({ depth: z.number().int().min(1).max(16), from: z.string().min(1), chain: z.array(z.string().min(1)).max(16).optional() }).optional(),
+    /** A person an agent acts for: their users issuer, subject and ID token claims. */
+    on_behalf_of: z
+      .strictObject({ issuer: z.string().min(1), subject: z.string().min(1), claims: z.record(z.string().min(1), z.union([z.string(), z.number(), z.boolean(), z.array(z.string())])).optional() })
+      .optional(),
   })
   .superRefine((c, ctx) => {
     if (c.at !== undefined && c.time !== undefined) ctx.addIssue({ code: "custom", path: ["time"], message: "give at or time, not both" });
@@ -289,6 +295,10 @@ export function buildRequest(inv: Inventory, input: SimInput, nowMs: number): { 
     problems.push({ path: ["context", "requester"], message: "only for action approve" });
   }
 
+  if (action === "delegate" && ctx.delegation === undefined) problems.push({ path: ["context", "delegation"], message: "required for action delegate: {depth, from, chain?}" });
+  if (action !== "delegate" && ctx.delegation !== undefined) problems.push({ path: ["context", "delegation"], message: "only for action delegate" });
+  if (ctx.on_behalf_of !== undefined && action !== "request" && action !== "delegate") problems.push({ path: ["context", "on_behalf_of"], message: "only for actions request and delegate" });
+
   let ttl: Simulated["ttl"];
   if (admin) {
     if (ctx.ttl !== undefined) problems.push({ path: ["context", "ttl"], message: `${action} has no TTL` });
@@ -332,6 +342,9 @@ export function buildRequest(inv: Inventory, input: SimInput, nowMs: number): { 
       ...(requester ? { requester } : {}),
     }),
   };
+  // The chain context the token exchange adds (docs/ARCHITECTURE.md, Delegation).
+  if (ctx.delegation) request.context.delegation = { depth: ctx.delegation.depth, from: ctx.delegation.from, chain: ctx.delegation.chain ?? [ctx.delegation.from] };
+  if (ctx.on_behalf_of) request.context.on_behalf_of = { issuer: ctx.on_behalf_of.issuer, subject: ctx.on_behalf_of.subject, claims: ctx.on_behalf_of.claims ?? {} };
   return { sim: { request, workload, ...(role ? { role } : {}), atMs, ...(ttl ? { ttl } : {}) }, problems: [] };
 }
 
@@ -342,7 +355,7 @@ export function buildRequest(inv: Inventory, input: SimInput, nowMs: number): { 
  */
 export function brokerRefusal(sim: Simulated): string | undefined {
   const { action } = sim.request;
-  if (action === "request") return undefined;
+  if (action === "request" || action === "delegate") return undefined;
   if (sim.workload.kind !== "human") return `only human workloads (operators) may ${action}: the broker refuses ${sim.workload.kind} workloads before asking the policies`;
   const requester = sim.request.context["requester"] as { id: string } | undefined;
   if (action === "approve" && requester?.id === sim.workload.id) return "a workload can never approve its own request, whatever the policies say";

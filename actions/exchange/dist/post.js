@@ -175,6 +175,8 @@ function tokenProvider(opt) {
 }
 
 // src/client/client.ts
+var EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange";
+var TOKEN_TYPE = { jwt: "urn:ietf:params:oauth:token-type:jwt", access_token: "urn:ietf:params:oauth:token-type:access_token", id_token: "urn:ietf:params:oauth:token-type:id_token" };
 var NOT_SENT = /* @__PURE__ */ new Set(["ECONNREFUSED", "UND_ERR_CONNECT_TIMEOUT", "EAI_AGAIN", "ENETUNREACH", "EHOSTUNREACH"]);
 var sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 function errorCode(e) {
@@ -194,7 +196,8 @@ function retryAfterSeconds(h) {
 function toProblem(status, body) {
   const b = body;
   if (b && typeof b === "object" && typeof b.code === "string") {
-    return { ...b, status: typeof b.status === "number" ? b.status : status, code: b.code, detail: typeof b.detail === "string" ? b.detail : b.title ?? `HTTP ${status}` };
+    const description = b.error_description;
+    return { ...b, status: typeof b.status === "number" ? b.status : status, code: b.code, detail: typeof b.detail === "string" ? b.detail : typeof description === "string" ? description : b.title ?? `HTTP ${status}` };
   }
   const code = status === 502 || status === 503 || status === 504 ? "broker_unavailable" : status === 401 ? "invalid_token" : "unexpected_response";
   return { status, code, detail: `HTTP ${status} without a problem document (is the URL the broker's?)` };
@@ -370,9 +373,28 @@ var BrokerClient = class {
   async whoami() {
     return (await this.call("GET", "/v1/whoami")).body;
   }
-  /** RFC 7662 introspection of a broker-issued JWT (for resource servers). */
-  async introspect(token) {
-    return (await this.call("POST", "/v1/introspect", { body: { token }, idempotent: true })).body;
+  /** RFC 7662 introspection of a broker-issued JWT (for resource servers); with `resource`, inactive unless bound to it. */
+  async introspect(token, resource) {
+    return (await this.call("POST", "/v1/introspect", { body: { token, ...resource === void 0 ? {} : { resource } }, idempotent: true })).body;
+  }
+  async exchange(params) {
+    const body = Object.fromEntries(Object.entries({ grant_type: EXCHANGE, actor_token: await this.token.get(), actor_token_type: TOKEN_TYPE.jwt, ...params }).filter(([, v]) => v !== void 0));
+    return (await this.call("POST", "/v1/oauth/token", { body, auth: false })).body;
+  }
+  /**
+   * Delegation (RFC 8693): a narrower copy of a broker credential someone handed this workload
+   * (same role and task, scope/resource/TTL no wider). The new lease is this workload's and is
+   * revoked with the one it derives from.
+   */
+  async delegate(subjectToken, opts = {}) {
+    return this.exchange({ subject_token: subjectToken, subject_token_type: TOKEN_TYPE.access_token, scope: opts.scope, resource: opts.resource, audience: opts.audience, ttl: opts.ttl });
+  }
+  /**
+   * On behalf of a person: `idToken` is their ID token (an issuer with `use: users`); the lease
+   * is this workload's, its token's `sub` the person and `act` this workload.
+   */
+  async onBehalfOf(idToken, opts) {
+    return this.exchange({ subject_token: idToken, subject_token_type: TOKEN_TYPE.id_token, role: opts.role, task_id: opts.task, scope: opts.scope, resource: opts.resource, audience: opts.audience, ttl: opts.ttl });
   }
   // --- operators -----------------------------------------------------------------------------
   /** One page of leases (operators). */

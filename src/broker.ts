@@ -27,6 +27,7 @@ import type { Backend, BackendStatus } from "./backends/types";
 import type { IssuerConfig } from "./config/schema";
 import { BrokerError } from "./core/errors";
 import { requireJsonObject } from "./http/app";
+import { requireOperator } from "./http/operators";
 import { apiRoutes, buildOpenApiDocument } from "./http/openapi";
 import { createLeaseMetrics } from "./leases/metrics";
 import { createRevocationQueue, startRevocationWorker, within, type RevocationWorker } from "./leases/queue";
@@ -42,7 +43,9 @@ import { policyRoutes } from "./policy/routes";
 import { loadConfig } from "./config/load";
 import { approvalRoutes, expireApprovals } from "./approvals/routes";
 import { createApprovalStore, type ApprovalStore } from "./approvals/store";
-import { createRateLimiter } from "./limits/ratelimit";
+import { createRateLimiter, limitWrites } from "./limits/ratelimit";
+import { createMemoryWatch, DEFAULT_MAX_MEMORY_USE } from "./limits/memory";
+import { createRefusalSampler } from "./limits/refusals";
 import { repeat } from "./core/repeat";
 import { mountConsole } from "./console/mount";
 import { createTokenExchange } from "./oauth/exchange";
@@ -251,6 +254,11 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     now,
   });
   const limiter = createRateLimiter(redis, keys.tag);
+  const refusals = createRefusalSampler(redis, keys, audit, { registry: metrics.registry });
+  // Only the API issues credentials; a worker-only process does not need to watch memory.
+  const memory = parts.api
+    ? createMemoryWatch(redis, { maxUse: cfg.redis.max_memory_use ?? DEFAULT_MAX_MEMORY_USE, logger, registry: metrics.registry })
+    : null;
   const service = createLeaseService({
     store,
     queue,
@@ -267,6 +275,8 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     approvals,
     limiter,
     requestsPerMinute: cfg.limits.requests_per_minute,
+    ...(memory ? { memory } : {}),
+    refusals,
     timeZone: cfg.policy.timezone,
     durability,
     now,
@@ -387,8 +397,10 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     res.json({ status: "ok" });
   });
   app.get("/readyz", async (_req, res) => {
+    // Unauthenticated: states only. Why an issuer's keys failed (its error, file path or URL) is
+    // in the log and, for operators, at GET /v1/admin/readiness.
     const r = await readiness();
-    res.status(r.ready ? 200 : 503).json({ status: r.ready ? "ready" : "unavailable", ...r.checks });
+    res.status(r.ready ? 200 : 503).json({ status: r.ready ? "ready" : "unavailable", ...publicChecks(r.checks) });
   });
   app.get("/metrics", async (_req, res) => {
     await sampleGauges();
@@ -435,6 +447,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     });
     const introspect = createIntrospector({ jwt, store, now });
     app.use("/v1", authenticate(verifier, workloads, metrics));
+    app.use(limitWrites(limiter, cfg.limits.requests_per_minute));
     app.use(identityRoutes());
     app.post("/v1/introspect", requireJsonObject, async (req, res) => {
       // RFC 7662: any authenticated workload (a resource server) may introspect a broker token.
@@ -442,6 +455,11 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
       if (typeof token !== "string" || token.length === 0) throw new BrokerError("invalid_request", "token: required string");
       if (resource !== undefined && (typeof resource !== "string" || resource.length === 0 || resource.length > 2048)) throw new BrokerError("invalid_request", "resource: optional string (RFC 8707)");
       res.json(await introspect(token, resource));
+    });
+    app.get("/v1/admin/readiness", async (req, res) => {
+      requireOperator(req.auth!, "admin_read", { policy: () => policyEngine, metrics: leaseMetrics, timeZone: cfg.policy.timezone, now });
+      const r = await readiness();
+      res.json({ status: r.ready ? "ready" : "unavailable", ...r.checks });
     });
     const leaseRouter = leaseRoutes({ service, store, audit, policy: () => policyEngine, metrics: leaseMetrics, timeZone: cfg.policy.timezone });
     app.use(leaseRouter);
@@ -456,6 +474,8 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
       workloads: () => workloads,
       metrics: leaseMetrics,
       collectLockMs: cfg.worker.mint_timeout + 10_000,
+      refusals,
+      limitCollect: (auth) => limiter.consume(auth.workload.id, auth.workload.limits?.requests_per_minute ?? cfg.limits.requests_per_minute),
       timeZone: cfg.policy.timezone,
       now,
     });
@@ -540,6 +560,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
         }
         clearTimeout(grace);
         policyReloader.close();
+        memory?.stop();
         approvalExpiry?.stop();
         // Each step is bounded: a broker whose Redis is gone (or mid-failover) still shuts down.
         if (worker) await worker.close().catch(() => undefined);
@@ -552,6 +573,16 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
       })();
       return closing;
     },
+  };
+}
+
+/** Readiness as anyone may see it: states, never an issuer's error text, file path or URL. */
+function publicChecks(c: Readiness["checks"]) {
+  return {
+    redis: c.redis,
+    ...(c.redis_error === undefined ? {} : { redis_error: c.redis_error }),
+    issuers: c.issuers.map((i) => ({ name: i.name, state: i.last_error === null && i.keys > 0 ? "ok" : i.keys > 0 ? "degraded" : "unavailable", keys: i.keys, loaded_at: i.loaded_at })),
+    backends: c.backends,
   };
 }
 

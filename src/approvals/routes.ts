@@ -26,6 +26,7 @@ import type { WorkloadMatcher } from "../identity/workloads";
 import type { LeaseMetrics } from "../leases/metrics";
 import type { LeaseStore } from "../leases/store";
 import type { LeaseService } from "../leases/service";
+import type { RefusalSampler } from "../limits/refusals";
 import { APPROVAL_STATES, publicRequest, REQUEST_ID, type ApprovalRequest, type ApprovalState, type ApprovalStore } from "./store";
 
 export const approvalListQuery = z.strictObject({
@@ -50,6 +51,10 @@ export interface ApprovalRoutesOptions {
   collectLockMs: number;
   timeZone?: string;
   now?: () => number;
+  /** Refusals of approve/deny: counted, sampled into the audit (without it, each is audited). */
+  refusals?: RefusalSampler;
+  /** Counts a collection (it mints) against the requester's write budget. */
+  limitCollect?: (auth: AuthContext) => Promise<void>;
 }
 
 const notPending = (r: { id: string }, state: string) =>
@@ -93,9 +98,10 @@ export function approvalRoutes(opts: ApprovalRoutesOptions): Router {
       check,
     );
     if (!d || d.decision !== "allow") {
-      await audit
-        .append({ type: "approval_refused", at: at(), request_id: request.id, actor: auth.workload.id, approver: approverOf(auth), outcome, ...(d ? { policy_ids: d.policyIds, policy_hash: d.policyHash } : {}) })
-        .catch(() => undefined);
+      // Nothing permanent per refused attempt (I9): counted, and sampled into the audit.
+      const event = { type: "approval_refused", at: at(), request_id: request.id, actor: auth.workload.id, approver: approverOf(auth), outcome, ...(d ? { policy_ids: d.policyIds, policy_hash: d.policyHash } : {}) };
+      if (opts.refusals) await opts.refusals.record(auth.workload.id, "approve", event);
+      else await audit.append(event).catch(() => undefined);
       throw new BrokerError("policy_denied", `${auth.workload.id} may not approve or deny requests for ${request.role}`, d ? { extra: { policy_hash: d.policyHash } } : {});
     }
     const result = await approvals.decide(request.id, request.workload, outcome, auth.workload.id, body.reason);
@@ -132,6 +138,7 @@ export function approvalRoutes(opts: ApprovalRoutesOptions): Router {
       res.json({ request: publicRequest(shown) });
       return;
     }
+    await opts.limitCollect?.(auth);
     const begun = await approvals.beginCollect(request.id, opts.collectLockMs);
     if (begun === "busy") throw new BrokerError("request_not_pending", `request ${request.id} is being collected by another call`, { extra: { state: "collecting" } });
     if (begun !== "ok") {

@@ -409,6 +409,12 @@ export const configSchema = z
             timeout: duration.prefault("1s"),
           })
           .prefault({}),
+        /** Above this share of Redis's maxmemory new issuance is refused (503 store_full); default 0.9. */
+        max_memory_use: z
+          .union([z.number().gt(0).max(1), z.string().regex(/^\d{1,3}(\.\d+)?%$/, 'must be a share like 0.9 or "90%"')])
+          .transform((v) => (typeof v === "number" ? v : Number(v.slice(0, -1)) / 100))
+          .refine((v) => v > 0 && v <= 1, "must be more than 0 and at most 1 (100%)")
+          .optional(),
       })
       .superRefine((r, ctx) => {
         const modes = (["url", "sentinel", "cluster"] as const).filter((m) => r[m] !== undefined);

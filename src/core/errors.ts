@@ -26,6 +26,7 @@ export const ERROR_STATUS = {
   store_unavailable: 503,
   backend_unavailable: 503,
   issuer_unavailable: 503,
+  store_full: 503,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_STATUS;
@@ -52,6 +53,7 @@ export const ERROR_TITLES: Record<ErrorCode, string> = {
   store_unavailable: "Lease store unavailable",
   backend_unavailable: "Credential backend unavailable",
   issuer_unavailable: "Identity issuer unavailable",
+  store_full: "Lease store full",
 };
 
 export interface BrokerErrorOptions {

@@ -11,7 +11,7 @@ import { BrokerError, isBrokerError } from "../core/errors";
 import type { Identity, TokenVerifier } from "../identity/verify";
 import type { Workload, WorkloadMatcher } from "../identity/workloads";
 import type { Metrics } from "./metrics";
-import { sendProblem } from "./problem";
+import { sendFallback, sendProblem } from "./problem";
 
 export interface AuthContext {
   identity: Identity;
@@ -37,6 +37,9 @@ export interface HttpAppOptions {
 export function createHttpApp(opts: HttpAppOptions): Express {
   const app = express();
   app.disable("x-powered-by");
+  // express's own last-resort handler prints stack traces outside "production"; ours answers
+  // every error first, and this keeps the fallback quiet whatever NODE_ENV says.
+  app.set("env", "production");
   app.set("trust proxy", opts.trustProxy);
   app.set("etag", false);
   app.set("query parser", "simple");
@@ -121,27 +124,55 @@ export function finishApp(app: Express, logger: Logger): void {
     throw new BrokerError("not_found", `no route ${req.method} ${req.path}`);
   });
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
-    let problem: BrokerError;
-    const e = err as { type?: string; status?: number };
-    if (isBrokerError(err)) problem = err;
-    else if (e?.type === "entity.too.large") problem = new BrokerError("payload_too_large", "request body exceeds the size limit");
-    else if (e?.type === "entity.parse.failed") problem = new BrokerError("invalid_request", "request body is not valid JSON");
-    else if (e?.type === "encoding.unsupported" || e?.type === "charset.unsupported") {
-      problem = new BrokerError("unsupported_media_type", "request body encoding is not supported");
-    } else if (typeof e?.status === "number" && e.status >= 400 && e.status < 500) problem = new BrokerError("invalid_request", "malformed request");
-    else problem = new BrokerError("internal", "internal error; quote the request id when reporting it");
-    // A Redis outage refuses every request: its changes of state are logged once by the Redis
-    // health (src/redis/health.ts) and each refusal is counted in jitbroker_http_requests_total, so
-    // one line per refused request would only be a log storm.
-    const redisOutage = problem.code === "store_unavailable" && (problem.reason === "redis" || problem.reason === "durability");
-    if (problem.status >= 500 && redisOutage) {
-      logger.debug({ request_id: req.id, code: problem.code, reason: problem.reason }, "request refused: Redis cannot be used");
-    } else if (problem.status >= 500) {
-      logger.error({ request_id: req.id, code: problem.code, err: isBrokerError(err) ? (err.cause ?? err) : err }, "request failed");
-    } else {
-      logger.info({ request_id: req.id, code: problem.code, reason: problem.reason }, "request refused");
+    // This handler cannot fail: whatever `err` is, the answer is a problem document without a
+    // stack trace or a path (and never express's HTML error page).
+    try {
+      const problem = problemOf(err);
+      try {
+        // A Redis outage refuses every request: its changes of state are logged once by the Redis
+        // health (src/redis/health.ts) and each refusal is counted in jitbroker_http_requests_total, so
+        // one line per refused request would only be a log storm.
+        const redisOutage = problem.code === "store_unavailable" && (problem.reason === "redis" || problem.reason === "durability");
+        if (problem.status >= 500 && redisOutage) {
+          logger.debug({ request_id: req.id, code: problem.code, reason: problem.reason }, "request refused: Redis cannot be used");
+        } else if (problem.status >= 500) {
+          logger.error({ request_id: req.id, code: problem.code, err: isBrokerError(err) ? (err.cause ?? err) : err }, "request failed");
+        } else {
+          logger.info({ request_id: req.id, code: problem.code, reason: problem.reason }, "request refused");
+        }
+      } catch {
+        /* a log line is not worth a failed answer */
+      }
+      sendProblem(res, problem, req.id);
+    } catch {
+      sendFallback(res);
     }
-    if (res.headersSent) return;
-    sendProblem(res, problem, req.id);
   });
+}
+
+/** express's and body-parser's errors (with `type` or `status`), and anything else, as a BrokerError. */
+export function problemOf(err: unknown): BrokerError {
+  if (isBrokerError(err)) return err;
+  const e = (typeof err === "object" && err !== null ? err : {}) as { type?: unknown; status?: unknown; statusCode?: unknown };
+  const status = typeof e.status === "number" ? e.status : typeof e.statusCode === "number" ? e.statusCode : undefined;
+  switch (e.type) {
+    case "entity.too.large":
+      return new BrokerError("payload_too_large", "request body exceeds the size limit");
+    case "entity.parse.failed":
+      return new BrokerError("invalid_request", "request body is not valid JSON");
+    case "encoding.unsupported":
+    case "charset.unsupported":
+      return new BrokerError("unsupported_media_type", "request body encoding is not supported");
+    case "request.aborted":
+    case "request.size.invalid":
+    case "entity.verify.failed":
+    case "stream.encoding.set":
+    case "stream.not.readable":
+    case "parameters.too.many":
+      return new BrokerError("invalid_request", "malformed request body");
+  }
+  if (status === 413) return new BrokerError("payload_too_large", "request body exceeds the size limit");
+  if (status === 415) return new BrokerError("unsupported_media_type", "request body media type is not supported");
+  if (status !== undefined && status >= 400 && status < 500) return new BrokerError("invalid_request", "malformed request");
+  return new BrokerError("internal", "internal error; quote the request id when reporting it");
 }

@@ -143,7 +143,7 @@ export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
         use === "workloads" ? `issuer ${issuer.name} issues tokens of people (use: users), not workload tokens` : `issuer ${issuer.name} does not issue tokens of people (use: users)`,
       );
     }
-    if (!issuer.algorithms.includes(alg)) throw invalidToken("alg_not_allowed", `algorithm ${alg} is not allowed for issuer ${issuer.name}`);
+    if (!issuer.algorithms.includes(alg)) throw invalidToken("alg_not_allowed", `the token's algorithm is not among those allowed for issuer ${issuer.name} (${issuer.algorithms.join(", ")})`);
     const keySet = opts.keySets.get(issuer.name);
     if (!keySet) throw new BrokerError("internal", `no key set for issuer ${issuer.name}`);
 

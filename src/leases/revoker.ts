@@ -103,8 +103,10 @@ export function createRevoker(opts: RevokerOptions) {
         if (moved.length > 0) await revokeIds(moved, out);
       }
       if (lease.handle === null) {
-        // Issued but not (yet) minted: wait for the mint to record its handle, or time out.
-        if (now() - lease.issued_ms < opts.mintTimeoutMs) throw new Error("mint still in progress");
+        // Issued but not (yet) minted: wait for the mint to record its handle, or time out. A
+        // lease ended with issue_failed was ended by the broker that ran its mint, after the mint
+        // returned without a credential: there is nothing to wait for, it ends now.
+        if (lease.revocation?.trigger !== "issue_failed" && now() - lease.issued_ms < opts.mintTimeoutMs) throw new Error("mint still in progress");
       } else {
         if (!backend) throw new Error(`backend ${lease.backend} is not configured`);
         await limitFor(lease.backend)(() => backend.revoke(lease, lease.handle!));

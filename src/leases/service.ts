@@ -12,6 +12,8 @@ import type { Logger } from "pino";
 import type { ApprovalRequest, ApprovalStore } from "../approvals/store";
 import type { AuditLedger } from "../audit/ledger";
 import type { RateLimiter } from "../limits/ratelimit";
+import type { MemoryWatch } from "../limits/memory";
+import type { RefusalSampler } from "../limits/refusals";
 import type { Backend, MintRequest, MintResult } from "../backends/types";
 import type { RoleConfig } from "../config/schema";
 import { BrokerError } from "../core/errors";
@@ -45,6 +47,10 @@ export interface LeaseServiceOptions {
   /** Counts credential requests per workload (limits.requests_per_minute). */
   limiter?: RateLimiter;
   requestsPerMinute?: number;
+  /** Refuses new issuance while Redis memory is above redis.max_memory_use (503 store_full). */
+  memory?: Pick<MemoryWatch, "assertRoom">;
+  /** Policy denials: counted, sampled into the audit (without it, each is audited). */
+  refusals?: RefusalSampler;
   /** The live inventory and its version (bumped by each reload that changed it): a lease minted across a reload is checked again. */
   workloads?: () => Pick<WorkloadMatcher, "get">;
   inventoryVersion?: () => number;
@@ -149,28 +155,22 @@ export function createLeaseService(opts: LeaseServiceOptions) {
       const workload = auth.workload.id;
       // A token exchange counted its attempt already (src/oauth), before reading the subject.
       if (!approval && !req.exchange && opts.limiter) await opts.limiter.consume(workload, auth.workload.limits?.requests_per_minute ?? opts.requestsPerMinute ?? 0);
+      opts.memory?.assertRoom();
+      // Decide first, then say why (an unknown role, a TTL above the role's max): a caller no
+      // policy allows learns neither which roles exist nor their limits. An unknown role is
+      // decided as a Role without attributes.
       const role = opts.roles().get(req.role);
-      if (!role) throw new BrokerError("unknown_role", `no role named "${req.role}"`);
-      const backend = opts.backends.get(role.backend);
-      if (!backend) throw new BrokerError("backend_unavailable", `backend ${role.backend} is not available in this broker`);
       const ex = req.exchange;
       const mintReq: MintRequest = { ...(req.scope === undefined ? {} : { scope: req.scope }), ...(ex ? { token: ex.token } : {}) };
       const task: TaskContext = { id: req.task.id, intent: req.task.intent ?? "", tool: req.task.tool ?? "", destination: req.task.destination ?? "", sensitivity: req.task.sensitivity ?? "" };
-
-      const ttlIn = { requestedMs: req.ttlMs, roleDefaultMs: role.ttl.default, roleMaxMs: role.ttl.max };
       // A delegated lease ends no later than its parent (whole seconds, like every expiry).
       const parentLeftMs = ex?.delegation ? ex.delegation.parentExpiresMs - now() : Number.POSITIVE_INFINITY;
-      if (ex?.delegation && req.ttlMs !== undefined && req.ttlMs > parentLeftMs) {
-        throw new BrokerError("ttl_too_long", `requested ttl ${Math.round(req.ttlMs / 1000)}s exceeds the ${Math.max(0, Math.floor(parentLeftMs / 1000))}s the subject token's lease has left`, {
-          extra: { max_ttl_seconds: Math.max(0, Math.floor(parentLeftMs / 1000)) },
-        });
-      }
-      const askedMs = Math.min(requestedTtlMs(ttlIn), parentLeftMs);
+
       if (await store.isTaskCompleted(workload, task.id)) throw new BrokerError("task_completed", `task ${task.id} is completed; start a new task`);
 
       const principal = principalOf(auth);
-      const resource = roleResource(role);
-      const askedSeconds = Math.floor(askedMs / 1000);
+      const resource = role ? roleResource(role) : { name: req.role, backend: "", labels: {} };
+      const askedSeconds = Math.floor(Math.min(req.ttlMs ?? role?.ttl.default ?? 0, parentLeftMs) / 1000);
       const decision = opts.policy().decide({
         principal,
         action: ex?.action ?? "request",
@@ -180,25 +180,41 @@ export function createLeaseService(opts: LeaseServiceOptions) {
       const inventoryAtStart = opts.inventoryVersion?.() ?? 0;
       metrics.decisions.inc({ action: ex?.action ?? "request", decision: decision.decision });
       const identity = { kind: auth.identity.kind, issuer: auth.identity.issuer, subject: auth.identity.subject };
-      await audit.append({
+      const decisionEvent = {
         type: "decision",
         at: at(),
         workload,
         task_id: task.id,
         actor: workload,
         action: ex?.action ?? "request",
-        role: role.name,
+        role: req.role,
         identity,
         ...(ex ? exchangeSummary(ex) : {}),
         ...decisionSummary(decision),
         ...(decision.approvalRequired ? { approval_required: true } : {}),
         ...(approval ? { approval_request: approval.request.id, approved_by: approval.request.decided_by } : {}),
-      });
-      if (decision.decision !== "allow") throw new BrokerError("policy_denied", `policy does not allow ${workload} to ${ex?.action ?? "request"} ${role.name}`, { extra: { policy_hash: decision.policyHash } });
+      };
+      if (decision.decision !== "allow") {
+        // A refusal writes nothing permanent per attempt: counted above, sampled into the audit.
+        await opts.refusals?.record(workload, ex?.action ?? "request", decisionEvent);
+        if (!opts.refusals) await audit.append(decisionEvent);
+        throw new BrokerError("policy_denied", `policy does not allow ${workload} to ${ex?.action ?? "request"} ${req.role}`, { extra: { policy_hash: decision.policyHash } });
+      }
+      await audit.append(decisionEvent);
+      if (!role) throw new BrokerError("unknown_role", `no role named "${req.role}"`);
+      const backend = opts.backends.get(role.backend);
+      if (!backend) throw new BrokerError("backend_unavailable", `backend ${role.backend} is not available in this broker`);
       if (ex && decision.approvalRequired) throw new BrokerError("policy_denied", `the policy requires approval for ${role.name}, which a token exchange cannot wait for; use POST /v1/credentials`);
       if (ex && req.ttlMs !== undefined && decision.maxTtlSeconds !== undefined && req.ttlMs > decision.maxTtlSeconds * 1000) {
         throw new BrokerError("ttl_too_long", `requested ttl ${Math.round(req.ttlMs / 1000)}s exceeds the ${decision.maxTtlSeconds}s the policy allows`, { extra: { max_ttl_seconds: decision.maxTtlSeconds } });
       }
+      const ttlIn = { requestedMs: req.ttlMs, roleDefaultMs: role.ttl.default, roleMaxMs: role.ttl.max };
+      if (ex?.delegation && req.ttlMs !== undefined && req.ttlMs > parentLeftMs) {
+        throw new BrokerError("ttl_too_long", `requested ttl ${Math.round(req.ttlMs / 1000)}s exceeds the ${Math.max(0, Math.floor(parentLeftMs / 1000))}s the subject token's lease has left`, {
+          extra: { max_ttl_seconds: Math.max(0, Math.floor(parentLeftMs / 1000)) },
+        });
+      }
+      requestedTtlMs(ttlIn);
       // Backend-specific input is checked only for callers the policy allows: a scope check can be
       // costly and its answers describe the role, which a refused caller must not learn about.
       if (req.scope !== undefined && !backend.checkRequest) throw new BrokerError("invalid_request", `scope: role ${role.name} (backend ${role.backend}) does not accept a scope`);
@@ -295,8 +311,11 @@ export function createLeaseService(opts: LeaseServiceOptions) {
         // The lease as just written (no re-read: backends only use its immutable fields).
         minted = await backend.mint(publicLease(store.created(draft)), role, mintReq);
       } catch (e) {
+        // Nothing was minted: the lease ends revoked (issue_failed) now, not after a retry loop
+        // that would show it as revoke_failed meanwhile; the queue is the fallback.
         await store.trigger([id], { trigger: "issue_failed", reason: "mint failed" }).catch(() => undefined);
-        await opts.queue.revokeSoon([id]).catch(() => undefined);
+        const ended = await opts.revoker.revoke([id]).catch(() => null);
+        if (!ended || ended.done.length === 0) await opts.queue.revokeSoon([id]).catch(() => undefined);
         await audit.append({ type: "issue_failed", at: at(), lease_id: id, workload, task_id: task.id, actor: "system", reason: (e as Error).message }).catch(() => undefined);
         if (e instanceof BrokerError) throw e;
         throw new BrokerError("backend_unavailable", `backend ${role.backend} could not mint the credential`, { cause: e });
@@ -380,13 +399,15 @@ export function createLeaseService(opts: LeaseServiceOptions) {
     /** Completes a task for the calling workload (I5) and revokes its leases of that task. */
     async completeTask(auth: AuthContext, taskId: string): Promise<{ task_id: string; revoked: number }> {
       const workload = auth.workload.id;
-      const first = await store.completeTask(workload, taskId, workload);
+      await store.completeTask(workload, taskId);
       const ids: string[] = [];
       for await (const chunk of store.liveIds("task", taskId)) ids.push(...chunk);
       const mine = (await store.getMany(ids)).filter((l): l is StoredLease => l !== null && l.workload === workload).map((l) => l.id);
       const moved = await store.trigger(mine, { trigger: "task_completed", by: workload });
       await opts.queue.revokeSoon(moved);
-      if (first || moved.length > 0) {
+      // A completion that revoked nothing keeps only its marker (I9: a flood of completions of
+      // made-up tasks must not fill the audit); one that revoked leases is part of their history.
+      if (moved.length > 0) {
         await audit.append({ type: "task_completed", at: at(), workload, task_id: taskId, actor: workload, leases: moved });
       }
       return { task_id: taskId, revoked: moved.length };

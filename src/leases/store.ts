@@ -13,7 +13,8 @@
  *   {p}:live:role:<r>       set    live lease ids of a role
  *   {p}:live:issuer:<i>     set    live lease ids by identity issuer
  *   {p}:live:task:<t>       set    live lease ids of a task id (any workload)
- *   {p}:task:<w>:<t>        string JSON {at, by}: task completed (I5); EXPIRE = task retention
+ *   {p}:task:<w>:<t>        string completion ms: task completed (I5); EXPIRE = task retention;
+ *                                  <w> and <t> escaped by keys.taskMarker (ids may hold `:`)
  *   {p}:leases:failed       set    lease ids in state revoke_failed (metrics, operators)
  *   {p}:revop:<id>          hash   bulk revocation progress (matched, revoked, failed, state...)
  *   {p}:kids:<id>           set    ids of the leases delegated from lease <id> (RFC 8693, src/oauth);
@@ -156,7 +157,7 @@ return 'ok'
 `;
 
 const COMPLETE_TASK = `
--- KEYS: 1 task marker.  ARGV: 1 JSON {at, by}, 2 retention seconds
+-- KEYS: 1 task marker.  ARGV: 1 completion ms, 2 retention seconds
 -- Returns 1 if this call completed the task, 0 if it was already completed.
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end
 return 0
@@ -245,7 +246,7 @@ export function createLeaseStore(redis: Redis, keys: Keyspace, opts: LeaseStoreO
     due: `${keys.tag}:leases:due`,
     all: `${keys.tag}:leases:all`,
     live: (sel: Selector, v: string) => `${keys.tag}:live:${sel}:${v}`,
-    task: (w: string, t: string) => `${keys.tag}:task:${w}:${t}`,
+    task: (w: string, t: string) => keys.taskMarker(w, t),
     op: (id: string) => `${keys.tag}:revop:${id}`,
     failed: `${keys.tag}:leases:failed`,
     kids: (id: string) => `${keys.tag}:kids:${id}`,
@@ -435,9 +436,13 @@ export function createLeaseStore(redis: Redis, keys: Keyspace, opts: LeaseStoreO
       return (await storeCall(() => redis.exists(k.task(workload, taskId)))) === 1;
     },
 
-    /** Marks the task completed for this workload (I5). Returns false if it already was. */
-    async completeTask(workload: string, taskId: string, by: string): Promise<boolean> {
-      const r = await storeCall(() => redis.eval(COMPLETE_TASK, 1, k.task(workload, taskId), JSON.stringify({ at: new Date(now()).toISOString(), by }), String(opts.taskRetentionSeconds)));
+    /**
+     * Marks the task completed for this workload (I5). Returns false if it already was. The marker
+     * holds only the completion time: it exists to refuse new leases for the task, and a
+     * completion that revoked nothing leaves nothing else behind.
+     */
+    async completeTask(workload: string, taskId: string): Promise<boolean> {
+      const r = await storeCall(() => redis.eval(COMPLETE_TASK, 1, k.task(workload, taskId), String(now()), String(opts.taskRetentionSeconds)));
       return r === 1;
     },
 

@@ -307,7 +307,7 @@ export function buildRequest(inv: Inventory, input: SimInput, nowMs: number): { 
     if (asked !== undefined && asked > role.ttl.max) {
       problems.push({
         path: ["context", "ttl"],
-        message: `${Math.round(asked / 1000)}s exceeds role ${role.name}'s max of ${Math.round(role.ttl.max / 1000)}s (the broker answers 422 ttl_too_long before asking any policy)`,
+        message: `${Math.round(asked / 1000)}s exceeds role ${role.name}'s max of ${Math.round(role.ttl.max / 1000)}s (the broker answers 422 ttl_too_long when a policy allows the request, 403 policy_denied otherwise)`,
       });
     } else if (asked !== undefined) {
       ttl = { askedMs: asked, roleDefaultMs: role.ttl.default, roleMaxMs: role.ttl.max };

@@ -11,6 +11,8 @@ export async function storeCall<T>(op: () => Promise<T>): Promise<T> {
     return await op();
   } catch (e) {
     if (e instanceof BrokerError) throw e;
+    // Redis at maxmemory (noeviction) refuses writes with an OOM error (docs/ARCHITECTURE.md, I9).
+    if (e instanceof Error && /^OOM\b/.test(e.message)) throw new BrokerError("store_full", "the lease store (Redis) is out of memory; nothing was issued", { cause: e, reason: "redis_oom" });
     throw new BrokerError("store_unavailable", `the lease store (Redis) cannot be used (${describeRedisError(e)}); nothing was issued`, { cause: e, reason: "redis" });
   }
 }

@@ -17,8 +17,18 @@
  *   {p}:req:*, {p}:reqs, {p}:reqs:*            approval requests: see src/approvals/store.ts
  *   {p}:console:s:*, {p}:console:op:*,         console sessions and sign-ins
  *   {p}:console:login:*, {p}:console:logins:*   (src/console/sessions.ts)
- *   {p}:rl:<limit>:<workload>                  string: credential requests in the current
- *                                               minute (src/limits/ratelimit.ts)
+ *   {p}:rl:<limit>:<workload>                  string: write requests in the current minute
+ *                                               (src/limits/ratelimit.ts; <limit> is digits, so
+ *                                               the workload id is everything after it)
+ *   {p}:refused:<kind>:<workload>              string: authorization refusals of one kind in the
+ *                                               current sampling interval, PX = the interval
+ *                                               (src/limits/refusals.ts)
+ *
+ * Ids may contain `:` (docs/ARCHITECTURE.md, Redis key layout). A key built from two or more ids escapes each of
+ * them with `keyPart` (`%` → `%25`, `:` → `%3A`), so no two different id pairs share a key
+ * (workload `ci` + task `team:x` is not workload `ci:team` + task `x`). An id without `%` or `:`
+ * is its own encoding, so keys written before this encoding existed keep their meaning. A key
+ * built from one id after fixed words needs no escaping: everything after the words is the id.
  *   {p}:aws:lock:<sha256(role ARN) base64url>  string: owner token of the per-role lock that
  *                                               serializes revocation policy writes, PX
  *                                               (src/backends/aws/lock.ts)
@@ -53,7 +63,14 @@ export interface Keyspace {
   /** /readyz's write probe; `durable`: the marker write of redis.durability's WAIT. */
   ready: string;
   durable: string;
+  /** The marker of a task a workload completed (I5), see src/leases/store.ts. */
+  taskMarker(workload: string, taskId: string): string;
+  /** The sampling counter of one kind of authorization refusal of one workload. */
+  refusalSample(kind: string, workload: string): string;
 }
+
+/** One id as a key segment that can never contain the `:` separator (see the header). */
+export const keyPart = (id: string): string => id.replace(/%/g, "%25").replace(/:/g, "%3A");
 
 const sha256 = (s: string) => createHash("sha256").update(s).digest("base64url");
 
@@ -75,5 +92,7 @@ export function createKeyspace(prefix: string): Keyspace {
     consoleLogins: (minute) => `${tag}:console:logins:${minute}`,
     ready: `${tag}:ready`,
     durable: `${tag}:durable`,
+    taskMarker: (workload, taskId) => `${tag}:task:${keyPart(workload)}:${keyPart(taskId)}`,
+    refusalSample: (kind, workload) => `${tag}:refused:${keyPart(kind)}:${keyPart(workload)}`,
   };
 }

@@ -251,7 +251,7 @@ describe("policy why", () => {
     [["--workload", "support-agent", "--role", "orders-read", "--context", "{task:"], /^jitbroker: --context: not JSON: /],
     [["--workload", "support-agent", "--role", "orders-read", "--context", "[]"], "jitbroker: --context: must be a JSON object"],
     [["--workload", "support-agent", "--role", "orders-read", "--context", '{"tsk": {}}'], "jitbroker: --context.tsk: unknown key (check the spelling)"],
-    [["--workload", "support-agent", "--role", "orders-read", "--ttl", "1h"], "jitbroker: --ttl: 3600s exceeds role orders-read's max of 900s (the broker answers 422 ttl_too_long before asking any policy)"],
+    [["--workload", "support-agent", "--role", "orders-read", "--ttl", "1h"], "jitbroker: --ttl: 3600s exceeds role orders-read's max of 900s (the broker answers 422 ttl_too_long when a policy allows the request, 403 policy_denied otherwise)"],
     [["--workload", "support-agent", "--role", "orders-read", "--ttl", "soon"], 'jitbroker: --ttl: "soon" is not a duration (use e.g. 30s, 5m, 1h)'],
     [["--workload", "support-agent", "--role", "orders-read", "--at", "noon"], 'jitbroker: --at: must be an RFC 3339 time such as "2026-03-02T10:00:00Z"'],
     [["--workload", "support-agent", "--role", "orders-read", "--context", '{"time": {"weekday": 0, "hour": 9}}'], "jitbroker: --context.time.weekday: must be 1 (Monday) .. 7 (Sunday) or mon..sun"],

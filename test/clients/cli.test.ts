@@ -273,7 +273,7 @@ describe("exit codes and one-line errors", () => {
     const file = await tokenFile("agent");
     const unknown = await run(["exchange", "--token-file", file, "--role", "nope", "--task", "x-2", "--broker", broker]);
     expect(unknown.code).toBe(1);
-    oneLine(unknown, /^jitbroker: unknown_role: no role named "nope"$/);
+    oneLine(unknown, /^jitbroker: policy_denied: policy does not allow agent to request nope$/);
     const bad = await run(["exchange", "--token-file", file, "--role", "orders-read", "--task", "no spaces", "--broker", broker]);
     expect(bad.code).toBe(2);
     oneLine(bad, /^jitbroker: invalid_request: task\.id: /);

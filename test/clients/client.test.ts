@@ -138,7 +138,8 @@ describe("typed errors", () => {
     expect(d.message).toBe(`policy_denied: ${d.detail}`);
     expect(`${d.message}${d.stack}`).not.toContain(token);
 
-    await expect(agent.requestCredential({ role: "nope", task: uniqueTask("d") })).rejects.toMatchObject({ status: 404, code: "unknown_role" });
+    // No policy lets this agent request a role named "nope": it learns nothing about which roles exist.
+    await expect(agent.requestCredential({ role: "nope", task: uniqueTask("d") })).rejects.toMatchObject({ status: 403, code: "policy_denied" });
     const bad = (await agent.requestCredential({ role: "orders-read", task: "has spaces" }).catch((e: unknown) => e)) as BrokerApiError;
     expect(bad).toMatchObject({ status: 400, code: "invalid_request" });
     expect(bad.problem.errors).toEqual([{ field: "task.id", message: expect.stringContaining("[A-Za-z0-9._:@-]") }]);

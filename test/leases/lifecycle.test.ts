@@ -161,7 +161,8 @@ describe("operators and history", () => {
 
 describe("bad input: refused, and nothing minted", () => {
   it.each([
-    ["unknown role", { role: "nope", task: { id: "T" } }, 404, "unknown_role"],
+    // Decided before the role is looked up: no permit covers "nope" for this agent (issue 13, finding 7).
+    ["unknown role", { role: "nope", task: { id: "T" } }, 403, "policy_denied"],
     ["ttl over the role's max", { role: "orders-read", task: { id: "T" }, ttl: "16m" }, 422, "ttl_too_long"],
     ["malformed task id", { role: "orders-read", task: { id: "bad id!" } }, 400, "invalid_request"],
     ["task id too long", { role: "orders-read", task: { id: "x".repeat(129) } }, 400, "invalid_request"],

@@ -56,7 +56,7 @@ describe("rate limit across two broker processes sharing one Redis", () => {
     expect((await ask(second.url, "agent2", "own-1")).status).toBe(201);
     const r = await ask(f.b.url, "agent2", "own-2");
     expect(r.status).toBe(429);
-    expect(r.body.detail).toMatch(/1 credential requests per minute/);
+    expect(r.body.detail).toMatch(/1 requests per minute/);
   });
 });
 

@@ -27,6 +27,7 @@ import type { LeaseMetrics } from "../leases/metrics";
 import type { LeaseStore } from "../leases/store";
 import type { LeaseService } from "../leases/service";
 import type { RefusalSampler } from "../limits/refusals";
+import { freeText } from "../http/text";
 import { APPROVAL_STATES, publicRequest, REQUEST_ID, type ApprovalRequest, type ApprovalState, type ApprovalStore } from "./store";
 
 export const approvalListQuery = z.strictObject({
@@ -36,7 +37,7 @@ export const approvalListQuery = z.strictObject({
   cursor: z.string().max(128).optional(),
 });
 
-export const approvalDecisionSchema = z.strictObject({ reason: z.string().min(1).max(500).optional() });
+export const approvalDecisionSchema = z.strictObject({ reason: freeText(500, 1).optional() });
 
 export interface ApprovalRoutesOptions {
   approvals: ApprovalStore;

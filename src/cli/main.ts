@@ -27,6 +27,7 @@ import { mkdirSync } from "node:fs";
 import { examplePolicies, packageVersion } from "../release/build-info";
 import { registerClientCommands } from "./client";
 import { CliError, load } from "./errors";
+import { printErr } from "./text";
 import { configWarnings, registerPolicyCommands } from "./policy-commands";
 import { configFileProblems, offlineConfigFile } from "./config-files";
 
@@ -306,10 +307,10 @@ export async function main(argv: string[]): Promise<number> {
       return 2; // commander already printed the one-line reason
     }
     if (e instanceof CliError) {
-      process.stderr.write(`jitbroker: ${e.message}\n`);
+      printErr(`jitbroker: ${e.message}\n`);
       return e.exitCode;
     }
-    process.stderr.write(`jitbroker: ${(e as Error).message ?? String(e)}\n`);
+    printErr(`jitbroker: ${(e as Error).message ?? String(e)}\n`);
     return 1;
   }
 }
@@ -321,7 +322,7 @@ if (require.main === module) {
       if (code !== 0) process.exit(code);
     },
     (e: unknown) => {
-      process.stderr.write(`jitbroker: ${String(e)}\n`);
+      printErr(`jitbroker: ${String(e)}\n`);
       process.exit(1);
     },
   );

@@ -16,10 +16,11 @@ import type { LeaseService } from "./service";
 import { matchesFilter, publicLease, type LeaseStore, type StoredLease } from "./store";
 import { publicRequest } from "../approvals/store";
 import { LEASE_STATES } from "./types";
+import { freeText } from "../http/text";
 
 export const TASK_ID = /^[A-Za-z0-9._:@-]{1,128}$/;
 const taskId = z.string().regex(TASK_ID, "must be 1-128 characters of [A-Za-z0-9._:@-]");
-const text = z.string().max(256);
+const text = freeText(256);
 
 export const credentialRequestSchema = z.strictObject({
   role: z.string().min(1).max(128),
@@ -53,13 +54,13 @@ export const revocationRequestSchema = z
     workload: z.string().max(128).optional(),
     role: z.string().max(128).optional(),
     issuer: z.string().max(64).optional(),
-    reason: z.string().min(1).max(500),
+    reason: freeText(500, 1),
   })
   .refine((b) => [b.lease_id, b.task_id, b.workload, b.role, b.issuer].filter((v) => v !== undefined).length === 1, {
     message: "give exactly one of lease_id, task_id, workload, role, issuer",
   });
 
-export const revokeBodySchema = z.strictObject({ reason: z.string().min(1).max(500).optional() });
+export const revokeBodySchema = z.strictObject({ reason: freeText(500, 1).optional() });
 
 function ttlOf(v: string | number | undefined): number | undefined {
   if (v === undefined) return undefined;

@@ -225,7 +225,7 @@ describe("exchange --format env and json", () => {
       res.end(JSON.stringify({ lease: { id: "l_fakefakefakefake", expires_at: "2030-01-01T00:00:00.000Z" }, credential: { type: "vault", data, lease_duration: 600 } }));
     });
     try {
-      const cmd = `eval "$("${process.execPath}" "${CLI}" exchange --role db --task t1 --format env)" && printf '%s\\0' "$USERNAME" "$PASSWORD" "$DB_HOST" "$API_KEY" "$JITBROKER_LEASE_ID"`;
+      const cmd = `eval "$("${process.execPath}" "${CLI}" exchange --role db --task t1 --format env)" && printf '%s\\0' "$JITBROKER_SECRET_USERNAME" "$JITBROKER_SECRET_PASSWORD" "$JITBROKER_SECRET_DB_HOST" "$JITBROKER_SECRET_API_KEY" "$JITBROKER_LEASE_ID"`;
       const out = await new Promise<string>((resolve, reject) =>
         execFile("bash", ["-c", cmd], { env: cleanEnv({ JITBROKER_URL: fake.url, JITBROKER_WORKLOAD_TOKEN: "a.b.c" }) }, (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout))),
       );

@@ -71,29 +71,43 @@ describe("credential variables", () => {
     ]);
     // A dynamic secret that happens to have a `token` field (it has a Vault lease) keeps its fields.
     expect(credentialVars(grant({ type: "vault", data: { token: "c0ffee", accessor: "x" }, lease_id: "consul/creds/r/abc", lease_duration: 300 })).map((v) => v.name)).toEqual([
-      "TOKEN",
-      "ACCESSOR",
+      "JITBROKER_SECRET_TOKEN",
+      "JITBROKER_SECRET_ACCESSOR",
       "JITBROKER_LEASE_ID",
       "JITBROKER_EXPIRES_AT",
     ]);
   });
 
-  it("vault: a dynamic secret's fields, upper-cased into shell names, all secret", () => {
+  it("vault: a dynamic secret's fields as JITBROKER_SECRET_<FIELD>, all secret", () => {
     const vars = credentialVars(grant({ type: "vault", data: { username: "v-role-x", password: "p@ss'word", "db-host": "h", "2fa": 1, nested: { a: 1 } }, lease_id: "database/creds/ro/x", lease_duration: 600 }));
     expect(vars.map((v) => [v.name, v.value, v.secret])).toEqual([
-      ["USERNAME", "v-role-x", true],
-      ["PASSWORD", "p@ss'word", true],
-      ["DB_HOST", "h", true],
-      ["_2FA", "1", true],
-      ["NESTED", '{"a":1}', true],
+      ["JITBROKER_SECRET_USERNAME", "v-role-x", true],
+      ["JITBROKER_SECRET_PASSWORD", "p@ss'word", true],
+      ["JITBROKER_SECRET_DB_HOST", "h", true],
+      ["JITBROKER_SECRET_2FA", "1", true],
+      ["JITBROKER_SECRET_NESTED", '{"a":1}', true],
       ["JITBROKER_LEASE_ID", lease.id, false],
       ["JITBROKER_EXPIRES_AT", lease.expires_at, false],
     ]);
-    expect(envName("a.b-c d")).toBe("A_B_C_D");
+    expect(envName("a.b-c d")).toBeNull();
+    expect(envName("db-host")).toBe("JITBROKER_SECRET_DB_HOST");
+  });
+
+  it("--format env can set any variable: a vault field named path or ld_preload never replaces PATH or LD_PRELOAD (issue 13, finding 5)", () => {
+    const notes: string[] = [];
+    const data = { path: "/tmp/evil", ld_preload: "/tmp/evil.so", "bash_func%%": "() { :; }", "a\u001b]52;c;b3duZWQ=\u0007": "clip", "x.y": "1", password: "p" };
+    const vars = credentialVars(grant({ type: "vault", data, lease_id: "database/creds/ro/x", lease_duration: 600 }), (n) => notes.push(n));
+    const names = vars.map((v) => v.name);
+    expect(names).toEqual(["JITBROKER_SECRET_PATH", "JITBROKER_SECRET_LD_PRELOAD", "JITBROKER_SECRET_PASSWORD", "JITBROKER_LEASE_ID", "JITBROKER_EXPIRES_AT"]);
+    // The three fields with other characters are skipped, each with a note.
+    expect(notes).toHaveLength(3);
+    for (const n of notes) expect(n).not.toMatch(/[\u0000-\u001f\u007f]/);
+    expect(notes.join("\n")).toContain("\\x1b]52");
   });
 
   it("refuses what cannot become an environment", () => {
-    expect(() => credentialVars(grant({ type: "vault", data: { "a-b": "1", a_b: "2" } }))).toThrow("two credential fields map to the environment variable A_B");
+    expect(() => credentialVars(grant({ type: "vault", data: { "a-b": "1", a_b: "2" } }))).toThrow("two credential fields map to the environment variable JITBROKER_SECRET_A_B");
+    expect(() => credentialVars(grant({ type: "vault", data: { "a b": "1" } }))).toThrow("no field of the vault secret can be exported");
     expect(() => credentialVars(grant({ type: "jwt", token: "a\0b" }))).toThrow("NUL byte");
     expect(() => credentialVars(grant({ type: "ssh", key: "k" }))).toThrow('credential type "ssh" has no environment form');
     expect(() => credentialVars(grant({ type: "vault", data: {} }))).toThrow("no data fields");

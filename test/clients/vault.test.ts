@@ -1,6 +1,6 @@
 /**
  * `jitbroker exchange --format env` with the real vault backend (a broker against the Vault test
- * server): a dynamic secret becomes its fields (USERNAME, PASSWORD), a child token becomes
+ * server): a dynamic secret becomes its fields (JITBROKER_SECRET_USERNAME, JITBROKER_SECRET_PASSWORD), a child token becomes
  * VAULT_TOKEN, and what a shell evals is exactly what Vault handed out. The credentials also
  * match the documented OpenAPI schema. Runs dist/: `npm run build` first.
  */
@@ -58,10 +58,10 @@ async function evalExchange(role: string, task: string, names: string[]): Promis
 }
 
 it("a dynamic secret: its fields as variables, exactly as Vault issued them", async () => {
-  const v = await evalExchange("payments-db", "vault-env-1", ["USERNAME", "PASSWORD", "JITBROKER_LEASE_ID", "VAULT_TOKEN"]);
-  expect(v._exported).toBe("export USERNAME export PASSWORD export JITBROKER_LEASE_ID export JITBROKER_EXPIRES_AT");
-  expect(v.USERNAME).toMatch(/^v-jit-/);
-  expect(server.secrets()).toContain(v.PASSWORD);
+  const v = await evalExchange("payments-db", "vault-env-1", ["JITBROKER_SECRET_USERNAME", "JITBROKER_SECRET_PASSWORD", "JITBROKER_LEASE_ID", "VAULT_TOKEN"]);
+  expect(v._exported).toBe("export JITBROKER_SECRET_USERNAME export JITBROKER_SECRET_PASSWORD export JITBROKER_LEASE_ID export JITBROKER_EXPIRES_AT");
+  expect(v.JITBROKER_SECRET_USERNAME).toMatch(/^v-jit-/);
+  expect(server.secrets()).toContain(v.JITBROKER_SECRET_PASSWORD);
   const lease = (await f.call("GET", `/v1/leases/${v.JITBROKER_LEASE_ID}`, "agent")).body.lease;
   expect(lease).toMatchObject({ backend: "vault", role: "payments-db", state: "active" });
 });

@@ -6,6 +6,7 @@ import { Command, Option } from "commander";
 import type { ApprovalRequest, ApprovalState } from "../../client/types";
 import { APPROVAL_STATES } from "../../approvals/store";
 import { CliError } from "../errors";
+import { print, visibleDeep } from "../text";
 import { action, clientFrom, withClientFlags, type ClientFlags } from "./common";
 import { table } from "./operators";
 
@@ -20,7 +21,8 @@ export function requestRows(requests: ApprovalRequest[]): string {
 }
 
 /** One line saying what happened to a request. */
-export function describeRequest(r: ApprovalRequest): string {
+export function describeRequest(answer: ApprovalRequest): string {
+  const r = visibleDeep(answer);
   const what = `request ${r.id} (${r.workload} → ${r.role}, task ${r.task_id})`;
   switch (r.state) {
     case "approved":
@@ -52,8 +54,8 @@ export function registerApprovalCommands(program: Command): void {
         cursor = page.next_cursor ?? undefined;
       } while (cursor && requests.length < 10_000);
       if (f.json) process.stdout.write(`${JSON.stringify(requests, null, 2)}\n`);
-      else if (requests.length === 0) process.stdout.write(f.all ? "no requests\n" : `no requests in state ${f.state}\n`);
-      else process.stdout.write(requestRows(requests));
+      else if (requests.length === 0) print(f.all ? "no requests\n" : `no requests in state ${f.state}\n`);
+      else print(requestRows(requests));
     }),
   );
 
@@ -69,7 +71,8 @@ export function registerApprovalCommands(program: Command): void {
         if (!REQUEST_ID.test(id)) throw new CliError(`${JSON.stringify(id)} is not a request id (rq_ followed by 16 characters)`, 2);
         const client = clientFrom(f);
         const r = verb === "approve" ? await client.approveRequest(id, f.reason) : await client.denyRequest(id, f.reason);
-        process.stdout.write(f.json ? `${JSON.stringify(r, null, 2)}\n` : describeRequest(r));
+        if (f.json) process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
+        else print(describeRequest(r));
       }),
     );
   }

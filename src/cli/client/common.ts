@@ -9,6 +9,7 @@ import { ApprovalError, BrokerApiError, BrokerUnreachableError, TokenSourceError
 import { envToken, fileToken, githubActionsToken, type TokenProvider } from "../../client/token";
 import { parseDuration } from "../../core/duration";
 import { CliError } from "../errors";
+import { visible } from "../text";
 
 export const DEFAULT_GITLAB_VAR = "JITBROKER_ID_TOKEN";
 export const DEV_TOKEN_VAR = "JITBROKER_WORKLOAD_TOKEN";
@@ -91,15 +92,15 @@ export function cliErrorOf(e: unknown): CliError {
   if (e instanceof CliError) return e;
   if (e instanceof BrokerApiError) {
     const hint = e.code === "token_expired" ? " (get a fresh token)" : "";
-    return new CliError(`${e.code}: ${e.detail}${hint}`, exitCodeFor(e.status));
+    return new CliError(`${visible(e.code)}: ${visible(e.detail)}${hint}`, exitCodeFor(e.status));
   }
-  if (e instanceof BrokerUnreachableError) return new CliError(`broker_unreachable: ${e.message}`, 3);
-  if (e instanceof TokenSourceError) return new CliError(`token_source: ${e.message}`, e.kind === "config" ? 2 : e.kind === "unavailable" ? 3 : 1);
+  if (e instanceof BrokerUnreachableError) return new CliError(`broker_unreachable: ${visible(e.message)}`, 3);
+  if (e instanceof TokenSourceError) return new CliError(`token_source: ${visible(e.message)}`, e.kind === "config" ? 2 : e.kind === "unavailable" ? 3 : 1);
   if (e instanceof ApprovalError) {
     const code = e.state === "pending_approval" ? "approval_pending" : e.state === "denied" ? "approval_denied" : e.state === "expired" ? "approval_expired" : `approval_${e.state}`;
-    return new CliError(`${code}: ${e.message}`, 1);
+    return new CliError(`${visible(code)}: ${visible(e.message)}`, 1);
   }
-  return new CliError((e as Error)?.message ?? String(e), 1);
+  return new CliError(visible((e as Error)?.message ?? String(e)), 1);
 }
 
 /** Wraps an action so that every failure becomes one line on stderr and the right exit code. */

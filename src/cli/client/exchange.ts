@@ -8,6 +8,7 @@ import type { BrokerClient } from "../../client/client";
 import { ApprovalError } from "../../client/errors";
 import type { CredentialGrant } from "../../client/types";
 import { CliError } from "../errors";
+import { print, printErr, visible } from "../text";
 import { action, clientFrom, duration, withClientFlags, type ClientFlags } from "./common";
 import { credentialVars, envLines, githubFileCommands, maskCommands, OutputError, type ExportVar } from "./output";
 
@@ -145,7 +146,7 @@ export function registerExchangeCommands(program: Command): void {
           ...(scope === undefined ? {} : { scope }),
           ...(waitMs > 0 ? { waitForApproval: { timeoutMs: waitMs, pollMs } } : {}),
           onPending: (r) => {
-            if (waitMs > 0) process.stderr.write(`jitbroker: request ${r.id} for role ${f.role} needs an operator's approval; waiting up to ${f.wait}\n`);
+            if (waitMs > 0) printErr(`jitbroker: request ${visible(r.id)} for role ${f.role} needs an operator's approval; waiting up to ${f.wait}\n`);
           },
         });
       } catch (e) {
@@ -160,7 +161,7 @@ export function registerExchangeCommands(program: Command): void {
       }
       let vars: ExportVar[];
       try {
-        vars = credentialVars(grant);
+        vars = credentialVars(grant, (note) => printErr(`jitbroker: ${note}\n`));
       } catch (e) {
         if (e instanceof OutputError) {
           await giveBack(client, grant, e.message);
@@ -181,8 +182,8 @@ export function registerExchangeCommands(program: Command): void {
         await giveBack(client, grant, "could not write GITHUB_ENV/GITHUB_OUTPUT");
         throw new CliError(`cannot write GITHUB_ENV/GITHUB_OUTPUT: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message} (lease ${grant.lease.id} revoked)`, 2);
       }
-      process.stdout.write(
-        `jitbroker: lease ${grant.lease.id} (${grant.lease.role}, task ${grant.lease.task_id}) until ${grant.lease.expires_at}; ` +
+      print(
+        `jitbroker: lease ${visible(grant.lease.id)} (${visible(grant.lease.role)}, task ${visible(grant.lease.task_id)}) until ${visible(grant.lease.expires_at)}; ` +
           `set ${vars.map((v) => v.name).join(", ")} in the job's environment and step outputs\n`,
       );
     }),
@@ -198,7 +199,7 @@ export function registerExchangeCommands(program: Command): void {
     action(async (f: ClientFlags & { task: string; json?: boolean }) => {
       const out = await clientFrom(f).completeTask(f.task);
       if (f.json) process.stdout.write(`${JSON.stringify(out)}\n`);
-      else process.stdout.write(`task ${out.task_id} completed: ${out.revoked} lease${out.revoked === 1 ? "" : "s"} revoked\n`);
+      else print(`task ${visible(out.task_id)} completed: ${out.revoked} lease${out.revoked === 1 ? "" : "s"} revoked\n`);
     }),
   );
 }

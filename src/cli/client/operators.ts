@@ -9,12 +9,15 @@ import type { BrokerClient } from "../../client/client";
 import type { Lease, LeaseFilter, LeaseHistory, LeaseState, RevocationProgress, RevocationSelector } from "../../client/types";
 import { LEASE_STATES } from "../../leases/types";
 import { CliError } from "../errors";
+import { print, printErr, visible, visibleDeep } from "../text";
 import { action, clientFrom, duration, withClientFlags, type ClientFlags } from "./common";
 
 const STATES: readonly LeaseState[] = LEASE_STATES;
 
 /** Left-aligned columns, two spaces apart; the last column is not padded. */
-export function table(header: string[], rows: string[][]): string {
+export function table(header: string[], rawRows: (string | undefined)[][]): string {
+  // Cells come from the broker: control characters made visible before widths are measured.
+  const rows = rawRows.map((r) => r.map((c) => visible(c)));
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
   const line = (cells: string[]) =>
     cells
@@ -39,15 +42,16 @@ export function leaseRows(leases: Lease[]): string {
 const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? "" : "s"}`;
 
 /** The I8 answers of a lease's history, in plain words. */
-export function describeHistory(h: LeaseHistory): string {
+export function describeHistory(answer: LeaseHistory): string {
+  const h = visibleDeep(answer);
   const l = h.lease;
   const task = h.requested_by.task;
-  const context = (["intent", "tool", "destination", "sensitivity"] as const).filter((k) => task[k]).map((k) => `${k} ${JSON.stringify(task[k])}`);
+  const context = (["intent", "tool", "destination", "sensitivity"] as const).filter((k) => task[k]).map((k) => `${k} "${task[k]}"`);
   const policies = h.allowed_by.ids.length ? h.allowed_by.ids.join(", ") : "(no policy id recorded)";
   let end: string;
   const e = h.ended;
   const when = e?.revoked_at ?? l.revoked_at ?? e?.at ?? "";
-  const why = e?.reason ? `: ${JSON.stringify(e.reason)}` : "";
+  const why = e?.reason ? `: "${e.reason}"` : "";
   if (!e) {
     end = l.state === "active" || l.state === "issuing" ? `it has not ended: ${l.state}, expires at ${l.expires_at}` : `it is ${l.state}`;
   } else if (l.state === "revoking" || l.state === "revoke_failed") {
@@ -167,7 +171,7 @@ async function follow(client: BrokerClient, id: string, matched: number, opts: {
         bar.update(done, { failed: progress.failed });
       } else if (done !== lastDone && (Date.now() - lastLine >= 1000 || progress.state !== "running")) {
         // Not a terminal: a plain line at most once a second, when something changed.
-        process.stderr.write(`revoking: ${done}/${total} done (${progress.revoked} revoked, ${progress.failed} failed)\n`);
+        printErr(`revoking: ${done}/${total} done (${progress.revoked} revoked, ${progress.failed} failed)\n`);
         lastLine = Date.now();
         lastDone = done;
       }
@@ -209,9 +213,9 @@ export function registerOperatorCommands(program: Command): void {
       const more = limit > 0 && leases.length > limit;
       if (more) leases.length = limit;
       if (f.json) process.stdout.write(`${JSON.stringify(leases, null, 2)}\n`);
-      else if (leases.length === 0) process.stdout.write("no leases match\n");
-      else process.stdout.write(leaseRows(leases));
-      if (more) process.stderr.write(`(the first ${limit}; more leases match: raise --limit, 0 for all)\n`);
+      else if (leases.length === 0) print("no leases match\n");
+      else print(leaseRows(leases));
+      if (more) printErr(`(the first ${limit}; more leases match: raise --limit, 0 for all)\n`);
     }),
   );
 
@@ -237,18 +241,18 @@ export function registerOperatorCommands(program: Command): void {
       const client = clientFrom(f);
       const started = Date.now();
       const op = await client.startRevocation(selector, f.reason);
-      const what = Object.entries(selector).map(([k, v]) => `${k} ${v}`)[0]!;
+      const what = Object.entries(selector).map(([k, v]) => `${k} ${visible(v)}`)[0]!;
       if (op.matched === 0) {
         if (f.json) process.stdout.write(`${JSON.stringify(op)}\n`);
-        const none = "lease_id" in selector ? `lease ${selector.lease_id} is not live (unknown, or already ended)` : `no live lease of ${what}`;
+        const none = "lease_id" in selector ? `lease ${visible(selector.lease_id)} is not live (unknown, or already ended)` : `no live lease of ${what}`;
         throw new CliError(`nothing_matched: ${none}; nothing was revoked`, 1);
       }
       if (!f.wait) {
         if (f.json) process.stdout.write(`${JSON.stringify(op)}\n`);
-        else process.stdout.write(`revocation ${op.id} started: ${plural(op.matched, "live lease")} of ${what}\n`);
+        else print(`revocation ${visible(op.id)} started: ${plural(op.matched, "live lease")} of ${what}\n`);
         return;
       }
-      process.stderr.write(`revocation ${op.id} started: ${plural(op.matched, "live lease")} of ${what}\n`);
+      printErr(`revocation ${visible(op.id)} started: ${plural(op.matched, "live lease")} of ${what}\n`);
       const { progress, finished } = await follow(client, op.id, op.matched, { intervalMs, maxWaitMs });
       const secs = ((Date.now() - started) / 1000).toFixed(1);
       let failedLeases: Lease[] = [];
@@ -260,13 +264,13 @@ export function registerOperatorCommands(program: Command): void {
       if (f.json) {
         process.stdout.write(`${JSON.stringify({ ...progress, failed_leases: failedLeases.map((l) => ({ id: l.id, workload: l.workload, role: l.role, attempts: l.revoke_attempts ?? 0, last_error: l.last_error ?? null })) }, null, 2)}\n`);
       } else {
-        process.stdout.write(
-          `revocation ${progress.id} ${finished ? progress.state : "still running"}: ${progress.matched} matched, ${progress.revoked} revoked, ${progress.failed} failed (${secs} s)\n`,
+        print(
+          `revocation ${visible(progress.id)} ${finished ? visible(progress.state) : "still running"}: ${progress.matched} matched, ${progress.revoked} revoked, ${progress.failed} failed (${secs} s)\n`,
         );
         if (failedLeases.length > 0) {
-          process.stdout.write(`failed (the worker keeps retrying them):\n`);
-          for (const l of failedLeases) process.stdout.write(`  ${l.id}  ${l.workload}  ${l.role}  after ${plural(l.revoke_attempts ?? 0, "attempt")}: ${l.last_error ?? "unknown error"}\n`);
-          if (progress.failed > failedLeases.length) process.stdout.write(`  ... and ${progress.failed - failedLeases.length} more: jitbroker leases --state revoke_failed\n`);
+          print(`failed (the worker keeps retrying them):\n`);
+          for (const l of visibleDeep(failedLeases)) print(`  ${l.id}  ${l.workload}  ${l.role}  after ${plural(l.revoke_attempts ?? 0, "attempt")}: ${l.last_error ?? "unknown error"}\n`);
+          if (progress.failed > failedLeases.length) print(`  ... and ${progress.failed - failedLeases.length} more: jitbroker leases --state revoke_failed\n`);
         }
       }
       if (!finished) throw new CliError(`revocation ${progress.id} is still running after ${f.maxWait}; follow it with GET /v1/admin/revocations/${progress.id}`, 3);
@@ -283,18 +287,20 @@ export function registerOperatorCommands(program: Command): void {
   ).action(
     action(async (leaseId: string, f: ClientFlags & { json?: boolean }) => {
       const h = await clientFrom(f).leaseHistory(leaseId);
-      process.stdout.write(f.json ? `${JSON.stringify(h, null, 2)}\n` : describeHistory(h));
+      if (f.json) process.stdout.write(`${JSON.stringify(h, null, 2)}\n`);
+      else print(describeHistory(h));
     }),
   );
 
   withClientFlags(program.command("whoami").description("the workload the token maps to, and the identity it was read from").option("--json", "print JSON")).action(
     action(async (f: ClientFlags & { json?: boolean }) => {
-      const w = await clientFrom(f).whoami();
+      const answer = await clientFrom(f).whoami();
       if (f.json) {
-        process.stdout.write(`${JSON.stringify(w, null, 2)}\n`);
+        process.stdout.write(`${JSON.stringify(answer, null, 2)}\n`);
         return;
       }
-      process.stdout.write(
+      const w = visibleDeep(answer);
+      print(
         `workload ${w.workload.id} (${w.workload.kind}, owner ${w.workload.owner}): ${w.workload.purpose}\n` +
           `identity: ${w.identity.kind} token from issuer ${w.identity.issuer}, subject ${w.identity.subject}, expires ${w.identity.expires_at}\n`,
       );

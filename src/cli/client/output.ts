@@ -5,6 +5,7 @@
  */
 import { randomBytes } from "node:crypto";
 import type { CredentialGrant } from "../../client/types";
+import { visible } from "../text";
 
 export interface ExportVar {
   name: string;
@@ -17,11 +18,19 @@ export class OutputError extends Error {}
 
 const SHELL_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
-/** A secret field name as an environment variable name: upper case, [A-Z0-9_], not starting with a digit. */
-export function envName(field: string): string {
-  let n = field.toUpperCase().replace(/[^A-Z0-9_]/g, "_");
-  if (/^[0-9]/.test(n)) n = `_${n}`;
-  return n;
+/** The prefix of a Vault secret's fields: they never name a variable outside the credential's own. */
+export const SECRET_PREFIX = "JITBROKER_SECRET_";
+
+/** Field names that may become a variable: ASCII letters, digits, `_` and `-` (as `_`), at most 64. */
+const SAFE_FIELD = /^[A-Za-z0-9_-]{1,64}$/;
+
+/**
+ * A Vault secret field's variable name, `JITBROKER_SECRET_<FIELD>` (upper case, `-` as `_`), or
+ * null for a field whose name has any other character (it is not exported).
+ */
+export function envName(field: string): string | null {
+  if (!SAFE_FIELD.test(field)) return null;
+  return `${SECRET_PREFIX}${field.toUpperCase().replace(/-/g, "_")}`;
 }
 
 const str = (v: unknown): string => (typeof v === "string" ? v : v === null || v === undefined ? "" : typeof v === "object" ? JSON.stringify(v) : String(v));
@@ -30,14 +39,17 @@ const str = (v: unknown): string => (typeof v === "string" ? v : v === null || v
  * The variables for a credential (docs/ARCHITECTURE.md, How to add a backend):
  * - jwt: JITBROKER_TOKEN;
  * - vault: VAULT_TOKEN for a child token (token roles: `data` holds `token` and `accessor`, and
- *   there is no Vault `lease_id`), otherwise each field of the dynamic secret's `data`, its name
- *   upper-cased (`username` → USERNAME, `db-password` → DB_PASSWORD);
+ *   there is no Vault `lease_id`), otherwise each field of the dynamic secret's `data` as
+ *   JITBROKER_SECRET_<FIELD> (`username` → JITBROKER_SECRET_USERNAME, `db-password` →
+ *   JITBROKER_SECRET_DB_PASSWORD). A field named `path` or `ld_preload` can never replace PATH or
+ *   LD_PRELOAD after `eval`; a field whose name has other characters than letters, digits, `_`
+ *   and `-` is skipped, and `onSkip` says so;
  * - aws: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, and AWS_CREDENTIAL_EXPIRATION
  *   (read by the AWS SDKs);
  * plus JITBROKER_LEASE_ID and JITBROKER_EXPIRES_AT (not secret).
  * Every credential value counts as secret, whatever its name.
  */
-export function credentialVars(grant: CredentialGrant): ExportVar[] {
+export function credentialVars(grant: CredentialGrant, onSkip: (note: string) => void = () => undefined): ExportVar[] {
   const c = grant.credential as unknown as Record<string, unknown> & { type: string };
   const vars: ExportVar[] = [];
   const secret = (name: string, value: unknown) => vars.push({ name, value: str(value), secret: true });
@@ -56,9 +68,13 @@ export function credentialVars(grant: CredentialGrant): ExportVar[] {
       if (fields.length === 0) throw new OutputError("the vault credential has no data fields to export");
       for (const [k, v] of fields) {
         const name = envName(k);
-        if (!SHELL_NAME.test(name)) throw new OutputError(`vault secret field ${JSON.stringify(k)} cannot be an environment variable name`);
+        if (name === null || !SHELL_NAME.test(name)) {
+          onSkip(`vault secret field "${visible(k.slice(0, 64))}" not exported: a field name must be 1-64 of letters, digits, _ and - (use --format json for every field)`);
+          continue;
+        }
         secret(name, v);
       }
+      if (!vars.some((v) => v.name.startsWith(SECRET_PREFIX))) throw new OutputError("no field of the vault secret can be exported as an environment variable; use --format json");
     }
   } else {
     throw new OutputError(`credential type ${JSON.stringify(c.type)} has no environment form; use --format json`);

@@ -19,7 +19,7 @@ import { verifyAuditChain } from "../audit/ledger";
 import { rotateSigningKey, SigningKeyFileError } from "../backends/jwt/keys";
 import { PolicyError } from "../policy/engine";
 import { createKeyspace } from "../redis/keys";
-import { embeddedRedisUrl } from "../redis/embedded";
+import { EmbeddedRedisError, embeddedRedisUrl } from "../redis/embedded";
 import type { Redis } from "ioredis";
 import { createRedisFactory, type RedisFactory } from "../redis/connect";
 import { describeRedisError } from "../redis/health";
@@ -44,6 +44,7 @@ async function serve(cfg: LoadedConfig, banner?: (url: string) => string, only?:
       process.stderr.write(`${e.message}\n`);
       throw new CliError(e instanceof PolicyError ? "the policy set has errors; nothing was started" : "the signing key file is unusable; nothing was started", 2);
     }
+    if (e instanceof EmbeddedRedisError) throw new CliError(`cannot start: ${e.message}`, 2);
     throw new CliError(`cannot start: ${(e as Error).message.split("\n")[0]}`, 3);
   }
   const stopOn = (what: string) => {

@@ -25,11 +25,23 @@ export interface RedisServerOptions {
   port?: number;
   /** `--appendonly yes|no`. Default: true. */
   appendonly?: boolean;
+  /**
+   * Listen on this unix socket only (mode 0700, no TCP at all): the embedded Redis, which no
+   * other local user may reach. `port` is then ignored and `url` is the socket path.
+   */
+  unixSocket?: string;
+  /** `--maxmemory` (e.g. "32mb"); with `maxmemory-policy noeviction`, as the broker wants it. */
+  maxmemory?: string;
 }
 
+/** Where a raw connection goes: a TCP port on `host`, or a unix socket path. */
+type Target = number | string;
+const connectTo = (target: Target, host: string) => (typeof target === 'string' ? net.createConnection({ path: target }) : net.createConnection({ host, port: target }));
+
 export interface RedisServerHandle {
-  /** `redis://127.0.0.1:PORT` */
+  /** `redis://127.0.0.1:PORT`, or the socket path with `unixSocket` */
   url: string;
+  /** The TCP port (0 with `unixSocket`). */
   port: number;
   dir: string;
   pid: number;
@@ -69,7 +81,7 @@ export function findFreePort(): Promise<number> {
  * not supported. Exported so tests can talk to Redis without a client library.
  */
 export function rawCommand(
-  port: number,
+  port: Target,
   args: readonly string[],
   { timeoutMs = 1_000, host = '127.0.0.1' }: { timeoutMs?: number; host?: string } = {},
 ): Promise<string | null> {
@@ -78,7 +90,7 @@ export function rawCommand(
   return new Promise((resolve, reject) => {
     let buf = Buffer.alloc(0);
     let settled = false;
-    const sock = net.createConnection({ host, port });
+    const sock = connectTo(port, host);
     const finish = (err: Error | null, value?: string | null): void => {
       if (settled) return;
       settled = true;
@@ -114,11 +126,11 @@ export function rawCommand(
  * Resolve true iff the server at `port` answers an inline `PING\r\n` with `+PONG`
  * (a `-LOADING` reply while the AOF is replayed counts as not ready). Never rejects.
  */
-export function pingRaw(port: number, { timeoutMs = 1_000, host = '127.0.0.1' } = {}): Promise<boolean> {
+export function pingRaw(port: Target, { timeoutMs = 1_000, host = '127.0.0.1' } = {}): Promise<boolean> {
   return new Promise((resolve) => {
     let buf = '';
     let settled = false;
-    const sock = net.createConnection({ host, port });
+    const sock = connectTo(port, host);
     const finish = (ok: boolean): void => {
       if (settled) return;
       settled = true;
@@ -138,7 +150,7 @@ export function pingRaw(port: number, { timeoutMs = 1_000, host = '127.0.0.1' } 
 }
 
 /** The pid of the redis-server answering on `port` (from INFO server), or undefined. */
-async function serverPid(port: number): Promise<number | undefined> {
+async function serverPid(port: Target): Promise<number | undefined> {
   try {
     const info = await rawCommand(port, ['INFO', 'server']);
     const m = /^process_id:(\d+)/m.exec(info ?? '');
@@ -150,10 +162,12 @@ async function serverPid(port: number): Promise<number | undefined> {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-function redisArgs(port: number, dir: string, appendonly: boolean): string[] {
+function redisArgs(port: number, dir: string, appendonly: boolean, extra: Pick<RedisServerOptions, 'unixSocket' | 'maxmemory'>): string[] {
   return [
-    '--port', String(port),
-    '--bind', '127.0.0.1',
+    ...(extra.unixSocket === undefined
+      ? ['--port', String(port), '--bind', '127.0.0.1']
+      : ['--port', '0', '--unixsocket', extra.unixSocket, '--unixsocketperm', '700']),
+    ...(extra.maxmemory === undefined ? [] : ['--maxmemory', extra.maxmemory]),
     '--dir', dir,
     '--appendonly', appendonly ? 'yes' : 'no',
     '--save', '',
@@ -174,14 +188,15 @@ class RedisStartError extends Error {
   }
 }
 
-async function startOnce(port: number, dir: string, appendonly: boolean): Promise<RedisServerHandle> {
+async function startOnce(port: number, dir: string, appendonly: boolean, extra: Pick<RedisServerOptions, 'unixSocket' | 'maxmemory'> = {}): Promise<RedisServerHandle> {
+  const target: Target = extra.unixSocket ?? port;
   let output = '';
   const capture = (chunk: Buffer): void => {
     output += chunk.toString('utf8');
     if (output.length > MAX_OUTPUT_CHARS) output = output.slice(-MAX_OUTPUT_CHARS);
   };
 
-  const child: ChildProcess = spawn('redis-server', redisArgs(port, dir, appendonly), {
+  const child: ChildProcess = spawn('redis-server', redisArgs(port, dir, appendonly, extra), {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   child.stdout?.on('data', capture);
@@ -212,7 +227,7 @@ async function startOnce(port: number, dir: string, appendonly: boolean): Promis
     process.removeListener('exit', killOnExit);
     if (!exited) child.kill('SIGKILL');
     throw new RedisStartError(
-      `redis-server (port ${port}, dir ${dir}) ${why}\n--- redis-server output ---\n${output.trim() || '(none)'}`,
+      `redis-server (${extra.unixSocket === undefined ? `port ${port}` : `socket ${extra.unixSocket}`}, dir ${dir}) ${why}\n--- redis-server output ---\n${output.trim() || '(none)'}`,
       output,
     );
   };
@@ -227,7 +242,7 @@ async function startOnce(port: number, dir: string, appendonly: boolean): Promis
     if (early !== null) fail(early);
     // Ready once it answers PING -- and it is *our* process answering, not some
     // other server still holding the port (ours would then exit: address in use).
-    if ((await pingRaw(port)) && (await serverPid(port)) === child.pid) break;
+    if ((await pingRaw(target)) && (await serverPid(target)) === child.pid) break;
     if (exited) fail(`exited (${exitInfo}) before accepting connections`);
     if (Date.now() >= deadline) fail(`did not answer PING within ${READY_TIMEOUT_MS} ms`);
     await sleep(POLL_INTERVAL_MS);
@@ -259,7 +274,7 @@ async function startOnce(port: number, dir: string, appendonly: boolean): Promis
   };
 
   if (child.pid === undefined) fail('has no pid');
-  return { url: `redis://127.0.0.1:${port}`, port, dir, pid: child.pid as number, stop };
+  return { url: extra.unixSocket ?? `redis://127.0.0.1:${port}`, port: extra.unixSocket === undefined ? port : 0, dir, pid: child.pid as number, stop };
 }
 
 /**
@@ -269,15 +284,17 @@ async function startOnce(port: number, dir: string, appendonly: boolean): Promis
 export async function startRedisServer(opts: RedisServerOptions = {}): Promise<RedisServerHandle> {
   const dir = opts.dir ?? (await mkdtemp(path.join(os.tmpdir(), 'jitbroker-redis-')));
   const appendonly = opts.appendonly ?? true;
+  const extra = { ...(opts.unixSocket === undefined ? {} : { unixSocket: opts.unixSocket }), ...(opts.maxmemory === undefined ? {} : { maxmemory: opts.maxmemory }) };
 
-  if (opts.port !== undefined) return startOnce(opts.port, dir, appendonly);
+  if (opts.unixSocket !== undefined) return startOnce(0, dir, appendonly, extra);
+  if (opts.port !== undefined) return startOnce(opts.port, dir, appendonly, extra);
 
   // We picked the port ourselves, so another process may grab it between our probe
   // and redis-server's bind(). Retry with a new port in that (rare) case.
   for (let attempt = 1; ; attempt++) {
     const port = await findFreePort();
     try {
-      return await startOnce(port, dir, appendonly);
+      return await startOnce(port, dir, appendonly, extra);
     } catch (err) {
       const inUse = err instanceof RedisStartError && /address already in use/i.test(err.output);
       if (!inUse || attempt >= 3) throw err;

@@ -5,11 +5,12 @@
  * so the repository's .jitbroker is never touched.
  */
 import { execFile, execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, readlinkSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { DEV_OIDC_ISSUER, DEV_TRUST_DOMAIN } from "../../src/dev/issuer";
+import { rawCommand } from "../support/redis-server";
 
 const ROOT = path.resolve(__dirname, "../..");
 const CLI = path.join(ROOT, "dist/cli/main.js");
@@ -34,10 +35,10 @@ function freePort(): Promise<number> {
   });
 }
 
-/** True if something accepts TCP connections on 127.0.0.1:port. */
-function accepting(port: number): Promise<boolean> {
+/** True if something accepts connections on 127.0.0.1:port (or on a unix socket path). */
+function accepting(port: number | string): Promise<boolean> {
   return new Promise((resolve) => {
-    const s = net.connect({ host: "127.0.0.1", port });
+    const s = typeof port === "string" ? net.connect({ path: port }) : net.connect({ host: "127.0.0.1", port });
     s.setTimeout(1000);
     s.once("connect", () => {
       s.destroy();
@@ -105,7 +106,7 @@ describe("jitbroker dev", () => {
   let stdout = "";
   let stderr = "";
   let exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  let redisPort: number | undefined;
+  let redisSocket: string | undefined;
 
   beforeAll(async () => {
     if (!existsSync(CLI)) throw new Error(`${CLI} does not exist: build first (npm run build, or run the suite with ./scripts/test)`);
@@ -135,9 +136,9 @@ describe("jitbroker dev", () => {
     if (!running) {
       throw new Error(`jitbroker dev did not start (${gone ? "it exited" : "timeout"})\n--- stdout ---\n${stdout}\n--- stderr ---\n${stderr}`);
     }
-    // The embedded redis-server's URL, from the structured (JSON) log.
-    const m = /"redis":"redis:\/\/127\.0\.0\.1:(\d+)"/.exec(stdout + stderr);
-    redisPort = m ? Number(m[1]) : undefined;
+    // The embedded redis-server's unix socket, from the structured (JSON) log.
+    const m = /"redis":"([^"]+\/redis\.sock)"/.exec(stdout + stderr);
+    redisSocket = m ? m[1] : undefined;
   }, 40_000);
 
   afterAll(async () => {
@@ -168,9 +169,33 @@ describe("jitbroker dev", () => {
   });
 
   it("runs an embedded redis-server with its data under JITBROKER_HOME", async () => {
-    expect(redisPort).toEqual(expect.any(Number));
-    expect(await accepting(redisPort!)).toBe(true);
+    expect(redisSocket).toBe(path.join(home, "redis", "redis.sock"));
+    expect(await accepting(redisSocket!)).toBe(true);
     expect(redisServersUnder(home).map((p) => p.cwd)).toEqual([path.join(home, "redis")]);
+  });
+
+  it("embedded Redis without authentication (issue 13, finding 3): no TCP port, a 0700 socket in a 0700 directory", async () => {
+    const info = await rawCommand(redisSocket!, ["INFO", "server"]);
+    expect(info).toMatch(/^tcp_port:0\r?$/m);
+    expect(statSync(path.join(home, "redis")).mode & 0o777).toBe(0o700);
+    expect(statSync(redisSocket!).mode & 0o077).toBe(0);
+    expect(readFileSync(path.join(home, "redis", "redis.url"), "utf8").trim()).toBe(redisSocket);
+    expect(statSync(path.join(home, "redis", "redis.url")).mode & 0o077).toBe(0);
+  });
+
+  it("two dev instances never share one data directory: the second exits 2 with a clear message, the first keeps running", async () => {
+    const other = await freePort();
+    const second = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+      execFile(process.execPath, [CLI, "dev", "--port", String(other)], { cwd, env: cleanEnv({ JITBROKER_HOME: home }), timeout: 20_000 }, (err, _out, stderrText) =>
+        resolve({ code: err ? ((err as { code?: number }).code ?? null) : 0, stderr: stderrText }),
+      );
+    });
+    expect(second.code).toBe(2);
+    expect(second.stderr).toMatch(/^jitbroker: cannot start: the embedded Redis data directory .*redis is in use by another jitbroker \(pid \d+\)/m);
+    expect(redisServersUnder(home)).toHaveLength(1);
+    expect(readFileSync(path.join(home, "redis", "redis.url"), "utf8").trim()).toBe(redisSocket);
+    expect(await accepting(redisSocket!)).toBe(true);
+    expect((await getJson(`http://127.0.0.1:${port}/readyz`)).status).toBe(200);
   });
 
   it("is ready", async () => {
@@ -219,7 +244,7 @@ describe("jitbroker dev", () => {
     const deadline = Date.now() + 2_000;
     while (redisServersUnder(home).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     expect(redisServersUnder(home)).toEqual([]);
-    expect(await accepting(redisPort!)).toBe(false);
+    expect(await accepting(redisSocket!)).toBe(false);
     expect(await accepting(port)).toBe(false);
   }, 20_000);
 });

@@ -166,7 +166,7 @@ describe("buildRequest", () => {
 
   it("refuses TTLs the API refuses, and one above the role's max (the broker answers ttl_too_long first)", () => {
     expect(problems({ workload: "agent", role: "read", context: { ttl: "20m" } })).toEqual([
-      "context.ttl: 1200s exceeds role read's max of 900s (the broker answers 422 ttl_too_long before asking any policy)",
+      "context.ttl: 1200s exceeds role read's max of 900s (the broker answers 422 ttl_too_long when a policy allows the request, 403 policy_denied otherwise)",
     ]);
     expect(problems({ workload: "agent", role: "read", context: { ttl: 1 } })).toEqual(["context.ttl: must be a whole number of seconds, at least 2"]);
     expect(problems({ workload: "agent", role: "read", context: { ttl: "1s" } })).toEqual(["context.ttl: must be at least 2s"]);
@@ -308,7 +308,7 @@ cases:
       `${FILE}:4: cases[2].workload: required`,
     ]);
     expect(problemsOf(`cases:\n  - { workload: agent, role: read, expect: deny, context: { ttl: "20m" } }\n`)).toEqual([
-      `${FILE}:2: cases[0].context.ttl: 1200s exceeds role read's max of 900s (the broker answers 422 ttl_too_long before asking any policy)`,
+      `${FILE}:2: cases[0].context.ttl: 1200s exceeds role read's max of 900s (the broker answers 422 ttl_too_long when a policy allows the request, 403 policy_denied otherwise)`,
     ]);
     expect(problemsOf("cases: []\n")).toEqual([`${FILE}:1: cases: at least one case is needed`]);
     expect(problemsOf("")).toEqual([`${FILE}: cases: required`]);

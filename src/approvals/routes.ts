@@ -19,7 +19,7 @@ import type { RoleConfig } from "../config/schema";
 import { BrokerError } from "../core/errors";
 import type { AuthContext } from "../http/app";
 import { optionalBody, parse } from "../http/app";
-import { operatorDecision, requireOperator } from "../http/operators";
+import { isOperator as isOperatorCheck, operatorDecision, requireOperator } from "../http/operators";
 import { decisionContext, roleResource } from "../policy/context";
 import { BROKER_RESOURCE_ID, type PolicyEngine } from "../policy/engine";
 import type { WorkloadMatcher } from "../identity/workloads";
@@ -80,10 +80,28 @@ export function approvalRoutes(opts: ApprovalRoutesOptions): Router {
   /** The approver's identity, as recorded in the audit ledger. */
   const approverOf = (auth: AuthContext) => ({ workload: auth.workload.id, kind: auth.workload.kind, owner: auth.workload.owner, issuer: auth.identity.issuer, subject: auth.identity.subject });
 
+  /** A refused approve/deny, counted and sampled into the audit (I9): the 403 to throw. */
+  async function refusal(auth: AuthContext, outcome: "approved" | "denied", extra: Record<string, unknown>, detail: string, policyHash?: string): Promise<BrokerError> {
+    const event = { type: "approval_refused", at: at(), actor: auth.workload.id, approver: approverOf(auth), outcome, ...extra };
+    if (opts.refusals) await opts.refusals.record(auth.workload.id, "approve", event);
+    else await audit.append(event).catch(() => undefined);
+    return new BrokerError("policy_denied", detail, policyHash ? { extra: { policy_hash: policyHash } } : {});
+  }
+
   async function decideRequest(req: Request, outcome: "approved" | "denied") {
     const auth = req.auth!;
     const body = optionalBody(approvalDecisionSchema, req.body);
-    const request = await load(req);
+    // Decide before saying why: a workload that can never approve (not human) or an operator
+    // without admin_read learns nothing about which request ids exist (403, never 404).
+    const id = typeof req.params.id === "string" && REQUEST_ID.test(req.params.id) ? req.params.id : null;
+    const asked = id ? { request_id: id } : {};
+    if (auth.workload.kind !== "human") throw await refusal(auth, outcome, asked, `${auth.workload.id} may not approve or deny requests`);
+    const found = id ? await approvals.get(id) : null;
+    if (!found) {
+      if (!isOperatorCheck(auth, "admin_read", check)) throw await refusal(auth, outcome, asked, `${auth.workload.id} may not approve or deny requests`);
+      throw new BrokerError("not_found", "no such request");
+    }
+    const request = found;
     if (outcome === "approved" && (request.workload === auth.workload.id || (request.identity.issuer === auth.identity.issuer && request.identity.subject === auth.identity.subject))) {
       throw new BrokerError("policy_denied", "a workload can never approve its own request");
     }
@@ -100,10 +118,7 @@ export function approvalRoutes(opts: ApprovalRoutesOptions): Router {
     );
     if (!d || d.decision !== "allow") {
       // Nothing permanent per refused attempt (I9): counted, and sampled into the audit.
-      const event = { type: "approval_refused", at: at(), request_id: request.id, actor: auth.workload.id, approver: approverOf(auth), outcome, ...(d ? { policy_ids: d.policyIds, policy_hash: d.policyHash } : {}) };
-      if (opts.refusals) await opts.refusals.record(auth.workload.id, "approve", event);
-      else await audit.append(event).catch(() => undefined);
-      throw new BrokerError("policy_denied", `${auth.workload.id} may not approve or deny requests for ${request.role}`, d ? { extra: { policy_hash: d.policyHash } } : {});
+      throw await refusal(auth, outcome, { request_id: request.id, ...(d ? { policy_ids: d.policyIds, policy_hash: d.policyHash } : {}) }, `${auth.workload.id} may not approve or deny requests for ${request.role}`, d?.policyHash);
     }
     const result = await approvals.decide(request.id, request.workload, outcome, auth.workload.id, body.reason);
     if (result === "now_expired") {

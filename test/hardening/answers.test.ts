@@ -149,6 +149,19 @@ describe("information before the decision (finding 7)", () => {
     expect([allowed.status, allowed.body.code, allowed.body.max_ttl_seconds]).toEqual([422, "ttl_too_long", 900]);
   });
 
+  it("request id oracle (a sibling): a workload that may not approve gets 403 for a request that exists and one that does not", async () => {
+    const pending = await ask("agent", { role: "orders-write", task: { id: "o-3", intent: "fix" } });
+    expect(pending.status).toBe(202);
+    for (const verb of ["approve", "deny"]) {
+      const existing = await f.call("POST", `/v1/admin/requests/${pending.body.request.id}/${verb}`, "agent2");
+      const missing = await f.call("POST", `/v1/admin/requests/rq_0000000000000000/${verb}`, "agent2");
+      expect([existing.status, existing.body.code, missing.status, missing.body.code]).toEqual([403, "policy_denied", 403, "policy_denied"]);
+      expect(missing.body.detail).toBe(existing.body.detail);
+    }
+    // An operator is told a request does not exist.
+    expect((await f.call("POST", "/v1/admin/requests/rq_0000000000000000/deny", "alice")).status).toBe(404);
+  });
+
   it("the refusals are decided and audited, sampled: the first of the interval is in the ledger, all are counted", async () => {
     const events = await f.b.broker.audit.range({ count: 10_000 });
     expect(events.filter((e) => e.type === "decision" && e.workload === "ci" && e.decision === "deny")).toEqual([expect.objectContaining({ role: "orders-write", sampled: true })]);

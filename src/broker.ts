@@ -7,7 +7,7 @@ import type { AddressInfo } from "node:net";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { LoadedConfig } from "./config/load";
-import { authenticate, createHttpApp, finishApp } from "./http/app";
+import { answerClientErrors, authenticate, createHttpApp, finishApp } from "./http/app";
 import { createMetrics, type Metrics } from "./http/metrics";
 import { createKeySet, type KeySet, type KeySource } from "./identity/keyset";
 import { createRedisReplayGuard } from "./identity/replay";
@@ -499,6 +499,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
   finishApp(app, logger);
 
   const server = http.createServer(app);
+  answerClientErrors(server);
   server.headersTimeout = 10_000;
   server.requestTimeout = 30_000;
   server.keepAliveTimeout = 5_000;

@@ -176,3 +176,21 @@ export function problemOf(err: unknown): BrokerError {
   if (status !== undefined && status >= 400 && status < 500) return new BrokerError("invalid_request", "malformed request");
   return new BrokerError("internal", "internal error; quote the request id when reporting it");
 }
+
+/**
+ * What the HTTP parser refuses before express sees a request (a malformed request line or
+ * header, bytes that are not HTTP) is answered as a problem document too, never with Node's bare
+ * "400 Bad Request"; the connection is then closed.
+ */
+export function answerClientErrors(server: import("node:http").Server): void {
+  const body = JSON.stringify({ type: "urn:jitbroker:problem:invalid_request", title: "Invalid request", status: 400, detail: "malformed HTTP request", code: "invalid_request" });
+  server.on("clientError", (err: NodeJS.ErrnoException, socket: import("node:stream").Duplex) => {
+    if (err.code === "ECONNRESET" || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    socket.end(
+      `HTTP/1.1 400 Bad Request\r\nContent-Type: application/problem+json\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    );
+  });
+}

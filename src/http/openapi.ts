@@ -282,8 +282,20 @@ export const policyReloadSchema = apiComponent(
 
 const openApiDocumentSchema = apiComponent("OpenApiDocument", z.looseObject({ openapi: z.string() }));
 const healthSchema = apiComponent("Health", z.strictObject({ status: z.literal("ok") }));
+const backendStates = z.array(z.looseObject({ name: text, state: z.enum(["ok", "degraded", "unavailable"]), detail: text.optional() }));
 const readinessSchema = apiComponent(
   "Readiness",
+  z
+    .strictObject({
+      status: z.enum(["ready", "unavailable"]),
+      redis: z.enum(["ok", "unreachable"]),
+      issuers: z.array(z.strictObject({ name: text, state: z.enum(["ok", "degraded", "unavailable"]), keys: z.number().int(), loaded_at: time.nullable() })),
+      backends: backendStates,
+    })
+    .describe("Unauthenticated: states only, never an issuer's error, file path or URL (operators: GET /v1/admin/readiness)"),
+);
+const operatorReadinessSchema = apiComponent(
+  "OperatorReadiness",
   z.strictObject({
     status: z.enum(["ready", "unavailable"]),
     redis: z
@@ -291,7 +303,7 @@ const readinessSchema = apiComponent(
       .describe("ok, or why the broker's keys are not writable from here with the configured durability (I10)"),
     redis_error: text.optional().describe("What is wrong with Redis, when redis is not ok"),
     issuers: z.array(z.strictObject({ name: text, keys: z.number().int(), loaded_at: time.nullable(), last_error: text.nullable() })),
-    backends: z.array(z.looseObject({ name: text, state: z.enum(["ok", "degraded", "unavailable"]), detail: text.optional() })),
+    backends: backendStates,
   }),
 );
 const jwksSchema = apiComponent(
@@ -329,7 +341,7 @@ const leaseIdParam = { id: { schema: z.string().describe("l_…"), description: 
 const requestIdParam = { id: { schema: z.string().describe("rq_…"), description: "Approval request id" } };
 
 /** Problems issuing a credential can answer (POST /v1/credentials, and collecting an approved request). */
-const ISSUE_ERRORS: ErrorCode[] = ["unknown_role", "policy_denied", "task_completed", "ttl_too_long", "rate_limited", "quota_exceeded", "backend_unavailable"];
+const ISSUE_ERRORS: ErrorCode[] = ["unknown_role", "policy_denied", "task_completed", "ttl_too_long", "rate_limited", "quota_exceeded", "backend_unavailable", "store_full"];
 
 /** Every route of the broker's API. */
 export function apiRoutes(): ApiRoute[] {
@@ -428,7 +440,7 @@ export function apiRoutes(): ApiRoute[] {
       auth: "workload",
       params: { task_id: { schema: z.string().regex(TASK_ID), description: "Task id" } },
       responses: { 200: { description: "How many leases were revoked", schema: taskCompletionSchema } },
-      errors: ["invalid_request"],
+      errors: ["invalid_request", "rate_limited"],
     },
     {
       method: "get",
@@ -452,7 +464,17 @@ export function apiRoutes(): ApiRoute[] {
       body: revokeBodySchema,
       bodyOptional: true,
       responses: { 200: { description: "The lease, revoking or already ended", schema: leaseEnvelopeSchema } },
-      errors: ["not_found", "invalid_request"],
+      errors: ["not_found", "invalid_request", "rate_limited"],
+    },
+    {
+      method: "get",
+      path: "/v1/admin/readiness",
+      operationId: "operatorReadiness",
+      summary: "Readiness with each issuer's last key-set error (operators)",
+      tags: ["operators"],
+      auth: "workload",
+      responses: { 200: { description: "The same checks as /readyz, with details", schema: operatorReadinessSchema } },
+      errors: ["policy_denied"],
     },
     {
       method: "get",
@@ -481,7 +503,7 @@ export function apiRoutes(): ApiRoute[] {
           headers: { Location: { description: "/v1/admin/revocations/{id}", schema: z.string() } },
         },
       },
-      errors: ["invalid_request", "unsupported_media_type", "policy_denied"],
+      errors: ["invalid_request", "unsupported_media_type", "policy_denied", "rate_limited"],
     },
     {
       method: "get",
@@ -553,7 +575,7 @@ export function apiRoutes(): ApiRoute[] {
       body: approvalDecisionSchema,
       bodyOptional: true,
       responses: { 200: { description: "The request, approved", schema: pendingRequestSchema } },
-      errors: ["invalid_request", "not_found", "policy_denied", "request_not_pending"],
+      errors: ["invalid_request", "not_found", "policy_denied", "request_not_pending", "rate_limited"],
     },
     {
       method: "post",
@@ -566,7 +588,7 @@ export function apiRoutes(): ApiRoute[] {
       body: approvalDecisionSchema,
       bodyOptional: true,
       responses: { 200: { description: "The request, denied", schema: pendingRequestSchema } },
-      errors: ["invalid_request", "not_found", "policy_denied", "request_not_pending"],
+      errors: ["invalid_request", "not_found", "policy_denied", "request_not_pending", "rate_limited"],
     },
     {
       method: "post",
@@ -580,7 +602,7 @@ export function apiRoutes(): ApiRoute[] {
         200: { description: "What changed, and what the re-authorization did", schema: policyReloadSchema },
         202: { description: "What changed; the re-authorization of active leases is still running", schema: policyReloadSchema },
       },
-      errors: ["policy_denied", "policy_invalid"],
+      errors: ["policy_denied", "policy_invalid", "rate_limited"],
     },
     ...oauthApiRoutes(),
   ];

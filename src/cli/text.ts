@@ -1,5 +1,5 @@
 /**
- * Terminal safety for the CLI's text output (DESIGN.md section 6): every text the broker or a
+ * Terminal safety for the CLI's text output (docs/ARCHITECTURE.md, Errors): every text the broker or a
  * backend supplies (a task's intent, a revocation reason, a backend error, a workload id, a
  * problem's detail) is printed with its control characters made visible, so that a carriage
  * return, an erase-line code, an OSC 52 clipboard write or a bidi override cannot change what

@@ -1,5 +1,5 @@
 /**
- * Which characters free text may hold (DESIGN.md sections 5 and 6), in one place for the API's
+ * Which characters free text may hold (docs/ARCHITECTURE.md, Errors), in one place for the API's
  * input schemas and the CLI's output escaping.
  *
  * Never accepted in free-text fields (a task's intent, tool, destination and sensitivity, a

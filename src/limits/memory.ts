@@ -1,5 +1,5 @@
 /**
- * The Redis memory watch (DESIGN.md I9): new issuance stops before Redis runs out of memory, so
+ * The Redis memory watch (docs/ARCHITECTURE.md, I9): new issuance stops before Redis runs out of memory, so
  * that revocation, task completion and operator actions (which need a little memory too: lease
  * state changes, queue jobs, audit events) keep working.
  *

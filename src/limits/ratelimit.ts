@@ -3,7 +3,7 @@
  * counted in Redis so that every broker replica shares one budget. One budget covers every call a
  * workload makes that can write: credential requests (counted by the lease service), and every
  * other non-GET call under /v1 plus the collection of an approved request (`limitWrites`), so no
- * route lets one workload write without bound (DESIGN.md I9). Fixed one-minute windows
+ * route lets one workload write without bound (docs/ARCHITECTURE.md, I9). Fixed one-minute windows
  * (rate-limiter-flexible's RateLimiterRedis: one INCRBY + EXPIRE NX script per request).
  *
  * Keys (under the hash tag `{p}`, see src/redis/keys.ts):

@@ -1,6 +1,6 @@
 /**
  * Authorization refusals (a policy denying a request, a non-operator calling an operator route)
- * write nothing permanent per attempt (DESIGN.md I9): each is counted in
+ * write nothing permanent per attempt (docs/ARCHITECTURE.md, I9): each is counted in
  * `jitbroker_refusals_total{kind}`, and the first of each kind per workload in every sampling
  * interval goes to the audit ledger, marked `sampled: true` (the counter has the rest). A
  * workload retrying a refused call in a loop therefore adds at most one audit event per interval.

@@ -9,6 +9,7 @@ import http from "node:http";
 import net from "node:net";
 import { ERROR_STATUS } from "../../src/core/errors";
 import { startFixture, type Fixture } from "../support/fixture";
+import { redisContents } from "../support/secrets";
 
 const AGENT = process.env.FUZZ_NO_AGENT ? false : undefined;
 const SEED = Number(process.env.JITBROKER_FUZZ_SEED ?? 20261205);
@@ -142,6 +143,7 @@ describe(`fuzzing the HTTP API (seed ${SEED}, ${CASES} requests)`, () => {
     const r = mulberry32(SEED);
     const codes = new Map<string, number>();
     const failures: string[] = [];
+    const minted: string[] = [];
     for (let i = 0; i < CASES; i++) {
       const [m, t] = ROUTES[Math.floor(r() * ROUTES.length)]!;
       const rawId = r() < 0.5 ? pick(r, IDS) : randomString(r, 20);
@@ -187,7 +189,8 @@ describe(`fuzzing the HTTP API (seed ${SEED}, ${CASES} requests)`, () => {
         if (!/^application\/json/.test(ct)) failures.push(`${what} → ${res.status} with content-type ${ct}`);
         else {
           try {
-            JSON.parse(res.text);
+            const doc = JSON.parse(res.text) as { credential?: { token?: string } };
+            if (typeof doc.credential?.token === "string") minted.push(doc.credential.token);
           } catch {
             failures.push(`${what} → ${res.status} body is not JSON`);
           }
@@ -197,6 +200,14 @@ describe(`fuzzing the HTTP API (seed ${SEED}, ${CASES} requests)`, () => {
       }
     }
     expect(failures).toEqual([]);
+    // I6 after the run: no workload token and no credential it was given is in Redis or the log.
+    const secrets = [...tokens.values(), ...minted];
+    const stored = await redisContents(f.b.broker.redis, f.b.config.redis.prefix);
+    const logs = f.b.logs.join("");
+    for (const t of secrets) {
+      const sig = t.split(".")[2]!;
+      expect(stored.text.includes(sig) || stored.dumps.some((d) => d.includes(sig)) || logs.includes(sig)).toBe(false);
+    }
     // The run reached the handlers, not only the front door.
     expect([...codes.keys()].some((c) => c.startsWith("2"))).toBe(true);
     expect([...codes.keys()].filter((c) => c.startsWith("4")).length).toBeGreaterThanOrEqual(4);

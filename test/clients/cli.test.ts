@@ -369,7 +369,8 @@ describe("approval commands for operators", () => {
 
     const own = await run(["approve", ids[0]!, "--token-file", await tokenFile("agent"), "--broker", broker]);
     expect(own.code).toBe(1);
-    oneLine(own, /^jitbroker: policy_denied: a workload can never approve its own request$/);
+    // The agent is not human: refused before its request is looked up (issue 13, decide first).
+    oneLine(own, /^jitbroker: policy_denied: agent may not approve or deny requests$/);
 
     const ok = await run(["approve", ids[0]!, "--reason", "INC-9", "--token-file", alice, "--broker", broker]);
     expect(ok.code).toBe(0);

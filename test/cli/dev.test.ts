@@ -186,7 +186,7 @@ describe("jitbroker dev", () => {
   it("two dev instances never share one data directory: the second exits 2 with a clear message, the first keeps running", async () => {
     const other = await freePort();
     const second = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
-      execFile(process.execPath, [CLI, "dev", "--port", String(other)], { cwd, env: cleanEnv({ JITBROKER_HOME: home }), timeout: 20_000 }, (err, _out, stderrText) =>
+      execFile(process.execPath, [CLI, "dev", "--port", String(other)], { cwd, env: cleanEnv({ JITBROKER_HOME: home }), timeout: 60_000 }, (err, _out, stderrText) =>
         resolve({ code: err ? ((err as { code?: number }).code ?? null) : 0, stderr: stderrText }),
       );
     });
@@ -196,7 +196,7 @@ describe("jitbroker dev", () => {
     expect(readFileSync(path.join(home, "redis", "redis.url"), "utf8").trim()).toBe(redisSocket);
     expect(await accepting(redisSocket!)).toBe(true);
     expect((await getJson(`http://127.0.0.1:${port}/readyz`)).status).toBe(200);
-  });
+  }, 90_000);
 
   it("is ready", async () => {
     const r = await getJson(`http://127.0.0.1:${port}/readyz`);

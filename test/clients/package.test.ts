@@ -40,7 +40,7 @@ it('require("jitbroker/client") resolves through the exports map; internals stay
   const out = JSON.parse(stdout) as Record<string, unknown>;
   expect(out).toEqual({
     resolved: path.join(DIST_CLIENT, "index.js"),
-    exports: ["ApprovalError", "BrokerApiError", "BrokerClient", "BrokerClientError", "BrokerUnreachableError", "TokenSourceError", "envToken", "fileToken", "githubActionsToken", "tokenProvider"],
+    exports: ["ApprovalError", "BrokerApiError", "BrokerClient", "BrokerClientError", "BrokerUnreachableError", "CredentialRejectedError", "TokenSourceError", "createCredentialVerifier", "envToken", "fileToken", "githubActionsToken", "tokenProvider", "verifyCredential"],
     root: true,
     internal: "ERR_PACKAGE_PATH_NOT_EXPORTED",
     url: "http://127.0.0.1:1",

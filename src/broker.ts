@@ -19,6 +19,9 @@ import { createDurability } from "./redis/durability";
 import { startEmbeddedRedis, type EmbeddedRedis } from "./redis/embedded";
 import { createKeyspace } from "./redis/keys";
 import { createAuditLedger, type AuditLedger } from "./audit/ledger";
+import { loadOrCreateAuditKey } from "./audit/key";
+import { createAuditMetrics } from "./audit/metrics";
+import { createAuditSinks, type SinkStatus } from "./audit/sinks";
 import { createJwtBackend, type JwtBackend } from "./backends/jwt/backend";
 import { loadOrCreateSigningKeys, type SigningKeys } from "./backends/jwt/keys";
 import { openidConfiguration } from "./backends/jwt/oidc";
@@ -82,7 +85,7 @@ export interface Readiness {
    * not writable from here (readonly, moved, clusterdown, timeout, durability, ...), named in
    * redis_error (I10).
    */
-  checks: { redis: "ok" | "unreachable" | Exclude<RedisErrorKind, "refused" | "not_connected">; redis_error?: string; issuers: ReturnType<KeySet["status"]>[]; backends: ({ name: string } & BackendStatus)[] };
+  checks: { redis: "ok" | "unreachable" | Exclude<RedisErrorKind, "refused" | "not_connected">; redis_error?: string; issuers: ReturnType<KeySet["status"]>[]; backends: ({ name: string } & BackendStatus)[]; audit_sinks?: SinkStatus[] };
 }
 
 export interface Broker {
@@ -132,6 +135,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
   const policyEngine = createPolicyEngine(compilePolicies(await loadPolicyFiles(cfg.policy.files)));
   logger.info({ policies: policyEngine.set().policies.length, hash: policyEngine.set().hash }, "policies loaded");
   let signingKeys = await loadOrCreateSigningKeys(cfg.backends.jwt.signing_key_file, now);
+  const auditKey = await loadOrCreateAuditKey(cfg.audit.key_file);
   // The jwt backend reads the keys through this view, so a reload (SIGHUP, after
   // `jitbroker keys rotate`) takes effect without a restart.
   const currentKeys: SigningKeys = {
@@ -209,6 +213,8 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     now,
   });
   const audit = createAuditLedger(redis, {
+    key: auditKey,
+    metrics: createAuditMetrics(metrics.registry),
     streamKey: keys.audit,
     headKey: keys.auditHead,
     leaseIndexPrefix: keys.auditLeasePrefix,
@@ -300,6 +306,9 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
         now,
       })
     : null;
+  // Audit events leave Redis for the sinks from worker processes (one deliverer per sink at a time).
+  const auditSinks = parts.worker && cfg.audit.sinks.length > 0 ? createAuditSinks(redis, keys, { sinks: cfg.audit.sinks, logger, registry: metrics.registry, now }) : null;
+  auditSinks?.start();
   // Approval requests past their window expire (and are audited) in the worker process.
   const approvalExpiry = parts.worker
     ? repeat(
@@ -317,9 +326,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     logger,
     onReload: async (r, previous) => {
       if (r.changed || !r.ok) {
-        await audit
-          .append({ type: "policy_reload", at: new Date(now()).toISOString(), actor: "system", ok: r.ok, policy_hash: r.hash, previous_policy_hash: previous, policies: r.policies, ...(r.problems ? { problems: r.problems } : {}) })
-          .catch(() => undefined);
+        audit.record({ type: "policy_reload", at: new Date(now()).toISOString(), actor: "system", ok: r.ok, policy_hash: r.hash, previous_policy_hash: previous, policies: r.policies, ...(r.problems ? { problems: r.problems } : {}) });
       }
       // A policy file edited in place: re-authorize active leases (reloadAll does it itself).
       if (r.changed && !reloadingAll) void reauthorize({ actor: "system", source: "policy files changed" }).catch(() => undefined);
@@ -341,7 +348,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
   async function reloadAll(cause: { actor: string; source: string }): Promise<ReloadReport> {
     const candidate = inventory.prepare(loadForReload);
     if (!candidate.ok) {
-      await audit.append({ type: "inventory_reload", at: new Date(now()).toISOString(), actor: cause.actor, source: cause.source, ok: false, problems: candidate.problems }).catch(() => undefined);
+      audit.record({ type: "inventory_reload", at: new Date(now()).toISOString(), actor: cause.actor, source: cause.source, ok: false, problems: candidate.problems });
       logger.error({ problems: candidate.problems }, "configuration reload refused; the running inventory and policies stay in force");
       return { ok: false, inventory: summaryOf(candidate), policy: null, reauthorization: null };
     }
@@ -355,7 +362,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     if (!policy.ok) return { ok: false, inventory: { ...summaryOf(candidate), changed: false }, policy, reauthorization: null };
     candidate.apply();
     if (candidate.changed) {
-      await audit.append({ type: "inventory_reload", at: new Date(now()).toISOString(), actor: cause.actor, source: cause.source, ok: true, workloads: candidate.workloads, roles: candidate.roles }).catch(() => undefined);
+      audit.record({ type: "inventory_reload", at: new Date(now()).toISOString(), actor: cause.actor, source: cause.source, ok: true, workloads: candidate.workloads, roles: candidate.roles });
       logger.info({ workloads: candidate.workloads, roles: candidate.roles }, "inventory reloaded");
     }
     if (candidate.restart_required.length > 0) logger.warn({ sections: candidate.restart_required }, "configuration sections changed that take effect only after a restart");
@@ -388,7 +395,14 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     const backendChecks = [...backends].map(([name, b]) => ({ name, ...(b.status?.() ?? { state: "ok" as const }) }));
     return {
       ready: probe.ok,
-      checks: { redis: redisCheck, ...(probe.ok ? {} : { redis_error: probe.detail }), issuers: [...keySets.values()].map((k) => k.status()), backends: backendChecks },
+      checks: {
+        redis: redisCheck,
+        ...(probe.ok ? {} : { redis_error: probe.detail }),
+        issuers: [...keySets.values()].map((k) => k.status()),
+        backends: backendChecks,
+        // A failing sink does not make the broker unready: events wait in Redis.
+        ...(auditSinks ? { audit_sinks: auditSinks.status() } : {}),
+      },
     };
   }
 
@@ -490,6 +504,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
       check: { policy: () => policyEngine, metrics: leaseMetrics, timeZone: cfg.policy.timezone, now },
       store,
       audit,
+      auditKey,
       readiness,
       apiRouters: [leaseRouter, approvalRouter],
       logger,
@@ -564,6 +579,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
         memory?.stop();
         approvalExpiry?.stop();
         // Each step is bounded: a broker whose Redis is gone (or mid-failover) still shuts down.
+        await within(auditSinks?.close() ?? Promise.resolve(), 5000);
         if (worker) await worker.close().catch(() => undefined);
         await within(queue.close(), 5000);
         await within(audit.close(), 5000);

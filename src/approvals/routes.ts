@@ -14,7 +14,7 @@
  */
 import { Router, type Request } from "express";
 import { z } from "zod";
-import type { AuditLedger } from "../audit/ledger";
+import type { AuditEvent, AuditLedger } from "../audit/ledger";
 import type { RoleConfig } from "../config/schema";
 import { BrokerError } from "../core/errors";
 import type { AuthContext } from "../http/app";
@@ -82,9 +82,10 @@ export function approvalRoutes(opts: ApprovalRoutesOptions): Router {
 
   /** A refused approve/deny, counted and sampled into the audit (I9): the 403 to throw. */
   async function refusal(auth: AuthContext, outcome: "approved" | "denied", extra: Record<string, unknown>, detail: string, policyHash?: string): Promise<BrokerError> {
-    const event = { type: "approval_refused", at: at(), actor: auth.workload.id, approver: approverOf(auth), outcome, ...extra };
+    // `extra` carries request_id (and the policy when one decided): an approval_refused event.
+    const event = { type: "approval_refused", at: at(), actor: auth.workload.id, approver: approverOf(auth), outcome, ...extra } as unknown as AuditEvent;
     if (opts.refusals) await opts.refusals.record(auth.workload.id, "approve", event);
-    else await audit.append(event).catch(() => undefined);
+    else audit.record(event);
     return new BrokerError("policy_denied", detail, policyHash ? { extra: { policy_hash: policyHash } } : {});
   }
 

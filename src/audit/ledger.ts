@@ -7,11 +7,13 @@
  *
  *   {p}:audit              stream (`opts.streamKey`). One entry per event, fields:
  *                            e = canonical JSON of the event (keys sorted recursively; no seq/hash/prev)
- *                            h = sha256hex(p + "\n" + e)
+ *                            h = the entry's link: HMAC-SHA256(audit key, p + "\n" + seq + "\n" + e)
  *                            p = h of the previous entry ("0" x 64 for the first event)
+ *                            m = "1" (a keyed link; entries written before the key have no m and
+ *                                h = sha256hex(p + "\n" + e): see src/audit/chain.ts)
  *                          Entry ids are assigned by the ledger (see "ids" below). No TTL.
- *                          Trimmed only if `maxLen` is set (XTRIM MAXLEN ~ in the same transaction).
- *   {p}:audit:head         string (`opts.headKey`): h of the last entry. No TTL.
+ *   {p}:audit:head         string (`opts.headKey`): the head mark "v1 <seq> <link> <mac>" of the
+ *                          last entry (a bare 64-hex hash on a chain not yet keyed). No TTL.
  *   {p}:audit:lease:<id>   list (`opts.leaseIndexPrefix` + lease id, so the prefix includes the
  *                          trailing colon): the stream ids of that lease's events, in chain order.
  *                          EXPIRE `leaseIndexTtlSeconds`, refreshed on every append for the lease.
@@ -31,37 +33,47 @@
  * the events (a crash cannot leave an event out of its lease's history). Because the stream key
  * is WATCHed too, no id can collide at EXEC time.
  *
+ * Keyed chain: the MAC key (`opts.key`, src/audit/key.ts) never reaches Redis. The first batch a
+ * keyed ledger commits on top of an unkeyed head starts with the switch-over event
+ * `audit_chain_keyed` {legacy_head, key_id}; a head marked with another key is refused
+ * (store_unavailable, reason audit_key_mismatch): every replica must share one key file.
+ *
  * Secrets (I6): an event containing, at any depth, a key named token, secret, password,
  * secret_access_key, session_token, credential(s), client_secret, access_token, id_token,
  * refresh_token, secret_id, private_key or authorization (case-insensitive, `-`/`_` ignored) is
  * refused with an error naming the field path only, never the value; nothing of it is written.
  *
- * Trimming: off by default. With `maxLen`, the oldest entries go (approximately); the chain of the
- * remaining entries still verifies when `verifyAuditChain` is called with
- * `{ allowTrimmedStart: true }`: it then anchors on the first remaining entry's `p` instead of
- * requiring "0" x 64 (a deleted *first* entry is then indistinguishable from trimming).
  */
-import { createHash } from "node:crypto";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { BrokerError } from "../core/errors";
+import {
+  createChainChecker,
+  formatMark,
+  GENESIS_HASH,
+  headProblem,
+  KEYED_MARKER,
+  legacyLink,
+  keyedLink,
+  parseMark,
+  SWITCH_OVER_TYPE,
+  type ChainBreak,
+  type Mark,
+} from "./chain";
+import type { AuditKey } from "./key";
+import type { AuditEvent } from "./events";
+import type { AuditMetrics } from "./metrics";
 
-export type AuditEventType =
-  | "decision"
-  | "mint"
-  | "revocation_requested"
-  | "revoked"
-  | "expired"
-  | "revoke_failed"
-  | "issue_failed"
-  | "task_completed"
-  | "bulk_revocation"
-  | "policy_reload"
-  | "approval"
-  | (string & {});
+export { GENESIS_HASH } from "./chain";
 
-export interface AuditEvent {
-  type: AuditEventType;
+export type { AuditEvent, AuditEventType } from "./events";
+
+/**
+ * What the ledger itself needs of an event (the broker's events are typed in ./events; the
+ * ledger checks the common fields at run time and stores any JSON object).
+ */
+export interface LedgerEvent {
+  type: string;
   /** RFC 3339. */
   at: string;
   lease_id?: string;
@@ -69,21 +81,32 @@ export interface AuditEvent {
   workload?: string;
   /** Who caused it: a workload id or "system". */
   actor?: string;
-  [k: string]: unknown;
 }
 
-export interface StoredAuditEvent extends AuditEvent {
+/** An event read back, with its place in the chain. */
+export interface StoredAuditEvent extends LedgerEvent {
+  [k: string]: unknown;
   /** Stream entry id. */
   seq: string;
   hash: string;
   prev: string;
 }
 
-export interface AuditLedger {
+/** An event as exported to a sink: the stored event plus how its link was made. */
+export type ExportedAuditEvent = StoredAuditEvent & { link_kind: "hmac-sha256" | "sha256" };
+
+export interface AuditLedger<E extends LedgerEvent = AuditEvent> {
   /** Resolves once the event is committed (durable as far as Redis is) with its place in the chain. */
-  append(event: AuditEvent): Promise<StoredAuditEvent>;
+  append(event: E): Promise<StoredAuditEvent>;
   /** Commits the events atomically and contiguously, in order (all or none). */
-  appendMany(events: AuditEvent[]): Promise<StoredAuditEvent[]>;
+  appendMany(events: E[]): Promise<StoredAuditEvent[]>;
+  /**
+   * For events whose caller cannot wait or fail (error paths, background work): appends in the
+   * background and never throws. A failed append is retried with backoff (`retried`), and after
+   * the last attempt logged at error level with the whole event (`lost`: the log is then the
+   * evidence); each counted in jitbroker_audit_append_failures_total. `close()` waits for these.
+   */
+  record(event: E): void;
   /** The lease's events in chain order, the first `limit` (default 1000). */
   byLease(leaseId: string, limit?: number): Promise<StoredAuditEvent[]>;
   /**
@@ -92,11 +115,15 @@ export interface AuditLedger {
    * max 10000).
    */
   range(opts: { from?: string; count?: number }): Promise<StoredAuditEvent[]>;
+  /** Like `range`, in the form sinks export (with `link_kind`, src/audit/files.ts). */
+  exportRange(opts: { from?: string; count?: number }): Promise<ExportedAuditEvent[]>;
   /** Flushes what is queued, then closes the ledger's own connection. Later appends reject. */
   close(): Promise<void>;
 }
 
 export interface AuditLedgerOptions {
+  /** The chain's MAC key (kept outside Redis). */
+  key: AuditKey;
   streamKey: string;
   headKey: string;
   /** Lease index key = leaseIndexPrefix + lease id (e.g. `{jit}:audit:lease:`). */
@@ -104,8 +131,6 @@ export interface AuditLedgerOptions {
   /** TTL of a lease's index; should match the lease record's retention. */
   leaseIndexTtlSeconds: number;
   logger?: Logger;
-  /** Approximate cap on the stream length (XTRIM MAXLEN ~). Default: no trimming. */
-  maxLen?: number;
   /** Creates the dedicated WATCH connection. Default: `redis.duplicate()`. The ledger closes it. */
   watchConnection?: () => Redis;
   /** Most events committed in one transaction. Default 512. */
@@ -119,6 +144,9 @@ export interface AuditLedgerOptions {
    * `leaseIndexPrefix + id` is used.
    */
   leaseIndexField?: { hashKey: (leaseId: string) => string; field: string };
+  metrics?: AuditMetrics;
+  /** Delays between the attempts of `record` (ms). Default 100, 250, 500, 1000, 2000, 4000, 8000. */
+  recordRetryDelays?: number[];
 }
 
 /** Appends ARGV[2] to hash field ARGV[1] of KEYS[1], only if the hash exists. */
@@ -129,8 +157,6 @@ if v then v = v .. ' ' .. ARGV[2] else v = ARGV[2] end
 redis.call('HSET', KEYS[1], ARGV[1], v)
 return 1
 `;
-
-export const GENESIS_HASH = "0".repeat(64);
 
 const SECRET_KEYS = new Set(
   [
@@ -219,13 +245,11 @@ function canon(value: unknown, path: string, stack: Set<object>): string {
   }
 }
 
-/** The chain hash of one entry: sha256hex(prev + "\n" + canonical event JSON). */
-export function auditHash(prev: string, canonicalEvent: string): string {
-  return createHash("sha256").update(`${prev}\n${canonicalEvent}`, "utf8").digest("hex");
-}
+/** The legacy (unkeyed) link of one entry: sha256hex(prev + "\n" + canonical event JSON). */
+export const auditHash = legacyLink;
 
 /** Validates an event and returns its canonical JSON (without seq/hash/prev). Throws on refusal. */
-function prepare(event: AuditEvent): string {
+function prepare(event: LedgerEvent): string {
   if (event === null || typeof event !== "object" || Array.isArray(event)) throw refuse("not an object", "audit_invalid_event");
   if (typeof event.type !== "string" || event.type.length === 0) throw refuse("type must be a non-empty string", "audit_invalid_event");
   if (typeof event.at !== "string" || !RFC3339.test(event.at) || Number.isNaN(Date.parse(event.at))) {
@@ -236,7 +260,7 @@ function prepare(event: AuditEvent): string {
       throw refuse(`${k} must be a non-empty string`, "audit_invalid_event");
     }
   }
-  for (const k of ["seq", "hash", "prev"] as const) {
+  for (const k of ["seq", "hash", "prev", "link_kind"] as const) {
     // These belong to the chain; an event field of that name would be lost on read.
     if (k in event) throw refuse(`field ${k} is reserved for the chain`, "audit_invalid_event");
   }
@@ -259,7 +283,12 @@ function toStored(id: string, fields: string[]): StoredAuditEvent {
   const f = fieldsToMap(fields);
   const e = f.get("e");
   const parsed: Record<string, unknown> = e === undefined ? {} : (JSON.parse(e) as Record<string, unknown>);
-  return { ...(parsed as AuditEvent), seq: id, hash: f.get("h") ?? "", prev: f.get("p") ?? "" };
+  return { ...(parsed as unknown as LedgerEvent), seq: id, hash: f.get("h") ?? "", prev: f.get("p") ?? "" };
+}
+
+function toExported(id: string, fields: string[]): ExportedAuditEvent {
+  const m = fields.indexOf("m");
+  return { ...toStored(id, fields), link_kind: m >= 0 && m % 2 === 0 && fields[m + 1] === KEYED_MARKER ? "hmac-sha256" : "sha256" };
 }
 
 function parseId(id: string): { ms: number; seq: number } {
@@ -312,11 +341,23 @@ function storeError(e: unknown, what: string): BrokerError {
 
 const MAX_ATTEMPTS = 200;
 
-export function createAuditLedger(redis: Redis, opts: AuditLedgerOptions): AuditLedger {
+/** Where the next append chains from; refuses a head that is not ours (I7: fail closed). */
+function parseHeadForAppend(key: AuditKey, head: string | null): { link: string; legacy: boolean } {
+  if (head === null) return { link: GENESIS_HASH, legacy: false };
+  const m = parseMark(key, "head", head);
+  if (m.kind === "legacy") return { link: m.link, legacy: true };
+  if (m.kind === "keyed" && m.valid) return { link: m.link, legacy: false };
+  throw new BrokerError(
+    "store_unavailable",
+    "the audit chain's head was not written with this broker's audit key (every replica must use the same audit.key_file; run `jitbroker audit verify`)",
+    { reason: "audit_key_mismatch" },
+  );
+}
+
+export function createAuditLedger<E extends LedgerEvent = AuditEvent>(redis: Redis, opts: AuditLedgerOptions): AuditLedger<E> {
   const { streamKey, headKey, leaseIndexPrefix, logger } = opts;
   const ttl = Math.floor(opts.leaseIndexTtlSeconds);
   if (!(ttl > 0)) throw new Error("leaseIndexTtlSeconds must be a positive number");
-  if (opts.maxLen !== undefined && !(Number.isInteger(opts.maxLen) && opts.maxLen > 0)) throw new Error("maxLen must be a positive integer");
   const maxBatch = opts.maxBatch ?? 512;
   const now = opts.now ?? Date.now;
 
@@ -341,7 +382,7 @@ export function createAuditLedger(redis: Redis, opts: AuditLedgerOptions): Audit
     const [watchRes, headRes, infoRes] = read;
     if (watchRes?.[0]) throw watchRes[0];
     if (headRes?.[0]) throw headRes[0];
-    const head = (headRes?.[1] as string | null) ?? GENESIS_HASH;
+    const prevHead = parseHeadForAppend(opts.key, (headRes?.[1] as string | null) ?? null);
     let last = { ms: 0, seq: 0 };
     if (infoRes?.[0]) {
       if (!/no such key/i.test(infoRes[0].message)) throw infoRes[0];
@@ -349,31 +390,46 @@ export function createAuditLedger(redis: Redis, opts: AuditLedgerOptions): Audit
       last = parseId(lastGeneratedId(infoRes?.[1]));
     }
 
-    let prev = head;
+    let prev = prevHead.link;
     let ms = Math.max(now(), last.ms);
     let seq = ms === last.ms ? last.seq : -1;
     const multi = c.multi();
     const byLease = new Map<string, string[]>();
     const out: StoredAuditEvent[][] = [];
+    const nextId = (): string => {
+      seq += 1;
+      if (seq > Number.MAX_SAFE_INTEGER - 1) {
+        ms += 1;
+        seq = 0;
+      }
+      return `${ms}-${seq}`;
+    };
+    const add = (id: string, e: string): string => {
+      const hash = keyedLink(opts.key, prev, id, e);
+      multi.xadd(streamKey, id, "e", e, "h", hash, "p", prev, "m", KEYED_MARKER);
+      return hash;
+    };
+    if (prevHead.legacy) {
+      // The first keyed entry on an unkeyed chain: marks the switch-over (src/audit/chain.ts).
+      const id = nextId();
+      const e = canonicalJSON({ type: SWITCH_OVER_TYPE, at: new Date(ms).toISOString(), actor: "system", legacy_head: prev, key_id: opts.key.kid });
+      logger?.warn({ legacy_head: prev, key_id: opts.key.kid }, "audit chain switched to keyed links (audit_chain_keyed)");
+      prev = add(id, e);
+    }
+    let lastId = "";
     for (const p of batch) {
       const stored: StoredAuditEvent[] = [];
       for (const ev of p.events) {
-        seq += 1;
-        if (seq > Number.MAX_SAFE_INTEGER - 1) {
-          ms += 1;
-          seq = 0;
-        }
-        const id = `${ms}-${seq}`;
-        const hash = auditHash(prev, ev.e);
-        if (opts.maxLen !== undefined) multi.xadd(streamKey, "MAXLEN", "~", String(opts.maxLen), id, "e", ev.e, "h", hash, "p", prev);
-        else multi.xadd(streamKey, id, "e", ev.e, "h", hash, "p", prev);
+        const id = nextId();
+        const hash = add(id, ev.e);
         if (ev.leaseId !== undefined) {
           const ids = byLease.get(ev.leaseId) ?? [];
           ids.push(id);
           byLease.set(ev.leaseId, ids);
         }
-        stored.push({ ...(JSON.parse(ev.e) as AuditEvent), seq: id, hash, prev });
+        stored.push({ ...(JSON.parse(ev.e) as LedgerEvent), seq: id, hash, prev });
         prev = hash;
+        lastId = id;
       }
       out.push(stored);
     }
@@ -385,7 +441,7 @@ export function createAuditLedger(redis: Redis, opts: AuditLedgerOptions): Audit
         multi.expire(leaseIndexPrefix + leaseId, ttl);
       }
     }
-    multi.set(headKey, prev);
+    multi.set(headKey, formatMark(opts.key, "head", { seq: lastId, link: prev }));
     const res = await multi.exec();
     if (res === null) return null;
     const failed = res.find(([err]) => err);
@@ -453,7 +509,46 @@ export function createAuditLedger(redis: Redis, opts: AuditLedgerOptions): Audit
     }
   }
 
-  function enqueue(events: AuditEvent[]): Promise<StoredAuditEvent[]> {
+  const recordDelays = opts.recordRetryDelays ?? [100, 250, 500, 1000, 2000, 4000, 8000];
+  const recording = new Set<Promise<void>>();
+  let closing = false;
+  let wakeClosing: () => void = () => undefined;
+  const closingSignal = new Promise<void>((r) => (wakeClosing = r));
+  const typeLabel = (ev: LedgerEvent): string => (typeof ev?.type === "string" && /^[a-z_]{1,40}$/.test(ev.type) ? ev.type : "invalid");
+
+  async function recordLoop(event: LedgerEvent): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await enqueue([event]);
+        return;
+      } catch (e) {
+        const err = e as BrokerError;
+        if (err instanceof BrokerError && err.code === "internal") {
+          // Refused (secret-named field, malformed): retrying cannot help, and the event must not be logged.
+          opts.metrics?.appendFailures.inc({ type: typeLabel(event), outcome: "refused" });
+          logger?.error({ type: typeLabel(event), reason: err.reason, err: err.message }, "audit event refused; not recorded");
+          return;
+        }
+        if (attempt >= recordDelays.length || closing) {
+          opts.metrics?.appendFailures.inc({ type: typeLabel(event), outcome: "lost" });
+          logger?.error({ audit_lost: event, err: err.message }, "audit event could not be written to the ledger; this log line is its only record");
+          return;
+        }
+        opts.metrics?.appendFailures.inc({ type: typeLabel(event), outcome: "retried" });
+        logger?.warn({ type: typeLabel(event), attempt: attempt + 1, err: err.message }, "audit append failed; retrying");
+        await Promise.race([sleep(recordDelays[attempt]!), closingSignal]);
+      }
+    }
+  }
+
+  /** Counts an awaited append that failed (the caller sees the error). */
+  function countFailure(events: LedgerEvent[], e: unknown): never {
+    const refused = e instanceof BrokerError && e.code === "internal";
+    for (const ev of events) opts.metrics?.appendFailures.inc({ type: typeLabel(ev), outcome: refused ? "refused" : "failed" });
+    throw e;
+  }
+
+  function enqueue(events: LedgerEvent[]): Promise<StoredAuditEvent[]> {
     if (closed) return Promise.reject(new BrokerError("store_unavailable", "the audit ledger is closed", { reason: "closed" }));
     let prepared: Pending["events"];
     try {
@@ -481,14 +576,30 @@ export function createAuditLedger(redis: Redis, opts: AuditLedgerOptions): Audit
     return out;
   }
 
+  async function rawRange({ from = "-", count = 100 }: { from?: string; count?: number }): Promise<[string, string[]][]> {
+    if (!RANGE_START.test(from)) throw new BrokerError("invalid_request", "from must be a stream id, optionally prefixed with \"(\"");
+    if (!Number.isInteger(count) || count < 1 || count > 10000) throw new BrokerError("invalid_request", "count must be an integer from 1 to 10000");
+    try {
+      return await redis.xrange(streamKey, from, "+", "COUNT", count);
+    } catch (e) {
+      throw storeError(e, "read the audit stream");
+    }
+  }
+
   return {
     async append(event) {
-      const [stored] = await enqueue([event]);
+      const [stored] = await enqueue([event]).catch((e: unknown) => countFailure([event], e));
       return stored!;
     },
 
     appendMany(events) {
-      return enqueue(events);
+      return enqueue(events).catch((e: unknown) => countFailure(events, e));
+    },
+
+    record(event) {
+      const p = recordLoop(event);
+      recording.add(p);
+      void p.finally(() => recording.delete(p));
     },
 
     async byLease(leaseId, limit = 1000) {
@@ -497,25 +608,26 @@ export function createAuditLedger(redis: Redis, opts: AuditLedgerOptions): Audit
         const ids = opts.leaseIndexField
           ? ((await redis.hget(opts.leaseIndexField.hashKey(leaseId), opts.leaseIndexField.field)) ?? "").split(" ").filter(Boolean).slice(0, limit)
           : await redis.lrange(leaseIndexPrefix + leaseId, 0, limit - 1);
-        // Entries trimmed away (maxLen) are simply absent.
+        // Entries removed by retention are simply absent.
         return await readEntries(ids.filter((id) => STREAM_ID.test(id)));
       } catch (e) {
         throw storeError(e, "read the lease history");
       }
     },
 
-    async range({ from = "-", count = 100 }) {
-      if (!RANGE_START.test(from)) throw new BrokerError("invalid_request", "from must be a stream id, optionally prefixed with \"(\"");
-      if (!Number.isInteger(count) || count < 1 || count > 10000) throw new BrokerError("invalid_request", "count must be an integer from 1 to 10000");
-      try {
-        const entries = await redis.xrange(streamKey, from, "+", "COUNT", count);
-        return entries.map(([id, fields]) => toStored(id, fields));
-      } catch (e) {
-        throw storeError(e, "read the audit stream");
-      }
+    async range(o) {
+      return (await rawRange(o)).map(([id, fields]) => toStored(id, fields));
+    },
+
+    async exportRange(o) {
+      return (await rawRange(o)).map(([id, fields]) => toExported(id, fields));
     },
 
     async close() {
+      // Background records get one last attempt (no more waiting), then the queue is flushed.
+      closing = true;
+      wakeClosing();
+      while (recording.size > 0) await Promise.all([...recording]);
       closed = true;
       while (flushing || queue.length > 0) {
         await new Promise<void>((r) => {
@@ -532,82 +644,64 @@ export function createAuditLedger(redis: Redis, opts: AuditLedgerOptions): Audit
 
 export interface AuditVerifyResult {
   ok: boolean;
-  /** Entries examined (the walk goes on past a break, re-anchoring on the stored hashes). */
+  /** Entries examined (the walk goes on past a break). */
   checked: number;
-  /** The first problem, at the entry where it shows: for a deleted entry, the one after the gap. */
-  firstBreak?: { seq: string; reason: string };
+  /** Of those, entries written before the chain was keyed. */
+  legacy: number;
+  /** The first problem, where it shows (for a deleted entry: the one after the gap). */
+  firstBreak?: ChainBreak;
+}
+
+export interface AuditVerifyOptions {
+  key: AuditKey;
+  streamKey: string;
+  headKey: string;
+  /** Trim anchor (a mark of the newest entry removed by retention); absent: chain from genesis. */
+  anchorKey?: string;
 }
 
 /**
- * Walks the whole stream in order (XRANGE pages of 1000) and checks every entry: `h` recomputed
- * from `p` and `e`, `p` equal to the previous entry's `h` ("0" x 64 for the first, unless
- * `allowTrimmedStart`), and the head equal to the last entry's `h`.
+ * Walks the whole stream in order (XRANGE pages of 1000) and checks every link with the key
+ * (src/audit/chain.ts), the first entry against the genesis hash or the trim anchor, and the
+ * head mark against the last entry.
  *
  * Safe to run while appends go on: the head is read before and after the walk; if it moved, the
- * head read first must be the hash of an entry that was walked (newer entries are chained anyway).
+ * head read first must be a valid mark of an entry that was walked (newer entries are chained).
  */
-export async function verifyAuditChain(
-  redis: Redis,
-  opts: { streamKey: string; headKey: string; allowTrimmedStart?: boolean },
-): Promise<AuditVerifyResult> {
+export async function verifyAuditChain(redis: Redis, opts: AuditVerifyOptions): Promise<AuditVerifyResult> {
   const PAGE = 1000;
-  const headBefore = await redis.get(opts.headKey);
-  let checked = 0;
-  let firstBreak: AuditVerifyResult["firstBreak"];
-  const fail = (seq: string, reason: string): void => {
-    if (!firstBreak) firstBreak = { seq, reason };
-  };
-  let prevHash: string | undefined;
-  let lastSeq = "";
-  let headBeforeSeen = headBefore === null;
+  const [headBefore, anchorText] = await Promise.all([redis.get(opts.headKey), opts.anchorKey ? redis.get(opts.anchorKey) : Promise.resolve(null)]);
+  let anchor: Mark | undefined;
+  let anchorProblem: string | undefined;
+  if (anchorText !== null) {
+    const a = parseMark(opts.key, "anchor", anchorText);
+    if (a.kind === "keyed" && a.valid) anchor = { seq: a.seq, link: a.link };
+    else anchorProblem = "trim anchor does not verify (anchor altered, or another key)";
+  }
+  const before = headBefore === null ? undefined : parseMark(opts.key, "head", headBefore);
+  const checker = createChainChecker(opts.key, {
+    ...(anchor ? { anchor } : {}),
+    ...(before?.kind === "keyed" ? { watchSeq: before.seq } : {}),
+  });
+  if (anchorProblem) checker.fail(anchorProblem, "");
   let start = "-";
   for (;;) {
     const page = await redis.xrange(opts.streamKey, start, "+", "COUNT", PAGE);
     for (const [id, fields] of page) {
-      checked++;
       const f = fieldsToMap(fields);
-      const e = f.get("e");
-      const h = f.get("h");
-      const p = f.get("p");
-      if (e === undefined || h === undefined || p === undefined) {
-        fail(id, "entry lacks one of the fields e, h, p");
-        prevHash = h;
-        lastSeq = id;
-        continue;
-      }
-      if (prevHash === undefined) {
-        if (checked === 1 && p !== GENESIS_HASH && !opts.allowTrimmedStart) {
-          fail(id, `first entry's prev is not the genesis hash (entries before it are missing)`);
-        }
-      } else if (p !== prevHash) {
-        fail(id, `prev does not match the hash of the preceding entry ${lastSeq} (an entry is missing, inserted or reordered)`);
-      }
-      if (auditHash(p, e) !== h) fail(id, "hash does not match the entry's content (event or prev altered)");
-      else {
-        try {
-          JSON.parse(e);
-        } catch {
-          fail(id, "event is not valid JSON");
-        }
-      }
-      if (h === headBefore) headBeforeSeen = true;
-      prevHash = h;
-      lastSeq = id;
+      checker.push({ seq: id, e: f.get("e"), h: f.get("h"), p: f.get("p"), m: f.get("m") });
     }
     if (page.length < PAGE) break;
     start = `(${page[page.length - 1]![0]}`;
   }
   const headAfter = await redis.get(opts.headKey);
+  const walk = checker.result();
   if (headAfter === headBefore) {
-    if (checked === 0) {
-      if (headAfter !== null) fail("", "head is set but the stream is empty");
-    } else if (headAfter === null) {
-      fail(lastSeq, "head is missing");
-    } else if (headAfter !== prevHash) {
-      fail(lastSeq, "head does not match the last entry's hash (head altered or entries removed from the end)");
-    }
-  } else if (!headBeforeSeen) {
-    fail(lastSeq, "head does not match any entry's hash (head altered or entries removed from the end)");
+    const problem = headProblem(opts.key, headAfter, walk, anchor);
+    if (problem) checker.fail(problem);
+  } else if (!(before?.kind === "keyed" && before.valid && checker.watched() === before.link)) {
+    checker.fail("head does not name an entry of the chain (head altered or entries removed from the end)");
   }
-  return firstBreak ? { ok: false, checked, firstBreak } : { ok: true, checked };
+  const r = checker.result();
+  return { ok: r.ok, checked: r.checked, legacy: r.legacy, ...(r.firstBreak ? { firstBreak: r.firstBreak } : {}) };
 }

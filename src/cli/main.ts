@@ -16,6 +16,8 @@ import { devConfigYaml } from "../dev/config";
 import { DEV_OIDC_ISSUER, ensureDevIssuer, signDevToken } from "../dev/issuer";
 import { describeConfig } from "./describe";
 import { verifyAuditChain } from "../audit/ledger";
+import { AuditKeyFileError, readAuditKey } from "../audit/key";
+import { verifyAuditFiles } from "../audit/files";
 import { rotateSigningKey, SigningKeyFileError } from "../backends/jwt/keys";
 import { PolicyError } from "../policy/engine";
 import { createKeyspace } from "../redis/keys";
@@ -31,6 +33,9 @@ import { printErr } from "./text";
 import { configWarnings, registerPolicyCommands } from "./policy-commands";
 import { configFileProblems, offlineConfigFile } from "./config-files";
 
+/** Text from files or Redis, with control characters escaped before it reaches a terminal. */
+const safeText = (s: string): string => s.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+
 const devDir = () => path.resolve(process.env.JITBROKER_HOME ?? ".jitbroker");
 
 async function serve(cfg: LoadedConfig, banner?: (url: string) => string, only?: "api" | "worker"): Promise<void> {
@@ -40,9 +45,9 @@ async function serve(cfg: LoadedConfig, banner?: (url: string) => string, only?:
     const { createBroker } = require("../broker") as typeof import("../broker");
     broker = await createBroker(cfg, { logger, parts: { api: only !== "worker", worker: only !== "api" } });
   } catch (e) {
-    if (e instanceof PolicyError || e instanceof SigningKeyFileError) {
+    if (e instanceof PolicyError || e instanceof SigningKeyFileError || e instanceof AuditKeyFileError) {
       process.stderr.write(`${e.message}\n`);
-      throw new CliError(e instanceof PolicyError ? "the policy set has errors; nothing was started" : "the signing key file is unusable; nothing was started", 2);
+      throw new CliError(e instanceof PolicyError ? "the policy set has errors; nothing was started" : e instanceof AuditKeyFileError ? "the audit key file is unusable; nothing was started" : "the signing key file is unusable; nothing was started", 2);
     }
     if (e instanceof EmbeddedRedisError) throw new CliError(`cannot start: ${e.message}`, 2);
     throw new CliError(`cannot start: ${(e as Error).message.split("\n")[0]}`, 3);
@@ -267,16 +272,44 @@ export function buildProgram(): Command {
   const audit = program.command("audit").description("the audit ledger");
   audit
     .command("verify")
-    .description("check the hash chain of the audit ledger (exit 1 on a break)")
-    .option("--config <file>", "configuration file (Redis is read from it or REDIS_URL; default: $JITBROKER_CONFIG, the running jitbroker dev's, or config/broker.yaml)")
-    .action(async (opts: { config?: string }) => {
+    .description("check the keyed chain of the audit ledger in Redis, or of exported sink files with --file (exit 1 on a break)")
+    .option("--config <file>", "configuration file (Redis is read from it or REDIS_URL; the key from audit.key_file; default: $JITBROKER_CONFIG, the running jitbroker dev's, or config/broker.yaml)")
+    .option("--file <file>", "an exported JSON-lines file (repeat for rotated files; any order); no Redis is read", (v: string, prev: string[] = []) => [...prev, v])
+    .option("--key-file <file>", "the chain key (default: audit.key_file of the configuration)")
+    .action(async (opts: { config?: string; file?: string[]; keyFile?: string }) => {
+      const keyFile = opts.keyFile ? path.resolve(opts.keyFile) : load(offlineConfigFile(opts.config)).audit.key_file;
+      let key;
+      try {
+        key = await readAuditKey(keyFile);
+      } catch (e) {
+        if (e instanceof AuditKeyFileError) throw new CliError(e.message, 2);
+        throw e;
+      }
+      if (opts.file && opts.file.length > 0) {
+        let res;
+        try {
+          res = await verifyAuditFiles(key, opts.file.map((f) => path.resolve(f)));
+        } catch (e) {
+          throw new CliError(`cannot read ${safeText((e as NodeJS.ErrnoException).path ?? "a file")}: ${(e as NodeJS.ErrnoException).code ?? "error"}`, 2);
+        }
+        for (const f of res.partialLines) process.stderr.write(`note: ${safeText(f)} ends with an incomplete line (a crash while writing); skipped\n`);
+        if (!res.ok) throw new CliError(`audit export BROKEN at position ${res.firstBreak!.position} (seq ${res.firstBreak!.seq}): ${safeText(res.firstBreak!.reason)} (${res.checked} events checked)`, 1);
+        const span = res.checked === 0 ? "" : ` from seq ${res.firstSeq} to ${res.lastSeq}`;
+        const start = res.checked === 0 || res.fromGenesis ? "" : " (starts after earlier events not in these files)";
+        process.stdout.write(`audit export OK: ${res.checked} events verified${span}${start}; ${res.duplicates} duplicate line(s) ignored; key ${key.kid}\n`);
+        return;
+      }
       const cfg = load(offlineConfigFile(opts.config));
       const keys = createKeyspace(cfg.redis.prefix);
-      const res = await withRedis(cfg, (redis) => verifyAuditChain(redis, { streamKey: keys.audit, headKey: keys.auditHead }));
+      const res = await withRedis(cfg, (redis) => verifyAuditChain(redis, { key, streamKey: keys.audit, headKey: keys.auditHead, anchorKey: keys.auditAnchor }));
       if (!res.ok) {
-        throw new CliError(`audit chain BROKEN at ${res.firstBreak?.seq ?? "?"}: ${res.firstBreak?.reason ?? "unknown"} (${res.checked} events checked)`, 1);
+        throw new CliError(
+          `audit chain BROKEN at position ${res.firstBreak?.position ?? "?"} (seq ${res.firstBreak?.seq || "-"}): ${res.firstBreak?.reason ?? "unknown"} (${res.checked} events checked)`,
+          1,
+        );
       }
-      process.stdout.write(`audit chain OK: ${res.checked} events verified\n`);
+      const legacy = res.legacy > 0 ? ` (${res.legacy} written before the key, fixed by the switch-over event)` : "";
+      process.stdout.write(`audit chain OK: ${res.checked} events verified${legacy}; key ${key.kid}\n`);
     });
 
   registerClientCommands(program);

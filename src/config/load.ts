@@ -94,6 +94,11 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
     if (iss.type === "spiffe" && iss.bundle_file) iss.bundle_file = rel(iss.bundle_file);
   }
   cfg.backends.jwt.signing_key_file = rel(cfg.backends.jwt.signing_key_file);
+  cfg.audit.key_file = rel(cfg.audit.key_file);
+  for (const s of cfg.audit.sinks) {
+    if (s.type === "file") s.path = rel(s.path);
+    if (s.type === "syslog" && s.ca_file) s.ca_file = rel(s.ca_file);
+  }
   cfg.policy.files = cfg.policy.files.map(rel);
   cfg.redis.data_dir = rel(cfg.redis.data_dir);
   for (const mode of [cfg.redis.sentinel, cfg.redis.cluster]) {

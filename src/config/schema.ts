@@ -115,6 +115,51 @@ const spiffeIssuer = z
 
 const issuer = z.discriminatedUnion("type", [oidcIssuer, spiffeIssuer]);
 
+// ---- Audit sinks (src/audit/sinks) ----
+
+/** A size such as 100MB, 512KB, 1GB or a number of bytes. */
+const byteSize = z.union([z.number().int().positive(), z.string()]).transform((v, ctx) => {
+  if (typeof v === "number") return v;
+  const m = /^(\d+)\s*(B|KB|MB|GB)?$/i.exec(v.trim());
+  if (!m) {
+    ctx.addIssue({ code: "custom", message: `"${v}" is not a size such as 100MB, 512KB or 1GB` });
+    return z.NEVER;
+  }
+  const unit = { B: 1, KB: 1024, MB: 1024 ** 2, GB: 1024 ** 3 }[(m[2] ?? "B").toUpperCase() as "B"];
+  return Number(m[1]) * unit;
+});
+const sinkName = z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, "must be 1-63 of [a-z0-9_-]").optional();
+const fileSink = z.strictObject({
+  type: z.literal("file"),
+  name: sinkName,
+  path: z.string().min(1),
+  max_size: byteSize.default(100 * 1024 ** 2),
+  keep: z.number().int().min(1).max(1000).default(10),
+  batch_size: z.number().int().min(1).max(10000).default(500),
+});
+const httpSink = z.strictObject({
+  type: z.literal("http"),
+  name: sinkName,
+  url: httpsUrl,
+  format: z.enum(["json", "ocsf"]).default("json"),
+  headers: z.record(z.string().regex(/^[A-Za-z0-9-]{1,64}$/, "must be an HTTP header name"), z.string()).default({}),
+  batch_size: z.number().int().min(1).max(10000).default(200),
+  timeout: duration.prefault("10s"),
+});
+const syslogSink = z.strictObject({
+  type: z.literal("syslog"),
+  name: sinkName,
+  address: z.string().regex(/^(udp|tcp|tls):\/\/[^/\s]+:\d{1,5}$/, "must be udp://host:port, tcp://host:port or tls://host:port"),
+  /** RFC 5424 facility (default 13, log audit). */
+  facility: z.number().int().min(0).max(23).default(13),
+  app_name: z.string().regex(/^[!-~]{1,48}$/).default("jitbroker"),
+  /** tls:// only: CA bundle to trust instead of the system's. */
+  ca_file: z.string().min(1).optional(),
+  batch_size: z.number().int().min(1).max(10000).default(200),
+});
+const auditSink = z.discriminatedUnion("type", [fileSink, httpSink, syslogSink]);
+export type AuditSinkConfig = z.output<typeof auditSink>;
+
 const claimValue = z.union([z.string(), z.number(), z.boolean()]);
 
 const ID = /^[A-Za-z0-9._:@-]{1,128}$/;
@@ -508,6 +553,22 @@ export const configSchema = z
       .optional(),
     /** RFC 8693 delegation (src/oauth): how many hops a chain may have (0 = no delegation). */
     delegation: z.strictObject({ max_depth: z.number().int().min(0).max(16).default(3) }).prefault({}),
+    /** The audit ledger (src/audit): the chain's key and the sinks that take the events out of Redis. */
+    audit: z
+      .strictObject({
+        /** MAC key of the chain, kept outside Redis (0600); created on first start; the same file on every replica. */
+        key_file: z.string().min(1).default(".jitbroker/audit.key"),
+        sinks: z.array(auditSink).default([]),
+      })
+      .prefault({})
+      .superRefine((a, ctx) => {
+        const seen = new Set<string>();
+        (Array.isArray(a.sinks) ? a.sinks : []).forEach((s, i) => {
+          const name = s?.name ?? `${s?.type}-${i}`;
+          if (seen.has(name)) ctx.addIssue({ code: "custom", path: ["sinks", i, "name"], message: `duplicate sink name "${name}"` });
+          seen.add(name);
+        });
+      }, evenIfInvalid),
   })
   // Runs even when other parts are invalid (`evenIfInvalid`), so one `config check` reports every
   // problem at once; the value may then be partial, hence the type guards below.

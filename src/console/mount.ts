@@ -16,6 +16,7 @@ import { createTokenVerifier, type ReplayGuard } from "../identity/verify";
 import type { WorkloadMatcher } from "../identity/workloads";
 import type { LeaseStore } from "../leases/store";
 import type { Keyspace } from "../redis/keys";
+import type { AuditKey } from "../audit/key";
 import { createOidcClient } from "./oidc";
 import { consoleRoutes } from "./routes";
 import { createConsoleSessions } from "./sessions";
@@ -29,6 +30,8 @@ export interface MountConsoleDeps {
   check: OperatorCheck;
   store: LeaseStore;
   audit: AuditLedger;
+  /** The audit chain's key, for the console's chain check. */
+  auditKey: AuditKey;
   readiness: () => Promise<unknown>;
   apiRouters: Router[];
   logger: Logger;
@@ -75,7 +78,7 @@ export function mountConsole(app: Express, cfg: LoadedConfig, deps: MountConsole
       audit: deps.audit,
       redis: deps.redis,
       redisMode: url === "embedded" ? "embedded (single node)" : "single node",
-      auditKeys: { streamKey: deps.keys.audit, headKey: deps.keys.auditHead },
+      auditKeys: { key: deps.auditKey, streamKey: deps.keys.audit, headKey: deps.keys.auditHead, anchorKey: deps.keys.auditAnchor },
       readiness: deps.readiness,
       apiRouters: deps.apiRouters,
       logger: deps.logger,

@@ -23,7 +23,7 @@ import express, { Router, type NextFunction, type Request, type Response } from 
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { z } from "zod";
-import { verifyAuditChain, type AuditLedger } from "../audit/ledger";
+import { verifyAuditChain, type AuditLedger, type AuditVerifyOptions } from "../audit/ledger";
 import { BrokerError, isBrokerError } from "../core/errors";
 import type { AuthContext } from "../http/app";
 import { parse } from "../http/app";
@@ -55,7 +55,7 @@ export interface ConsoleRoutesOptions {
   audit: AuditLedger;
   redis: Redis;
   redisMode: string;
-  auditKeys: { streamKey: string; headKey: string };
+  auditKeys: AuditVerifyOptions;
   readiness: () => Promise<unknown>;
   /** The API's own routers, re-mounted under /console/api. */
   apiRouters: Router[];
@@ -331,7 +331,7 @@ export function consoleRoutes(opts: ConsoleRoutesOptions): Router {
   api.get("/audit/verify", async (req, res) => {
     requireOperator(req.auth!, "admin_read", opts.check);
     const started = now();
-    const r = await verifyAuditChain(opts.redis, { ...opts.auditKeys, allowTrimmedStart: true }).catch((e: Error) => {
+    const r = await verifyAuditChain(opts.redis, opts.auditKeys).catch((e: Error) => {
       throw new BrokerError("store_unavailable", "the audit chain could not be read", { cause: e });
     });
     res.json({ ...r, verified_at: at(), ms: now() - started });

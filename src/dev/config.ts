@@ -78,6 +78,8 @@ console:                             # the operators' console at http://127.0.0.
   oidc: { issuer: dev-oidc, client_id: "jitbroker-console" }   # the dev issuer signs people in
   session_idle: "30m"
   session_max: "8h"
+audit:
+  key_file: "audit.key"
 dev:
   issuer_key_file: "dev-issuer-keys.json"
 `;

@@ -304,6 +304,20 @@ const operatorReadinessSchema = apiComponent(
     redis_error: text.optional().describe("What is wrong with Redis, when redis is not ok"),
     issuers: z.array(z.strictObject({ name: text, keys: z.number().int(), loaded_at: time.nullable(), last_error: text.nullable() })),
     backends: backendStates,
+    audit_sinks: z
+      .array(
+        z.strictObject({
+          name: text,
+          type: z.enum(["file", "http", "syslog"]),
+          state: z.enum(["ok", "failing", "starting", "standby"]),
+          position: text.nullable().describe("Last seq the sink confirmed"),
+          lag_seconds: z.number().describe("Age of the oldest event the sink has not confirmed"),
+          consecutive_failures: z.number().int(),
+          last_error: text.optional(),
+        }),
+      )
+      .optional()
+      .describe("Delivery of audit events to each configured sink (worker processes only); a failing sink does not make the broker unready"),
   }),
 );
 const jwksSchema = apiComponent(

@@ -126,7 +126,7 @@ export function createLeaseService(opts: LeaseServiceOptions) {
     // If the lease is still issuing (its activation failed), end it; a triggered one is untouched.
     await store.trigger([leaseId], { trigger: "issue_failed", reason: why }).catch(() => undefined);
     await opts.queue.revokeSoon([leaseId]).catch(() => undefined);
-    await audit.append({ type: "issue_failed", at: at(), lease_id: leaseId, actor: "system", reason: why }).catch(() => undefined);
+    audit.record({ type: "issue_failed", at: at(), lease_id: leaseId, actor: "system", reason: why });
   }
 
   /** Retry-After for a full quota: seconds until the workload's soonest lease expires (1..300). */
@@ -181,7 +181,7 @@ export function createLeaseService(opts: LeaseServiceOptions) {
       metrics.decisions.inc({ action: ex?.action ?? "request", decision: decision.decision });
       const identity = { kind: auth.identity.kind, issuer: auth.identity.issuer, subject: auth.identity.subject };
       const decisionEvent = {
-        type: "decision",
+        type: "decision" as const,
         at: at(),
         workload,
         task_id: task.id,
@@ -316,7 +316,7 @@ export function createLeaseService(opts: LeaseServiceOptions) {
         await store.trigger([id], { trigger: "issue_failed", reason: "mint failed" }).catch(() => undefined);
         const ended = await opts.revoker.revoke([id]).catch(() => null);
         if (!ended || ended.done.length === 0) await opts.queue.revokeSoon([id]).catch(() => undefined);
-        await audit.append({ type: "issue_failed", at: at(), lease_id: id, workload, task_id: task.id, actor: "system", reason: (e as Error).message }).catch(() => undefined);
+        audit.record({ type: "issue_failed", at: at(), lease_id: id, workload, task_id: task.id, actor: "system", reason: (e as Error).message });
         if (e instanceof BrokerError) throw e;
         throw new BrokerError("backend_unavailable", `backend ${role.backend} could not mint the credential`, { cause: e });
       }
@@ -446,7 +446,7 @@ export type LeaseService = ReturnType<typeof createLeaseService>;
 /** What the audit records of a token exchange (I8: the whole chain and on whose behalf). */
 function exchangeSummary(ex: ExchangeRequest) {
   return {
-    exchange: ex.delegation ? "delegation" : "on_behalf_of",
+    exchange: ex.delegation ? ("delegation" as const) : ("on_behalf_of" as const),
     ...(ex.delegation ? { parent_lease_id: ex.delegation.parent, depth: ex.delegation.depth, chain: ex.delegation.chain, ancestors: ex.delegation.ancestors } : {}),
     ...(ex.onBehalfOf ? { on_behalf_of: { issuer: ex.onBehalfOf.issuer, subject: ex.onBehalfOf.subject } } : {}),
   };

@@ -220,9 +220,7 @@ export function createTokenExchange(opts: TokenExchangeOptions) {
     // Decisions and issuance failures are audited by the lease service; these are the refusals
     // before a decision (a widening, an inactive subject), counted by the actor's rate limit.
     if (e.code !== "policy_denied" && e.code !== "rate_limited") {
-      await opts.audit
-        .append({ type: "token_exchange_refused", at: at(), workload: actor.workload.id, actor: actor.workload.id, error: e.error, code: e.code, reason: e.message, ...(p.task_id ? { task_id: p.task_id } : {}) })
-        .catch(() => undefined);
+      opts.audit.record({ type: "token_exchange_refused", at: at(), workload: actor.workload.id, actor: actor.workload.id, error: e.error, code: e.code, reason: e.message, ...(p.task_id ? { task_id: p.task_id } : {}) });
     }
     throw e;
   }

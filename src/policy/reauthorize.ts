@@ -110,8 +110,9 @@ export async function revokeForPolicyChange(
   const at = new Date(deps.now()).toISOString();
   const events = leases
     .filter((l) => movedSet.has(l.id))
-    .map((l) => ({ type: "revocation_requested", at, lease_id: l.id, workload: l.workload, task_id: l.task_id, actor, trigger: "policy_change", reason, policy_hash: policyHash }));
-  if (events.length > 0) await deps.audit.appendMany(events);
+    .map((l) => ({ type: "revocation_requested" as const, at, lease_id: l.id, workload: l.workload, task_id: l.task_id, actor, trigger: "policy_change", reason, policy_hash: policyHash }));
+  // The leases are triggered already: their events must not be lost with a failed append.
+  if (events.length > 0) await deps.audit.appendMany(events).catch(() => events.forEach((e) => deps.audit.record(e)));
   return moved;
 }
 

@@ -5,7 +5,11 @@
  *   {p}:jti:<issuer>:<sha256(jti) base64url>   string "1", PXAT = token exp + clock skew.
  *                                               Single-use token ids already presented.
  *   {p}:audit                                  stream: the hash-chained audit ledger (src/audit)
- *   {p}:audit:head                             string: hash of the newest ledger event
+ *   {p}:audit:head                             string: head mark (seq, link, MAC) of the newest ledger event
+ *   {p}:audit:sink:<name>                      string: last seq delivered to that sink (src/audit/sinks.ts)
+ *   {p}:audit:sink:<name>:lock                 string: token of the process delivering to it, PX
+ *   {p}:audit:anchor                           string: trim anchor, the mark of the newest event
+ *                                               removed by retention (src/audit/ledger.ts)
  *   (a lease's audit event ids are in its lease hash, field "ev": see src/leases/store.ts)
  *   {p}:lease:*, {p}:leases:*, {p}:live:*,     the lease store: see src/leases/store.ts
  *   {p}:task:*, {p}:revop:*
@@ -45,6 +49,11 @@ export interface Keyspace {
   seenJti(issuer: string, jti: string): string;
   audit: string;
   auditHead: string;
+  auditAnchor: string;
+  /** Delivery position (last seq delivered) of one audit sink. */
+  auditSinkPosition(sink: string): string;
+  /** Lock held by the one process delivering to that sink. */
+  auditSinkLock(sink: string): string;
   auditLeasePrefix: string;
   /** aws_sts: the lock serializing one role's revocation policy writes. */
   awsLock(roleArn: string): string;
@@ -81,6 +90,9 @@ export function createKeyspace(prefix: string): Keyspace {
     tag,
     audit: `${tag}:audit`,
     auditHead: `${tag}:audit:head`,
+    auditAnchor: `${tag}:audit:anchor`,
+    auditSinkPosition: (sink) => `${tag}:audit:sink:${sink}`,
+    auditSinkLock: (sink) => `${tag}:audit:sink:${sink}:lock`,
     auditLeasePrefix: `${tag}:audit:lease:`,
     seenJti: (issuer, jti) => `${tag}:jti:${issuer}:${sha256(jti)}`,
     awsLock: (roleArn) => `${tag}:aws:lock:${sha256(roleArn)}`,

@@ -159,7 +159,7 @@ describe("aws_sts revocation policy", () => {
     const batches = h.appendCalls.slice(appends);
     expect(batches.length).toBeLessThan(10);
     expect(batches.reduce((a, b) => a + b, 0)).toBe(10);
-    expect(h.events.slice(events).map((e) => [e.type, e.lease_id])).toEqual(minted.slice(0, 10).map((m) => ["aws_deny_attached", m.lease.id]));
+    expect(h.events.slice(events).map((e) => [e.type, "lease_id" in e ? e.lease_id : undefined])).toEqual(minted.slice(0, 10).map((m) => ["aws_deny_attached", m.lease.id]));
   });
 
   it("throttled IAM calls are retried by the SDK; persistent throttling and refusals are clear errors", async () => {

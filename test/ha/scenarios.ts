@@ -5,6 +5,7 @@
  */
 import type { Redis } from "ioredis";
 import { verifyAuditChain } from "../../src/audit/ledger";
+import { readAuditKey } from "../../src/audit/key";
 import { createKeyspace } from "../../src/redis/keys";
 import { waitFor, type Fixture } from "../support/fixture";
 
@@ -66,7 +67,7 @@ export async function lifecycle(f: Fixture, conn: Redis): Promise<void> {
   // audit chain verifies, read through the same mode's connection
   const keys = createKeyspace(f.b.config.redis.prefix);
   await sleep(200);
-  const verdict = await verifyAuditChain(conn, { streamKey: keys.audit, headKey: keys.auditHead });
+  const verdict = await verifyAuditChain(conn, { key: await readAuditKey(f.b.config.audit.key_file), streamKey: keys.audit, headKey: keys.auditHead, anchorKey: keys.auditAnchor });
   expect(verdict).toMatchObject({ ok: true });
 }
 

@@ -1,5 +1,6 @@
 import { createLocalJWKSet, decodeJwt, jwtVerify } from "jose";
 import { verifyAuditChain } from "../../src/audit/ledger";
+import { readAuditKey } from "../../src/audit/key";
 import { startFixture, waitFor, type Fixture } from "../support/fixture";
 
 let f: Fixture;
@@ -153,7 +154,8 @@ describe("operators and history", () => {
   });
 
   it("keeps a verifiable audit chain", async () => {
-    const res = await verifyAuditChain(f.b.broker.redis, { streamKey: `{${f.b.config.redis.prefix}}:audit`, headKey: `{${f.b.config.redis.prefix}}:audit:head` });
+    const key = await readAuditKey(f.b.config.audit.key_file);
+    const res = await verifyAuditChain(f.b.broker.redis, { key, streamKey: `{${f.b.config.redis.prefix}}:audit`, headKey: `{${f.b.config.redis.prefix}}:audit:head` });
     expect(res.ok).toBe(true);
     expect(res.checked).toBeGreaterThan(10);
   });

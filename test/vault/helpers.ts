@@ -8,7 +8,9 @@ import path from "node:path";
 import { Writable } from "node:stream";
 import { Redis } from "ioredis";
 import { Registry } from "prom-client";
+import { randomBytes } from "node:crypto";
 import { createAuditLedger, type AuditLedger } from "../../src/audit/ledger";
+import { auditKeyFromBytes } from "../../src/audit/key";
 import { createVaultBackend, type VaultBackend } from "../../src/backends/vault/backend";
 import type { LoadedConfig } from "../../src/config/load";
 import { createLogger } from "../../src/core/logger";
@@ -83,6 +85,7 @@ export async function startBackend(server: VaultTestServer, vault: Record<string
   const keys = createKeyspace(prefix);
   const store = createLeaseStore(redis, keys, { retentionSeconds: 3600, taskRetentionSeconds: 3600 });
   const audit = createAuditLedger(redis, {
+    key: auditKeyFromBytes(randomBytes(32)),
     streamKey: keys.audit,
     headKey: keys.auditHead,
     leaseIndexPrefix: keys.auditLeasePrefix,

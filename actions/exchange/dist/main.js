@@ -444,16 +444,38 @@ var BrokerClient = class {
 
 // src/cli/client/output.ts
 var import_node_crypto = require("node:crypto");
+
+// src/core/text.ts
+var UNSAFE_TEXT_CLASS = "\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200b\\u200e\\u200f\\u2028-\\u202e\\u2060-\\u2069\\ufeff";
+var SAFE_TEXT = new RegExp(`^[^${UNSAFE_TEXT_CLASS}]*$`);
+
+// src/cli/text.ts
+var CONTROL = new RegExp(`[${UNSAFE_TEXT_CLASS}]|\\p{Cs}`, "gu");
+var CONTROL_EXCEPT_LAYOUT = new RegExp(`[${UNSAFE_TEXT_CLASS.replace("\\u0000-\\u001f", "\\u0000-\\u0008\\u000b-\\u001f")}]|\\p{Cs}`, "gu");
+function escapeChar(c) {
+  if (c === "\n") return "\\n";
+  if (c === "\r") return "\\r";
+  if (c === "	") return "\\t";
+  const code = c.codePointAt(0);
+  return code <= 255 ? `\\x${code.toString(16).padStart(2, "0")}` : `\\u{${code.toString(16)}}`;
+}
+function visible(value) {
+  const s = typeof value === "string" ? value : value === void 0 || value === null ? "" : String(value);
+  return s.replace(CONTROL, escapeChar);
+}
+
+// src/cli/client/output.ts
 var OutputError = class extends Error {
 };
 var SHELL_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+var SECRET_PREFIX = "JITBROKER_SECRET_";
+var SAFE_FIELD = /^[A-Za-z0-9_-]{1,64}$/;
 function envName(field) {
-  let n = field.toUpperCase().replace(/[^A-Z0-9_]/g, "_");
-  if (/^[0-9]/.test(n)) n = `_${n}`;
-  return n;
+  if (!SAFE_FIELD.test(field)) return null;
+  return `${SECRET_PREFIX}${field.toUpperCase().replace(/-/g, "_")}`;
 }
 var str = (v) => typeof v === "string" ? v : v === null || v === void 0 ? "" : typeof v === "object" ? JSON.stringify(v) : String(v);
-function credentialVars(grant) {
+function credentialVars(grant, onSkip = () => void 0) {
   const c = grant.credential;
   const vars = [];
   const secret = (name, value) => vars.push({ name, value: str(value), secret: true });
@@ -472,9 +494,13 @@ function credentialVars(grant) {
       if (fields.length === 0) throw new OutputError("the vault credential has no data fields to export");
       for (const [k, v] of fields) {
         const name = envName(k);
-        if (!SHELL_NAME.test(name)) throw new OutputError(`vault secret field ${JSON.stringify(k)} cannot be an environment variable name`);
+        if (name === null || !SHELL_NAME.test(name)) {
+          onSkip(`vault secret field "${visible(k.slice(0, 64))}" not exported: a field name must be 1-64 of letters, digits, _ and - (use --format json for every field)`);
+          continue;
+        }
         secret(name, v);
       }
+      if (!vars.some((v) => v.name.startsWith(SECRET_PREFIX))) throw new OutputError("no field of the vault secret can be exported as an environment variable; use --format json");
     }
   } else {
     throw new OutputError(`credential type ${JSON.stringify(c.type)} has no environment form; use --format json`);

@@ -439,6 +439,14 @@ var BrokerClient = class {
   }
 };
 
+// src/core/text.ts
+var UNSAFE_TEXT_CLASS = "\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200b\\u200e\\u200f\\u2028-\\u202e\\u2060-\\u2069\\ufeff";
+var SAFE_TEXT = new RegExp(`^[^${UNSAFE_TEXT_CLASS}]*$`);
+
+// src/cli/text.ts
+var CONTROL = new RegExp(`[${UNSAFE_TEXT_CLASS}]|\\p{Cs}`, "gu");
+var CONTROL_EXCEPT_LAYOUT = new RegExp(`[${UNSAFE_TEXT_CLASS.replace("\\u0000-\\u001f", "\\u0000-\\u0008\\u000b-\\u001f")}]|\\p{Cs}`, "gu");
+
 // src/action/runner.ts
 var ActionError = class extends Error {
 };

@@ -600,6 +600,8 @@ function publicChecks(c: Readiness["checks"]) {
     ...(c.redis_error === undefined ? {} : { redis_error: c.redis_error }),
     issuers: c.issuers.map((i) => ({ name: i.name, state: i.last_error === null && i.keys > 0 ? "ok" : i.keys > 0 ? "degraded" : "unavailable", keys: i.keys, loaded_at: i.loaded_at })),
     backends: c.backends,
+    // States only: a sink's last error (it may name its URL) is for operators (GET /v1/admin/readiness).
+    ...(c.audit_sinks ? { audit_sinks: c.audit_sinks.map(({ last_error: _e, ...s }) => s) } : {}),
   };
 }
 

@@ -277,7 +277,10 @@ export function buildProgram(): Command {
     .option("--file <file>", "an exported JSON-lines file (repeat for rotated files; any order); no Redis is read", (v: string, prev: string[] = []) => [...prev, v])
     .option("--key-file <file>", "the chain key (default: audit.key_file of the configuration)")
     .action(async (opts: { config?: string; file?: string[]; keyFile?: string }) => {
-      const keyFile = opts.keyFile ? path.resolve(opts.keyFile) : load(offlineConfigFile(opts.config)).audit.key_file;
+      // Read (and announce) the configuration at most once: for the key file and for Redis.
+      let loaded: LoadedConfig | undefined;
+      const config = () => (loaded ??= load(offlineConfigFile(opts.config)));
+      const keyFile = opts.keyFile ? path.resolve(opts.keyFile) : config().audit.key_file;
       let key;
       try {
         key = await readAuditKey(keyFile);
@@ -299,7 +302,7 @@ export function buildProgram(): Command {
         process.stdout.write(`audit export OK: ${res.checked} events verified${span}${start}; ${res.duplicates} duplicate line(s) ignored; key ${key.kid}\n`);
         return;
       }
-      const cfg = load(offlineConfigFile(opts.config));
+      const cfg = config();
       const keys = createKeyspace(cfg.redis.prefix);
       const res = await withRedis(cfg, (redis) => verifyAuditChain(redis, { key, streamKey: keys.audit, headKey: keys.auditHead, anchorKey: keys.auditAnchor }));
       if (!res.ok) {

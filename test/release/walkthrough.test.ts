@@ -196,6 +196,6 @@ it("audit verify finds the running dev broker's configuration by itself and chec
   const r = await cli(["audit", "verify"]);
   expect(r.code).toBe(0);
   expect(r.stderr).toBe("jitbroker: reading .jitbroker/dev.yaml, the configuration of the running jitbroker dev (--config to read another)\n");
-  expect(r.stdout).toMatch(/^audit chain OK: \d+ events verified\n$/);
+  expect(r.stdout).toMatch(/^audit chain OK: \d+ events verified(?: \(.*\))?; key [0-9a-f]{16}\n$/);
   expect(WALK).toContain("$ ./scripts/jitbroker audit verify\n");
 });

@@ -77,7 +77,13 @@ export function mountConsole(app: Express, cfg: LoadedConfig, deps: MountConsole
       store: deps.store,
       audit: deps.audit,
       redis: deps.redis,
-      redisMode: url === "embedded" ? "embedded (single node)" : "single node",
+      redisMode: cfg.redis.sentinel
+        ? `sentinel (primary "${cfg.redis.sentinel.master}", ${cfg.redis.sentinel.nodes.length} sentinels)`
+        : cfg.redis.cluster
+          ? `cluster (${cfg.redis.cluster.nodes.length} seed nodes)`
+          : url === "embedded"
+            ? "embedded (single node)"
+            : "single node",
       auditKeys: { key: deps.auditKey, streamKey: deps.keys.audit, headKey: deps.keys.auditHead, anchorKey: deps.keys.auditAnchor },
       readiness: deps.readiness,
       apiRouters: deps.apiRouters,

@@ -260,6 +260,10 @@ test("workloads and health views, and sign-out ends the session", async () => {
   await page.getByRole("link", { name: "Health" }).click();
   await page.getByText(/Intact: \d+ events checked/).waitFor();
   await page.getByText("role master").waitFor();
+  await page.getByText(/embedded \(single node\)/).waitFor();
+  // The dev broker configures no audit sink: Health says so (with sinks it lists each one's state and lag).
+  await page.getByRole("heading", { name: "Audit sinks" }).waitFor();
+  await page.getByText(/No sinks configured/).waitFor();
   await shot(page, "health");
 
   const before = (await context.cookies()).find((c) => c.name === "jitbroker-console")!.value;

@@ -92,6 +92,7 @@ export interface Health {
       redis: string;
       issuers: { name: string; state?: string; [k: string]: unknown }[];
       backends: { name: string; state: string; detail?: string; [k: string]: unknown }[];
+      audit_sinks?: { name: string; type: string; state: string; position: string | null; lag_seconds: number; consecutive_failures: number; last_error?: string }[];
     };
   };
   redis: { mode: string; role: string };

@@ -249,6 +249,25 @@ export function HealthView() {
             </dl>
           </section>
           <section>
+            <h2>Audit sinks</h2>
+            {d.readiness.checks.audit_sinks && d.readiness.checks.audit_sinks.length > 0 ? (
+              <dl>
+                {d.readiness.checks.audit_sinks.map((s) => [
+                  <dt key={`${s.name}-t`}>
+                    {s.name} ({s.type})
+                  </dt>,
+                  <dd key={`${s.name}-d`}>
+                    <StateBadge state={s.state} /> lag {s.lag_seconds} s · delivered up to {s.position ?? "nothing yet"}
+                    {s.consecutive_failures > 0 ? ` · ${s.consecutive_failures} failures in a row` : ""}
+                    {s.last_error ? ` · ${s.last_error}` : ""}
+                  </dd>,
+                ])}
+              </dl>
+            ) : (
+              <p>No sinks configured: the audit chain lives only in Redis.</p>
+            )}
+          </section>
+          <section>
             <h2>Audit chain</h2>
             <p>
               <button type="button" onClick={verify} disabled={busy}>

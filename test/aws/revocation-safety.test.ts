@@ -342,6 +342,9 @@ describe("the Redis record of revoked sessions", () => {
       const r = server.addRole("wiped");
       const x = await mint(h, server, r, "T-r3", clock.now());
       await h.backend.revoke(x.lease, x.handle);
+      // The revocation's own write must have landed first: deleting before it does lets that
+      // write, not the periodic check, put the deny back (seen once on a loaded machine).
+      await waitFor(async () => server.denies(x.session), 5000, "the revocation's own policy write");
       r.policies.delete(POLICY_NAME); // someone deleted it (or a stale write replaced it)
       expect(server.denies(x.session)).toBe(false);
       await waitFor(async () => server.denies(x.session), 5000, "the periodic check");

@@ -13,8 +13,8 @@
  *   characters: it names the key in the switch-over event and the head without revealing it.
  */
 import { createHmac, randomBytes } from "node:crypto";
-import { link, lstat, mkdir, open, readFile, rename, unlink } from "node:fs/promises";
-import path from "node:path";
+import { lstat, readFile } from "node:fs/promises";
+import { errno, writeFileAtomic } from "../core/files";
 
 export interface AuditKey {
   /** The secret (never logged, never sent to Redis). */
@@ -36,10 +36,6 @@ export function auditKeyFromBytes(key: Buffer): AuditKey {
   if (key.length !== 32) throw new AuditKeyFileError("the audit key must be 32 bytes");
   const kid = createHmac("sha256", key).update("jitbroker audit key id").digest("hex").slice(0, 16);
   return Object.freeze({ key: Buffer.from(key), kid });
-}
-
-function errno(e: unknown): string | undefined {
-  return (e as NodeJS.ErrnoException | undefined)?.code;
 }
 
 /** Reads the key file; throws AuditKeyFileError (ENOENT is passed through as `cause`). */
@@ -69,32 +65,11 @@ export async function loadOrCreateAuditKey(file: string): Promise<AuditKey> {
   } catch (e) {
     if (!(e instanceof AuditKeyFileError) || errno(e.cause) !== "ENOENT") throw e;
   }
-  const dir = path.dirname(file);
-  await mkdir(dir, { recursive: true, mode: 0o700 });
-  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`);
-  const fh = await open(tmp, "wx", 0o600);
   try {
-    await fh.chmod(0o600);
-    await fh.writeFile(`${randomBytes(32).toString("hex")}\n`, "utf8");
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  try {
-    try {
-      await link(tmp, file); // atomic create-if-absent: a concurrent starter's key wins
-    } catch (e) {
-      const code = errno(e);
-      if (code === "EEXIST") {
-        /* another process created it first: use theirs */
-      } else if (code === "EPERM" || code === "ENOTSUP" || code === "EOPNOTSUPP" || code === "ENOSYS") {
-        await rename(tmp, file);
-      } else {
-        throw new AuditKeyFileError(`cannot create the audit key file ${file}: ${code ?? "error"}`, { cause: e });
-      }
-    }
-  } finally {
-    await unlink(tmp).catch(() => undefined);
+    await writeFileAtomic(file, `${randomBytes(32).toString("hex")}\n`, true);
+  } catch (e) {
+    // EEXIST: another process created it first (a concurrent starter's key wins): use theirs.
+    if (errno(e) !== "EEXIST") throw new AuditKeyFileError(`cannot create the audit key file ${file}: ${errno(e) ?? "error"}`, { cause: e });
   }
   return readAuditKey(file);
 }

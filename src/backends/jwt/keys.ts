@@ -19,9 +19,9 @@
  *   ES256 (EC P-256) private key, whose public part does not match its private part, or has
  *   duplicate kids. Messages name fields, never key material (I6).
  */
-import { createECDH, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, type KeyObject } from "node:crypto";
-import { link, mkdir, open, readFile, rename, stat, unlink } from "node:fs/promises";
-import path from "node:path";
+import { createECDH, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from "node:crypto";
+import { readFile, stat } from "node:fs/promises";
+import { errno, writeFileAtomic } from "../../core/files";
 import { calculateJwkThumbprint, type JWK, type CryptoKey } from "jose";
 
 /** How many superseded keys are kept (and published) after a rotation. */
@@ -83,7 +83,6 @@ export class SigningKeyFileError extends Error {
 
 const B64URL = /^[A-Za-z0-9_-]+$/;
 const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === "object" && !Array.isArray(v);
-const errno = (e: unknown): string | undefined => (e as NodeJS.ErrnoException | undefined)?.code;
 
 /** Checks one stored key and returns its (private, public) key objects. */
 function parseKey(file: string, where: string, raw: unknown): { jwk: StoredSigningJwk; priv: KeyObject; pub: KeyObject } {
@@ -189,50 +188,6 @@ async function readKeyFile(file: string): Promise<unknown | undefined> {
     return JSON.parse(text) as unknown;
   } catch {
     throw new SigningKeyFileError(`signing key file ${file}: not valid JSON`);
-  }
-}
-
-/**
- * Writes `text` to `file` through a 0600 temp file in the same directory (created 0700 if
- * absent). `exclusive`: fails with EEXIST instead of replacing an existing file.
- */
-async function writeFileAtomic(file: string, text: string, exclusive: boolean): Promise<void> {
-  const dir = path.dirname(file);
-  await mkdir(dir, { recursive: true, mode: 0o700 });
-  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`);
-  const fh = await open(tmp, "wx", 0o600);
-  try {
-    await fh.chmod(0o600);
-    await fh.writeFile(text, "utf8");
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  try {
-    if (exclusive) {
-      try {
-        await link(tmp, file); // atomic create-if-absent
-      } catch (e) {
-        const code = errno(e);
-        if (code !== "EPERM" && code !== "ENOTSUP" && code !== "EOPNOTSUPP" && code !== "ENOSYS") throw e;
-        await rename(tmp, file); // file system without hard links: atomic, but not exclusive
-      }
-    } else {
-      await rename(tmp, file);
-    }
-  } finally {
-    await unlink(tmp).catch(() => undefined);
-  }
-  // Make the new directory entry durable; not every platform can fsync a directory.
-  try {
-    const d = await open(dir, "r");
-    try {
-      await d.sync();
-    } finally {
-      await d.close();
-    }
-  } catch {
-    /* best effort */
   }
 }
 

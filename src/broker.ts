@@ -149,7 +149,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
   let embedded: EmbeddedRedis | null = null;
   let resolvedUrl = cfg.redis.url;
   if (resolvedUrl === "embedded") {
-    embedded = await startEmbeddedRedis(cfg.redis.data_dir);
+    embedded = await startEmbeddedRedis(cfg.redis.data_dir, cfg.redis.embedded_maxmemory);
     resolvedUrl = embedded.url;
     logger.info({ redis: resolvedUrl, dir: cfg.redis.data_dir }, "embedded redis-server started");
   }

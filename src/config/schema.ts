@@ -447,6 +447,9 @@ export const configSchema = z
         cluster: redisCluster.optional(),
         prefix: z.string().regex(/^[A-Za-z0-9_-]{1,32}$/, "must be 1-32 of [A-Za-z0-9_-]").default("jit"),
         data_dir: z.string().default(".jitbroker/redis"),
+        /** `redis.url: embedded` only: the embedded redis-server's maxmemory (with noeviction), so
+         * that store_full protects revocation there too (default 512mb; Redis's size syntax). */
+        embedded_maxmemory: z.string().regex(/^[1-9]\d{0,5}(kb|mb|gb)$/i, 'must be a size like "512mb" or "2gb"').optional(),
         /** I1: WAIT for this many replicas before a credential is answered. */
         durability: z
           .strictObject({

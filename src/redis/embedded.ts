@@ -8,7 +8,8 @@
  *   holding the owner's pid) refuses a second `dev` or `serve` on the same directory with a clear
  *   message, instead of a second redis-server on the same AOF; a lock whose process is gone is
  *   taken over;
- * - AOF on, `maxmemory-policy noeviction`; stopped with the broker.
+ * - AOF on, `maxmemory` from `redis.embedded_maxmemory` (default 512mb) with `maxmemory-policy
+ *   noeviction`, so the broker's memory watch (store_full) works here too; stopped with the broker.
  * `redis.url` in the data directory (0600) tells CLI commands on the same machine (audit verify)
  * where the socket is.
  */
@@ -105,7 +106,7 @@ export function lockDataDir(dataDir: string): () => void {
   throw new EmbeddedRedisError(`cannot take the lock ${file}`);
 }
 
-export async function startEmbeddedRedis(dataDir: string): Promise<EmbeddedRedis> {
+export async function startEmbeddedRedis(dataDir: string, maxmemory = "512mb"): Promise<EmbeddedRedis> {
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   chmodSync(dataDir, 0o700); // mkdirSync's mode does not apply to a directory that already existed
   const socket = path.join(path.resolve(dataDir), SOCKET);
@@ -115,7 +116,7 @@ export async function startEmbeddedRedis(dataDir: string): Promise<EmbeddedRedis
   const unlock = lockDataDir(dataDir);
   try {
     rmSync(socket, { force: true }); // left by a crashed run; the lock says no one uses it
-    const server = await startRedisServer({ dir: dataDir, appendonly: true, unixSocket: socket });
+    const server = await startRedisServer({ dir: dataDir, appendonly: true, unixSocket: socket, maxmemory });
     // Lets CLI commands on the same machine (audit verify) find the running embedded Redis.
     const urlFile = path.join(dataDir, URL_FILE);
     writeFileSync(urlFile, `${server.url}\n`, { mode: 0o600 });

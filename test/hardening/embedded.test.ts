@@ -33,6 +33,12 @@ describe("embedded Redis without authentication (finding 3)", () => {
     client.disconnect();
   });
 
+  it("has a maxmemory with noeviction, so the memory watch (store_full) protects revocation here too", async () => {
+    const info = await rawCommand(first!.url, ["INFO", "memory"]);
+    expect(info).toMatch(new RegExp(`^maxmemory:${512 * 1024 * 1024}\\r?$`, "m"));
+    expect(info).toMatch(/^maxmemory_policy:noeviction\r?$/m);
+  });
+
   it("a second broker on the same data directory is refused, and the first one's files are untouched", async () => {
     const data = path.join(dir, "redis");
     const url = readFileSync(path.join(data, "redis.url"), "utf8");

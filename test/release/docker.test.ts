@@ -97,6 +97,7 @@ describe("docker-compose.yml", () => {
     const cmd = redis!.command!.join(" ");
     expect(cmd).toContain("--appendonly yes");
     expect(cmd).toContain("--maxmemory-policy noeviction");
+    expect(cmd).toMatch(/--maxmemory \d+[kmg]b /); // else the broker's memory watch (store_full) cannot protect revocation
     expect(cmd).toMatch(/--requirepass "\$\$REDIS_PASSWORD"/);
     expect(redis!.volumes).toContain("redis-data:/data");
     expect(compose.volumes).toHaveProperty("redis-data");

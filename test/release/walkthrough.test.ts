@@ -65,6 +65,13 @@ let policyHash: string;
 let requestId: string;
 let approvedLease: string;
 
+it("every answer the README shows is one line of JSON, as the broker prints it (no hand-made excerpts)", () => {
+  const blocks = [...WALK.matchAll(/```text\n([\s\S]*?)```/g)].map((m) => m[1]!);
+  const json = blocks.flatMap((b) => b.split("\n")).filter((l) => l.startsWith("{"));
+  expect(json.length).toBeGreaterThan(20);
+  for (const line of json) expect(() => JSON.parse(line)).not.toThrow();
+});
+
 it("start: the banner lists the five demo workloads, as the README says", () => {
   const m = /workloads: (.*)\n/.exec(broker.output());
   expect(m![1]!.split(", ")).toEqual(["payments-deployer (ci)", "support-agent (agent)", "billing-api (service)", "alice (human)", "bob (human)"]);
@@ -88,6 +95,12 @@ it("a credential for ticket-42: 201, allowed by agents-request-read, 5 minutes, 
   expect(r.body.credential).toMatchObject({ type: "jwt", token: expect.stringMatching(/^ey/) });
   firstLease = r.body.lease.id;
   cred = r.body.credential.token;
+  // the README keeps the answer in $RESP and takes the token out of it with grep and cut: that
+  // command, run on this answer as curl prints it, gives the token
+  const extract = WALK.split("\n").find((l) => l.startsWith("$ CRED="))!.slice(2);
+  expect(extract).toBe(`CRED=$(echo "$RESP" | grep -o '"token":"[^"]*"' | cut -d'"' -f4)`);
+  const shell = await run("bash", ["-c", `${extract}; printf %s "$CRED"`], { env: { PATH: process.env.PATH, RESP: JSON.stringify(r.body) } });
+  expect(shell.stdout).toBe(cred);
   policyHash = r.body.lease.policy.hash;
   // every full or shortened hash of the example policy set in the README is this one
   // (policy references: `"ids": [...], "hash": "..."`, as leases, requests and history show them)
@@ -177,7 +190,9 @@ it("force-revocation: the agent holds two live leases again, alice revokes all o
     return p.state === "completed" ? p : null;
   }, 10_000, "the revocation to complete");
   expect(done).toMatchObject({ selector: { workload: "support-agent" }, by: "alice", matched: 2, revoked: 2, failed: 0 });
-  expect(WALK).toContain('{"leases":[ ...2 leases... ],"next_cursor":null}');
+  // the README's listing (real output) shows the same two leases
+  const shown = JSON.parse(WALK.split("\n")[WALK.split("\n").findIndex((l) => l.includes("/v1/admin/leases?workload=support-agent&state=active")) + 1]!) as { leases: { task_id: string }[] };
+  expect(shown.leases.map((l) => l.task_id).sort()).toEqual(["ticket-44", "ticket-45"]);
   expect(WALK).toMatch(/"matched":2\b/);
 });
 

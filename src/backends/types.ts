@@ -2,8 +2,8 @@
  * A credential backend (docs/ARCHITECTURE.md, How to add a backend): mints one credential for one lease and revokes it.
  * `mint` must give the credential a backend-native expiry no later than the lease's expires_at
  * (I2), or report the later `backendExpiresAt`. `revoke` must be idempotent: "already gone"
- * is success (I4). Errors that are worth retrying are thrown as `BackendError` with
- * `retryable: true`.
+ * is success (I4), or a `BackendError` with code `gone`. Failures are thrown as `BackendError`
+ * with the code that says what the revoker and the service should do (below).
  */
 import type { RoleConfig } from "../config/schema";
 import type { Lease } from "../leases/types";
@@ -61,15 +61,50 @@ export interface Backend {
   close?(): Promise<void>;
 }
 
+/**
+ * What went wrong at a backend, as the revoker and the issuance path branch on it
+ * (docs/ARCHITECTURE.md, How to add a backend):
+ * - `unavailable`: unreachable, slow, throttled, 5xx, a lock lost: the same call may succeed
+ *   later. Revocations retry with backoff; a mint answers 503 backend_unavailable.
+ * - `denied`: the backend refused the broker's own credentials or permissions (403,
+ *   AccessDenied). An operator must act; revocations keep retrying with backoff so that the fix
+ *   takes effect by itself, and count in `jitbroker_backend_errors_total{code="denied"}`.
+ * - `misconfigured`: the role's configuration, or the lease's stored handle, can never work as it
+ *   is (a path without leases, a role of another account, a handle missing a field). Retrying at
+ *   the usual pace cannot help: the lease shows revoke_failed at once, an alert metric counts it,
+ *   and the next attempt is an hour later (or sooner by a reload, see the revoker).
+ * - `gone`: the credential no longer exists at the backend. For a revocation that is success (I4).
+ * - `invalid_scope`: the caller's narrowing of the role was refused (a mint answers 400).
+ * - `invalid_response`: the backend answered something the broker cannot use (incomplete
+ *   credentials); nothing usable was minted; revocations retry with backoff.
+ */
+export type BackendErrorCode = "unavailable" | "denied" | "misconfigured" | "gone" | "invalid_scope" | "invalid_response";
+
 export class BackendError extends Error {
+  /** A short phrase safe to show unauthenticated (/readyz): no account ids, ARNs or backend messages. */
+  readonly publicDetail: string | undefined;
+  /**
+   * Whether the very same call may succeed when simply repeated, without anyone acting: true for
+   * `unavailable`; a backend may say so for another code (vault: a 403 from an expired broker
+   * token clears itself, the session logs in again). The revoker branches on `code`.
+   */
+  readonly retryable: boolean;
+
   constructor(
     message: string,
-    readonly retryable: boolean,
-    options?: { cause?: unknown },
+    readonly code: BackendErrorCode,
+    options?: { cause?: unknown; publicDetail?: string; retryable?: boolean },
   ) {
     super(message, options);
     this.name = "BackendError";
+    this.publicDetail = options?.publicDetail;
+    this.retryable = options?.retryable ?? code === "unavailable";
   }
+}
+
+/** The code of any error thrown by a backend: an untyped one (a bug, a library's own error) counts as unavailable. */
+export function backendErrorCode(e: unknown): BackendErrorCode {
+  return e instanceof BackendError ? e.code : "unavailable";
 }
 
 /** Whole seconds left until the lease's expires_at: the longest a credential minted now may live (I2). */

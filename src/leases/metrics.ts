@@ -20,6 +20,8 @@ export function createLeaseMetrics(registry: Registry) {
       registers: [registry],
     }),
     revocationFailures: new Counter({ name: "jitbroker_revocation_failures_total", help: "Failed revocation attempts, by backend", labelNames: ["backend"], registers: [registry] }),
+    /** Alert on code="misconfigured" (retries slowed to one an hour) and code="denied" (the broker's own access). */
+    revocationErrors: new Counter({ name: "jitbroker_revocation_errors_total", help: "Failed revocation attempts, by backend and error code (src/backends/types.ts BackendErrorCode)", labelNames: ["backend", "code"], registers: [registry] }),
     leasesByState: new Gauge({ name: "jitbroker_leases", help: "Leases by state (live states, sampled)", labelNames: ["state"], registers: [registry] }),
     queueDepth: new Gauge({ name: "jitbroker_revocation_queue_jobs", help: "Revocation queue jobs by state", labelNames: ["state"], registers: [registry] }),
     approvals: new Counter({ name: "jitbroker_approval_requests_total", help: "Approval requests by event (requested, approved, denied, expired, collected)", labelNames: ["event"], registers: [registry] }),

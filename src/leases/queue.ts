@@ -15,7 +15,7 @@ import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { AuditLedger } from "../audit/ledger";
 import type { LeaseMetrics } from "./metrics";
-import { backoffMs, type Revoker } from "./revoker";
+import { backoffMs, toRetry, type Revoker } from "./revoker";
 import type { LeaseStore } from "./store";
 import type { RevocationTrigger } from "./types";
 
@@ -99,7 +99,7 @@ export function startRevocationWorker(opts: WorkerOptions) {
       await opts.store.updateOp(data.op, { triggered: String(triggered) });
       const outcome = await opts.revoker.revoke(moved);
       // Leases that failed get their own retrying job; the bulk job moves on (I4).
-      await opts.queue.revokeSoon(outcome.failed.map((f) => f.id));
+      await opts.queue.revokeSoon(toRetry(outcome));
       await opts.queue.dropExpiry(outcome.done);
     }
     await opts.store.updateOp(data.op, { state: "triggered", triggered: String(triggered), finished_at: new Date(now()).toISOString() });
@@ -123,7 +123,7 @@ export function startRevocationWorker(opts: WorkerOptions) {
         const moved = await opts.store.trigger(ids, { trigger: "expiry", onlyIfExpired: true });
         if (moved.length === 0) return; // the rest are already triggered (their jobs run) or not due
         const outcome = await opts.revoker.revoke(moved);
-        await opts.queue.revokeSoon(outcome.failed.map((f) => f.id));
+        await opts.queue.revokeSoon(toRetry(outcome));
       }
     } finally {
       batching = false;
@@ -151,11 +151,12 @@ export function startRevocationWorker(opts: WorkerOptions) {
     const outcome = await opts.revoker.revoke([id]);
     if (job.name === "revoke") await opts.queue.dropExpiry(outcome.done);
     // Delegated children revoked with this lease (the cascade) that failed get their own job.
-    const others = outcome.failed.filter((f) => f.id !== id).map((f) => f.id);
+    const others = toRetry(outcome).filter((f) => f !== id);
     if (others.length > 0) await opts.queue.revokeSoon(others);
     const mine = outcome.failed.find((f) => f.id === id);
-    if (mine) {
-      // Expiry jobs do not retry themselves: the revocation continues as a retrying job.
+    if (mine?.retry) {
+      // Expiry jobs do not retry themselves: the revocation continues as a retrying job. (A
+      // misconfigured backend is not retried here: the sweeper tries it again, see the revoker.)
       if (job.name === "expire") await opts.queue.revokeSoon([id]);
       else throw new Error(mine.error);
     }
@@ -241,7 +242,7 @@ export function startRevocationWorker(opts: WorkerOptions) {
         if (ids.length > 0) {
           const moved = await opts.store.trigger(ids, { trigger: "issue_failed", reason: "still issuing after worker.mint_timeout: its activation was lost (crash or failover)" });
           const outcome = await opts.revoker.revoke(moved);
-          await opts.queue.revokeSoon(outcome.failed.map((f) => f.id));
+          await opts.queue.revokeSoon(toRetry(outcome));
           ended += moved.length;
         }
         if (next === null) {

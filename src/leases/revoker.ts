@@ -12,7 +12,7 @@
  */
 import type { Logger } from "pino";
 import type { AuditLedger } from "../audit/ledger";
-import type { Backend } from "../backends/types";
+import { BackendError, backendErrorCode, type Backend, type BackendErrorCode } from "../backends/types";
 import type { LeaseMetrics } from "./metrics";
 import type { LeaseStore, StoredLease } from "./store";
 
@@ -33,8 +33,21 @@ export interface RevokerOptions {
 
 export interface RevokeOutcome {
   done: string[];
-  failed: { id: string; attempts: number; error: string }[];
+  /** `retry: false` (a misconfigured backend): no immediate retry job; the next attempt is the sweeper's, MISCONFIGURED_RETRY_MS later. */
+  failed: { id: string; attempts: number; error: string; code: BackendErrorCode; retry: boolean }[];
 }
+
+/**
+ * A revocation that failed as `misconfigured` (the role's configuration or the lease's handle
+ * can never work as it is) is not retried at the usual pace: it shows revoke_failed at once,
+ * counts in jitbroker_revocation_errors_total{code="misconfigured"} (an alert), and is tried again
+ * this much later, so that an operator's fix takes effect without anyone re-triggering it. The
+ * credential's own expiry (I2) bounds it meanwhile.
+ */
+export const MISCONFIGURED_RETRY_MS = 3_600_000;
+
+/** The ids of failed revocations that get an immediate retry job (all but the misconfigured). */
+export const toRetry = (outcome: RevokeOutcome): string[] => outcome.failed.filter((f) => f.retry).map((f) => f.id);
 
 /** The step of capped exponential backoff: 500 ms doubling per attempt, at most 60 s. */
 export function maxBackoffMs(attempt: number, baseMs = 500, capMs = 60_000): number {
@@ -108,20 +121,30 @@ export function createRevoker(opts: RevokerOptions) {
         // returned without a credential: there is nothing to wait for, it ends now.
         if (lease.revocation?.trigger !== "issue_failed" && now() - lease.issued_ms < opts.mintTimeoutMs) throw new Error("mint still in progress");
       } else {
-        if (!backend) throw new Error(`backend ${lease.backend} is not configured`);
+        if (!backend) throw new BackendError(`backend ${lease.backend} is not configured`, "misconfigured");
         await limitFor(lease.backend)(() => backend.revoke(lease, lease.handle!));
       }
     } catch (e) {
-      const attempts = (lease.revoke_attempts ?? 0) + 1;
-      const error = (e as Error).message || String(e);
-      const state = await opts.store.fail(lease, error, opts.failAfter, now() + maxBackoffMs(attempts) + 2000);
-      opts.metrics.revocationFailures.inc({ backend: lease.backend });
-      opts.logger.warn({ lease_id: lease.id, backend: lease.backend, attempts, error }, "revocation failed; will retry");
-      if (state === "now_failed") {
-        await opts.audit.append({ type: "revoke_failed", at: new Date(now()).toISOString(), lease_id: lease.id, workload: lease.workload, task_id: lease.task_id, actor: "system", attempts, error });
+      const code = backendErrorCode(e);
+      if (code === "gone") {
+        // The credential no longer exists at its backend: that is the revocation's success (I4).
+        opts.logger.info({ lease_id: lease.id, backend: lease.backend }, "credential already gone at its backend");
+      } else {
+        const attempts = (lease.revoke_attempts ?? 0) + 1;
+        const error = (e as Error).message || String(e);
+        const retry = code !== "misconfigured";
+        const next = retry ? now() + maxBackoffMs(attempts) + 2000 : now() + MISCONFIGURED_RETRY_MS;
+        const state = await opts.store.fail(lease, error, retry ? opts.failAfter : 1, next);
+        opts.metrics.revocationFailures.inc({ backend: lease.backend });
+        opts.metrics.revocationErrors.inc({ backend: lease.backend, code });
+        if (retry) opts.logger.warn({ lease_id: lease.id, backend: lease.backend, attempts, code, error }, "revocation failed; will retry");
+        else opts.logger.error({ lease_id: lease.id, backend: lease.backend, attempts, code, error }, `revocation cannot succeed as configured; next attempt in ${MISCONFIGURED_RETRY_MS / 60_000} min`);
+        if (state === "now_failed") {
+          await opts.audit.append({ type: "revoke_failed", at: new Date(now()).toISOString(), lease_id: lease.id, workload: lease.workload, task_id: lease.task_id, actor: "system", attempts, error });
+        }
+        out.failed.push({ id: lease.id, attempts, error, code, retry });
+        return;
       }
-      out.failed.push({ id: lease.id, attempts, error });
-      return;
     }
     const final = await opts.store.finish(lease);
     if (final !== "revoked" && final !== "expired") return; // someone else finished it

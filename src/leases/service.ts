@@ -14,7 +14,7 @@ import type { AuditLedger } from "../audit/ledger";
 import type { RateLimiter } from "../limits/ratelimit";
 import type { MemoryWatch } from "../limits/memory";
 import type { RefusalSampler } from "../limits/refusals";
-import type { Backend, MintRequest, MintResult } from "../backends/types";
+import { backendErrorCode, type Backend, type MintRequest, type MintResult } from "../backends/types";
 import type { RoleConfig } from "../config/schema";
 import { BrokerError } from "../core/errors";
 import type { AuthContext } from "../http/app";
@@ -318,6 +318,10 @@ export function createLeaseService(opts: LeaseServiceOptions) {
         if (!ended || ended.done.length === 0) await opts.queue.revokeSoon([id]).catch(() => undefined);
         audit.record({ type: "issue_failed", at: at(), lease_id: id, workload, task_id: task.id, actor: "system", reason: (e as Error).message });
         if (e instanceof BrokerError) throw e;
+        const code = backendErrorCode(e);
+        // The caller's own narrowing was refused: its request, not the backend's health.
+        if (code === "invalid_scope") throw new BrokerError("invalid_request", `scope: ${(e as Error).message}`, { reason: "scope", cause: e });
+        if (code === "misconfigured" || code === "denied") opts.logger.error({ role: role.name, backend: role.backend, code, err: { message: (e as Error).message } }, "the backend refused to mint as configured: an operator must act");
         throw new BrokerError("backend_unavailable", `backend ${role.backend} could not mint the credential`, { cause: e });
       }
 

@@ -53,7 +53,7 @@ function revokeFailer() {
       revocation: "revocable",
       mint: (lease, role) => real!.mint(lease, role),
       async revoke(lease, handle) {
-        if (failing.has(lease.id)) throw new BackendError(`test backend cannot revoke ${lease.id} (HTTP 500)`, true);
+        if (failing.has(lease.id)) throw new BackendError(`test backend cannot revoke ${lease.id} (HTTP 500)`, "unavailable");
         return real!.revoke(lease, handle);
       },
     } as Backend,

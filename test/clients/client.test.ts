@@ -29,7 +29,7 @@ function flakyJwt() {
         ctl.mints++;
         if (ctl.failNext > 0) {
           ctl.failNext--;
-          throw new BackendError("test backend is down", true);
+          throw new BackendError("test backend is down", "unavailable");
         }
         return real!.mint(lease, role);
       },

@@ -78,6 +78,8 @@ function controllableJwt() {
     mints: 0,
     /** Lease id → failures still to inject (Infinity: always fail). */
     failRevoke: new Map<string, number>(),
+    /** Lease id → the typed error its revocations throw while set (after failRevoke's). */
+    revokeError: new Map<string, BackendError>(),
     revokeCalls: new Map<string, number>(),
     revokeDelayMs: 0,
     /** While set, every revoke waits for it (a hung backend call). */
@@ -104,8 +106,10 @@ function controllableJwt() {
           const left = ctl.failRevoke.get(lease.id) ?? 0;
           if (left > 0) {
             ctl.failRevoke.set(lease.id, left - 1);
-            throw new BackendError(`test backend refused to revoke ${lease.id}`, true);
+            throw new BackendError(`test backend refused to revoke ${lease.id}`, "unavailable");
           }
+          const typed = ctl.revokeError.get(lease.id);
+          if (typed) throw typed;
           await real!.revoke(lease, handle);
         } finally {
           ctl.inFlight--;
@@ -653,6 +657,66 @@ describe("revocation faults", () => {
 
 // ---------------------------------------------------------------------------------------------
 // 7. Quota
+
+describe("typed backend errors: the revoker branches on the code (src/backends/types.ts)", () => {
+  let f: Fixture;
+  let ctl: Ctl;
+  beforeAll(async () => {
+    ({ f, ctl } = await startWithCtl());
+  });
+  afterAll(async () => {
+    await f.close();
+  });
+  const revokeNow = async (task: string, code: BackendError["code"], message: string) => {
+    const r = await issue(f, "agent", "orders-read", task);
+    expect(r.status).toBe(201);
+    const id: string = r.body.lease.id;
+    ctl.revokeError.set(id, new BackendError(message, code));
+    expect((await call(f, "DELETE", `/v1/leases/${id}`, "agent", { reason: "done" })).status).toBe(200);
+    return id;
+  };
+
+  it("a misconfigured role does not retry forever at the usual pace: revoke_failed at once, an alert metric, the next attempt an hour later", async () => {
+    const before = await metric(f, "jitbroker_revocation_errors_total", 'backend="jwt",code="misconfigured"');
+    const id = await revokeNow("TE-1", "misconfigured", "role orders-read points at a path without leases");
+    const failed = await waitFor(async () => {
+      const [l] = await f.b.broker.store.getMany([id]);
+      return l?.state === "revoke_failed" ? l : null;
+    }, 10_000, "revoke_failed");
+    expect(failed.revoke_attempts).toBe(1); // worker.fail_after is 2: misconfigured does not wait for it
+    expect(failed.last_error).toBe("role orders-read points at a path without leases");
+    expect(await metric(f, "jitbroker_revocation_errors_total", 'backend="jwt",code="misconfigured"')).toBe(before + 1);
+    await waitFor(async () => (await eventTypes(f.b, id)).includes("revoke_failed"), 5000, "the revoke_failed event");
+    // Not due again within the usual backoff (0.5-60 s), but within the hour after (the sweeper's).
+    const t = Date.now();
+    expect(await f.b.broker.store.due(t + 30 * 60_000, 10_000)).not.toContain(id);
+    expect(await f.b.broker.store.due(t + 61 * 60_000, 10_000)).toContain(id);
+    // No retry job either: a usual failure is retried within ~1 s (first backoff step).
+    await sleep(2500);
+    expect(ctl.revokeCalls.get(id)).toBe(1);
+  });
+
+  it("gone at the backend is the revocation's success (I4): revoked, no failure counted", async () => {
+    const before = await metric(f, "jitbroker_revocation_failures_total", 'backend="jwt"');
+    const id = await revokeNow("TE-2", "gone", "the credential no longer exists");
+    const done = await waitFor(async () => {
+      const [l] = await f.b.broker.store.getMany([id]);
+      return l?.state === "revoked" ? l : null;
+    }, 10_000, "revoked");
+    expect(done.revoke_attempts ?? 0).toBe(0);
+    expect(await metric(f, "jitbroker_revocation_failures_total", 'backend="jwt"')).toBe(before);
+    await waitFor(async () => (await eventTypes(f.b, id)).includes("revoked"), 5000, "the revoked event");
+  });
+
+  it("a denied revocation (the broker's own access) keeps retrying with backoff, so the operator's fix ends it", async () => {
+    const before = await metric(f, "jitbroker_revocation_errors_total", 'backend="jwt",code="denied"');
+    const id = await revokeNow("TE-3", "denied", "403 permission denied");
+    await waitFor(async () => (ctl.revokeCalls.get(id) ?? 0) >= 2, 10_000, "a second attempt");
+    expect(await metric(f, "jitbroker_revocation_errors_total", 'backend="jwt",code="denied"')).toBeGreaterThanOrEqual(before + 2);
+    ctl.revokeError.delete(id); // the operator fixed the broker's permissions
+    await waitFor(async () => (await f.b.broker.store.getMany([id]))[0]?.state === "revoked", 15_000, "revoked after the fix");
+  });
+});
 
 describe("a mint that outlives worker.mint_timeout", () => {
   it("the lease the worker ended as never minted is reopened and the late credential revoked (I1)", async () => {

@@ -157,8 +157,12 @@ interface AwsErrorInfo {
   status: number | undefined;
   message: string;
   retryable: boolean;
+  /** What the revoker and the service make of it (src/backends/types.ts BackendErrorCode). */
+  kind: "unavailable" | "denied" | "misconfigured";
 }
 
+const DENIED = new Set(["AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "InvalidClientTokenId", "ExpiredToken", "ExpiredTokenException", "SignatureDoesNotMatch", "RegionDisabledException"]);
+const FOREIGN_ROLE = "a role of another account than the broker's";
 const THROTTLING = new Set(["Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException", "RequestThrottled", "SlowDown"]);
 
 /** What an SDK error says, without anything but its code, status and AWS's own message. */
@@ -169,7 +173,9 @@ export function awsError(e: unknown): AwsErrorInfo {
   const code = (status !== undefined ? (err.Code ?? err.name) : (err.code ?? err.name)) ?? "Error";
   const message = String(err.message ?? "").replace(/\s+/g, " ").slice(0, 300);
   const retryable = status === undefined || status >= 500 || THROTTLING.has(code) || err.$retryable?.throttling === true;
-  return { code, status, message, retryable };
+  // Refusals of the broker's own credentials or permissions, by AWS's documented error codes.
+  const kind = retryable ? "unavailable" : status === 401 || status === 403 || DENIED.has(code) ? "denied" : "misconfigured";
+  return { code, status, message, retryable, kind };
 }
 
 /** `p`, or a rejection with the signal's reason as soon as it aborts (not waiting for `p`'s retries and backoff). */
@@ -234,11 +240,11 @@ export function createAwsStsBackend(opts: AwsStsBackendOptions): AwsStsBackend {
       if (signal?.aborted) {
         metrics.calls.inc({ operation, result: "deadline" });
         const late = operation === "PutRolePolicy" ? " (IAM may still apply it; the check of the policy against the recorded revocations repairs what it drops)" : "";
-        throw new BackendError(`${operation} abandoned: ${(signal.reason as Error).message}${late}`, true, { cause: e });
+        throw new BackendError(`${operation} abandoned: ${(signal.reason as Error).message}${late}`, "unavailable", { cause: e, publicDetail: "IAM call abandoned at its deadline" });
       }
       const info = awsError(e);
       metrics.calls.inc({ operation, result: info.code });
-      const err = new BackendError(`${operation} on ${target} failed: ${info.code}${info.status ? ` (HTTP ${info.status})` : ""}: ${info.message}`, info.retryable, { cause: e });
+      const err = new BackendError(`${operation} on ${target} failed: ${info.code}${info.status ? ` (HTTP ${info.status})` : ""}: ${info.message}`, info.kind, { cause: e });
       (err as BackendError & { aws: AwsErrorInfo }).aws = info;
       throw err;
     }
@@ -247,8 +253,7 @@ export function createAwsStsBackend(opts: AwsStsBackendOptions): AwsStsBackend {
   // /readyz is unauthenticated: its detail names the kind of failure (the AWS error code), never
   // account ids, role ARNs or AWS's own message; those are in the log and the lease's last_error.
   const noteFailure = (e: unknown) => {
-    const msg = (e as Error).message ?? "";
-    const reason = codeOf(e) ?? (/ is in account \d+, but the broker/.test(msg) ? "a role of another account than the broker's" : /abandon/i.test(msg) ? "IAM call abandoned at its deadline" : "error");
+    const reason = codeOf(e) ?? (e instanceof BackendError ? e.publicDetail : undefined) ?? "error";
     lastFailure = { at: now(), detail: reason };
   };
 
@@ -263,7 +268,7 @@ export function createAwsStsBackend(opts: AwsStsBackendOptions): AwsStsBackend {
       try {
         const out = await call("GetCallerIdentity", "the broker's AWS credentials", (o) => sts.send(new GetCallerIdentityCommand({}), o));
         const partition = /^arn:(aws[a-z-]*):/.exec(out.Arn ?? "")?.[1];
-        if (!out.Account || !partition) throw new BackendError("GetCallerIdentity returned no account or ARN", true);
+        if (!out.Account || !partition) throw new BackendError("GetCallerIdentity returned no account or ARN", "invalid_response");
         caller = { account: out.Account, partition, at: now() };
         return caller;
       } finally {
@@ -333,7 +338,7 @@ export function createAwsStsBackend(opts: AwsStsBackendOptions): AwsStsBackend {
     if (first === undefined) missingSince.set(roleArn, t);
     throw new BackendError(
       `${operation} on ${roleArn}: the role was not found (NoSuchEntity); IAM is eventually consistent, so the broker believes it only when an attempt at least ${Math.round(roleGoneConfirmMs / 1000)} s later says so too; will retry`,
-      true,
+      "unavailable",
     );
   }
 
@@ -354,11 +359,11 @@ export function createAwsStsBackend(opts: AwsStsBackendOptions): AwsStsBackend {
     }
     const arn = out.Role?.Arn;
     const roleId = out.Role?.RoleId;
-    if (!arn || !roleId) throw new BackendError(`GetRole on ${roleArn} returned no Arn or RoleId`, true);
+    if (!arn || !roleId) throw new BackendError(`GetRole on ${roleArn} returned no Arn or RoleId`, "invalid_response");
     if (arn !== roleArn) {
       throw new BackendError(
         `GetRole for the name ${roleName} answered with ${arn}, not ${roleArn}: that is another role (another path or account), so no deny is written to it; correct the role's role_arn (the session stays valid until it expires)`,
-        false,
+        "misconfigured",
       );
     }
     missingSince.delete(roleArn);
@@ -368,7 +373,7 @@ export function createAwsStsBackend(opts: AwsStsBackendOptions): AwsStsBackend {
 
   async function mint(lease: Lease, role: RoleConfig, req: MintRequest = {}): Promise<MintResult> {
     const cfg = role.aws_sts;
-    if (cfg === undefined) throw new BackendError(`role ${role.name} has no aws_sts section`, false);
+    if (cfg === undefined) throw new BackendError(`role ${role.name} has no aws_sts section`, "misconfigured");
     const policy = req.scope === undefined ? effectiveSessionPolicy(cfg.session_policy, undefined) : scopedPolicy(role, req.scope);
     // Never mint a session this broker could not revoke.
     let foreign: string | null;
@@ -379,13 +384,13 @@ export function createAwsStsBackend(opts: AwsStsBackendOptions): AwsStsBackend {
       throw e;
     }
     if (foreign !== null) {
-      const err = new BackendError(`${foreign}, so it mints no session of that role (nothing was minted); use a broker whose AWS credentials are in the role's account`, false);
+      const err = new BackendError(`${foreign}, so it mints no session of that role (nothing was minted); use a broker whose AWS credentials are in the role's account`, "misconfigured", { publicDetail: FOREIGN_ROLE });
       noteFailure(err);
       throw err;
     }
     const remaining = remainingSeconds(lease, now());
-    if (!(remaining >= 1)) throw new BackendError(`lease ${lease.id} expires before a session could be valid`, false);
-    if (remaining > MAX_SESSION_SECONDS) throw new BackendError(`lease ${lease.id} is longer than STS's ${MAX_SESSION_SECONDS} s maximum session`, false);
+    if (!(remaining >= 1)) throw new BackendError(`lease ${lease.id} expires before a session could be valid`, "misconfigured");
+    if (remaining > MAX_SESSION_SECONDS) throw new BackendError(`lease ${lease.id} is longer than STS's ${MAX_SESSION_SECONDS} s maximum session`, "misconfigured");
     const duration = Math.max(MIN_SESSION_SECONDS, remaining);
     const sessionName = sessionNameOf(lease.id);
     const input: AssumeRoleCommandInput = {
@@ -412,16 +417,16 @@ export function createAwsStsBackend(opts: AwsStsBackendOptions): AwsStsBackend {
     const receivedAt = now();
     const c = out.Credentials;
     if (!c?.AccessKeyId || !c.SecretAccessKey || !c.SessionToken || !(c.Expiration instanceof Date)) {
-      throw new BackendError(`AssumeRole on ${cfg.role_arn} returned no complete credentials`, false);
+      throw new BackendError(`AssumeRole on ${cfg.role_arn} returned no complete credentials`, "invalid_response");
     }
     const awsExpiry = c.Expiration.getTime();
     let userId = out.AssumedRoleUser?.AssumedRoleId;
     if (!userId || !userId.endsWith(`:${sessionName}`)) {
       // Not expected from STS; derive it the documented way (RoleId:session name).
       const roleId = await verifiedRoleId(cfg.role_arn).catch((e: unknown) => {
-        throw new BackendError(`AssumeRole on ${cfg.role_arn} returned no AssumedRoleId, and the role's id could not be read: ${(e as Error).message}`, false, { cause: e });
+        throw new BackendError(`AssumeRole on ${cfg.role_arn} returned no AssumedRoleId, and the role's id could not be read: ${(e as Error).message}`, "invalid_response", { cause: e });
       });
-      if (!roleId) throw new BackendError(`role ${cfg.role_arn} does not exist`, false);
+      if (!roleId) throw new BackendError(`role ${cfg.role_arn} does not exist`, "misconfigured");
       userId = `${roleId}:${sessionName}`;
     }
     // Upper bounds: TokenIssueTime (AWS clock, second precision) and the session's end on either clock.
@@ -453,15 +458,15 @@ export function createAwsStsBackend(opts: AwsStsBackendOptions): AwsStsBackend {
 
   function readHandle(lease: Lease, h: Record<string, string>): SessionHandle {
     for (const f of HANDLE_FIELDS) {
-      if (typeof h[f] !== "string" || h[f] === "") throw new BackendError(`lease ${lease.id}: its aws_sts handle has no ${f}`, false);
+      if (typeof h[f] !== "string" || h[f] === "") throw new BackendError(`lease ${lease.id}: its aws_sts handle has no ${f}`, "misconfigured");
     }
     const issuedAt = Date.parse(h.issued_at!);
     const expiresAt = Date.parse(h.expires_at!);
-    if (!Number.isFinite(issuedAt) || !Number.isFinite(expiresAt)) throw new BackendError(`lease ${lease.id}: its aws_sts handle has invalid times`, false);
+    if (!Number.isFinite(issuedAt) || !Number.isFinite(expiresAt)) throw new BackendError(`lease ${lease.id}: its aws_sts handle has invalid times`, "misconfigured");
     try {
       roleAccountOf(h.role_arn!);
     } catch {
-      throw new BackendError(`lease ${lease.id}: its aws_sts handle has an invalid role_arn`, false);
+      throw new BackendError(`lease ${lease.id}: its aws_sts handle has an invalid role_arn`, "misconfigured");
     }
     return { roleArn: h.role_arn!, sessionName: h.session_name!, session: { userId: h.user_id!, issuedAt, expiresAt } };
   }
@@ -542,7 +547,7 @@ export function createAwsStsBackend(opts: AwsStsBackendOptions): AwsStsBackend {
       try {
         fit = fitDenyPolicy(merged, budget);
       } catch (e) {
-        throw new BackendError(`revocation policy of ${roleArn}: ${(e as Error).message}`, false);
+        throw new BackendError(`revocation policy of ${roleArn}: ${(e as Error).message}`, "misconfigured");
       }
       const at = now();
       let wrote = false;
@@ -575,7 +580,7 @@ export function createAwsStsBackend(opts: AwsStsBackendOptions): AwsStsBackend {
     const foreign = await foreignRole(roleArn);
     if (foreign !== null) {
       const until = iso(Math.max(...batch.map((p) => p.handle.session.expiresAt)));
-      throw new BackendError(`${foreign}, so this broker cannot deny its sessions: they stay valid until they expire (at the latest ${until})`, false);
+      throw new BackendError(`${foreign}, so this broker cannot deny its sessions: they stay valid until they expire (at the latest ${until})`, "misconfigured");
     }
     const result = await lock.withLock(roleArn, async (guard): Promise<Written> => {
       const roleId = await verifiedRoleId(roleArn, guard.signal);
@@ -606,7 +611,7 @@ export function createAwsStsBackend(opts: AwsStsBackendOptions): AwsStsBackend {
     try {
       return parseDenyPolicy(text);
     } catch (e) {
-      throw new BackendError(`inline policy ${opts.policyName} of ${roleArn}: ${(e as Error).message}`, false);
+      throw new BackendError(`inline policy ${opts.policyName} of ${roleArn}: ${(e as Error).message}`, "misconfigured");
     }
   }
 
@@ -659,7 +664,7 @@ export function createAwsStsBackend(opts: AwsStsBackendOptions): AwsStsBackend {
     if (closed) return false;
     if ((await record.sync(roleArn, [], deadAt())).length === 0) return false;
     const foreign = await foreignRole(roleArn);
-    if (foreign !== null) throw new BackendError(`${foreign}; its recorded revocations cannot be checked`, false);
+    if (foreign !== null) throw new BackendError(`${foreign}; its recorded revocations cannot be checked`, "misconfigured");
     const result = await lock.withLock(roleArn, async (guard): Promise<Written> => {
       const roleId = await verifiedRoleId(roleArn, guard.signal);
       if (roleId === null) return { gone: true };

@@ -10,7 +10,7 @@
  *                                               compare-and-DEL scripts below).
  *
  * The owner refreshes the lock right before each write to IAM (`guard.refresh()`), and gives up
- * (retryable error) if the lock was lost. The ttl bounds how long a crashed holder blocks the role.
+ * (an `unavailable` error) if the lock was lost. The ttl bounds how long a crashed holder blocks the role.
  *
  * Deadline: the locked section gets `sectionMs` (default half the ttl) from the moment the lock
  * is taken. Then `guard.signal` aborts: the backend passes it to every IAM call of the section
@@ -39,9 +39,9 @@ return 0
 `;
 
 export interface LockGuard {
-  /** Extends the lock; throws a retryable BackendError when it was lost or the deadline passed. */
+  /** Extends the lock; throws an `unavailable` BackendError when it was lost or the deadline passed. */
   refresh(): Promise<void>;
-  /** Aborted (reason: a retryable BackendError) when the section reaches its deadline. */
+  /** Aborted (reason: an `unavailable` BackendError) when the section reaches its deadline. */
   signal: AbortSignal;
   /** The section's time budget, ms. */
   sectionMs: number;
@@ -66,13 +66,13 @@ export function createRoleLock(redis: Redis, keys: Pick<Keyspace, "awsLock">, op
         const ok = await redisCall("take the revocation lock", () => redis.set(k, token, "PX", opts.ttlMs, "NX"));
         if (ok === "OK") break;
         if (Date.now() - start >= opts.waitMs) {
-          throw new BackendError(`the revocation policy of ${roleArn} is being updated by another broker (lock held for more than ${opts.waitMs} ms); will retry`, true);
+          throw new BackendError(`the revocation policy of ${roleArn} is being updated by another broker (lock held for more than ${opts.waitMs} ms); will retry`, "unavailable");
         }
         await sleep(25 + Math.floor(Math.random() * 75));
       }
       const ac = new AbortController();
       const deadline = setTimeout(() => {
-        ac.abort(new BackendError(`the revocation policy update of ${roleArn} ran past its ${sectionMs} ms deadline (the role's lock lasts ${opts.ttlMs} ms); will retry`, true));
+        ac.abort(new BackendError(`the revocation policy update of ${roleArn} ran past its ${sectionMs} ms deadline (the role's lock lasts ${opts.ttlMs} ms); will retry`, "unavailable"));
       }, sectionMs);
       deadline.unref?.();
       const guard: LockGuard = {
@@ -81,7 +81,7 @@ export function createRoleLock(redis: Redis, keys: Pick<Keyspace, "awsLock">, op
         async refresh() {
           if (ac.signal.aborted) throw ac.signal.reason as Error;
           const extended = await redisCall("extend the revocation lock", () => redis.eval(EXTEND, 1, k, token, String(opts.ttlMs)));
-          if (Number(extended) !== 1) throw new BackendError(`lost the revocation lock of ${roleArn} (held longer than ${opts.ttlMs} ms); nothing was written, will retry`, true);
+          if (Number(extended) !== 1) throw new BackendError(`lost the revocation lock of ${roleArn} (held longer than ${opts.ttlMs} ms); nothing was written, will retry`, "unavailable");
           if (ac.signal.aborted) throw ac.signal.reason as Error;
         },
       };

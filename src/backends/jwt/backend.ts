@@ -64,12 +64,12 @@ export function createJwtBackend(opts: JwtBackendOptions): JwtBackend {
   const now = opts.now ?? Date.now;
 
   async function mint(lease: Lease, role: RoleConfig, req?: MintRequest): Promise<MintResult> {
-    if (role.jwt === undefined) throw new BackendError(`role ${role.name} has no jwt section`, false);
+    if (role.jwt === undefined) throw new BackendError(`role ${role.name} has no jwt section`, "misconfigured");
     const expiresMs = Date.parse(lease.expires_at);
-    if (Number.isNaN(expiresMs)) throw new BackendError(`lease ${lease.id} has an invalid expires_at`, false);
+    if (Number.isNaN(expiresMs)) throw new BackendError(`lease ${lease.id} has an invalid expires_at`, "misconfigured");
     const nowSec = Math.floor(now() / 1000);
     const exp = Math.floor(expiresMs / 1000); // never later than the lease (I2)
-    if (exp <= nowSec) throw new BackendError(`lease ${lease.id} expires before a token could be valid`, false);
+    if (exp <= nowSec) throw new BackendError(`lease ${lease.id} expires before a token could be valid`, "misconfigured");
 
     const claims: JWTPayload = { task_id: lease.task_id };
     // A token exchange (src/oauth) narrows scope and audience and names the chain (sub, act).
@@ -90,7 +90,7 @@ export function createJwtBackend(opts: JwtBackendOptions): JwtBackend {
         .setExpirationTime(exp)
         .sign(keys.current.key);
     } catch (e) {
-      throw new BackendError(`signing the token of lease ${lease.id} failed`, false, { cause: e });
+      throw new BackendError(`signing the token of lease ${lease.id} failed`, "misconfigured", { cause: e });
     }
     return {
       credential: { type: "jwt", token, expires_at: lease.expires_at },

@@ -49,11 +49,13 @@ export function displayName(workload: string): string {
 function backendError(e: unknown, what: string): BackendError {
   if (e instanceof BackendError) return e;
   if (e instanceof VaultCallError) {
-    // A refusal (403, or a 4xx the engine gives) or a redirect can be fixed by an operator:
-    // revocations keep retrying anyway; a mint answers 503 backend_unavailable either way.
-    return new BackendError(`${what}: ${e.message}`, e.transient || e.failure === "denied" || e.failure === "redirect");
+    // A refusal (403) is the broker's token or policy: an operator fixes it and the retries
+    // pick it up. A 400/404/405 or a redirect is the role's path or the address: misconfigured.
+    // A 403 or a redirect may also clear by itself (an expired token: the session logs in again).
+    const code = e.transient ? "unavailable" : e.failure === "denied" ? "denied" : "misconfigured";
+    return new BackendError(`${what}: ${e.message}`, code, { retryable: e.transient || e.failure === "denied" || e.failure === "redirect" });
   }
-  return new BackendError(`${what}: ${(e as Error)?.message ?? "unexpected error"}`, true);
+  return new BackendError(`${what}: ${(e as Error)?.message ?? "unexpected error"}`, "unavailable");
 }
 
 const isGone = (e: unknown) => e instanceof VaultCallError && (e.status === 400 || e.status === 404);
@@ -91,11 +93,11 @@ export function createVaultBackend(cfg: LoadedConfig, deps: VaultBackendDeps): V
     const leaseId = typeof res.lease_id === "string" ? res.lease_id : "";
     if (leaseId === "") {
       // A static secret (kv) has no lease: the broker could never revoke it.
-      throw new BackendError(`${what}: vault path ${p} answered without a lease; only dynamic-secret endpoints can back a role`, false);
+      throw new BackendError(`${what}: vault path ${p} answered without a lease; only dynamic-secret endpoints can back a role`, "misconfigured");
     }
     if (res.data === null || typeof res.data !== "object") {
       await session.call("undo_mint", "PUT", "sys/leases/revoke", { lease_id: leaseId }).catch(() => undefined);
-      throw new BackendError(`${what}: vault answered without data`, false);
+      throw new BackendError(`${what}: vault answered without data`, "invalid_response");
     }
     const duration = Number(res.lease_duration ?? 0);
     const out: MintResult = {
@@ -112,7 +114,7 @@ export function createVaultBackend(cfg: LoadedConfig, deps: VaultBackendDeps): V
     // One path segment, never `.`/`..` (auth/token/create/. would be auth/token/create/: a child
     // of the broker's own token). The configuration refuses these; this is the last line.
     if (!/^[A-Za-z0-9_.@-]+$/.test(tokenRole) || tokenRole === "." || tokenRole === "..") {
-      throw new BackendError(`${what}: token_role "${tokenRole.slice(0, 130)}" is not a Vault token role name`, false);
+      throw new BackendError(`${what}: token_role "${tokenRole.slice(0, 130)}" is not a Vault token role name`, "misconfigured");
     }
     let res: VaultResponse;
     try {
@@ -133,7 +135,7 @@ export function createVaultBackend(cfg: LoadedConfig, deps: VaultBackendDeps): V
     if (!secret || !accessor) {
       if (accessor) await session.call("undo_mint", "POST", "auth/token/revoke-accessor", { accessor }).catch(() => undefined);
       else if (secret) await session.call("undo_mint", "POST", "auth/token/revoke", { token: secret }).catch(() => undefined);
-      throw new BackendError(`${what}: vault answered without a token and its accessor`, false);
+      throw new BackendError(`${what}: vault answered without a token and its accessor`, "invalid_response");
     }
     const duration = Number(a?.lease_duration ?? 0);
     const out: MintResult = {
@@ -150,9 +152,9 @@ export function createVaultBackend(cfg: LoadedConfig, deps: VaultBackendDeps): V
 
   async function mint(lease: Lease, role: RoleConfig): Promise<MintResult> {
     const v = role.vault;
-    if (!v) throw new BackendError(`role ${role.name} has no vault section`, false);
+    if (!v) throw new BackendError(`role ${role.name} has no vault section`, "misconfigured");
     const ttl = remainingSeconds(lease, now());
-    if (!(ttl >= 1)) throw new BackendError(`lease ${lease.id} expires before a credential could be valid`, false);
+    if (!(ttl >= 1)) throw new BackendError(`lease ${lease.id} expires before a credential could be valid`, "misconfigured");
     if (v.token_role !== undefined) return mintToken(lease, role, v.token_role, v.policies, ttl);
     return mintLease(lease, role, v.path!, ttl, v.ttl_param);
   }
@@ -186,7 +188,7 @@ export function createVaultBackend(cfg: LoadedConfig, deps: VaultBackendDeps): V
     } catch (e) {
       throw backendError(e, `revoking lease ${lease.id}`);
     }
-    throw new BackendError(`lease ${lease.id} has no vault handle (lease_id or accessor)`, false);
+    throw new BackendError(`lease ${lease.id} has no vault handle (lease_id or accessor)`, "misconfigured");
   }
 
   const reconciler = createReconciler({

@@ -53,6 +53,7 @@ import { BrokerError } from "../../core/errors";
 import type { Lease } from "../../leases/types";
 import type { Keyspace } from "../../redis/keys";
 import type { BackendDeps } from "../registry";
+import { AWS_STS_DEFAULTS } from "./config";
 import { BackendError, remainingSeconds, type Backend, type BackendStatus, type MintRequest, type MintResult } from "../types";
 import { GC_GRACE_MS, fitDenyPolicy, mergeDenyState, parseDenyPolicy, stateDenies, type FitResult, type RevokedSession } from "./deny";
 import { createRoleLock, type LockGuard } from "./lock";
@@ -67,7 +68,7 @@ export const MAX_SESSION_SECONDS = 43_200;
 /** A session ending this soon (plus the clock skew margin) is left to die: a deny could not take effect before it anyway. */
 export const NOT_WORTH_DENYING_MS = 5_000;
 /** Default `clock_skew_margin`: how far another broker's or AWS's clock may be from this one. */
-export const DEFAULT_CLOCK_SKEW_MARGIN_MS = 60_000;
+export const DEFAULT_CLOCK_SKEW_MARGIN_MS = AWS_STS_DEFAULTS.clock_skew_margin;
 /** A role's NoSuchEntity is believed when seen again at least this much later. */
 export const ROLE_GONE_CONFIRM_MS = 10_000;
 /** After each PutRolePolicy, IAM's copy is re-read this much later and repaired if it misses recorded sessions. */
@@ -800,11 +801,11 @@ export function createAwsStsBackendFromConfig(
     region: b.region,
     endpoint: b.endpoint,
     iamEndpoint: b.iam_endpoint,
-    maxAttempts: b.max_attempts ?? 3,
-    requestTimeoutMs: b.request_timeout ?? 10_000,
-    policyName: b.revocation_policy_name ?? "jitbroker-revocations",
-    policyMaxChars: b.revocation_policy_max_chars ?? 10_240,
-    clockSkewMarginMs: b.clock_skew_margin ?? DEFAULT_CLOCK_SKEW_MARGIN_MS,
+    maxAttempts: b.max_attempts ?? AWS_STS_DEFAULTS.max_attempts,
+    requestTimeoutMs: b.request_timeout ?? AWS_STS_DEFAULTS.request_timeout,
+    policyName: b.revocation_policy_name ?? AWS_STS_DEFAULTS.revocation_policy_name,
+    policyMaxChars: b.revocation_policy_max_chars ?? AWS_STS_DEFAULTS.revocation_policy_max_chars,
+    clockSkewMarginMs: b.clock_skew_margin ?? AWS_STS_DEFAULTS.clock_skew_margin,
     // The live inventory: a reload's workloads count from the next mint.
     ownerOf: (w) => deps.workloads().get(w)?.owner,
     redis: deps.redis,

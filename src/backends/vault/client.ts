@@ -28,6 +28,7 @@ import type { Logger } from "pino";
 import { Counter, Gauge, type Registry } from "prom-client";
 import type { VaultBackendConfig } from "../../config/schema";
 import type { BackendStatus } from "../types";
+import { VAULT_DEFAULTS } from "./config";
 import { scrubSecrets } from "./scrub";
 import { createVaultTransport, VaultRedirectError } from "./transport";
 import { repeat, type Repeating } from "../../core/repeat";
@@ -91,8 +92,6 @@ export class VaultCallError extends Error {
 
 export type HttpMethod = "GET" | "POST" | "PUT";
 
-/** Defaults of the optional `backends.vault` durations (ms). */
-export const VAULT_DEFAULTS = { request_timeout: 10_000, health_check_interval: 30_000, reconcile_interval: 300_000, reconcile_grace: 120_000 };
 
 /** The durations of `backends.vault`, defaults applied. */
 export function vaultTimings(cfg: VaultBackendConfig): typeof VAULT_DEFAULTS {

@@ -31,7 +31,11 @@ import type { IssuerConfig } from "./config/schema";
 import { BrokerError } from "./core/errors";
 import { requireJsonObject } from "./http/app";
 import { requireOperator } from "./http/operators";
-import { apiRoutes, buildOpenApiDocument } from "./http/openapi";
+import { apiRoutes } from "./api";
+import { mount } from "./http/api";
+import { buildOpenApiDocument } from "./http/openapi";
+import { OPERATIONS_API } from "./http/operations";
+import { TOKENS_API } from "./oauth/api";
 import { createLeaseMetrics } from "./leases/metrics";
 import { createRevocationQueue, startRevocationWorker, within, type RevocationWorker } from "./leases/queue";
 import { createRevoker } from "./leases/revoker";
@@ -407,32 +411,32 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
   }
 
   const app = createHttpApp({ logger, metrics, bodyLimit: cfg.server.body_limit, trustProxy: cfg.server.trust_proxy });
-  app.get("/healthz", (_req, res) => {
+  mount(app, OPERATIONS_API.health, (_req, res) => {
     res.json({ status: "ok" });
   });
-  app.get("/readyz", async (_req, res) => {
+  mount(app, OPERATIONS_API.readiness, async (_req, res) => {
     // Unauthenticated: states only. Why an issuer's keys failed (its error, file path or URL) is
     // in the log and, for operators, at GET /v1/admin/readiness.
     const r = await readiness();
     res.status(r.ready ? 200 : 503).json({ status: r.ready ? "ready" : "unavailable", ...publicChecks(r.checks) });
   });
-  app.get("/metrics", async (_req, res) => {
+  mount(app, OPERATIONS_API.metrics, async (_req, res) => {
     await sampleGauges();
     res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
   // A worker-only process (`serve --only worker`) serves health and metrics, never the API.
   if (parts.api) {
-    app.get("/.well-known/jwks.json", (_req, res) => {
+    mount(app, TOKENS_API.jwks, (_req, res) => {
       res.setHeader("Cache-Control", "public, max-age=300");
       res.json(jwt.jwks());
     });
-    app.get("/.well-known/openid-configuration", (_req, res) => {
+    mount(app, TOKENS_API.openidConfiguration, (_req, res) => {
       res.setHeader("Cache-Control", "public, max-age=300");
       res.json(openidConfiguration(cfg.server.public_url));
     });
     // Generated once, on first use, from the routes' own zod schemas (src/http/openapi.ts).
     let openapi: Record<string, unknown> | null = null;
-    app.get("/openapi.json", (_req, res) => {
+    mount(app, OPERATIONS_API.openapi, (_req, res) => {
       openapi ??= buildOpenApiDocument(apiRoutes(), { serverUrl: cfg.server.public_url });
       res.json(openapi);
     });
@@ -463,14 +467,14 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     app.use("/v1", authenticate(verifier, workloads, metrics));
     app.use(limitWrites(limiter, cfg.limits.requests_per_minute));
     app.use(identityRoutes());
-    app.post("/v1/introspect", requireJsonObject, async (req, res) => {
+    mount(app, TOKENS_API.introspect, requireJsonObject, async (req, res) => {
       // RFC 7662: any authenticated workload (a resource server) may introspect a broker token.
       const { token, resource } = req.body as { token?: unknown; resource?: unknown };
       if (typeof token !== "string" || token.length === 0) throw new BrokerError("invalid_request", "token: required string");
       if (resource !== undefined && (typeof resource !== "string" || resource.length === 0 || resource.length > 2048)) throw new BrokerError("invalid_request", "resource: optional string (RFC 8707)");
       res.json(await introspect(token, resource));
     });
-    app.get("/v1/admin/readiness", async (req, res) => {
+    mount(app, OPERATIONS_API.operatorReadiness, async (req, res) => {
       requireOperator(req.auth!, "admin_read", { policy: () => policyEngine, metrics: leaseMetrics, timeZone: cfg.policy.timezone, now });
       const r = await readiness();
       res.json({ status: r.ready ? "ready" : "unavailable", ...r.checks });

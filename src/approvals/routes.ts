@@ -27,17 +27,9 @@ import type { LeaseMetrics } from "../leases/metrics";
 import type { LeaseStore } from "../leases/store";
 import type { LeaseService } from "../leases/service";
 import type { RefusalSampler } from "../limits/refusals";
-import { freeText } from "../http/text";
+import { mount } from "../http/api";
+import { APPROVALS_API, approvalDecisionSchema, approvalListQuery } from "./api";
 import { APPROVAL_STATES, publicRequest, REQUEST_ID, type ApprovalRequest, type ApprovalState, type ApprovalStore } from "./store";
-
-export const approvalListQuery = z.strictObject({
-  state: z.enum(APPROVAL_STATES).optional(),
-  workload: z.string().max(128).optional(),
-  limit: z.coerce.number().int().min(1).max(500).default(50),
-  cursor: z.string().max(128).optional(),
-});
-
-export const approvalDecisionSchema = z.strictObject({ reason: freeText(500, 1).optional() });
 
 export interface ApprovalRoutesOptions {
   approvals: ApprovalStore;
@@ -144,7 +136,7 @@ export function approvalRoutes(opts: ApprovalRoutesOptions): Router {
     return publicRequest((await approvals.get(request.id)) ?? request);
   }
 
-  r.get("/v1/requests/:id", async (req, res) => {
+  mount(r, APPROVALS_API.collectRequest, async (req, res) => {
     const auth = req.auth!;
     const request = await load(req);
     // Only the requester sees (and collects) its request; anyone else learns nothing.
@@ -188,23 +180,23 @@ export function approvalRoutes(opts: ApprovalRoutesOptions): Router {
     res.status(201).json({ lease: out.lease, credential: out.credential, request: publicRequest(collected) });
   });
 
-  r.get("/v1/admin/requests", async (req, res) => {
+  mount(r, APPROVALS_API.listApprovalRequests, async (req, res) => {
     requireReader(req.auth!);
     const q = parse(approvalListQuery, req.query, "query");
     const { requests, next } = await approvals.list({ ...(q.state ? { state: q.state } : {}), ...(q.workload ? { workload: q.workload } : {}) }, q.limit, q.cursor);
     res.json({ requests: requests.map(publicRequest), next_cursor: next });
   });
 
-  r.get("/v1/admin/requests/:id", async (req, res) => {
+  mount(r, APPROVALS_API.getApprovalRequest, async (req, res) => {
     requireReader(req.auth!);
     res.json({ request: publicRequest(await load(req)) });
   });
 
-  r.post("/v1/admin/requests/:id/approve", async (req, res) => {
+  mount(r, APPROVALS_API.approveRequest, async (req, res) => {
     res.json({ request: await decideRequest(req, "approved") });
   });
 
-  r.post("/v1/admin/requests/:id/deny", async (req, res) => {
+  mount(r, APPROVALS_API.denyRequest, async (req, res) => {
     res.json({ request: await decideRequest(req, "denied") });
   });
 

@@ -30,7 +30,7 @@ import { parse } from "../http/app";
 import { isOperator, requireOperator, type OperatorCheck } from "../http/operators";
 import type { TokenVerifier } from "../identity/verify";
 import type { Workload, WorkloadMatcher } from "../identity/workloads";
-import { TASK_ID } from "../leases/routes";
+import { TASK_ID } from "../leases/schemas";
 import { publicLease, type LeaseStore } from "../leases/store";
 import type { OidcClient } from "./oidc";
 import { escapeHtml, refusalPage, SECURITY_HEADERS, page, signInPage } from "./pages";

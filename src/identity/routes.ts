@@ -1,9 +1,11 @@
 import { Router } from "express";
+import { mount } from "../http/api";
+import { IDENTITY_API } from "./api";
 
 /** `GET /v1/whoami`: the workload the token maps to and the identity it was read from. */
 export function identityRoutes(): Router {
   const r = Router();
-  r.get("/v1/whoami", (req, res) => {
+  mount(r, IDENTITY_API.whoami, (req, res) => {
     const { identity, workload } = req.auth!;
     res.json({
       workload: { id: workload.id, kind: workload.kind, owner: workload.owner, purpose: workload.purpose },

@@ -16,51 +16,9 @@ import type { LeaseService } from "./service";
 import { matchesFilter, publicLease, type LeaseStore, type StoredLease } from "./store";
 import { publicRequest } from "../approvals/store";
 import { LEASE_STATES } from "./types";
-import { freeText } from "../http/text";
-
-export const TASK_ID = /^[A-Za-z0-9._:@-]{1,128}$/;
-const taskId = z.string().regex(TASK_ID, "must be 1-128 characters of [A-Za-z0-9._:@-]");
-const text = freeText(256);
-
-export const credentialRequestSchema = z.strictObject({
-  role: z.string().min(1).max(128),
-  task: z.strictObject({ id: taskId, intent: text.optional(), tool: text.optional(), destination: text.optional(), sensitivity: text.optional() }),
-  ttl: z
-    .union([z.string().max(16), z.number().int().min(2, "must be at least 2 seconds").max(7 * 24 * 3600)])
-    .optional()
-    .describe('a duration such as "5m", or seconds'),
-  scope: z
-    .record(z.string(), z.unknown())
-    .optional()
-    .describe("backend-specific narrowing of the role's access (aws_sts: an IAM policy document within the role's session policy)"),
-});
-
-const leaseState = z.enum(LEASE_STATES);
-export const leaseListQuery = z.strictObject({
-  workload: z.string().max(128).optional(),
-  task_id: taskId.optional(),
-  role: z.string().max(128).optional(),
-  issuer: z.string().max(64).optional(),
-  state: leaseState.optional(),
-  parent: z.string().regex(/^l_[A-Za-z0-9_-]{10,40}$/, "must be a lease id").optional().describe("leases delegated from this lease (RFC 8693)"),
-  limit: z.coerce.number().int().min(1).max(500).default(50),
-  cursor: z.string().max(512).optional(),
-});
-
-export const revocationRequestSchema = z
-  .strictObject({
-    lease_id: z.string().max(64).optional(),
-    task_id: taskId.optional(),
-    workload: z.string().max(128).optional(),
-    role: z.string().max(128).optional(),
-    issuer: z.string().max(64).optional(),
-    reason: freeText(500, 1),
-  })
-  .refine((b) => [b.lease_id, b.task_id, b.workload, b.role, b.issuer].filter((v) => v !== undefined).length === 1, {
-    message: "give exactly one of lease_id, task_id, workload, role, issuer",
-  });
-
-export const revokeBodySchema = z.strictObject({ reason: freeText(500, 1).optional() });
+import { mount } from "../http/api";
+import { LEASES_API } from "./api";
+import { credentialRequestSchema, leaseListQuery, revocationRequestSchema, revokeBodySchema, taskId } from "./schemas";
 
 function ttlOf(v: string | number | undefined): number | undefined {
   if (v === undefined) return undefined;
@@ -99,7 +57,7 @@ export function leaseRoutes(opts: LeaseRoutesOptions): Router {
     throw new BrokerError("not_found", "no such lease");
   }
 
-  r.post("/v1/credentials", requireJsonObject, async (req, res) => {
+  mount(r, LEASES_API.requestCredential, requireJsonObject, async (req, res) => {
     const body = parse(credentialRequestSchema, req.body, "body");
     const out = await service.issue(req.auth!, { role: body.role, task: body.task, ttlMs: ttlOf(body.ttl), ...(body.scope ? { scope: body.scope } : {}) });
     if (out.pending) {
@@ -110,22 +68,22 @@ export function leaseRoutes(opts: LeaseRoutesOptions): Router {
     res.status(201).json({ lease: out.lease, credential: out.credential });
   });
 
-  r.post("/v1/tasks/:task_id/complete", async (req, res) => {
+  mount(r, LEASES_API.completeTask, async (req, res) => {
     const id = parse(taskId, req.params.task_id, "task_id");
     res.json(await service.completeTask(req.auth!, id));
   });
 
-  r.get("/v1/leases/:id", async (req, res) => {
+  mount(r, LEASES_API.getLease, async (req, res) => {
     res.json({ lease: publicLease((await visibleLease(req, "admin_read")).lease) });
   });
 
-  r.delete("/v1/leases/:id", async (req, res) => {
+  mount(r, LEASES_API.revokeLease, async (req, res) => {
     const { lease, operator } = await visibleLease(req, "admin_revoke");
     const body = optionalBody(revokeBodySchema, req.body);
     res.json({ lease: await service.revokeLease(lease, operator ? "operator" : "owner", req.auth!.workload.id, body.reason) });
   });
 
-  r.get("/v1/admin/leases", async (req, res) => {
+  mount(r, LEASES_API.listLeases, async (req, res) => {
     requireOperator(req, "admin_read");
     const q = parse(leaseListQuery, req.query, "query");
     if (q.parent !== undefined) {
@@ -139,7 +97,7 @@ export function leaseRoutes(opts: LeaseRoutesOptions): Router {
     res.json({ leases: leases.map(publicLease), next_cursor: next });
   });
 
-  r.post("/v1/admin/revocations", requireJsonObject, async (req, res) => {
+  mount(r, LEASES_API.startRevocation, requireJsonObject, async (req, res) => {
     const auth = requireOperator(req, "admin_revoke");
     const b = parse(revocationRequestSchema, req.body, "body");
     const [selector, value] = (
@@ -155,7 +113,7 @@ export function leaseRoutes(opts: LeaseRoutesOptions): Router {
     res.status(202).setHeader("Location", `/v1/admin/revocations/${out.id}`).json(out);
   });
 
-  r.get("/v1/admin/revocations/:id", async (req, res) => {
+  mount(r, LEASES_API.getRevocation, async (req, res) => {
     requireOperator(req, "admin_read");
     const id = typeof req.params.id === "string" && /^op_[A-Za-z0-9_-]{10,30}$/.test(req.params.id) ? req.params.id : null;
     const op = id ? await store.getOp(id) : null;
@@ -180,7 +138,7 @@ export function leaseRoutes(opts: LeaseRoutesOptions): Router {
     });
   });
 
-  r.get("/v1/admin/leases/:id/history", async (req, res) => {
+  mount(r, LEASES_API.leaseHistory, async (req, res) => {
     requireOperator(req, "admin_read");
     const id = leaseId(req.params.id);
     const lease = id ? await store.get(id) : null;

@@ -1,13 +1,20 @@
 /**
- * The OAuth routes in the OpenAPI document (src/http/openapi.ts). Built on first use: this module
- * and the document builder import each other, so nothing here runs at load time.
+ * The token exchange's routes in the OpenAPI document (src/http/openapi.ts, collected by
+ * src/api.ts). Built on first use, so nothing here runs at load time.
  */
 import { z } from "zod";
-import { apiComponent, type ApiRoute } from "../http/openapi";
+import { apiComponent, type ApiRoute } from "../http/api";
 import { GRANT_TYPE } from "./exchange";
 import { tokenRequestSchema, TOKEN_PATH } from "./routes";
 
 let routes: ApiRoute[] | null = null;
+
+/** One of the OAuth routes, by operationId (what ./routes.ts mounts). */
+export function oauthRoute(operationId: "authorizationServerMetadata" | "tokenExchange"): ApiRoute {
+  const route = oauthApiRoutes().find((r) => r.operationId === operationId);
+  if (!route) throw new Error(`no OAuth route ${operationId}`);
+  return route;
+}
 
 export function oauthApiRoutes(): ApiRoute[] {
   if (routes) return routes;

@@ -19,9 +19,11 @@ import type { AuthContext } from "../http/app";
 import type { Metrics } from "../http/metrics";
 import type { TokenVerifier } from "../identity/verify";
 import type { WorkloadMatcher } from "../identity/workloads";
-import { TASK_ID } from "../leases/routes";
+import { TASK_ID } from "../leases/schemas";
 import { parseTtlMs } from "../leases/ttl";
+import { mount } from "../http/api";
 import { authorizationServerMetadata } from "./metadata";
+import { oauthRoute } from "./openapi";
 import { GRANT_TYPE, OAuthError, oauthErrorOf, unsupportedGrant, type ExchangeParams, type TokenExchange } from "./exchange";
 
 export const TOKEN_PATH = "/v1/oauth/token";
@@ -106,13 +108,13 @@ function sendOAuthError(res: Response, e: OAuthError): void {
 
 export function mountOAuthRoutes(app: Express, opts: OAuthRoutesOptions): void {
   const metadata = authorizationServerMetadata(opts.issuer);
-  app.get("/.well-known/oauth-authorization-server", (_req, res) => {
+  mount(app, oauthRoute("authorizationServerMetadata"), (_req, res) => {
     res.setHeader("Cache-Control", "public, max-age=300");
     res.json(metadata);
   });
 
   const form = express.urlencoded({ extended: false, limit: opts.bodyLimit, parameterLimit: 40 });
-  app.post(TOKEN_PATH, form, async (req: Request, res: Response) => {
+  mount(app, oauthRoute("tokenExchange"), form, async (req: Request, res: Response) => {
     if (!req.is(["application/x-www-form-urlencoded", "application/json", "application/*+json"])) {
       throw new OAuthError("invalid_request", "unsupported_media_type", "send the parameters as application/x-www-form-urlencoded or application/json", 415);
     }

@@ -8,13 +8,15 @@
  * policy_invalid, with every problem) and the running set stays in force.
  */
 import { Router } from "express";
+import { mount } from "../http/api";
+import { POLICY_API } from "./api";
 import type { ReloadReport } from "../broker";
 import { BrokerError } from "../core/errors";
 import { requireOperator, type OperatorCheck } from "../http/operators";
 
 export function policyRoutes(opts: OperatorCheck & { reload(cause: { actor: string; source: string }): Promise<ReloadReport>; waitMs: number }): Router {
   const r = Router();
-  r.post("/v1/admin/policy/reload", async (req, res) => {
+  mount(r, POLICY_API.reloadPolicy, async (req, res) => {
     const auth = requireOperator(req.auth!, "admin_revoke", opts);
     const out = await opts.reload({ actor: auth.workload.id, source: "POST /v1/admin/policy/reload" });
     const inventory = out.inventory;

@@ -36,14 +36,14 @@ import { mount } from "./http/api";
 import { buildOpenApiDocument } from "./http/openapi";
 import { OPERATIONS_API } from "./http/operations";
 import { TOKENS_API } from "./oauth/api";
-import { createLeaseMetrics } from "./leases/metrics";
+import { createLeaseMetrics, sampleLeaseGauges } from "./leases/metrics";
 import { createRevocationQueue, startRevocationWorker, within, type RevocationWorker } from "./leases/queue";
 import { createRevoker } from "./leases/revoker";
 import { leaseRoutes } from "./leases/routes";
 import { createLeaseService, type LeaseService } from "./leases/service";
 import { createLeaseStore, REVOCATION_KIND, type LeaseStore } from "./leases/store";
 import { compilePolicies, createPolicyEngine, loadPolicyFiles, type PolicyEngine } from "./policy/engine";
-import { createPolicyReloader, type ReloadResult } from "./policy/reload";
+import { createReloadWorkflow } from "./policy/workflow";
 import { createInventory, type InventoryCandidate } from "./policy/inventory";
 import { reauthorizeLeases, type ReauthorizationReport } from "./policy/reauthorize";
 import { policyRoutes } from "./policy/routes";
@@ -73,13 +73,8 @@ export interface BrokerOptions {
   backends?: Partial<Record<string, Backend>>;
 }
 
-export interface ReloadReport {
-  ok: boolean;
-  inventory: Omit<InventoryCandidate, "apply">;
-  policy: ReloadResult | null;
-  /** The walk over active leases (null when nothing changed); it may outlive the answer. */
-  reauthorization: Promise<ReauthorizationReport> | null;
-}
+import type { ReloadReport } from "./policy/workflow";
+export type { ReloadReport };
 
 export interface Readiness {
   ready: boolean;
@@ -324,67 +319,19 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
             : logger.warn({ err: { message: e.message } }, "approval expiry sweep failed; retrying"),
       )
     : null;
-  const policyReloader = createPolicyReloader({
+  const { policyReloader, reloadAll } = createReloadWorkflow({
     engine: policyEngine,
     patterns: cfg.policy.files,
+    inventory,
+    load: loadForReload,
+    audit,
     logger,
-    onReload: async (r, previous) => {
-      if (r.changed || !r.ok) {
-        audit.record({ type: "policy_reload", at: new Date(now()).toISOString(), actor: "system", ok: r.ok, policy_hash: r.hash, previous_policy_hash: previous, policies: r.policies, ...(r.problems ? { problems: r.problems } : {}) });
-      }
-      // A policy file edited in place: re-authorize active leases (reloadAll does it itself).
-      if (r.changed && !reloadingAll) void reauthorize({ actor: "system", source: "policy files changed" }).catch(() => undefined);
-    },
-  });
-
-  // Re-authorizations run one at a time, in order; each sees the policies current when it starts.
-  let reauthChain: Promise<unknown> = Promise.resolve();
-  let reloadingAll = false;
-  function reauthorize(cause: { actor: string; source: string }): Promise<ReauthorizationReport> {
-    const run = reauthChain.then(() =>
+    now,
+    reauthorize: (cause) =>
       reauthorizeLeases({ policy: policyEngine, roles: inventory.roles(), workloads, timeZone: cfg.policy.timezone, maxDepth: cfg.delegation.max_depth, store, queue, audit, metrics: leaseMetrics, logger, now }, cause),
-    );
-    reauthChain = run.catch((e: Error) => logger.error({ err: { message: e.message } }, "re-authorization of active leases failed; it runs again on the next reload"));
-    return run;
-  }
-
-  /** Reloads the inventory (workloads, roles) and the policies together; re-authorizes if either changed. */
-  async function reloadAll(cause: { actor: string; source: string }): Promise<ReloadReport> {
-    const candidate = inventory.prepare(loadForReload);
-    if (!candidate.ok) {
-      audit.record({ type: "inventory_reload", at: new Date(now()).toISOString(), actor: cause.actor, source: cause.source, ok: false, problems: candidate.problems });
-      logger.error({ problems: candidate.problems }, "configuration reload refused; the running inventory and policies stay in force");
-      return { ok: false, inventory: summaryOf(candidate), policy: null, reauthorization: null };
-    }
-    reloadingAll = true;
-    let policy;
-    try {
-      policy = await policyReloader.reload();
-    } finally {
-      reloadingAll = false;
-    }
-    if (!policy.ok) return { ok: false, inventory: { ...summaryOf(candidate), changed: false }, policy, reauthorization: null };
-    candidate.apply();
-    if (candidate.changed) {
-      audit.record({ type: "inventory_reload", at: new Date(now()).toISOString(), actor: cause.actor, source: cause.source, ok: true, workloads: candidate.workloads, roles: candidate.roles });
-      logger.info({ workloads: candidate.workloads, roles: candidate.roles }, "inventory reloaded");
-    }
-    if (candidate.restart_required.length > 0) logger.warn({ sections: candidate.restart_required }, "configuration sections changed that take effect only after a restart");
-    const reauthorization = candidate.changed || policy.changed ? reauthorize(cause) : null;
-    reauthorization?.catch(() => undefined); // logged by reauthorize(); the caller may stop waiting
-    return { ok: true, inventory: summaryOf(candidate), policy, reauthorization };
-  }
+  });
   // Gauges are sampled when Prometheus scrapes.
-  const sampleGauges = async () => {
-    try {
-      const [counts, jobs] = await Promise.all([store.counts(), queue.queue.getJobCounts("wait", "delayed", "active", "prioritized")]);
-      leaseMetrics.leasesByState.set({ state: "live" }, counts.live);
-      leaseMetrics.leasesByState.set({ state: "revoke_failed" }, counts.revoke_failed);
-      for (const [state, n] of Object.entries(jobs)) leaseMetrics.queueDepth.set({ state }, n);
-    } catch {
-      /* Redis down: keep the last sample; /readyz says why */
-    }
-  };
+  const sampleGauges = () => sampleLeaseGauges(leaseMetrics, store, queue);
 
   /**
    * I10: a write under the broker's hash tag (so it reaches the node owning its keys; a replica
@@ -609,10 +556,6 @@ function publicChecks(c: Readiness["checks"]) {
   };
 }
 
-/** What a reload reports of the inventory it loaded (without the function that applies it). */
-function summaryOf({ apply: _apply, ...summary }: InventoryCandidate): Omit<InventoryCandidate, "apply"> {
-  return summary;
-}
 
 /** Resolves true once the connection is ready, false after `timeoutMs` (never rejects). */
 function whenReady(conn: Redis, timeoutMs: number): Promise<boolean> {

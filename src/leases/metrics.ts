@@ -1,4 +1,6 @@
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+import type { RevocationQueue } from "./queue";
+import type { LeaseStore } from "./store";
 
 export function createLeaseMetrics(registry: Registry) {
   return {
@@ -31,3 +33,15 @@ export function createLeaseMetrics(registry: Registry) {
 }
 
 export type LeaseMetrics = ReturnType<typeof createLeaseMetrics>;
+
+/** Sets the lease and queue gauges from Redis (when Prometheus scrapes); a Redis outage keeps the last sample (/readyz says why). */
+export async function sampleLeaseGauges(metrics: LeaseMetrics, store: Pick<LeaseStore, "counts">, queue: Pick<RevocationQueue, "queue">): Promise<void> {
+  try {
+    const [counts, jobs] = await Promise.all([store.counts(), queue.queue.getJobCounts("wait", "delayed", "active", "prioritized")]);
+    metrics.leasesByState.set({ state: "live" }, counts.live);
+    metrics.leasesByState.set({ state: "revoke_failed" }, counts.revoke_failed);
+    for (const [state, n] of Object.entries(jobs)) metrics.queueDepth.set({ state }, n);
+  } catch {
+    /* keep the last sample */
+  }
+}

@@ -10,7 +10,7 @@
 import { Router } from "express";
 import { mount } from "../http/api";
 import { POLICY_API } from "./api";
-import type { ReloadReport } from "../broker";
+import type { ReloadReport } from "./workflow";
 import { BrokerError } from "../core/errors";
 import { requireOperator, type OperatorCheck } from "../http/operators";
 

@@ -8,6 +8,9 @@
  * keep-alive TCP connection, see `connection` in lib.js) measures, one after another:
  *
  *   bare      POST /x            {ok: true} from express.json() — the ceiling
+ *   limit     POST /v1/credentials on the limit server (scripts/bench/limit-server.js): only the
+ *             work an exchange cannot avoid (verify, one Cedar decision, sign, one Redis write),
+ *             the same token, policies, signing key and Redis — the yardstick of issue 17
  *   whoami    GET  /v1/whoami    broker middleware + workload JWT verification (RS256) only
  *   exchange  POST /v1/credentials {role: "orders-read", task: {id: <unique>}} → 201, jwt backend
  *
@@ -15,8 +18,12 @@
  * the measurement (one per client; 50 agent workloads). Every exchange uses a new task id.
  * The load generator shares the machine's cores with the broker and Redis.
  *
+ * The report's main figure is broker CPU / limit CPU per exchange, both measured in this run.
+ * --repeat-tokens: each client sends the same workload token every time (the verified-token
+ * cache hits); by default each exchange carries a token signed for it (a cache never hits).
+ *
  * Usage: node scripts/bench/exchange.js [--duration 10] [--warmup 2] [--concurrency 50]
- *        [--targets bare,whoami,exchange] [--log-level warn] [--no-turbo-inlining] [--rate-limit off]
+ *        [--targets bare,limit,whoami,exchange] [--repeat-tokens] [--log-level warn] [--no-turbo-inlining] [--rate-limit off]
  * --rate-limit off: limits.requests_per_minute 0 (the per-workload rate limiter, and its Redis
  * round trip per request, are skipped); by default it is on and never refuses (lib.js).
  * Exits 3 (and prints an `exchange-crash` result) if the broker process died during the run.
@@ -33,12 +40,24 @@ for (let i = 0; i < argv.length; i++) {
 const DURATION = Number(args.duration ?? 10) * 1000;
 const WARMUP = Number(args.warmup ?? 2) * 1000;
 const CONCURRENCY = Number(args.concurrency ?? 50);
-const TARGETS = (args.targets ?? "bare,whoami,exchange").split(",");
+const TARGETS = (args.targets ?? "bare,limit,whoami,exchange").split(",");
+const REPEAT_TOKENS = args["repeat-tokens"] === true;
 const LOG_LEVEL = args["log-level"]; // optional: e.g. warn, to measure the cost of info logging
 // Optional: run the broker with V8's TurboFan inlining off (a mitigation for the V8 crash, see
 // docs/BENCHMARKS.md).
 const BROKER_NODE_ARGS = args["no-turbo-inlining"] ? ["--no-turbo-inlining"] : [];
 const RATE_LIMIT = args["rate-limit"] === "off" ? "off" : "on";
+
+const TOKEN_POOL = Number(args["token-pool"] ?? 12000);
+
+/** `n` distinct workload tokens (a random jti each), round-robin over the agent workloads. */
+async function signPool(issuer, n) {
+  const t0 = performance.now();
+  const out = [];
+  for (let i = 0; i < n; i += 500) out.push(...(await Promise.all(Array.from({ length: Math.min(500, n - i) }, (_, j) => issuer.token(L.agentId((i + j) % L.AGENTS), 3000, { jti: `t${i + j}-${Math.random().toString(36).slice(2)}` })))));
+  process.stderr.write(`signed ${n} distinct workload tokens in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
+  return out;
+}
 
 /** Closed-loop load: CONCURRENCY clients, each sending its next request when the last answered. */
 async function load(name, url, makeRequest, expectStatus, watch) {
@@ -114,13 +133,19 @@ async function main() {
   if (RATE_LIMIT === "off") cfg.limits = { requests_per_minute: 0 };
   let broker;
   let bare;
+  let limit;
   try {
     broker = await L.spawnBroker(dir, cfg, { logLevel: LOG_LEVEL, nodeArgs: BROKER_NODE_ARGS });
     bare = await L.spawnBare(await L.freePort());
+    limit = TARGETS.includes("limit") ? await L.spawnLimit(await L.freePort(), dir, cfg, issuer) : null;
     const tokens = await Promise.all(Array.from({ length: CONCURRENCY }, (_, i) => issuer.token(L.agentId(i % L.AGENTS))));
+    // Without --repeat-tokens, exchanges cycle through a pool of distinct tokens larger than the
+    // broker's verified-token cache (identity.token_cache.max_entries, default 10,000): a cyclic
+    // walk over more entries than an LRU holds never hits, so every exchange verifies its token.
+    const pool = REPEAT_TOKENS ? tokens : await signPool(issuer, TOKEN_POOL);
     const runId = Date.now().toString(36);
     const bodyFor = (lane, seq) => Buffer.from(JSON.stringify({ role: "orders-read", task: { id: `bench-${runId}-${lane}-${seq}` } }));
-    const json = (lane, payload) => ({ authorization: `Bearer ${tokens[lane]}`, "content-type": "application/json", "content-length": payload.length });
+    const json = (lane, payload, seq) => ({ authorization: `Bearer ${REPEAT_TOKENS ? tokens[lane] : pool[seq % pool.length]}`, "content-type": "application/json", "content-length": payload.length });
 
     // Sanity: one exchange must work before we measure anything.
     const probe = await L.request(undefined, `${broker.url}/v1/credentials`, { method: "POST", token: tokens[0], body: { role: "orders-read", task: { id: `probe-${runId}` } } });
@@ -133,13 +158,18 @@ async function main() {
       bare: () =>
         load("bare", bare.url, (lane, seq) => {
           const payload = bodyFor(lane, seq);
-          return { method: "POST", path: "/x", headers: json(lane, payload), payload };
+          return { method: "POST", path: "/x", headers: json(lane, payload, seq), payload };
         }, 200, watchBare),
+      limit: () =>
+        load("limit", limit.url, (lane, seq) => {
+          const payload = bodyFor(lane, seq);
+          return { method: "POST", path: "/v1/credentials", headers: json(lane, payload, seq), payload };
+        }, 201, { procs: { server: limit.pid, ...procs }, redisPort: redis.port }),
       whoami: () => load("whoami", broker.url, (lane) => ({ method: "GET", path: "/v1/whoami", headers: { authorization: `Bearer ${tokens[lane]}` } }), 200, watchBroker),
       exchange: () =>
         load("exchange", broker.url, (lane, seq) => {
           const payload = bodyFor(lane, seq);
-          return { method: "POST", path: "/v1/credentials", headers: json(lane, payload), payload };
+          return { method: "POST", path: "/v1/credentials", headers: json(lane, payload, seq), payload };
         }, 201, watchBroker),
     };
     const results = {};
@@ -148,8 +178,12 @@ async function main() {
       process.stderr.write(`${t}: ${results[t].rps.toFixed(0)} req/s, p50 ${results[t].p50_ms.toFixed(1)} ms, p99 ${results[t].p99_ms.toFixed(1)} ms, errors ${results[t].errors}, cpu ms/req ${JSON.stringify(results[t].cost?.cpu_ms)}\n`);
       await L.sleep(1000);
     }
-    const out = { concurrency: CONCURRENCY, duration_s: DURATION / 1000, warmup_s: WARMUP / 1000, log_level: LOG_LEVEL ?? "info", broker_node_args: BROKER_NODE_ARGS, rate_limit: RATE_LIMIT, results };
+    const out = { concurrency: CONCURRENCY, duration_s: DURATION / 1000, warmup_s: WARMUP / 1000, log_level: LOG_LEVEL ?? "info", broker_node_args: BROKER_NODE_ARGS, rate_limit: RATE_LIMIT, tokens: REPEAT_TOKENS ? "repeated" : `distinct (pool of ${pool.length})`, results };
     if (results.bare && results.exchange) out.ratio = results.exchange.rps / results.bare.rps;
+    // Issue 17's yardstick: broker CPU per exchange over the limit server's, same run.
+    const cpu = (t) => results[t]?.cost?.cpu_ms?.server;
+    if (results.limit && results.exchange) out.cpu_vs_limit = cpu("exchange") / cpu("limit");
+    if (results.limit) process.stderr.write(`broker CPU / limit CPU per exchange: ${out.cpu_vs_limit?.toFixed(2)}; Redis CPU per exchange ${results.exchange?.cost?.cpu_ms?.redis?.toFixed(3)} ms (limit ${results.limit.cost?.cpu_ms?.redis?.toFixed(3)})\n`);
     if (broker.crashed()) {
       // The numbers of a run whose broker died are meaningless: say so, and fail the run.
       L.emit("exchange-crash", { broker_node_args: BROKER_NODE_ARGS, exchanges_before_crash: results.exchange?.ok ?? null });
@@ -160,6 +194,7 @@ async function main() {
   } finally {
     await broker?.stop();
     await bare?.stop();
+    await limit?.stop();
     await redis.stop();
     require("node:fs").rmSync(dir, { recursive: true, force: true });
   }

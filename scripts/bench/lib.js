@@ -75,9 +75,9 @@ async function createIssuer(dir) {
   return {
     jwksFile,
     /** A workload token: iss, aud, sub, iat now, exp in `ttlSec` (default 50 min; max_token_lifetime is 1h). */
-    token(sub, ttlSec = 3000) {
+    token(sub, ttlSec = 3000, claims = {}) {
       const now = Math.floor(Date.now() / 1000);
-      return new SignJWT({}).setProtectedHeader({ alg: "RS256", kid, typ: "JWT" }).setIssuer(ISSUER_URL).setAudience(AUDIENCE).setSubject(sub).setIssuedAt(now).setExpirationTime(now + ttlSec).sign(privateKey);
+      return new SignJWT(claims).setProtectedHeader({ alg: "RS256", kid, typ: "JWT" }).setIssuer(ISSUER_URL).setAudience(AUDIENCE).setSubject(sub).setIssuedAt(now).setExpirationTime(now + ttlSec).sign(privateKey);
     },
   };
 }
@@ -201,6 +201,46 @@ async function spawnBare(port) {
   const exited = new Promise((r) => child.once("exit", (code, sig) => r({ code, sig })));
   const url = `http://127.0.0.1:${port}`;
   await Promise.race([waitHttp(`${url}/healthz`), exited.then((e) => Promise.reject(new Error(`bare server exited early (${JSON.stringify(e)})`)))]);
+  return {
+    url,
+    pid: child.pid,
+    async stop() {
+      cleanups.delete(kill);
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill("SIGTERM");
+      await exited;
+    },
+  };
+}
+
+/**
+ * The limit server (scripts/bench/limit-server.js) as a child process: the exchange's irreducible
+ * work with the broker's libraries, policies, issuer keys, signing key file and Redis.
+ */
+async function spawnLimit(port, dir, cfg, issuer) {
+  const roleCfg = cfg.roles.find((r) => r.name === "orders-read");
+  const ms = require("ms");
+  const file = path.join(dir, "limit.json");
+  fs.writeFileSync(
+    file,
+    JSON.stringify({
+      redisUrl: cfg.redis.url,
+      prefix: `${cfg.redis.prefix}-limit`,
+      jwksFile: issuer.jwksFile,
+      issuer: ISSUER_URL,
+      audience: AUDIENCE,
+      policyFiles: cfg.policy.files,
+      signingKeyFile: cfg.backends.jwt.signing_key_file,
+      publicUrl: cfg.server.public_url,
+      role: { ...roleCfg, ttl: { default: ms(roleCfg.ttl.default), max: ms(roleCfg.ttl.max) } },
+    }),
+  );
+  const child = spawn(process.execPath, [path.join(__dirname, "limit-server.js"), String(port), file], { stdio: ["ignore", "ignore", "inherit"], env: childEnv() });
+  const kill = () => child.kill("SIGKILL");
+  cleanups.add(kill);
+  const exited = new Promise((r) => child.once("exit", (code, sig) => r({ code, sig })));
+  const url = `http://127.0.0.1:${port}`;
+  await Promise.race([waitHttp(`${url}/healthz`), exited.then((e) => Promise.reject(new Error(`limit server exited early (${JSON.stringify(e)})`)))]);
   return {
     url,
     pid: child.pid,
@@ -509,6 +549,7 @@ module.exports = {
   writeConfig,
   spawnBroker,
   spawnBare,
+  spawnLimit,
   inProcessBroker,
   createLeasesChunked,
   authFor,

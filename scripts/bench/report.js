@@ -44,7 +44,7 @@ if (ex.length) {
   out.push("");
   out.push("| target | req/s (median) | p50 ms | p99 ms | server CPU ms/req | Redis CPU ms/req | load-gen CPU ms/req | errors |");
   out.push("|---|---:|---:|---:|---:|---:|---:|---:|");
-  for (const t of ["bare", "whoami", "exchange"]) {
+  for (const t of ["bare", "limit", "whoami", "exchange"]) {
     if (!ex[0].results[t]) continue;
     out.push(
       `| ${t} | ${f(median(R(t, "rps")))} | ${f(median(R(t, "p50_ms")), 1)} | ${f(median(R(t, "p99_ms")), 1)} | ${f(median(C(t, "server")), 3)} | ${f(median(C(t, "redis")), 3)} | ${f(median(C(t, "loadgen")), 3)} | ${R(t, "errors").reduce((a, b) => a + (b ?? 0), 0)} |`,
@@ -52,7 +52,14 @@ if (ex.length) {
   }
   out.push("");
   out.push(`**exchange / bare = ${pct(ratio)}** (median of the per-run ratios; per run: ${ex.map((r) => pct(r.ratio)).join(", ")}).`);
-  out.push(`Per run, req/s — bare: ${list(R("bare", "rps"))}; whoami: ${list(R("whoami", "rps"))}; exchange: ${list(R("exchange", "rps"))}.`);
+  if (ex.some((r) => r.cpu_vs_limit !== undefined)) {
+    const cl = median(ex.map((r) => r.cpu_vs_limit));
+    verdicts.push(["Broker CPU per exchange ≤ 1.25× the limit server's (same run)", `${f(cl, 2)}×`, cl <= 1.25 ? "**met**" : "**not met**"]);
+    const rc = median(C("exchange", "redis"));
+    verdicts.push(["Redis CPU per exchange ≤ 0.1 ms", `${f(rc, 3)} ms`, rc <= 0.1 ? "**met**" : "**not met**"]);
+    out.push(`**broker CPU / limit-server CPU per exchange = ${f(cl, 2)}×** (median of the per-run ratios; per run: ${ex.map((r) => f(r.cpu_vs_limit, 2)).join(", ")}); workload tokens: ${ex[0].tokens ?? "one per client, repeated"}.`);
+  }
+  out.push(`Per run, req/s — bare: ${list(R("bare", "rps"))}; limit: ${list(R("limit", "rps"))}; whoami: ${list(R("whoami", "rps"))}; exchange: ${list(R("exchange", "rps"))}.`);
   const redis = {};
   for (const r of ex) for (const [cmd, v] of Object.entries(r.results.exchange?.cost?.redis ?? {})) (redis[cmd] ??= []).push(v);
   const cmds = Object.entries(redis)
@@ -75,12 +82,12 @@ if (ex.length || exVariants.length) {
   const line = (label, rs, v) => {
     const m = (t, k) => median(rs.map((r) => r.results[t]?.[k]));
     const c = crashes(v);
-    return `| ${label} | ${rs.length} | ${c.length} | ${f(m("bare", "rps"))} | ${f(m("exchange", "rps"))} | ${pct(median(rs.map((r) => r.ratio)))} | ${f(m("exchange", "p50_ms"), 1)} | ${f(m("exchange", "p99_ms"), 1)} | ${f(median(rs.map((r) => r.results.exchange?.cost?.cpu_ms?.server)), 3)} |`;
+    return `| ${label} | ${rs.length} | ${c.length} | ${f(m("bare", "rps"))} | ${f(m("exchange", "rps"))} | ${pct(median(rs.map((r) => r.ratio)))} | ${f(m("exchange", "p50_ms"), 1)} | ${f(m("exchange", "p99_ms"), 1)} | ${f(median(rs.map((r) => r.results.exchange?.cost?.cpu_ms?.server)), 3)} | ${f(median(rs.map((r) => r.results.exchange?.cost?.cpu_ms?.redis)), 3)} | ${f(median(rs.map((r) => r.cpu_vs_limit)), 2)} |`;
   };
   out.push("Broker crashes and what-ifs (a run whose broker process died is discarded and repeated; see \"The broker crashes under load\" below):");
   out.push("");
-  out.push("| configuration | good runs | runs lost to a broker crash | bare req/s | exchange req/s | ratio | exchange p50 ms | p99 ms | broker CPU ms/exchange |");
-  out.push("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+  out.push("| configuration | good runs | runs lost to a broker crash | bare req/s | exchange req/s | ratio | exchange p50 ms | p99 ms | broker CPU ms/exchange | Redis CPU ms/exchange | broker / limit CPU |");
+  out.push("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
   out.push(line("defaults (as above)", ex, ""));
   for (const v of exVariants) out.push(line(`what-if: ${v}`, by("exchange", v), v));
   out.push("");

@@ -13,6 +13,7 @@ import { createKeySet, type KeySet, type KeySource } from "./identity/keyset";
 import { createRedisReplayGuard } from "./identity/replay";
 import { identityRoutes } from "./identity/routes";
 import { createTokenVerifier } from "./identity/verify";
+import { createVerifiedTokenCache } from "./identity/token-cache";
 import { createRedisFactory, type RedisFactory } from "./redis/connect";
 import { createRedisHealth, probeRedis, type RedisErrorKind } from "./redis/health";
 import { createDurability } from "./redis/durability";
@@ -196,6 +197,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     keySets,
     audience: cfg.server.audience,
     replayGuard: createRedisReplayGuard(redis, keys),
+    cache: createVerifiedTokenCache(cfg.identity.token_cache.max_entries),
     now,
   });
   // Workloads and roles reload with the policies (SIGHUP, POST /v1/admin/policy/reload).

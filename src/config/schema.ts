@@ -267,7 +267,14 @@ export const configSchema = z
       }, evenIfInvalid)
       .transform((r) => ({ ...r, url: r.url ?? (r.sentinel || r.cluster ? undefined : "embedded") }))
       .prefault({}),
-    identity: z.strictObject({ issuers: z.array(issuer).min(1) }),
+    identity: z.strictObject({
+      issuers: z.array(issuer).min(1),
+      /**
+       * Verified workload tokens kept in memory, by SHA-256 of the token, so a token presented
+       * again is not verified again (src/identity/token-cache.ts). 0 turns the cache off.
+       */
+      token_cache: z.strictObject({ max_entries: z.number().int().min(0).max(1_000_000).default(10_000) }).prefault({}),
+    }),
     workloads: z.array(workload).default([]),
     roles: z.array(role).default([]),
     backends: z

@@ -47,6 +47,13 @@ export interface KeySet {
   /** Loads the set now (used at start-up and by tests). */
   refresh(): Promise<void>;
   status(): KeySetStatus;
+  /**
+   * Changes whenever a load brings keys different from the ones before (rotation, a key
+   * withdrawn): what was verified under an older generation must be verified again.
+   */
+  generation(): number;
+  /** True when never loaded, or when the periodic refresh is due (the next getKey would refresh). */
+  refreshDue(): boolean;
 }
 
 const PRIVATE_MEMBERS = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"] as const;
@@ -149,6 +156,8 @@ export function createKeySet(opts: KeySetOptions): KeySet {
   let lastAttempt = -Infinity;
   let lastError: string | null = null;
   let inflight: Promise<void> | null = null;
+  let generation = 0;
+  let loadedKeys = "";
 
   function refresh(): Promise<void> {
     if (inflight) return inflight;
@@ -156,6 +165,11 @@ export function createKeySet(opts: KeySetOptions): KeySet {
     inflight = (async () => {
       try {
         const keys = normaliseKeys(await loadDocument(opts.source, timeoutMs), opts.flavour);
+        const text = JSON.stringify(keys);
+        if (text !== loadedKeys) {
+          loadedKeys = text;
+          generation++;
+        }
         local = createLocalJWKSet({ keys });
         keyCount = keys.length;
         loadedAt = now();
@@ -197,6 +211,8 @@ export function createKeySet(opts: KeySetOptions): KeySet {
   return {
     getKey,
     refresh,
+    generation: () => generation,
+    refreshDue: () => local === null || (loadedAt !== null && now() - loadedAt >= opts.refreshMs && now() - lastAttempt >= opts.cooldownMs),
     status: () => ({
       name: opts.name,
       keys: keyCount,

@@ -13,6 +13,7 @@ import { BrokerError, invalidToken } from "../core/errors";
 import type { IssuerConfig } from "../config/schema";
 import type { KeySet } from "./keyset";
 import { parseSpiffeId, spiffeTrustDomainOf } from "./spiffe";
+import type { VerifiedTokenCache } from "./token-cache";
 
 export const MAX_TOKEN_BYTES = 8192;
 
@@ -38,6 +39,8 @@ export interface TokenVerifierOptions {
   keySets: Map<string, KeySet>;
   audience: string;
   replayGuard: ReplayGuard;
+  /** Verified tokens (src/identity/token-cache.ts); none: every token is verified in full. */
+  cache?: VerifiedTokenCache;
   now?: () => number;
 }
 
@@ -119,7 +122,29 @@ export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
     throw invalidToken("unknown_issuer", "token issuer is not trusted by this broker");
   }
 
+  const cache = opts.cache;
+  /** The generation of an issuer's keys, or null while a refresh of them is due (no cache use). */
+  const generationOf = (issuer: string) => {
+    const ks = opts.keySets.get(issuer);
+    return ks && !ks.refreshDue() ? ks.generation() : null;
+  };
+
   async function verify(token: string, use: TokenUse = "workloads"): Promise<Identity> {
+    if (cache && token.length <= MAX_TOKEN_BYTES) {
+      const key = cache.key(token);
+      const hit = cache.get(key, use, now(), generationOf);
+      if (hit) return hit;
+      const identity = await verifyFully(token, use);
+      const issuer = opts.issuers.find((i) => i.name === identity.issuer);
+      const generation = generationOf(identity.issuer);
+      // Never single-use tokens: their jti is claimed on every presentation.
+      if (issuer && !issuer.single_use && generation !== null) cache.set(key, use, identity, generation);
+      return identity;
+    }
+    return verifyFully(token, use);
+  }
+
+  async function verifyFully(token: string, use: TokenUse): Promise<Identity> {
     shapeCheck(token);
     let header: ReturnType<typeof decodeProtectedHeader>;
     let unverified: JWTPayload;

@@ -40,12 +40,16 @@
  */
 import type { Redis } from "ioredis";
 import { storeCall } from "../redis/client";
+import { luaScript, registerScripts, runScript } from "../redis/scripts";
 import type { Keyspace } from "../redis/keys";
 import { type Lease, type LeaseState, type RevocationTrigger, type TaskContext } from "./types";
 
-const CREATE = `
+const CREATE = luaScript<"ok" | "task_completed" | "quota_exceeded" | "exists">(
+  "jitLeaseCreate",
+  `
 -- KEYS: 1 lease, 2 due, 3 all, 4 live:workload, 5 live:role, 6 live:issuer, 7 live:task, 8 task marker
 -- ARGV: 1 quota (0 = none), 2 id, 3 issued_at ms, 4 expires_at ms, 5.. field/value pairs
+-- Output: ok | task_completed | quota_exceeded | exists (nothing written unless ok)
 if redis.call('EXISTS', KEYS[8]) == 1 then return 'task_completed' end
 local quota = tonumber(ARGV[1])
 if quota > 0 and redis.call('SCARD', KEYS[4]) >= quota then return 'quota_exceeded' end
@@ -57,10 +61,14 @@ redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
 for k = 4, 7 do redis.call('SADD', KEYS[k], ARGV[2]) end
 return 'ok'
-`;
+`,
+);
 
-const ACTIVATE = `
+const ACTIVATE = luaScript<LeaseState | "missing" | "reopened">(
+  "jitLeaseActivate",
+  `
 -- KEYS: 1 lease, 2 due.  ARGV: 1 handle JSON, 2 backend_expires_at ms or '', 3 lease id, 4 now ms
+-- Output: active (flipped from issuing) | reopened | missing | the state the lease was in
 -- A lease the worker already finished as "never minted" (its mint outlived worker.mint_timeout)
 -- is reopened as revoking and due now: the credential that did get minted is then revoked with
 -- its handle, retried like any other (I1).
@@ -78,11 +86,15 @@ if had == 0 and (st == 'revoked' or st == 'expired') then
   return 'reopened'
 end
 return st
-`;
+`,
+);
 
-const TRIGGER = `
+const TRIGGER = luaScript<string[]>(
+  "jitLeaseTrigger",
+  `
 -- KEYS: 1 due, 2.. lease keys.  ARGV: 1 trigger, 2 by, 3 reason, 4 now ms, 5 op id or '',
 --       6 only-if-expired ('1': trigger only leases whose expires_at <= now), 7.. lease ids
+-- Output: the ids this call moved to revoking
 -- Moves each live, untriggered lease to 'revoking' (the first trigger wins) and makes it due now.
 local out = {}
 for i = 2, #KEYS do
@@ -102,11 +114,15 @@ for i = 2, #KEYS do
   end
 end
 return out
-`;
+`,
+);
 
-const FINISH = `
+const FINISH = luaScript<"revoked" | "expired" | "unchanged">(
+  "jitLeaseFinish",
+  `
 -- KEYS: 1 lease, 2 due, 3 live:workload, 4 live:role, 5 live:issuer, 6 live:task, 7 op or a dummy, 8 failed
 -- ARGV: 1 id, 2 now ms, 3 retention seconds
+-- Output: revoked | expired | unchanged
 -- Returns the terminal state it set, or 'unchanged' when the lease was not revoking (another
 -- revoker finished it first): only the caller that made the transition records it (I4).
 local st = redis.call('HGET', KEYS[1], 'state')
@@ -125,10 +141,14 @@ if redis.call('HGET', KEYS[1], 'op') then
   if st == 'revoke_failed' then redis.call('HINCRBY', KEYS[7], 'failed', -1) end
 end
 return final
-`;
+`,
+);
 
-const FAIL = `
+const FAIL = luaScript<LeaseState | "missing" | "now_failed">(
+  "jitLeaseFail",
+  `
 -- KEYS: 1 lease, 2 due, 3 op or a dummy, 4 failed.  ARGV: 1 id, 2 error text, 3 fail-after attempts, 4 next attempt ms
+-- Output: now_failed (this attempt made it revoke_failed) | the lease's state | missing
 local st = redis.call('HGET', KEYS[1], 'state')
 if st ~= 'revoking' and st ~= 'revoke_failed' then return st or 'missing' end
 local att = redis.call('HINCRBY', KEYS[1], 'att', 1)
@@ -141,10 +161,14 @@ if st == 'revoking' and att >= tonumber(ARGV[3]) then
   return 'now_failed'
 end
 return st
-`;
+`,
+);
 
-const ADD_CHILD = `
+const ADD_CHILD = luaScript<"ok" | LeaseState | "missing">(
+  "jitLeaseAddChild",
+  `
 -- KEYS: 1 parent lease, 2 parent's kids set.  ARGV: 1 child id, 2 seconds to keep the set
+-- Output: ok | the parent's state when not active | missing
 -- Registers a delegated lease under its parent, only while the parent is active: a parent
 -- triggered later finds the child here (the cascade), one triggered earlier refuses it.
 local st = redis.call('HGET', KEYS[1], 'state')
@@ -154,14 +178,18 @@ redis.call('SADD', KEYS[2], ARGV[1])
 local ttl = redis.call('TTL', KEYS[2])
 if ttl < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[2], ARGV[2]) end
 return 'ok'
-`;
+`,
+);
 
-const COMPLETE_TASK = `
+const COMPLETE_TASK = luaScript<number>(
+  "jitLeaseCompleteTask",
+  `
 -- KEYS: 1 task marker.  ARGV: 1 completion ms, 2 retention seconds
--- Returns 1 if this call completed the task, 0 if it was already completed.
+-- Output: 1 if this call completed the task, 0 if it was already completed.
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end
 return 0
-`;
+`,
+);
 
 export interface NewLease {
   id: string;
@@ -241,6 +269,7 @@ type Selector = "workload" | "role" | "issuer" | "task";
 
 export function createLeaseStore(redis: Redis, keys: Keyspace, opts: LeaseStoreOptions) {
   const now = opts.now ?? Date.now;
+  registerScripts(redis, [CREATE, ACTIVATE, TRIGGER, FINISH, FAIL, ADD_CHILD, COMPLETE_TASK]);
   const k = {
     lease: (id: string) => `${keys.tag}:lease:${id}`,
     due: `${keys.tag}:leases:due`,
@@ -326,22 +355,9 @@ export function createLeaseStore(redis: Redis, keys: Keyspace, opts: LeaseStoreO
     async create(l: NewLease, quota: number): Promise<"ok" | "task_completed" | "quota_exceeded" | "exists"> {
       const fields = newLeaseFields(l);
       const lk = liveKeys({ workload: l.workload, role: l.role, identity: l.identity, task_id: l.task.id });
-      return (await storeCall(() =>
-        redis.eval(
-          CREATE,
-          8,
-          k.lease(l.id),
-          k.due,
-          k.all,
-          ...lk,
-          k.task(l.workload, l.task.id),
-          String(quota),
-          l.id,
-          String(l.issuedAt),
-          String(l.expiresAt),
-          ...Object.entries(fields).flat(),
-        ),
-      )) as "ok" | "task_completed" | "quota_exceeded" | "exists";
+      return storeCall(() =>
+        runScript(redis, CREATE, [k.lease(l.id), k.due, k.all, ...lk, k.task(l.workload, l.task.id)], [String(quota), l.id, String(l.issuedAt), String(l.expiresAt), ...Object.entries(fields).flat()]),
+      );
     },
 
     /**
@@ -366,9 +382,9 @@ export function createLeaseStore(redis: Redis, keys: Keyspace, opts: LeaseStoreO
 
     /** Records the backend handle; flips issuing → active. Returns the state after the call. */
     async activate(id: string, handle: Record<string, string>, backendExpiresAt?: number): Promise<LeaseState | "missing" | "reopened"> {
-      return (await storeCall(() =>
-        redis.eval(ACTIVATE, 2, k.lease(id), k.due, JSON.stringify(handle), backendExpiresAt === undefined ? "" : String(backendExpiresAt), id, String(now())),
-      )) as LeaseState | "missing" | "reopened";
+      return storeCall(() =>
+        runScript(redis, ACTIVATE, [k.lease(id), k.due], [JSON.stringify(handle), backendExpiresAt === undefined ? "" : String(backendExpiresAt), id, String(now())]),
+      );
     },
 
     /**
@@ -377,21 +393,9 @@ export function createLeaseStore(redis: Redis, keys: Keyspace, opts: LeaseStoreO
      */
     async trigger(ids: string[], t: { trigger: RevocationTrigger; by?: string; reason?: string; op?: string; onlyIfExpired?: boolean }): Promise<string[]> {
       if (ids.length === 0) return [];
-      return (await storeCall(() =>
-        redis.eval(
-          TRIGGER,
-          1 + ids.length,
-          k.due,
-          ...ids.map(k.lease),
-          t.trigger,
-          t.by ?? "",
-          t.reason ?? "",
-          String(now()),
-          t.op ?? "",
-          t.onlyIfExpired ? "1" : "0",
-          ...ids,
-        ),
-      )) as string[];
+      return storeCall(() =>
+        runScript(redis, TRIGGER, [k.due, ...ids.map(k.lease)], [t.trigger, t.by ?? "", t.reason ?? "", String(now()), t.op ?? "", t.onlyIfExpired ? "1" : "0", ...ids]),
+      );
     },
 
     /**
@@ -399,9 +403,9 @@ export function createLeaseStore(redis: Redis, keys: Keyspace, opts: LeaseStoreO
      * the lease was in no such state (already finished by a concurrent revoker, or gone).
      */
     async finish(lease: StoredLease): Promise<"revoked" | "expired" | "unchanged"> {
-      return (await storeCall(() =>
-        redis.eval(FINISH, 8, k.lease(lease.id), k.due, ...liveKeys(lease), lease.op ? k.op(lease.op) : k.op("-"), k.failed, lease.id, String(now()), String(opts.retentionSeconds)),
-      )) as "revoked" | "expired" | "unchanged";
+      return storeCall(() =>
+        runScript(redis, FINISH, [k.lease(lease.id), k.due, ...liveKeys(lease), lease.op ? k.op(lease.op) : k.op("-"), k.failed], [lease.id, String(now()), String(opts.retentionSeconds)]),
+      );
     },
 
     /**
@@ -409,9 +413,9 @@ export function createLeaseStore(redis: Redis, keys: Keyspace, opts: LeaseStoreO
      * Returns "now_failed" only to the one caller whose attempt made that transition.
      */
     async fail(lease: StoredLease, error: string, failAfter: number, nextAttemptAt: number): Promise<LeaseState | "missing" | "now_failed"> {
-      return (await storeCall(() =>
-        redis.eval(FAIL, 4, k.lease(lease.id), k.due, lease.op ? k.op(lease.op) : k.op("-"), k.failed, lease.id, error.slice(0, 500), String(failAfter), String(nextAttemptAt)),
-      )) as LeaseState | "missing" | "now_failed";
+      return storeCall(() =>
+        runScript(redis, FAIL, [k.lease(lease.id), k.due, lease.op ? k.op(lease.op) : k.op("-"), k.failed], [lease.id, error.slice(0, 500), String(failAfter), String(nextAttemptAt)]),
+      );
     },
 
     get,
@@ -424,7 +428,7 @@ export function createLeaseStore(redis: Redis, keys: Keyspace, opts: LeaseStoreO
      */
     async addChild(parentId: string, parentExpiresMs: number, childId: string): Promise<"ok" | LeaseState | "missing"> {
       const keep = Math.max(1, Math.ceil((parentExpiresMs - now()) / 1000)) + opts.retentionSeconds;
-      return (await storeCall(() => redis.eval(ADD_CHILD, 2, k.lease(parentId), k.kids(parentId), childId, String(keep)))) as "ok" | LeaseState | "missing";
+      return storeCall(() => runScript(redis, ADD_CHILD, [k.lease(parentId), k.kids(parentId)], [childId, String(keep)]));
     },
 
     /** Ids of the leases delegated from `id` (any state; bounded by quotas and rate limits). */
@@ -442,7 +446,7 @@ export function createLeaseStore(redis: Redis, keys: Keyspace, opts: LeaseStoreO
      * completion that revoked nothing leaves nothing else behind.
      */
     async completeTask(workload: string, taskId: string): Promise<boolean> {
-      const r = await storeCall(() => redis.eval(COMPLETE_TASK, 1, k.task(workload, taskId), String(now()), String(opts.taskRetentionSeconds)));
+      const r = await storeCall(() => runScript(redis, COMPLETE_TASK, [k.task(workload, taskId)], [String(now()), String(opts.taskRetentionSeconds)]));
       return r === 1;
     },
 

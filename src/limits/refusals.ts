@@ -15,16 +15,20 @@ import type { Redis } from "ioredis";
 import { Counter, type Registry } from "prom-client";
 import type { AuditEvent, AuditLedger } from "../audit/ledger";
 import type { Keyspace } from "../redis/keys";
+import { luaScript, registerScripts, runScript } from "../redis/scripts";
 
 export const REFUSAL_SAMPLE_INTERVAL_MS = 60_000;
 
-const SAMPLE = `
+const SAMPLE = luaScript<number>(
+  "jitRefusalSample",
+  `
 -- KEYS: 1 sample counter.  ARGV: 1 interval ms
 -- Output: the refusal's number within the interval (1 = the one to audit).
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return n
-`;
+`,
+);
 
 export interface RefusalSampler {
   /** Counts one refusal of `kind` by `workload`; audits `event` if it is the interval's first. */
@@ -33,6 +37,7 @@ export interface RefusalSampler {
 
 export function createRefusalSampler(redis: Redis, keys: Keyspace, audit: AuditLedger, opts: { registry?: Registry; intervalMs?: number } = {}): RefusalSampler {
   const intervalMs = opts.intervalMs ?? REFUSAL_SAMPLE_INTERVAL_MS;
+  registerScripts(redis, [SAMPLE]);
   const counter = new Counter({
     name: "jitbroker_refusals_total",
     help: "Authorization refusals (policy denials, non-operators on operator routes), by kind; the audit ledger gets one sample per workload and kind per interval",
@@ -43,7 +48,7 @@ export function createRefusalSampler(redis: Redis, keys: Keyspace, audit: AuditL
     async record(workload, kind, event) {
       counter.inc({ kind });
       try {
-        const n = Number(await redis.eval(SAMPLE, 1, keys.refusalSample(kind, workload), String(intervalMs)));
+        const n = Number(await runScript(redis, SAMPLE, [keys.refusalSample(kind, workload)], [String(intervalMs)]));
         if (n !== 1) return;
         await audit.append({ ...event, sampled: true, sample_interval_seconds: Math.round(intervalMs / 1000) });
       } catch {

@@ -301,6 +301,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
         metrics: leaseMetrics,
         logger,
         concurrency: cfg.worker.concurrency,
+        expiryPollMs: cfg.worker.expiry_poll_interval,
         sweepIntervalMs: cfg.worker.sweep_interval,
         graceMs: cfg.worker.sweep_grace,
         mintTimeoutMs: cfg.worker.mint_timeout,

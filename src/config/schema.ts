@@ -299,6 +299,8 @@ export const configSchema = z
         /** `serve --only worker` listens here for /healthz, /readyz and /metrics (no API); absent: no listener. */
         listen: listenSchema.optional(),
         concurrency: z.number().int().min(1).max(1000).default(50),
+        /** How often the worker walks the expiry schedule ({p}:leases:due) for expired leases. */
+        expiry_poll_interval: duration.prefault("50ms"),
         sweep_interval: duration.prefault("250ms"),
         /** How late a due lease may be before the sweeper takes it over from BullMQ. */
         sweep_grace: duration.prefault("250ms"),

@@ -1,14 +1,25 @@
 /**
- * The revocation queue (BullMQ) and its worker, plus the sweeper that is the safety net (I3).
+ * The revocation queue (BullMQ) and its worker, the expiry poller, and the sweeper that is the
+ * safety net (I3).
  *
- * Queue `revocations` under the broker's hash tag (`{p}:revocations:*`, BullMQ's own keys).
- * Jobs (custom ids contain no ':' as BullMQ requires):
- *   x-<lease id>   "expire"  delayed until the lease's expires_at; triggers expiry, then revokes
- *   r-<lease id>   "revoke"  immediate: completion, owner, operator, policy change, failed issue
+ * Expiry is scheduled by the lease itself: `{p}:leases:due` (src/leases/store.ts) holds every
+ * live lease with its expiry as score, written in the same script as the lease. The worker's
+ * poller walks that set every `expiry_poll_interval` (EXPIRE_DUE: expired, untriggered leases
+ * are moved to revoking, in batches of 500) and revokes what it moved; leases whose revocation is
+ * already in flight are passed over, so they never stall it. No per-lease job exists, which is
+ * most of a lease's Redis memory saved (docs/BENCHMARKS.md).
+ *
+ * Queue `revocations` under the broker's hash tag (`{p}:revocations:*`, BullMQ's own keys) for
+ * the revocation work that needs retries and backoff. Jobs (custom ids contain no ':' as BullMQ
+ * requires):
+ *   r-<lease id>   "revoke"  immediate: completion, owner, operator, policy change, failed issue,
+ *                            and every revocation that failed once (the poller hands it over)
  *   b-<op id>      "bulk"    a bulk revocation by selector (task, workload, role, issuer)
+ *   x-<lease id>   "expire"  written by earlier versions (one delayed job per lease); still
+ *                            processed, so leases issued before an upgrade expire on time
  * Failed revocations are retried with capped exponential backoff and jitter, without limit:
  * a revocation is never dropped. The sweeper revokes whatever is due in `{p}:leases:due` and
- * more than `graceMs` late, which covers delayed jobs that fire late or were lost.
+ * more than `graceMs` late, which covers a poller that stopped (its process died) or fell behind.
  */
 import { Queue, Worker, type Job } from "bullmq";
 import type { Redis } from "ioredis";
@@ -42,20 +53,9 @@ export function createRevocationQueue(connection: Redis, prefix: string) {
   queue.on("error", () => undefined);
   return {
     queue,
-    /** The fast path for expiry: a delayed job at the lease's expiry (I1: before the mint). */
-    scheduleExpiry: (leaseId: string, expiresAt: number, now = Date.now()) =>
-      // Minimal options, one per active lease: BullMQ stores them as JSON in the job hash, and
-      // under 64 bytes the hash keeps Redis's compact encoding (the memory budget: docs/ARCHITECTURE.md, Lease record).
-      // No retries here: a failed expiry hands over to a retrying "revoke" job (processLease),
-      // and the worker's removeOnComplete/removeOnFail apply.
-      queue.add("expire", { lease: leaseId }, { jobId: `x-${leaseId}`, delay: Math.max(0, expiresAt - now) }),
     revokeSoon: (leaseIds: string[]) =>
       leaseIds.length === 0 ? Promise.resolve([]) : queue.addBulk(leaseIds.map((id) => ({ name: "revoke", data: { lease: id }, opts: { ...jobOpts, jobId: `r-${id}` } }))),
     bulk: (data: BulkJobData) => queue.add("bulk", data, { ...jobOpts, jobId: `b-${data.op}` }),
-    /** Drops the expiry job of a lease that ended early (saves memory; the job would no-op). */
-    dropExpiry: async (leaseIds: string[]) => {
-      await Promise.all(leaseIds.map((id) => queue.remove(`x-${id}`).catch(() => 0)));
-    },
     close: () => queue.close(),
   };
 }
@@ -73,6 +73,8 @@ export interface WorkerOptions {
   metrics: LeaseMetrics;
   logger: Logger;
   concurrency: number;
+  /** How often the poller walks the expiry schedule (worker.expiry_poll_interval). */
+  expiryPollMs?: number;
   sweepIntervalMs: number;
   graceMs: number;
   /** A lease still `issuing` this long after issue lost its activation (worker.mint_timeout). */
@@ -100,56 +102,66 @@ export function startRevocationWorker(opts: WorkerOptions) {
       const outcome = await opts.revoker.revoke(moved);
       // Leases that failed get their own retrying job; the bulk job moves on (I4).
       await opts.queue.revokeSoon(toRetry(outcome));
-      await opts.queue.dropExpiry(outcome.done);
     }
     await opts.store.updateOp(data.op, { state: "triggered", triggered: String(triggered), finished_at: new Date(now()).toISOString() });
   }
 
   /**
-   * When one expiry job fires, the leases due at the same moment are revoked together, in
-   * batches (one trigger script and one read per 500 leases) instead of one job at a time: a
-   * burst of expiries costs a fraction of the per-job path. `trigger` is first-wins, so a lease
-   * is revoked by exactly one batch or job; the others find it terminal. One batch at a time per
-   * process; concurrent processes take disjoint leases.
+   * The expiry poller: walks the due set from its head (EXPIRE_DUE), triggering expired live
+   * leases 500 at a time, and revokes each batch while it walks on (at most 4 batches in
+   * flight). Entries of leases already triggered are passed over by offset, so a head of
+   * revocations in flight (a slow backend, a bulk revocation) cannot hide an expired lease behind
+   * it. `trigger` is first-wins: processes polling at once take disjoint leases. A revocation that
+   * fails continues as a retrying "revoke" job.
    */
-  let batching = false;
-  async function expireDueBatch(): Promise<void> {
-    if (batching) return;
-    batching = true;
+  const SCAN = 2000;
+  const BATCH = 500;
+  let polling = false;
+  async function pollExpiries(): Promise<number> {
+    if (polling) return 0;
+    polling = true;
+    let moved = 0;
+    const inFlight = new Set<Promise<void>>();
     try {
-      for (let round = 0; round < 20; round++) {
-        const ids = await opts.store.due(now(), 500);
-        if (ids.length === 0) return;
-        const moved = await opts.store.trigger(ids, { trigger: "expiry", onlyIfExpired: true });
-        if (moved.length === 0) return; // the rest are already triggered (their jobs run) or not due
-        const outcome = await opts.revoker.revoke(moved);
-        await opts.queue.revokeSoon(toRetry(outcome));
+      let offset = 0;
+      for (let round = 0; round < 200; round++) {
+        const step = await opts.store.expireDue(now(), offset, SCAN, BATCH);
+        if (step.moved.length > 0) {
+          moved += step.moved.length;
+          const p: Promise<void> = opts.revoker
+            .revoke(step.moved)
+            .then((outcome) => opts.queue.revokeSoon(toRetry(outcome)))
+            .then(
+              () => undefined,
+              (e: unknown) => onError("expiry", e), // the sweeper takes these over after sweep_grace
+            )
+            .finally(() => inFlight.delete(p));
+          inFlight.add(p);
+          if (inFlight.size >= 4) await Promise.race(inFlight);
+        }
+        // The walk reached the end of what is due (fewer entries than asked, none cut short).
+        if (step.scanned < SCAN && step.moved.length < BATCH) break;
+        offset += step.scanned - step.moved.length;
       }
+      await Promise.all(inFlight);
+      opts.onRecovered?.("expiry");
+    } catch (e) {
+      await Promise.all(inFlight);
+      onError("expiry", e);
     } finally {
-      batching = false;
+      polling = false;
     }
+    return moved;
   }
 
   async function processLease(job: Job<{ lease: string }>): Promise<void> {
     const id = job.data.lease;
     if (job.name === "expire") {
-      await expireDueBatch();
-      // Common case first (one round trip): the lease is live and expired, so this moves it.
+      // A delayed job of an earlier version: expire the lease if it is due (else the poller will).
       const moved = await opts.store.trigger([id], { trigger: "expiry", onlyIfExpired: true });
-      if (moved.length === 0) {
-        // Not moved: gone, already triggered or terminal (the revoke below finishes or skips
-        // it), or not expired yet.
-        const lease = await opts.store.get(id);
-        if (!lease) return;
-        if (lease.expires_ms > now() + 1000) {
-          // Fired early (clock skew between hosts): put it back until the real expiry.
-          await opts.queue.scheduleExpiry(id, lease.expires_ms, now());
-          return;
-        }
-      }
+      if (moved.length === 0) return;
     }
     const outcome = await opts.revoker.revoke([id]);
-    if (job.name === "revoke") await opts.queue.dropExpiry(outcome.done);
     // Delegated children revoked with this lease (the cascade) that failed get their own job.
     const others = toRetry(outcome).filter((f) => f !== id);
     if (others.length > 0) await opts.queue.revokeSoon(others);
@@ -203,7 +215,6 @@ export function startRevocationWorker(opts: WorkerOptions) {
         await opts.store.trigger(ids, { trigger: "expiry", onlyIfExpired: true });
         const outcome = await opts.revoker.revoke(ids);
         total += outcome.done.length;
-        await opts.queue.dropExpiry(outcome.done);
         if (outcome.done.length === 0) break; // the rest are failing: their retry time moved on
       }
       if (total > 0) opts.logger.info({ revoked: total }, "sweeper revoked overdue leases");
@@ -219,6 +230,8 @@ export function startRevocationWorker(opts: WorkerOptions) {
   }
   const timer = setInterval(() => void sweep(), opts.sweepIntervalMs);
   timer.unref();
+  const pollTimer = setInterval(() => void pollExpiries(), opts.expiryPollMs ?? 50);
+  pollTimer.unref();
 
   /**
    * I3 after a crash or failover: a lease whose activation was lost stays `issuing` (its
@@ -265,9 +278,11 @@ export function startRevocationWorker(opts: WorkerOptions) {
   return {
     worker,
     sweep,
+    pollExpiries,
     reconcileIssuing,
     async close(): Promise<void> {
       clearInterval(timer);
+      clearInterval(pollTimer);
       clearInterval(reconcileTimer);
       // Running jobs may finish (bounded): a worker whose Redis is gone must still shut down.
       if (!(await within(worker.close(), 10_000))) await within(worker.close(true), 2000);

@@ -2,8 +2,8 @@
  * Credential issuance and revocation triggers: the order of operations that makes I1 hold.
  *
  *   authenticate → workload → task open? → Cedar decision → TTL → lease written (issuing,
- *   with the quota and task checks in the same script) → expiry scheduled → mint → handle
- *   recorded and lease flipped to active → response.
+ *   with the quota and task checks and its expiry schedule entry in the same script) → mint →
+ *   handle recorded and lease flipped to active → response.
  *
  * If anything fails after the mint, what was minted is revoked before the error is answered.
  */
@@ -298,13 +298,8 @@ export function createLeaseService(opts: LeaseServiceOptions) {
         }
       }
 
-      // I1: the revocation is scheduled before anything is minted.
-      try {
-        await opts.queue.scheduleExpiry(id, expiresAt, now());
-      } catch (e) {
-        await store.trigger([id], { trigger: "issue_failed", reason: "could not schedule expiry" }).catch(() => undefined);
-        throw new BrokerError("store_unavailable", "could not schedule the lease's revocation; nothing was issued", { cause: e });
-      }
+      // I1: the revocation was scheduled before anything is minted: `create` wrote the lease into
+      // the expiry schedule ({p}:leases:due, score = expires_at) in the same script as the lease.
 
       let minted: MintResult;
       try {

@@ -7,7 +7,9 @@
  *   {p}:lease:<id>          hash   the lease (fields below); EXPIRE = retention once terminal
  *   {p}:leases:due          zset   live lease ids, score = ms when the lease next needs the worker:
  *                                  its expiry, "now" once a revocation is triggered, or the next
- *                                  retry after a failed revocation. The sweeper walks it.
+ *                                  retry after a failed revocation. It is the expiry schedule:
+ *                                  written with the lease (CREATE), walked by the worker's poller
+ *                                  (EXPIRE_DUE) and, for what is late, by the sweeper.
  *   {p}:leases:all          zset   every lease id by issued_at ms (listing; pruned by retention)
  *   {p}:live:workload:<w>   set    live lease ids of a workload   (quota, bulk revocation)
  *   {p}:live:role:<r>       set    live lease ids of a role
@@ -113,6 +115,39 @@ for i = 2, #KEYS do
     end
   end
 end
+return out
+`,
+);
+
+const EXPIRE_DUE = luaScript<[number, ...string[]]>(
+  "jitLeaseExpireDue",
+  `
+-- KEYS: 1 due.  ARGV: 1 now ms, 2 offset, 3 entries to scan, 4 at most this many to trigger,
+--       5 lease key prefix ({p}:lease:, same hash tag as KEYS[1])
+-- Output: {scanned, id...}: walks the due entries with score <= now from the offset and triggers
+-- (expiry) each live, untriggered lease whose exp <= now, like TRIGGER; entries of leases already
+-- triggered (revocation in flight) are passed over, so they cannot stall the walk. A moved lease's
+-- score becomes now, the end of the range: the next offset is offset + scanned - moved. An entry
+-- without its lease hash is dropped.
+local now = tonumber(ARGV[1])
+local max = tonumber(ARGV[4])
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', ARGV[2], ARGV[3])
+local out = {0}
+local scanned = 0
+for _, id in ipairs(ids) do
+  if #out > max then break end
+  scanned = scanned + 1
+  local key = ARGV[5] .. id
+  local h = redis.call('HMGET', key, 'state', 'exp')
+  if not h[1] then
+    redis.call('ZREM', KEYS[1], id)
+  elseif (h[1] == 'issuing' or h[1] == 'active') and tonumber(h[2]) <= now then
+    redis.call('HSET', key, 'state', 'revoking', 'trig', 'expiry', 'tat', ARGV[1])
+    redis.call('ZADD', KEYS[1], ARGV[1], id)
+    out[#out + 1] = id
+  end
+end
+out[1] = scanned
 return out
 `,
 );
@@ -269,7 +304,7 @@ type Selector = "workload" | "role" | "issuer" | "task";
 
 export function createLeaseStore(redis: Redis, keys: Keyspace, opts: LeaseStoreOptions) {
   const now = opts.now ?? Date.now;
-  registerScripts(redis, [CREATE, ACTIVATE, TRIGGER, FINISH, FAIL, ADD_CHILD, COMPLETE_TASK]);
+  registerScripts(redis, [CREATE, ACTIVATE, TRIGGER, EXPIRE_DUE, FINISH, FAIL, ADD_CHILD, COMPLETE_TASK]);
   const k = {
     lease: (id: string) => `${keys.tag}:lease:${id}`,
     due: `${keys.tag}:leases:due`,
@@ -396,6 +431,16 @@ export function createLeaseStore(redis: Redis, keys: Keyspace, opts: LeaseStoreO
       return storeCall(() =>
         runScript(redis, TRIGGER, [k.due, ...ids.map(k.lease)], [t.trigger, t.by ?? "", t.reason ?? "", String(now()), t.op ?? "", t.onlyIfExpired ? "1" : "0", ...ids]),
       );
+    },
+
+    /**
+     * The expiry schedule's one step (the worker's poller, src/leases/queue.ts): triggers, as
+     * expired, the live leases due by `at` among `scan` due entries from `offset`. Returns how
+     * many entries it walked and the ids it moved (see EXPIRE_DUE for the next offset).
+     */
+    async expireDue(at: number, offset: number, scan: number, max: number): Promise<{ scanned: number; moved: string[] }> {
+      const [scanned, ...moved] = await storeCall(() => runScript(redis, EXPIRE_DUE, [k.due], [String(at), String(offset), String(scan), String(max), k.lease("")]));
+      return { scanned, moved };
     },
 
     /**

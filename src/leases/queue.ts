@@ -114,44 +114,34 @@ export function startRevocationWorker(opts: WorkerOptions) {
    * it. `trigger` is first-wins: processes polling at once take disjoint leases. A revocation that
    * fails continues as a retrying "revoke" job.
    */
-  const SCAN = 2000;
-  const BATCH = 500;
   let polling = false;
   async function pollExpiries(): Promise<number> {
     if (polling) return 0;
     polling = true;
-    let moved = 0;
     const inFlight = new Set<Promise<void>>();
     try {
-      let offset = 0;
-      for (let round = 0; round < 200; round++) {
-        const step = await opts.store.expireDue(now(), offset, SCAN, BATCH);
-        if (step.moved.length > 0) {
-          moved += step.moved.length;
-          const p: Promise<void> = opts.revoker
-            .revoke(step.moved)
-            .then((outcome) => opts.queue.revokeSoon(toRetry(outcome)))
-            .then(
-              () => undefined,
-              (e: unknown) => onError("expiry", e), // the sweeper takes these over after sweep_grace
-            )
-            .finally(() => inFlight.delete(p));
-          inFlight.add(p);
-          if (inFlight.size >= 4) await Promise.race(inFlight);
-        }
-        // The walk reached the end of what is due (fewer entries than asked, none cut short).
-        if (step.scanned < SCAN && step.moved.length < BATCH) break;
-        offset += step.scanned - step.moved.length;
-      }
+      const moved = await walkExpiries(opts.store, now(), async (ids) => {
+        const p: Promise<void> = opts.revoker
+          .revoke(ids)
+          .then((outcome) => opts.queue.revokeSoon(toRetry(outcome)))
+          .then(
+            () => undefined,
+            (e: unknown) => onError("expiry", e), // the sweeper takes these over after sweep_grace
+          )
+          .finally(() => inFlight.delete(p));
+        inFlight.add(p);
+        if (inFlight.size >= 4) await Promise.race(inFlight);
+      });
       await Promise.all(inFlight);
       opts.onRecovered?.("expiry");
+      return moved;
     } catch (e) {
       await Promise.all(inFlight);
       onError("expiry", e);
+      return 0;
     } finally {
       polling = false;
     }
-    return moved;
   }
 
   async function processLease(job: Job<{ lease: string }>): Promise<void> {
@@ -293,6 +283,34 @@ export function startRevocationWorker(opts: WorkerOptions) {
 }
 
 export type RevocationWorker = ReturnType<typeof startRevocationWorker>;
+
+/**
+ * One walk of the expiry schedule at time `at`: EXPIRE_DUE from the head of the due set, `scan`
+ * entries per step, each step triggering at most `batch` expired live leases, handed to
+ * `onMoved` (awaited: it applies the back-pressure). Entries of leases already triggered stay in
+ * place and are stepped over by offset; moved leases go to the end of the range (score `at`).
+ * Stops at the end of what is due, or after `maxSteps`. Returns how many leases it moved.
+ */
+export async function walkExpiries(
+  store: Pick<LeaseStore, "expireDue">,
+  at: number,
+  onMoved: (ids: string[]) => Promise<void>,
+  { scan = 2000, batch = 500, maxSteps = 200 }: { scan?: number; batch?: number; maxSteps?: number } = {},
+): Promise<number> {
+  let offset = 0;
+  let moved = 0;
+  for (let step = 0; step < maxSteps; step++) {
+    const r = await store.expireDue(at, offset, scan, batch);
+    if (r.moved.length > 0) {
+      moved += r.moved.length;
+      await onMoved(r.moved);
+    }
+    // The end of what is due: fewer entries than asked, and none left unwalked for the batch cap.
+    if (r.scanned < scan && r.moved.length < batch) break;
+    offset += r.scanned - r.moved.length;
+  }
+  return moved;
+}
 
 /** Resolves true when `p` settles within `ms`, false otherwise (never rejects). */
 export async function within(p: Promise<unknown>, ms: number): Promise<boolean> {

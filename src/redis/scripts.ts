@@ -1,6 +1,6 @@
 /**
- * Lua scripts, registered once per connection and called by their SHA1 (docs/ARCHITECTURE.md,
- * Redis key layout). Each feature declares its scripts with `luaScript` next to the keys they
+ * Lua scripts, registered once per connection and called by their SHA1
+ * (docs/ARCHITECTURE.md, Redis key layout). Each feature declares its scripts with `luaScript` next to the keys they
  * touch; the feature's constructor registers them on its connection with `registerScripts`
  * before any traffic, and calls them with `runScript` (or `queueScript` inside a pipeline/MULTI).
  *

@@ -19,6 +19,8 @@
  * The load generator shares the machine's cores with the broker and Redis.
  *
  * The report's main figure is broker CPU / limit CPU per exchange, both measured in this run.
+ * --before DIR: also run the broker of another build (DIR = its dist/, e.g. main before a change)
+ * on the same Redis (its own prefix) as target `before`, measured right after `exchange`.
  * --repeat-tokens: each client sends the same workload token every time (the verified-token
  * cache hits); by default each exchange carries a token signed for it (a cache never hits).
  *
@@ -42,6 +44,8 @@ const WARMUP = Number(args.warmup ?? 2) * 1000;
 const CONCURRENCY = Number(args.concurrency ?? 50);
 const TARGETS = (args.targets ?? "bare,limit,whoami,exchange").split(",");
 const REPEAT_TOKENS = args["repeat-tokens"] === true;
+const BEFORE = typeof args.before === "string" ? require("node:path").resolve(args.before) : null;
+if (BEFORE && !TARGETS.includes("before")) TARGETS.splice(TARGETS.indexOf("exchange") + 1, 0, "before");
 const LOG_LEVEL = args["log-level"]; // optional: e.g. warn, to measure the cost of info logging
 // Optional: run the broker with V8's TurboFan inlining off (a mitigation for the V8 crash, see
 // docs/BENCHMARKS.md).
@@ -134,10 +138,17 @@ async function main() {
   let broker;
   let bare;
   let limit;
+  let before;
   try {
     broker = await L.spawnBroker(dir, cfg, { logLevel: LOG_LEVEL, nodeArgs: BROKER_NODE_ARGS });
     bare = await L.spawnBare(await L.freePort());
     limit = TARGETS.includes("limit") ? await L.spawnLimit(await L.freePort(), dir, cfg, issuer) : null;
+    if (BEFORE) {
+      const bdir = L.tmpdir("exchange-before");
+      const bport = await L.freePort();
+      const bcfg = { ...cfg, server: { ...cfg.server, listen: `127.0.0.1:${bport}`, public_url: `http://127.0.0.1:${bport}` }, redis: { ...cfg.redis, prefix: `${cfg.redis.prefix}b` } };
+      before = await L.spawnBroker(bdir, bcfg, { logLevel: LOG_LEVEL, nodeArgs: BROKER_NODE_ARGS, dist: BEFORE });
+    }
     const tokens = await Promise.all(Array.from({ length: CONCURRENCY }, (_, i) => issuer.token(L.agentId(i % L.AGENTS))));
     // Without --repeat-tokens, exchanges cycle through a pool of distinct tokens larger than the
     // broker's verified-token cache (identity.token_cache.max_entries, default 10,000): a cyclic
@@ -171,6 +182,11 @@ async function main() {
           const payload = bodyFor(lane, seq);
           return { method: "POST", path: "/v1/credentials", headers: json(lane, payload, seq), payload };
         }, 201, watchBroker),
+      before: () =>
+        load("before", before.url, (lane, seq) => {
+          const payload = bodyFor(lane, seq);
+          return { method: "POST", path: "/v1/credentials", headers: json(lane, payload, seq), payload };
+        }, 201, { procs: { server: before.pid, ...procs }, redisPort: redis.port }),
     };
     const results = {};
     for (const t of TARGETS) {
@@ -183,6 +199,9 @@ async function main() {
     // Issue 17's yardstick: broker CPU per exchange over the limit server's, same run.
     const cpu = (t) => results[t]?.cost?.cpu_ms?.server;
     if (results.limit && results.exchange) out.cpu_vs_limit = cpu("exchange") / cpu("limit");
+    if (results.limit && results.before) out.before_cpu_vs_limit = cpu("before") / cpu("limit");
+    if (results.before && results.exchange) out.cpu_vs_before = cpu("exchange") / cpu("before");
+    if (results.before) process.stderr.write(`broker CPU after / before: ${out.cpu_vs_before?.toFixed(2)}; before / limit ${out.before_cpu_vs_limit?.toFixed(2)}; Redis CPU before ${results.before.cost?.cpu_ms?.redis?.toFixed(3)} ms\n`);
     if (results.limit) process.stderr.write(`broker CPU / limit CPU per exchange: ${out.cpu_vs_limit?.toFixed(2)}; Redis CPU per exchange ${results.exchange?.cost?.cpu_ms?.redis?.toFixed(3)} ms (limit ${results.limit.cost?.cpu_ms?.redis?.toFixed(3)})\n`);
     if (broker.crashed()) {
       // The numbers of a run whose broker died are meaningless: say so, and fail the run.
@@ -195,6 +214,7 @@ async function main() {
     await broker?.stop();
     await bare?.stop();
     await limit?.stop();
+    await before?.stop();
     await redis.stop();
     require("node:fs").rmSync(dir, { recursive: true, force: true });
   }

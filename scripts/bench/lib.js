@@ -142,14 +142,15 @@ async function waitHttp(url, timeoutMs = 30_000) {
 /**
  * `jitbroker serve --config <file>` as a child process; its log (pino, level info as in
  * production) goes to `<dir>/broker.log`. Set BENCH_CPU_PROF=<dir> to profile it (--cpu-prof).
- * `nodeArgs`: extra V8/Node flags for the broker process (e.g. --cpu-prof).
+ * `nodeArgs`: extra V8/Node flags for the broker process (e.g. --cpu-prof). `dist`: another build
+ * to run (default DIST), e.g. the one before a change, to measure both side by side.
  */
-async function spawnBroker(dir, cfg, { logLevel, nodeArgs: extraNodeArgs = [] } = {}) {
+async function spawnBroker(dir, cfg, { logLevel, nodeArgs: extraNodeArgs = [], dist: distDir = DIST } = {}) {
   const file = writeConfig(dir, cfg);
   const log = fs.openSync(path.join(dir, "broker.log"), "a");
   const nodeArgs = [...extraNodeArgs];
   if (process.env.BENCH_CPU_PROF) nodeArgs.push("--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`);
-  const child = spawn(process.execPath, [...nodeArgs, path.join(DIST, "cli/main.js"), "serve", "--config", file], {
+  const child = spawn(process.execPath, [...nodeArgs, path.join(distDir, "cli/main.js"), "serve", "--config", file], {
     stdio: ["ignore", log, log],
     env: childEnv(logLevel ? { JITBROKER_LOG_LEVEL: logLevel } : {}),
   });

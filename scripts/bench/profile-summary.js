@@ -6,6 +6,9 @@
  *
  * Usage: node scripts/bench/profile-summary.js FILE.cpuprofile [--top 30] [--inclusive issue,verify]
  *        [--top-inclusive 60] [--last MS (only the last MS milliseconds of the profile)]
+ *        [--parts (self time by part of an exchange: HTTP, verify, Cedar, sign, Redis, audit,
+ *        logging, GC, ...; jose's time is split into verify and sign by the caller on the stack)]
+ *        [--per N (also print each part as ms per exchange, N = exchanges in the profile)]
  */
 const fs = require("node:fs");
 
@@ -104,4 +107,44 @@ if (argv.includes("--top-inclusive")) {
   }
   console.log("\ntop functions (inclusive):");
   for (const [f, t] of [...incl].sort((a, b) => b[1] - a[1]).slice(0, Number(opt("top-inclusive", 60)) || 60)) console.log(`  ${pct(t).padStart(6)}  ${f}`);
+}
+
+// Parts of an exchange: each sample's self time goes to one part, by its frame's package / file,
+// or for jose (used to verify and to sign) by which of jwtVerify / SignJWT is on the stack.
+if (argv.includes("--parts")) {
+  const onStack = (id, names) => {
+    let cur = id;
+    while (cur !== undefined) {
+      const cf = byId.get(cur).callFrame;
+      if (names.includes(cf.functionName) || names.some((n) => cf.url.includes(n))) return true;
+      cur = parent.get(cur);
+    }
+    return false;
+  };
+  const partOf = (id) => {
+    const cf = byId.get(id).callFrame;
+    const b = bucket(cf.url, cf.functionName || "(anonymous)");
+    if (b === "(garbage collector)") return "GC";
+    if (b === "(idle)" || b === "(program)") return b;
+    if (b === "jose" || b.startsWith("node:crypto") || /crypto/.test(b)) return onStack(id, ["jwtVerify", "verify"]) && !onStack(id, ["sign", "SignJWT"]) ? "verify (jose)" : onStack(id, ["mint", "sign"]) ? "sign (jose)" : "jose/crypto (other)";
+    if (b.startsWith("@cedar-policy") || b.includes("dist/policy/")) return "Cedar (policy engine)";
+    if (b === "ioredis" || b === "bullmq" || b === "redis-parser" || b === "rate-limiter-flexible" || b === "cluster-key-slot" || b === "denque" || b.includes("dist/redis/")) return "Redis client (ioredis, BullMQ, limiter)";
+    if (b.includes("dist/audit/")) return "audit ledger";
+    if (b === "pino" || b.startsWith("pino") || b === "sonic-boom" || b === "fast-redact" || b.includes("dist/core/logger")) return "logging (pino)";
+    if (["express", "router", "body-parser", "raw-body", "finalhandler", "send", "qs", "on-finished", "type-is", "content-type", "iconv-lite", "http-errors", "path-to-regexp", "accepts", "negotiator", "media-typer", "mime-types", "statuses", "encodeurl", "etag", "fresh", "proxy-addr", "depd", "debug", "parseurl", "cookie", "vary", "merge-descriptors"].includes(b) || b.startsWith("node:_http") || b.startsWith("node:http") || b.startsWith("node:net") || b.startsWith("node:stream") || b.startsWith("node:internal/streams") || b.includes("dist/http/")) return "HTTP (node, express, middleware)";
+    if (b === "zod" || b.includes("dist/leases/routes") || b.includes("dist/leases/ttl")) return "request validation (zod)";
+    if (b === "prom-client" || b.includes("metrics")) return "metrics (prom-client)";
+    if (b.includes("dist/leases/") || b.includes("dist/identity/") || b.includes("dist/backends/")) return "broker code (leases, identity, backends)";
+    if (b === "(native/builtin)") return "builtins (JSON, strings, ...)";
+    return `other: ${b}`;
+  };
+  const parts = new Map();
+  for (const [id, t] of self) parts.set(partOf(id), (parts.get(partOf(id)) ?? 0) + t);
+  const busy = [...parts].filter(([p]) => p !== "(idle)" && p !== "(program)").reduce((a, [, t]) => a + t, 0);
+  const per = Number(opt("per", 0));
+  console.log(`\nself time by part (share of busy time${per ? `; ms per exchange over ${per} exchanges` : ""}):`);
+  for (const [p, t] of [...parts].sort((a, b) => b[1] - a[1])) {
+    if (p === "(idle)") continue;
+    console.log(`  ${((100 * t) / busy).toFixed(1).padStart(5)}%  ${per ? `${(t / 1000 / per).toFixed(3).padStart(6)} ms  ` : ""}${p}`);
+  }
 }

@@ -36,7 +36,7 @@ async function main() {
     if (LISTPACK_VALUE) await rc.config("SET", "hash-max-listpack-value", String(LISTPACK_VALUE));
     // Leases are issued by short-lived helper processes (create-leases.js): when they have
     // exited, the only client connected to Redis is this one.
-    const create = (n, prefix, ids) => L.createLeasesChunked(dir, cfg, { n, chunk: 5000, parallel: 1, ids, args: ["--spread", "--task-prefix", prefix, "--ttl-ms", "600000", "--concurrency", "32"] });
+    const create = (n, prefix, ids) => L.createLeasesChunked(dir, cfg, { n, chunk: 5000, parallel: 1, ids, args: ["--spread", "--task-prefix", prefix, "--ttl-ms", "600000", "--concurrency", String(opt("create-concurrency", 32))] });
     await create(WARMUP, "warm", false);
 
     const tag = `{${cfg.redis.prefix}}`;

@@ -127,7 +127,7 @@ if (argv.includes("--parts")) {
     if (b === "(garbage collector)") return "GC";
     if (b === "(idle)" || b === "(program)") return b;
     if (b === "jose" || b.startsWith("node:crypto") || /crypto/.test(b)) return onStack(id, ["jwtVerify", "verify"]) && !onStack(id, ["sign", "SignJWT"]) ? "verify (jose)" : onStack(id, ["mint", "sign"]) ? "sign (jose)" : "jose/crypto (other)";
-    if (b.startsWith("@cedar-policy") || b.includes("dist/policy/")) return "Cedar (policy engine)";
+    if (b.startsWith("@cedar-policy") || b.includes("dist/policy/") || b.startsWith("wasm://")) return "Cedar (policy engine, wasm)";
     if (b === "ioredis" || b === "bullmq" || b === "redis-parser" || b === "rate-limiter-flexible" || b === "cluster-key-slot" || b === "denque" || b.includes("dist/redis/")) return "Redis client (ioredis, BullMQ, limiter)";
     if (b.includes("dist/audit/")) return "audit ledger";
     if (b === "pino" || b.startsWith("pino") || b === "sonic-boom" || b === "fast-redact" || b.includes("dist/core/logger")) return "logging (pino)";
@@ -143,8 +143,15 @@ if (argv.includes("--parts")) {
   const busy = [...parts].filter(([p]) => p !== "(idle)" && p !== "(program)").reduce((a, [, t]) => a + t, 0);
   const per = Number(opt("per", 0));
   console.log(`\nself time by part (share of busy time${per ? `; ms per exchange over ${per} exchanges` : ""}):`);
+  let rest = 0;
   for (const [p, t] of [...parts].sort((a, b) => b[1] - a[1])) {
     if (p === "(idle)") continue;
+    if (p.startsWith("other: ") && t < busy * 0.01) {
+      rest += t;
+      continue;
+    }
     console.log(`  ${((100 * t) / busy).toFixed(1).padStart(5)}%  ${per ? `${(t / 1000 / per).toFixed(3).padStart(6)} ms  ` : ""}${p}`);
   }
+  console.log(`  ${((100 * rest) / busy).toFixed(1).padStart(5)}%  ${per ? `${(rest / 1000 / per).toFixed(3).padStart(6)} ms  ` : ""}other (each under 1 %)`);
+  console.log(`  busy: ${(busy / 1e6).toFixed(2)} s`);
 }

@@ -57,7 +57,7 @@ import { createRefusalSampler } from "./limits/refusals";
 import { repeat } from "./core/repeat";
 import { mountConsole } from "./console/mount";
 import { createTokenExchange } from "./oauth/exchange";
-import { createIntrospector } from "./oauth/introspect";
+import { createIntrospector, introspectionRoutes } from "./oauth/introspect";
 import { mountOAuthRoutes } from "./oauth/routes";
 
 export interface BrokerOptions {
@@ -417,13 +417,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     app.use("/v1", authenticate(verifier, workloads, metrics));
     app.use(limitWrites(limiter, cfg.limits.requests_per_minute));
     app.use(identityRoutes());
-    mount(app, TOKENS_API.introspect, requireJsonObject, async (req, res) => {
-      // RFC 7662: any authenticated workload (a resource server) may introspect a broker token.
-      const { token, resource } = req.body as { token?: unknown; resource?: unknown };
-      if (typeof token !== "string" || token.length === 0) throw new BrokerError("invalid_request", "token: required string");
-      if (resource !== undefined && (typeof resource !== "string" || resource.length === 0 || resource.length > 2048)) throw new BrokerError("invalid_request", "resource: optional string (RFC 8707)");
-      res.json(await introspect(token, resource));
-    });
+    app.use(introspectionRoutes(introspect));
     mount(app, OPERATIONS_API.operatorReadiness, async (req, res) => {
       requireOperator(req.auth!, "admin_read", { policy: () => policyEngine, metrics: leaseMetrics, timeZone: cfg.policy.timezone, now });
       const r = await readiness();

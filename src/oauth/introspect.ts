@@ -11,6 +11,11 @@
  */
 import type { JwtBackend } from "../backends/jwt/backend";
 import type { LeaseStore } from "../leases/store";
+import { Router } from "express";
+import { BrokerError } from "../core/errors";
+import { requireJsonObject } from "../http/app";
+import { mount } from "../http/api";
+import { TOKENS_API } from "./api";
 
 export type Introspection = { active: false } | ({ active: true } & Record<string, unknown>);
 
@@ -47,4 +52,16 @@ export function createIntrospector(deps: { jwt: JwtBackend; store: LeaseStore; n
       ...(lease.on_behalf_of ? { on_behalf_of: lease.on_behalf_of } : {}),
     };
   };
+}
+
+/** `POST /v1/introspect` (mounted after authentication): RFC 7662 for any authenticated workload (a resource server). */
+export function introspectionRoutes(introspect: ReturnType<typeof createIntrospector>): Router {
+  const r = Router();
+  mount(r, TOKENS_API.introspect, requireJsonObject, async (req, res) => {
+    const { token, resource } = req.body as { token?: unknown; resource?: unknown };
+    if (typeof token !== "string" || token.length === 0) throw new BrokerError("invalid_request", "token: required string");
+    if (resource !== undefined && (typeof resource !== "string" || resource.length === 0 || resource.length > 2048)) throw new BrokerError("invalid_request", "resource: optional string (RFC 8707)");
+    res.json(await introspect(token, resource));
+  });
+  return r;
 }

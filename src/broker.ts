@@ -22,7 +22,8 @@ import { createKeyspace } from "./redis/keys";
 import { createAuditLedger, type AuditLedger } from "./audit/ledger";
 import { loadOrCreateAuditKey } from "./audit/key";
 import { createAuditMetrics } from "./audit/metrics";
-import { createAuditSinks, type SinkStatus } from "./audit/sinks";
+import { createAuditSinks, sinkName, type SinkStatus } from "./audit/sinks";
+import { createAuditBacklog, createAuditTrimmer, type BacklogStatus } from "./audit/retention";
 import { createJwtBackend, type JwtBackend } from "./backends/jwt/backend";
 import { loadOrCreateSigningKeys, type SigningKeys } from "./backends/jwt/keys";
 import { openidConfiguration } from "./backends/jwt/oidc";
@@ -85,7 +86,7 @@ export interface Readiness {
    * not writable from here (readonly, moved, clusterdown, timeout, durability, ...), named in
    * redis_error (I10).
    */
-  checks: { redis: "ok" | "unreachable" | Exclude<RedisErrorKind, "refused" | "not_connected">; redis_error?: string; issuers: ReturnType<KeySet["status"]>[]; backends: ({ name: string } & BackendStatus)[]; audit_sinks?: SinkStatus[] };
+  checks: { redis: "ok" | "unreachable" | Exclude<RedisErrorKind, "refused" | "not_connected">; redis_error?: string; issuers: ReturnType<KeySet["status"]>[]; backends: ({ name: string } & BackendStatus)[]; audit_sinks?: SinkStatus[]; audit_backlog?: BacklogStatus };
 }
 
 export interface Broker {
@@ -218,6 +219,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     metrics: createAuditMetrics(metrics.registry),
     streamKey: keys.audit,
     headKey: keys.auditHead,
+    anchorKey: keys.auditAnchor,
     leaseIndexPrefix: keys.auditLeasePrefix,
     leaseIndexTtlSeconds: Math.ceil(cfg.leases.retention / 1000),
     // A lease's event ids live in its own record (field "ev"), and expire with it.
@@ -266,6 +268,9 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
   const memory = parts.api
     ? createMemoryWatch(redis, { maxUse: cfg.redis.max_memory_use ?? DEFAULT_MAX_MEMORY_USE, logger, registry: metrics.registry })
     : null;
+  // The hard bound of the audit store (I9): only the API issues, so only it watches the backlog.
+  const auditSinkNames = cfg.audit.sinks.map(sinkName);
+  const auditBacklog = parts.api && auditSinkNames.length > 0 ? createAuditBacklog(redis, keys, { sinks: auditSinkNames, max: cfg.audit.max_backlog, logger, registry: metrics.registry }) : null;
   const service = createLeaseService({
     store,
     queue,
@@ -283,6 +288,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     limiter,
     requestsPerMinute: cfg.limits.requests_per_minute,
     ...(memory ? { memory } : {}),
+    ...(auditBacklog ? { auditBacklog } : {}),
     refusals,
     timeZone: cfg.policy.timezone,
     durability,
@@ -311,6 +317,8 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
   // Audit events leave Redis for the sinks from worker processes (one deliverer per sink at a time).
   const auditSinks = parts.worker && cfg.audit.sinks.length > 0 ? createAuditSinks(redis, keys, { sinks: cfg.audit.sinks, logger, registry: metrics.registry, now }) : null;
   auditSinks?.start();
+  // Events past audit.retention that every sink confirmed leave Redis (src/audit/retention.ts).
+  const auditTrimmer = parts.worker ? createAuditTrimmer(redis, keys, { key: auditKey, retentionMs: cfg.audit.retention, sinks: auditSinkNames, logger, registry: metrics.registry, now }) : null;
   // Approval requests past their window expire (and are audited) in the worker process.
   const approvalExpiry = parts.worker
     ? repeat(
@@ -356,6 +364,8 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
         backends: backendChecks,
         // A failing sink does not make the broker unready: events wait in Redis.
         ...(auditSinks ? { audit_sinks: auditSinks.status() } : {}),
+        // At the hard bound new issuance is refused, but the broker stays ready: it still revokes (I9).
+        ...(auditBacklog ? { audit_backlog: auditBacklog.status() } : {}),
       },
     };
   }
@@ -423,7 +433,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
       const r = await readiness();
       res.json({ status: r.ready ? "ready" : "unavailable", ...r.checks });
     });
-    const leaseRouter = leaseRoutes({ service, store, audit, policy: () => policyEngine, metrics: leaseMetrics, timeZone: cfg.policy.timezone });
+    const leaseRouter = leaseRoutes({ service, store, audit, auditSinks: auditSinkNames, policy: () => policyEngine, metrics: leaseMetrics, timeZone: cfg.policy.timezone });
     app.use(leaseRouter);
     app.use(policyRoutes({ reload: reloadAll, policy: () => policyEngine, metrics: leaseMetrics, timeZone: cfg.policy.timezone, now, waitMs: opts.reloadWaitMs ?? 20_000 }));
     const approvalRouter = approvalRoutes({
@@ -525,6 +535,8 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
         clearTimeout(grace);
         policyReloader.close();
         memory?.stop();
+        auditBacklog?.stop();
+        auditTrimmer?.stop();
         approvalExpiry?.stop();
         // Each step is bounded: a broker whose Redis is gone (or mid-failover) still shuts down.
         await within(auditSinks?.close() ?? Promise.resolve(), 5000);
@@ -550,6 +562,7 @@ function publicChecks(c: Readiness["checks"]) {
     backends: c.backends,
     // States only: a sink's last error (it may name its URL) is for operators (GET /v1/admin/readiness).
     ...(c.audit_sinks ? { audit_sinks: c.audit_sinks.map(({ last_error: _e, ...s }) => s) } : {}),
+    ...(c.audit_backlog ? { audit_backlog: c.audit_backlog } : {}),
   };
 }
 

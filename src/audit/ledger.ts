@@ -11,7 +11,14 @@
  *                            p = h of the previous entry ("0" x 64 for the first event)
  *                            m = "1" (a keyed link; entries written before the key have no m and
  *                                h = sha256hex(p + "\n" + e): see src/audit/chain.ts)
- *                          Entry ids are assigned by the ledger (see "ids" below). No TTL.
+ *                            n = the entry's ordinal: the stream's entries-added counter (XINFO
+ *                                STREAM, Redis 7) once it is in. Bookkeeping only, outside the
+ *                                link: events some sink has not confirmed = entries-added - n of
+ *                                its position (src/audit/retention.ts). Absent on older entries.
+ *                          Entry ids are assigned by the ledger (see "ids" below). No TTL:
+ *                          retention trims the oldest entries (src/audit/retention.ts).
+ *   {p}:audit:anchor       string (`opts.anchorKey`): the trim anchor, the mark "v1 <seq> <link>
+ *                          <mac>" of the newest entry retention removed (written by retention).
  *   {p}:audit:head         string (`opts.headKey`): the head mark "v1 <seq> <link> <mac>" of the
  *                          last entry (a bare 64-hex hash on a chain not yet keyed). No TTL.
  *   {p}:audit:lease:<id>   list (`opts.leaseIndexPrefix` + lease id, so the prefix includes the
@@ -48,6 +55,7 @@ import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { BrokerError } from "../core/errors";
 import {
+  compareSeq,
   createChainChecker,
   formatMark,
   GENESIS_HASH,
@@ -110,6 +118,11 @@ export interface AuditLedger<E extends LedgerEvent = AuditEvent> {
   /** The lease's events in chain order, the first `limit` (default 1000). */
   byLease(leaseId: string, limit?: number): Promise<StoredAuditEvent[]>;
   /**
+   * Like `byLease`, and how many of the lease's events retention removed (their seq is at or
+   * before the trim anchor), and how many are gone without retention (deleted: tampering).
+   */
+  leaseHistory(leaseId: string, limit?: number): Promise<LeaseEvents>;
+  /**
    * Events in chain order from `from` (a stream id, inclusive; prefix it with "(" to make it
    * exclusive, as when paging on from the last seq seen; default "-"), at most `count` (default 100,
    * max 10000).
@@ -121,6 +134,16 @@ export interface AuditLedger<E extends LedgerEvent = AuditEvent> {
   close(): Promise<void>;
 }
 
+export interface LeaseEvents {
+  events: StoredAuditEvent[];
+  /** Events of the lease that retention removed from Redis (they are in the sinks). */
+  trimmed: number;
+  /** The trim anchor's seq (the newest event removed), when any of the lease's events were trimmed. */
+  trimmedThrough?: string;
+  /** Events of the lease the index names that are neither in the stream nor trimmed (deleted). */
+  missing: number;
+}
+
 export interface AuditLedgerOptions {
   /** The chain's MAC key (kept outside Redis). */
   key: AuditKey;
@@ -128,6 +151,8 @@ export interface AuditLedgerOptions {
   headKey: string;
   /** Lease index key = leaseIndexPrefix + lease id (e.g. `{jit}:audit:lease:`). */
   leaseIndexPrefix: string;
+  /** The trim anchor (src/audit/retention.ts); lets `leaseHistory` tell trimmed events from deleted ones. */
+  anchorKey?: string;
   /** TTL of a lease's index; should match the lease record's retention. */
   leaseIndexTtlSeconds: number;
   logger?: Logger;
@@ -298,11 +323,16 @@ function parseId(id: string): { ms: number; seq: number } {
 
 /** `last-generated-id` out of an XINFO STREAM reply (a flat name/value array). */
 function lastGeneratedId(info: unknown): string {
-  if (!Array.isArray(info)) return "0-0";
+  return infoField(info, "last-generated-id") ?? "0-0";
+}
+
+/** One field of an XINFO STREAM reply, as a string (undefined when absent). */
+export function infoField(info: unknown, name: string): string | undefined {
+  if (!Array.isArray(info)) return undefined;
   for (let i = 0; i + 1 < info.length; i += 2) {
-    if (info[i] === "last-generated-id") return String(info[i + 1]);
+    if (info[i] === name) return info[i + 1] === null || info[i + 1] === undefined ? undefined : String(info[i + 1]);
   }
-  return "0-0";
+  return undefined;
 }
 
 function waitReady(conn: Redis, timeoutMs: number): Promise<void> {
@@ -384,10 +414,14 @@ export function createAuditLedger<E extends LedgerEvent = AuditEvent>(redis: Red
     if (headRes?.[0]) throw headRes[0];
     const prevHead = parseHeadForAppend(opts.key, (headRes?.[1] as string | null) ?? null);
     let last = { ms: 0, seq: 0 };
+    // The stream's entries-added counter (Redis 7): each entry's ordinal `n` continues it.
+    let ordinal: number | undefined = 0;
     if (infoRes?.[0]) {
       if (!/no such key/i.test(infoRes[0].message)) throw infoRes[0];
     } else {
       last = parseId(lastGeneratedId(infoRes?.[1]));
+      const added = infoField(infoRes?.[1], "entries-added");
+      ordinal = added !== undefined && /^\d+$/.test(added) ? Number(added) : undefined;
     }
 
     let prev = prevHead.link;
@@ -406,7 +440,8 @@ export function createAuditLedger<E extends LedgerEvent = AuditEvent>(redis: Red
     };
     const add = (id: string, e: string): string => {
       const hash = keyedLink(opts.key, prev, id, e);
-      multi.xadd(streamKey, id, "e", e, "h", hash, "p", prev, "m", KEYED_MARKER);
+      if (ordinal === undefined) multi.xadd(streamKey, id, "e", e, "h", hash, "p", prev, "m", KEYED_MARKER);
+      else multi.xadd(streamKey, id, "e", e, "h", hash, "p", prev, "m", KEYED_MARKER, "n", String((ordinal += 1)));
       return hash;
     };
     if (prevHead.legacy) {
@@ -615,6 +650,33 @@ export function createAuditLedger<E extends LedgerEvent = AuditEvent>(redis: Red
       }
     },
 
+    async leaseHistory(leaseId, limit = 1000) {
+      if (!Number.isInteger(limit) || limit < 1) throw new BrokerError("invalid_request", "limit must be a positive integer");
+      try {
+        const [idsRaw, anchorText] = await Promise.all([
+          opts.leaseIndexField
+            ? redis.hget(opts.leaseIndexField.hashKey(leaseId), opts.leaseIndexField.field).then((v) => (v ?? "").split(" ").filter(Boolean).slice(0, limit))
+            : redis.lrange(leaseIndexPrefix + leaseId, 0, limit - 1),
+          opts.anchorKey ? redis.get(opts.anchorKey) : Promise.resolve(null),
+        ]);
+        const ids = idsRaw.filter((id) => STREAM_ID.test(id));
+        const events = await readEntries(ids);
+        const anchor = anchorText === null ? undefined : parseMark(opts.key, "anchor", anchorText);
+        const anchorSeq = anchor?.kind === "keyed" ? anchor.seq : undefined;
+        const found = new Set(events.map((e) => e.seq));
+        let trimmed = 0;
+        let missing = 0;
+        for (const id of ids) {
+          if (found.has(id)) continue;
+          if (anchorSeq !== undefined && compareSeq(id, anchorSeq) <= 0) trimmed += 1;
+          else missing += 1;
+        }
+        return { events, trimmed, ...(trimmed > 0 && anchorSeq !== undefined ? { trimmedThrough: anchorSeq } : {}), missing };
+      } catch (e) {
+        throw storeError(e, "read the lease history");
+      }
+    },
+
     async range(o) {
       return (await rawRange(o)).map(([id, fields]) => toStored(id, fields));
     },
@@ -669,6 +731,16 @@ export interface AuditVerifyOptions {
  * head read first must be a valid mark of an entry that was walked (newer entries are chained).
  */
 export async function verifyAuditChain(redis: Redis, opts: AuditVerifyOptions): Promise<AuditVerifyResult> {
+  // Retention may trim the oldest entries (and move the anchor) during the walk; the walk then
+  // started from entries the new anchor no longer leads to. Walk again from the new anchor.
+  for (let attempt = 1; ; attempt++) {
+    const { result, anchorText } = await verifyOnce(redis, opts);
+    if (result.ok || !opts.anchorKey || attempt >= 5) return result;
+    if ((await redis.get(opts.anchorKey)) === anchorText) return result;
+  }
+}
+
+async function verifyOnce(redis: Redis, opts: AuditVerifyOptions): Promise<{ result: AuditVerifyResult; anchorText: string | null }> {
   const PAGE = 1000;
   const [headBefore, anchorText] = await Promise.all([redis.get(opts.headKey), opts.anchorKey ? redis.get(opts.anchorKey) : Promise.resolve(null)]);
   let anchor: Mark | undefined;
@@ -703,5 +775,5 @@ export async function verifyAuditChain(redis: Redis, opts: AuditVerifyOptions): 
     checker.fail("head does not name an entry of the chain (head altered or entries removed from the end)");
   }
   const r = checker.result();
-  return { ok: r.ok, checked: r.checked, legacy: r.legacy, ...(r.firstBreak ? { firstBreak: r.firstBreak } : {}) };
+  return { result: { ok: r.ok, checked: r.checked, legacy: r.legacy, ...(r.firstBreak ? { firstBreak: r.firstBreak } : {}) }, anchorText };
 }

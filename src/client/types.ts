@@ -185,6 +185,8 @@ export interface LeaseHistory {
   allowed_by: Lease["policy"];
   ended: { state: LeaseState; trigger: RevocationTrigger; by?: string; reason?: string; at?: string; revoked_at: string | null } | null;
   events: AuditEvent[];
+  /** Present when some of the lease's events are no longer in Redis (audit.retention): where they went. */
+  evidence?: { events_trimmed: number; trimmed_through?: string; events_missing?: number; sinks: string[]; note: string };
 }
 
 /** `POST /v1/oauth/token` (RFC 8693): the new credential and its lease. */

@@ -626,3 +626,21 @@ describe("console", () => {
     expect(problemsOf(withIssuer(ISSUERS, `console:\n  oidc: { issuer: corp }\n  session_idle: soon`)).map(pathOf).sort()).toEqual(["console.oidc.client_id", "console.session_idle"]);
   });
 });
+
+describe("audit", () => {
+  it("defaults: 30 days of retention, a backlog bound of 1,000,000 events, no sinks", () => {
+    const cfg = parseConfig(MINIMAL, FILE, {});
+    expect(cfg.audit).toEqual({ key_file: `${DIR}/.jitbroker/audit.key`, retention: 30 * 24 * 3_600_000, max_backlog: 1_000_000, sinks: [] });
+  });
+
+  it("takes a retention in seconds and a bound of its own", () => {
+    const cfg = parseConfig(withIssuer("- { name: ci, type: oidc, issuer: \"https://ci.example.com\", jwks_uri: \"https://ci.example.com/jwks\" }", "audit: { retention: 30s, max_backlog: 5000 }"), FILE, {});
+    expect(cfg.audit).toMatchObject({ retention: 30_000, max_backlog: 5000 });
+  });
+
+  it("refuses a retention under a second, a bound under one, and a bad duration, each with its path", () => {
+    const issuer = "- { name: ci, type: oidc, issuer: \"https://ci.example.com\", jwks_uri: \"https://ci.example.com/jwks\" }";
+    expect(problemsOf(withIssuer(issuer, "audit: { retention: 500ms, max_backlog: 0 }")).map(pathOf).sort()).toEqual(["audit.max_backlog", "audit.retention"]);
+    expect(problemsOf(withIssuer(issuer, "audit: { retention: forever }")).map(pathOf)).toEqual(["audit.retention"]);
+  });
+});

@@ -362,6 +362,17 @@ export const configSchema = z
       .strictObject({
         /** MAC key of the chain, kept outside Redis (0600); created on first start; the same file on every replica. */
         key_file: z.string().min(1).default(".jitbroker/audit.key"),
+        /**
+         * Events leave Redis this long after they were written (checked every few seconds, so
+         * within a minute), never before every sink confirmed them (src/audit/retention.ts).
+         */
+        retention: duration.prefault("30d").refine((ms) => ms >= 1000, "must be at least 1s"),
+        /**
+         * Hard bound (I9): events some sink has not confirmed yet. At this many, new issuance is
+         * refused (503 audit_backlog_full) until the slowest sink has caught up below 90 % of it;
+         * revocation, completion and operator actions go on. Sized in README, Audit operations.
+         */
+        max_backlog: z.number().int().min(1).default(1_000_000),
         sinks: z.array(auditSink).default([]),
       })
       .prefault({})

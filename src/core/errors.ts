@@ -27,6 +27,7 @@ export const ERROR_STATUS = {
   backend_unavailable: 503,
   issuer_unavailable: 503,
   store_full: 503,
+  audit_backlog_full: 503,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_STATUS;
@@ -54,6 +55,7 @@ export const ERROR_TITLES: Record<ErrorCode, string> = {
   backend_unavailable: "Credential backend unavailable",
   issuer_unavailable: "Identity issuer unavailable",
   store_full: "Lease store full",
+  audit_backlog_full: "Audit backlog full",
 };
 
 export interface BrokerErrorOptions {

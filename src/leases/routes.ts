@@ -35,6 +35,8 @@ export interface LeaseRoutesOptions {
   service: LeaseService;
   store: LeaseStore;
   audit: AuditLedger;
+  /** Names of the audit sinks: where a lease's events went once retention removed them from Redis. */
+  auditSinks?: string[];
   policy: () => PolicyEngine;
   metrics: LeaseMetrics;
   timeZone?: string;
@@ -143,7 +145,8 @@ export function leaseRoutes(opts: LeaseRoutesOptions): Router {
     const id = leaseId(req.params.id);
     const lease = id ? await store.get(id) : null;
     if (!lease) throw new BrokerError("not_found", "no such lease");
-    const events = await opts.audit.byLease(lease.id);
+    const { events, trimmed, trimmedThrough, missing } = await opts.audit.leaseHistory(lease.id);
+    const sinks = opts.auditSinks ?? [];
     const d = lease.delegation;
     const ancestors = d ? await store.getMany(d.ancestors) : [];
     res.json({
@@ -171,6 +174,24 @@ export function leaseRoutes(opts: LeaseRoutesOptions): Router {
       allowed_by: lease.policy,
       ended: lease.revocation ? { state: lease.state, ...lease.revocation, revoked_at: lease.revoked_at ?? null } : null,
       events,
+      // Events past audit.retention left Redis (src/audit/retention.ts): say where the evidence is.
+      ...(trimmed > 0 || missing > 0
+        ? {
+            evidence: {
+              events_trimmed: trimmed,
+              ...(trimmedThrough ? { trimmed_through: trimmedThrough } : {}),
+              ...(missing > 0 ? { events_missing: missing } : {}),
+              sinks,
+              note:
+                (trimmed > 0
+                  ? sinks.length > 0
+                    ? `${trimmed} older event(s) of this lease left Redis after audit.retention, once every audit sink had them: look them up by lease_id in the sinks ${sinks.join(", ")}.`
+                    : `${trimmed} older event(s) of this lease left Redis after audit.retention; no audit sink was configured, so they are kept nowhere else.`
+                  : "") +
+                (missing > 0 ? `${trimmed > 0 ? " " : ""}${missing} event(s) of this lease are missing from Redis although retention did not remove them: run jitbroker audit verify.` : ""),
+            },
+          }
+        : {}),
     });
   });
 

@@ -169,6 +169,16 @@ export const leaseHistorySchema = apiComponent(
       .nullable()
       .describe("I8: how, when and by whom it was revoked (null while nothing ended it)"),
     events: z.array(auditEventSchema),
+    evidence: z
+      .strictObject({
+        events_trimmed: z.number().int().describe("events of this lease retention removed from Redis (every sink had them)"),
+        trimmed_through: text.optional().describe("seq of the newest event retention removed (the trim anchor)"),
+        events_missing: z.number().int().optional().describe("events the lease's index names that are gone from Redis without retention (run audit verify)"),
+        sinks: z.array(text).describe("the audit sinks that received them"),
+        note: text,
+      })
+      .optional()
+      .describe("Present when some of the lease's events are no longer in Redis: where the evidence went"),
   }),
 );
 
@@ -177,4 +187,4 @@ apiComponent("RevocationRequest", revocationRequestSchema, "input");
 apiComponent("RevokeLeaseRequest", revokeBodySchema, "input");
 
 /** Problems issuing a credential can answer (POST /v1/credentials, and collecting an approved request). */
-export const ISSUE_ERRORS: ErrorCode[] = ["unknown_role", "policy_denied", "task_completed", "ttl_too_long", "rate_limited", "quota_exceeded", "backend_unavailable", "store_full"];
+export const ISSUE_ERRORS: ErrorCode[] = ["unknown_role", "policy_denied", "task_completed", "ttl_too_long", "rate_limited", "quota_exceeded", "backend_unavailable", "store_full", "audit_backlog_full"];

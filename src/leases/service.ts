@@ -49,6 +49,8 @@ export interface LeaseServiceOptions {
   requestsPerMinute?: number;
   /** Refuses new issuance while Redis memory is above redis.max_memory_use (503 store_full). */
   memory?: Pick<MemoryWatch, "assertRoom">;
+  /** Refuses new issuance while the audit backlog is at audit.max_backlog (503 audit_backlog_full, src/audit/retention.ts). */
+  auditBacklog?: { assertRoom(): void };
   /** Policy denials: counted, sampled into the audit (without it, each is audited). */
   refusals?: RefusalSampler;
   /** The live inventory and its version (bumped by each reload that changed it): a lease minted across a reload is checked again. */
@@ -156,6 +158,7 @@ export function createLeaseService(opts: LeaseServiceOptions) {
       // A token exchange counted its attempt already (src/oauth), before reading the subject.
       if (!approval && !req.exchange && opts.limiter) await opts.limiter.consume(workload, auth.workload.limits?.requests_per_minute ?? opts.requestsPerMinute ?? 0);
       opts.memory?.assertRoom();
+      opts.auditBacklog?.assertRoom();
       // Decide first, then say why (an unknown role, a TTL above the role's max): a caller no
       // policy allows learns neither which roles exist nor their limits. An unknown role is
       // decided as a Role without attributes.

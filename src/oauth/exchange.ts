@@ -84,6 +84,8 @@ export function oauthErrorOf(e: unknown): OAuthError {
     case "store_unavailable":
     case "backend_unavailable":
     case "issuer_unavailable":
+    case "store_full":
+    case "audit_backlog_full":
       return new OAuthError("temporarily_unavailable", e.code, e.message, 503, headers, e.reason);
     case "internal":
       return new OAuthError("server_error", e.code, "internal error; quote the request id when reporting it", 500, headers, e.reason);

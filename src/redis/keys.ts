@@ -9,7 +9,7 @@
  *   {p}:audit:sink:<name>                      string: last seq delivered to that sink (src/audit/sinks.ts)
  *   {p}:audit:sink:<name>:lock                 string: token of the process delivering to it, PX
  *   {p}:audit:anchor                           string: trim anchor, the mark of the newest event
- *                                               removed by retention (src/audit/ledger.ts)
+ *                                               removed by retention (src/audit/retention.ts)
  *   (a lease's audit event ids are in its lease hash, field "ev": see src/leases/store.ts)
  *   {p}:lease:*, {p}:leases:*, {p}:live:*,     the lease store: see src/leases/store.ts
  *   {p}:task:*, {p}:revop:*

@@ -110,6 +110,7 @@ export function describeHistory(answer: LeaseHistory): string {
     }
     lines.push(`  ${ev.at}  ${ev.type.padEnd(20)}  ${bits.join("; ")}`.trimEnd());
   }
+  if (h.evidence) lines.push(`  ${h.evidence.note}`);
   return lines.map((x) => `${x}\n`).join("");
 }
 

@@ -60,6 +60,7 @@ import { mountConsole } from "./console/mount";
 import { createTokenExchange } from "./oauth/exchange";
 import { createIntrospector, introspectionRoutes } from "./oauth/introspect";
 import { mountOAuthRoutes } from "./oauth/routes";
+import { createTracing } from "./telemetry/tracing";
 
 export interface BrokerOptions {
   logger: Logger;
@@ -137,6 +138,16 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
   logger.info({ policies: policyEngine.set().policies.length, hash: policyEngine.set().hash }, "policies loaded");
   let signingKeys = await loadOrCreateSigningKeys(cfg.backends.jwt.signing_key_file, now);
   const auditKey = await loadOrCreateAuditKey(cfg.audit.key_file);
+  // OpenTelemetry (src/telemetry): without telemetry.otlp_endpoint nothing below is wrapped.
+  let traceWarnedAt = -Infinity;
+  const tracing = createTracing(cfg.telemetry, {
+    // At most one line a minute while the collector is away; traces are best effort.
+    onExportError: (e) => {
+      if (now() - traceWarnedAt < 60_000) return;
+      traceWarnedAt = now();
+      logger.warn({ err: { message: e.message } }, "trace export to telemetry.otlp_endpoint failed; spans are dropped until it answers");
+    },
+  });
   // The jwt backend reads the keys through this view, so a reload (SIGHUP, after
   // `jitbroker keys rotate`) takes effect without a restart.
   const currentKeys: SigningKeys = {
@@ -193,14 +204,14 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
   // Warm the key caches; an unreachable issuer is retried on demand (and fails closed).
   await Promise.all([...keySets.values()].map((k) => k.refresh().catch(() => undefined)));
 
-  const verifier = createTokenVerifier({
+  const verifier = tracing.wrap(createTokenVerifier({
     issuers: cfg.identity.issuers,
     keySets,
     audience: cfg.server.audience,
     replayGuard: createRedisReplayGuard(redis, keys),
     cache: createVerifiedTokenCache(cfg.identity.token_cache.max_entries),
     now,
-  });
+  }), { verify: "token.verify" });
   // Workloads and roles reload with the policies (SIGHUP, POST /v1/admin/policy/reload).
   const loadForReload = opts.loadConfig ?? (() => loadConfig(cfg.file));
   const inventory = createInventory(cfg, loadForReload);
@@ -209,12 +220,26 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
 
 
   const leaseMetrics = createLeaseMetrics(metrics.registry);
-  const store = createLeaseStore(redis, keys, {
-    retentionSeconds: Math.ceil(cfg.leases.retention / 1000),
-    taskRetentionSeconds: Math.ceil(cfg.leases.task_retention / 1000),
-    now,
-  });
-  const audit = createAuditLedger(redis, {
+  // Each lease store script is a span of its own when tracing.
+  const store = tracing.wrap(
+    createLeaseStore(redis, keys, {
+      retentionSeconds: Math.ceil(cfg.leases.retention / 1000),
+      taskRetentionSeconds: Math.ceil(cfg.leases.task_retention / 1000),
+      now,
+    }),
+    {
+      create: "redis.script CREATE",
+      activate: "redis.script ACTIVATE",
+      trigger: "redis.script TRIGGER",
+      finish: "redis.script FINISH",
+      fail: "redis.script FAIL",
+      addChild: "redis.script ADD_CHILD",
+      completeTask: "redis.script COMPLETE_TASK",
+      isTaskCompleted: "redis.exists task",
+    },
+    { "db.system.name": "redis" },
+  );
+  const ledger = createAuditLedger(redis, {
     key: auditKey,
     metrics: createAuditMetrics(metrics.registry),
     streamKey: keys.audit,
@@ -225,9 +250,11 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     // A lease's event ids live in its own record (field "ev"), and expire with it.
     leaseIndexField: { hashKey: store.keys.lease, field: "ev" },
     watchConnection: () => connect("jitbroker-audit", "request"),
+    ...(tracing.enabled ? { traceId: tracing.traceId } : {}),
     logger,
     now,
   });
+  const audit = tracing.wrap(ledger, { append: "audit.append", appendMany: "audit.append" });
   const jwt = createJwtBackend({ keys: currentKeys, issuer: cfg.server.public_url, now });
   const backends = new Map<string, Backend>([["jwt", jwt]]);
   for (const [kind, b] of await createConfiguredBackends(cfg, { logger, registry: metrics.registry, now, store, audit, parts: opts.parts ?? { api: true, worker: true }, redis, keys, workloads: () => inventory.workloads, roles: inventory.roles })) backends.set(kind, b);
@@ -241,7 +268,9 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
   for (const [kind, b] of backends) {
     // Leases derive what revocation means from their backend kind; a backend must agree.
     if (b.kind !== kind || b.revocation !== REVOCATION_KIND[b.kind]) throw new Error(`backend ${kind} declares ${b.kind}/${b.revocation}, expected ${kind}/${REVOCATION_KIND[b.kind]}`);
+    if (tracing.enabled) backends.set(kind, tracing.wrap(b, { mint: "backend.mint", revoke: "backend.revoke" }, { "jitbroker.backend": kind }));
   }
+  const tracedPolicy = tracing.wrap(policyEngine, { decide: "policy.decide" });
   const queueConn = connect("jitbroker-queue", "queue");
   const queue = createRevocationQueue(queueConn, keys.tag);
   const revoker = createRevoker({
@@ -279,7 +308,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     roles: inventory.roles,
     workloads: () => workloads,
     inventoryVersion: inventory.version,
-    policy: () => policyEngine,
+    policy: () => tracedPolicy,
     audit,
     metrics: leaseMetrics,
     logger,
@@ -311,6 +340,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
         sweepIntervalMs: cfg.worker.sweep_interval,
         graceMs: cfg.worker.sweep_grace,
         mintTimeoutMs: cfg.worker.mint_timeout,
+        ...(tracing.enabled ? { traceJob: <T>(name: string, jobId: string, fn: () => Promise<T>) => tracing.span(name, fn, { root: true, attributes: { "jitbroker.job.id": jobId } }) } : {}),
         now,
       })
     : null;
@@ -370,7 +400,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     };
   }
 
-  const app = createHttpApp({ logger, metrics, bodyLimit: cfg.server.body_limit, trustProxy: cfg.server.trust_proxy });
+  const app = createHttpApp({ logger, metrics, bodyLimit: cfg.server.body_limit, trustProxy: cfg.server.trust_proxy, tracing });
   mount(app, OPERATIONS_API.health, (_req, res) => {
     res.json({ status: "ok" });
   });
@@ -544,6 +574,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
         await within(queue.close(), 5000);
         await within(audit.close(), 5000);
         for (const b of backends.values()) await b.close?.().catch(() => undefined);
+        await within(tracing.shutdown(), 5000);
         queueConn.disconnect();
         redis.disconnect();
         if (embedded) await embedded.stop();

@@ -170,6 +170,11 @@ export interface AuditLedgerOptions {
    */
   leaseIndexField?: { hashKey: (leaseId: string) => string; field: string };
   metrics?: AuditMetrics;
+  /**
+   * The current trace id (src/telemetry), if any: written into each event appended without one
+   * (field `trace_id`, part of the event and so of its link).
+   */
+  traceId?: () => string | undefined;
   /** Delays between the attempts of `record` (ms). Default 100, 250, 500, 1000, 2000, 4000, 8000. */
   recordRetryDelays?: number[];
 }
@@ -587,7 +592,8 @@ export function createAuditLedger<E extends LedgerEvent = AuditEvent>(redis: Red
     if (closed) return Promise.reject(new BrokerError("store_unavailable", "the audit ledger is closed", { reason: "closed" }));
     let prepared: Pending["events"];
     try {
-      prepared = events.map((ev) => ({ e: prepare(ev), leaseId: ev.lease_id }));
+      const traceId = opts.traceId?.();
+      prepared = events.map((ev) => ({ e: prepare(traceId && (ev as { trace_id?: unknown }).trace_id === undefined ? ({ ...ev, trace_id: traceId } as LedgerEvent) : ev), leaseId: ev.lease_id }));
     } catch (e) {
       return Promise.reject(e);
     }

@@ -644,3 +644,19 @@ describe("audit", () => {
     expect(problemsOf(withIssuer(issuer, "audit: { retention: forever }")).map(pathOf)).toEqual(["audit.retention"]);
   });
 });
+
+describe("telemetry", () => {
+  const issuer = "- { name: ci, type: oidc, issuer: \"https://ci.example.com\", jwks_uri: \"https://ci.example.com/jwks\" }";
+  it("is off by default (no endpoint), named jitbroker", () => {
+    expect(parseConfig(MINIMAL, FILE, {}).telemetry).toEqual({ service_name: "jitbroker" });
+  });
+  it("takes an http or https collector and a service name", () => {
+    expect(parseConfig(withIssuer(issuer, 'telemetry: { otlp_endpoint: "http://otel-collector:4318", service_name: "broker-eu" }'), FILE, {}).telemetry).toEqual({ otlp_endpoint: "http://otel-collector:4318", service_name: "broker-eu" });
+  });
+  it("refuses another scheme, credentials in the URL, a query, and a bad name, each with its path", () => {
+    for (const bad of ['"ftp://x:4318"', '"https://user:pw@x:4318"', '"https://x:4318/?a=1"', '"not a url"']) {
+      expect(problemsOf(withIssuer(issuer, `telemetry: { otlp_endpoint: ${bad} }`)).map(pathOf)).toEqual(["telemetry.otlp_endpoint"]);
+    }
+    expect(problemsOf(withIssuer(issuer, 'telemetry: { service_name: "" }')).map(pathOf)).toEqual(["telemetry.service_name"]);
+  });
+});

@@ -357,6 +357,28 @@ export const configSchema = z
       .optional(),
     /** RFC 8693 delegation (src/oauth): how many hops a chain may have (0 = no delegation). */
     delegation: z.strictObject({ max_depth: z.number().int().min(0).max(16).default(3) }).prefault({}),
+    /** OpenTelemetry traces (src/telemetry): off without an endpoint. */
+    telemetry: z
+      .strictObject({
+        /** OTLP/HTTP endpoint (traces go to <endpoint>/v1/traces). http is allowed: spans hold no secret. */
+        otlp_endpoint: z
+          .string()
+          .superRefine((text, ctx) => {
+            let url: URL;
+            try {
+              url = new URL(text);
+            } catch {
+              ctx.addIssue({ code: "custom", message: `"${text}" is not a URL` });
+              return;
+            }
+            if (url.protocol !== "http:" && url.protocol !== "https:") ctx.addIssue({ code: "custom", message: "must be an http or https URL" });
+            else if (url.username || url.password) ctx.addIssue({ code: "custom", message: "must not carry credentials" });
+            else if (url.search || url.hash) ctx.addIssue({ code: "custom", message: "must not have a query or fragment" });
+          })
+          .optional(),
+        service_name: z.string().regex(/^[!-~]{1,128}$/, "must be 1-128 visible ASCII characters").default("jitbroker"),
+      })
+      .prefault({}),
     /** The audit ledger (src/audit): the chain's key and the sinks that take the events out of Redis. */
     audit: z
       .strictObject({

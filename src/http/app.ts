@@ -12,6 +12,7 @@ import type { Identity, TokenVerifier } from "../identity/verify";
 import type { Workload, WorkloadMatcher } from "../identity/workloads";
 import type { Metrics } from "./metrics";
 import { sendFallback, sendProblem } from "./problem";
+import type { Tracing } from "../telemetry/tracing";
 
 export interface AuthContext {
   identity: Identity;
@@ -32,6 +33,8 @@ export interface HttpAppOptions {
   metrics: Metrics;
   bodyLimit: string;
   trustProxy: boolean | string | number;
+  /** OpenTelemetry (src/telemetry): a root span per request, its trace id in the access log line. */
+  tracing?: Pick<Tracing, "enabled" | "request">;
 }
 
 export function createHttpApp(opts: HttpAppOptions): Express {
@@ -64,11 +67,13 @@ export function createHttpApp(opts: HttpAppOptions): Express {
           status: res.statusCode,
           ms: Math.round(seconds * 1e6) / 1e3,
           workload: req.auth?.workload.id,
+          ...(req.traceId ? { trace_id: req.traceId } : {}),
         },
         "request",
       );
     });
-    next();
+    if (opts.tracing?.enabled) opts.tracing.request(req, res, next);
+    else next();
   });
   app.use(express.json({ limit: opts.bodyLimit, type: ["application/json", "application/*+json"], strict: true }));
   return app;

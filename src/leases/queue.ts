@@ -83,6 +83,8 @@ export interface WorkerOptions {
   onError?: (connection: string, e: unknown) => void;
   onRecovered?: (connection: string) => void;
   now?: () => number;
+  /** OpenTelemetry (src/telemetry): runs each job in a trace of its own. */
+  traceJob?: <T>(name: string, jobId: string, fn: () => Promise<T>) => Promise<T>;
 }
 
 export function startRevocationWorker(opts: WorkerOptions) {
@@ -167,8 +169,8 @@ export function startRevocationWorker(opts: WorkerOptions) {
   const worker = new Worker(
     QUEUE_NAME,
     async (job: Job) => {
-      if (job.name === "bulk") return processBulk(job.data as BulkJobData);
-      return processLease(job as Job<{ lease: string }>);
+      const run = () => (job.name === "bulk" ? processBulk(job.data as BulkJobData) : processLease(job as Job<{ lease: string }>));
+      return opts.traceJob ? opts.traceJob(`job ${job.name}`, job.id ?? "", run) : run();
     },
     {
       connection: workerConn,

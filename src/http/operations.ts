@@ -8,6 +8,23 @@ import { apiComponent, defineRoutes, text, time } from "./api";
 export const openApiDocumentSchema = apiComponent("OpenApiDocument", z.looseObject({ openapi: z.string() }));
 export const healthSchema = apiComponent("Health", z.strictObject({ status: z.literal("ok") }));
 const backendStates = z.array(z.looseObject({ name: text, state: z.enum(["ok", "degraded", "unavailable"]), detail: text.optional() }));
+const sinkState = z.strictObject({
+  name: text,
+  type: z.enum(["file", "http", "syslog"]),
+  state: z.enum(["ok", "failing", "starting", "standby"]),
+  position: text.nullable().describe("Last seq the sink confirmed"),
+  lag_seconds: z.number().describe("Age of the oldest event the sink has not confirmed"),
+  consecutive_failures: z.number().int(),
+  last_error: text.optional(),
+});
+const backlogState = z
+  .strictObject({
+    events: z.number().int().nullable().describe("Audit events the slowest sink has not confirmed (null until measured)"),
+    max: z.number().int().describe("audit.max_backlog"),
+    full: z.boolean().describe("true while new issuance is refused with 503 audit_backlog_full"),
+    slowest: text.optional().describe("The sink furthest behind"),
+  })
+  .describe("The hard bound of the audit store (API processes with sinks configured); the broker stays ready while full: it still revokes (I9)");
 export const readinessSchema = apiComponent(
   "Readiness",
   z
@@ -16,6 +33,8 @@ export const readinessSchema = apiComponent(
       redis: z.enum(["ok", "unreachable"]),
       issuers: z.array(z.strictObject({ name: text, state: z.enum(["ok", "degraded", "unavailable"]), keys: z.number().int(), loaded_at: time.nullable() })),
       backends: backendStates,
+      audit_sinks: z.array(sinkState.omit({ last_error: true })).optional().describe("Delivery of audit events to each sink (worker processes), states only"),
+      audit_backlog: backlogState.optional(),
     })
     .describe("Unauthenticated: states only, never an issuer's error, file path or URL (operators: GET /v1/admin/readiness)"),
 );
@@ -30,19 +49,10 @@ export const operatorReadinessSchema = apiComponent(
     issuers: z.array(z.strictObject({ name: text, keys: z.number().int(), loaded_at: time.nullable(), last_error: text.nullable() })),
     backends: backendStates,
     audit_sinks: z
-      .array(
-        z.strictObject({
-          name: text,
-          type: z.enum(["file", "http", "syslog"]),
-          state: z.enum(["ok", "failing", "starting", "standby"]),
-          position: text.nullable().describe("Last seq the sink confirmed"),
-          lag_seconds: z.number().describe("Age of the oldest event the sink has not confirmed"),
-          consecutive_failures: z.number().int(),
-          last_error: text.optional(),
-        }),
-      )
+      .array(sinkState)
       .optional()
       .describe("Delivery of audit events to each configured sink (worker processes only); a failing sink does not make the broker unready"),
+    audit_backlog: backlogState.optional(),
   }),
 );
 

@@ -153,7 +153,7 @@ export function createRevoker(opts: RevokerOptions) {
     const trigger = lease.revocation?.trigger ?? "expiry";
     if (lease.trigger_at !== null) opts.metrics.revocationLag.observe({ trigger }, Math.max(0, at - lease.trigger_at) / 1000);
     opts.metrics.leaseTransitions.inc({ state: final });
-    await opts.audit.append({
+    const event: Parameters<AuditLedger["append"]>[0] = {
       type: final,
       at: new Date(at).toISOString(),
       lease_id: lease.id,
@@ -165,7 +165,11 @@ export function createRevoker(opts: RevokerOptions) {
       backend: lease.backend,
       revocation_kind: lease.revocation_kind,
       ...(lease.handle === null ? { note: "never minted" } : {}),
-    });
+    };
+    // The lease is terminal now, and no later attempt will record it (only the caller that made
+    // the transition does, I4): if Redis went away since FINISH, the event is retried in the
+    // background until it lands (audit.record) instead of being lost with this attempt.
+    await opts.audit.append(event).catch(() => opts.audit.record(event));
   }
 
   return {

@@ -32,7 +32,7 @@ import type { Backend, BackendStatus } from "./backends/types";
 import type { IssuerConfig } from "./config/schema";
 import { BrokerError } from "./core/errors";
 import { requireJsonObject } from "./http/app";
-import { requireOperator } from "./http/operators";
+import { requireOperator } from "./authz/operators";
 import { apiRoutes } from "./api";
 import { mount } from "./http/api";
 import { buildOpenApiDocument } from "./http/openapi";
@@ -57,6 +57,7 @@ import { createMemoryWatch, DEFAULT_MAX_MEMORY_USE } from "./limits/memory";
 import { createRefusalSampler } from "./limits/refusals";
 import { repeat } from "./core/repeat";
 import { mountConsole } from "./console/mount";
+import { devConsoleSignIn } from "./dev/authorize";
 import { createTokenExchange } from "./oauth/exchange";
 import { createIntrospector, introspectionRoutes } from "./oauth/introspect";
 import { mountOAuthRoutes } from "./oauth/routes";
@@ -497,6 +498,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
       apiRouters: [leaseRouter, approvalRouter],
       logger,
       now,
+      devSignIn: devConsoleSignIn(cfg, { workloads: () => inventory.workloads, now }),
     });
   }
   finishApp(app, logger);

@@ -17,11 +17,12 @@ import { z } from "zod";
 import type { AuditEvent, AuditLedger } from "../audit/ledger";
 import type { RoleConfig } from "../config/schema";
 import { BrokerError } from "../core/errors";
-import type { AuthContext } from "../http/app";
+import { BROKER_RESOURCE, decisionContext, roleResource } from "../authz/context";
+import { isOperator as isOperatorCheck, operatorDecision, requireOperator } from "../authz/operators";
+import type { AuthContext } from "../authz/principal";
+import { isOwnRequest, mayBeOperator } from "../authz/refusals";
 import { optionalBody, parse } from "../http/app";
-import { isOperator as isOperatorCheck, operatorDecision, requireOperator } from "../http/operators";
-import { decisionContext, roleResource } from "../policy/context";
-import { BROKER_RESOURCE_ID, type PolicyEngine } from "../policy/engine";
+import type { PolicyEngine } from "../policy/engine";
 import type { WorkloadMatcher } from "../identity/workloads";
 import type { LeaseMetrics } from "../leases/metrics";
 import type { LeaseStore } from "../leases/store";
@@ -88,14 +89,14 @@ export function approvalRoutes(opts: ApprovalRoutesOptions): Router {
     // without admin_read learns nothing about which request ids exist (403, never 404).
     const id = typeof req.params.id === "string" && REQUEST_ID.test(req.params.id) ? req.params.id : null;
     const asked = id ? { request_id: id } : {};
-    if (auth.workload.kind !== "human") throw await refusal(auth, outcome, asked, `${auth.workload.id} may not approve or deny requests`);
+    if (!mayBeOperator(auth.workload)) throw await refusal(auth, outcome, asked, `${auth.workload.id} may not approve or deny requests`);
     const found = id ? await approvals.get(id) : null;
     if (!found) {
       if (!isOperatorCheck(auth, "admin_read", check)) throw await refusal(auth, outcome, asked, `${auth.workload.id} may not approve or deny requests`);
       throw new BrokerError("not_found", "no such request");
     }
     const request = found;
-    if (outcome === "approved" && (request.workload === auth.workload.id || (request.identity.issuer === auth.identity.issuer && request.identity.subject === auth.identity.subject))) {
+    if (outcome === "approved" && isOwnRequest({ workload: auth.workload.id, identity: auth.identity }, { workload: request.workload, identity: request.identity })) {
       throw new BrokerError("policy_denied", "a workload can never approve its own request");
     }
     const role = opts.roles().get(request.role);
@@ -105,7 +106,7 @@ export function approvalRoutes(opts: ApprovalRoutesOptions): Router {
     const d = operatorDecision(
       auth,
       "approve",
-      role ? roleResource(role) : { type: "Broker", id: BROKER_RESOURCE_ID },
+      role ? roleResource(role) : BROKER_RESOURCE,
       decisionContext({ task: request.task, ttlSeconds: Math.floor((request.ttl_ms ?? role?.ttl.default ?? 0) / 1000), approved: false, atMs: now(), timeZone: opts.timeZone, requester }),
       check,
     );

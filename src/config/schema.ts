@@ -4,7 +4,7 @@
  * as written and resolved by `load.ts` against the file's directory.
  */
 import { z } from "zod";
-import { checkTimeZone } from "../policy/context";
+import { checkTimeZone } from "../core/time";
 import { duration, evenIfInvalid, httpsUrl, isObject } from "../core/schema";
 import { formatPath } from "./path";
 import { awsStsBackend, awsStsRole } from "../backends/aws/config";

@@ -8,9 +8,7 @@ import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { AuditLedger } from "../audit/ledger";
 import type { LoadedConfig } from "../config/load";
-import { devAuthorizeRoutes } from "../dev/authorize";
-import { DEV_OIDC_ISSUER } from "../dev/issuer";
-import type { OperatorCheck } from "../http/operators";
+import type { OperatorCheck } from "../authz/operators";
 import type { KeySet } from "../identity/keyset";
 import { createTokenVerifier, type ReplayGuard } from "../identity/verify";
 import type { WorkloadMatcher } from "../identity/workloads";
@@ -20,6 +18,17 @@ import type { AuditKey } from "../audit/key";
 import { createOidcClient } from "./oidc";
 import { consoleRoutes } from "./routes";
 import { createConsoleSessions } from "./sessions";
+
+/**
+ * The sign-in endpoints of an issuer the broker itself serves (`jitbroker dev`'s issuer, built by
+ * src/dev/authorize.ts and passed in by the composition root): used when `console.oidc.issuer`
+ * names that issuer.
+ */
+export interface DevSignIn {
+  /** The issuer URL (`iss`) it serves. */
+  issuer: string;
+  routes(o: { clientId: string; redirectUri: string; issuerName: string }): Router;
+}
 
 export interface MountConsoleDeps {
   redis: Redis;
@@ -36,6 +45,7 @@ export interface MountConsoleDeps {
   apiRouters: Router[];
   logger: Logger;
   now?: () => number;
+  devSignIn?: DevSignIn;
 }
 
 export function mountConsole(app: Express, cfg: LoadedConfig, deps: MountConsoleDeps): void {
@@ -46,12 +56,8 @@ export function mountConsole(app: Express, cfg: LoadedConfig, deps: MountConsole
   const publicUrl = cfg.server.public_url.replace(/\/+$/, "");
   const redirectUri = `${publicUrl}/console/callback`;
   // `jitbroker dev`: the dev issuer has no web presence of its own; the broker serves its sign-in.
-  const dev = cfg.dev !== undefined && issuer.issuer === DEV_OIDC_ISSUER;
-  if (dev) {
-    app.use(
-      devAuthorizeRoutes({ keyFile: cfg.dev!.issuer_key_file, clientId: c.oidc.client_id, redirectUri, issuerName: issuer.name, workloads: deps.workloads, now: deps.now }),
-    );
-  }
+  const dev = deps.devSignIn !== undefined && issuer.issuer === deps.devSignIn.issuer;
+  if (dev) app.use(deps.devSignIn!.routes({ clientId: c.oidc.client_id, redirectUri, issuerName: issuer.name }));
   const oidc = createOidcClient({
     issuer: issuer.issuer,
     clientId: c.oidc.client_id,

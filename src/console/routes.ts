@@ -27,7 +27,7 @@ import { verifyAuditChain, type AuditLedger, type AuditVerifyOptions } from "../
 import { BrokerError, isBrokerError } from "../core/errors";
 import type { AuthContext } from "../http/app";
 import { parse } from "../http/app";
-import { isOperator, requireOperator, type OperatorCheck } from "../http/operators";
+import { isOperator, requireOperator, type OperatorCheck } from "../authz/operators";
 import type { TokenVerifier } from "../identity/verify";
 import type { Workload, WorkloadMatcher } from "../identity/workloads";
 import { TASK_ID } from "../leases/schemas";

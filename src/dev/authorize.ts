@@ -13,6 +13,8 @@
  */
 import { createHash, randomBytes } from "node:crypto";
 import express, { Router, type Response } from "express";
+import type { LoadedConfig } from "../config/load";
+import type { DevSignIn } from "../console/mount";
 import type { Workload, WorkloadMatcher } from "../identity/workloads";
 import { escapeHtml, page, SECURITY_HEADERS } from "../console/pages";
 import { DEV_OIDC_ISSUER, signDevToken } from "./issuer";
@@ -27,6 +29,13 @@ export interface DevAuthorizeOptions {
   issuerName: string;
   workloads: () => WorkloadMatcher;
   now?: () => number;
+}
+
+/** The console's sign-in at the dev issuer, under `jitbroker dev` (a `dev` section); else none. */
+export function devConsoleSignIn(cfg: Pick<LoadedConfig, "dev">, deps: Pick<DevAuthorizeOptions, "workloads" | "now">): DevSignIn | undefined {
+  const dev = cfg.dev;
+  if (!dev) return undefined;
+  return { issuer: DEV_OIDC_ISSUER, routes: (o) => devAuthorizeRoutes({ keyFile: dev.issuer_key_file, ...o, ...deps }) };
 }
 
 interface Grant {

@@ -8,16 +8,15 @@ import express, { type Express, type NextFunction, type Request, type RequestHan
 import type { Logger } from "pino";
 import type { z } from "zod";
 import { BrokerError, isBrokerError } from "../core/errors";
-import type { Identity, TokenVerifier } from "../identity/verify";
-import type { Workload, WorkloadMatcher } from "../identity/workloads";
+import type { AuthContext } from "../authz/principal";
+import type { TokenVerifier } from "../identity/verify";
+import type { WorkloadMatcher } from "../identity/workloads";
 import type { Metrics } from "./metrics";
 import { sendFallback, sendProblem } from "./problem";
 import type { Tracing } from "../telemetry/tracing";
 
-export interface AuthContext {
-  identity: Identity;
-  workload: Workload;
-}
+/** The authenticated caller, defined with the principal built from it (src/authz/principal.ts). */
+export type { AuthContext };
 
 declare module "express-serve-static-core" {
   interface Request {

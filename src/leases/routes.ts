@@ -9,7 +9,7 @@ import { parseTtlMs } from "./ttl";
 import { BrokerError } from "../core/errors";
 import type { AuthContext } from "../http/app";
 import { optionalBody, parse, requireJsonObject } from "../http/app";
-import { isOperator as isOperatorOf, requireOperator as requireOperatorOf, type AdminAction } from "../http/operators";
+import { isOperator as isOperatorOf, requireOperator as requireOperatorOf, type AdminAction } from "../authz/operators";
 import type { PolicyEngine } from "../policy/engine";
 import type { LeaseMetrics } from "./metrics";
 import type { LeaseService } from "./service";

@@ -17,12 +17,14 @@ import type { RefusalSampler } from "../limits/refusals";
 import { backendErrorCode, type Backend, type MintRequest, type MintResult } from "../backends/types";
 import type { RoleConfig } from "../config/schema";
 import { BrokerError } from "../core/errors";
-import type { AuthContext } from "../http/app";
+import type { AuthContext } from "../authz/principal";
+import { principalOf } from "../authz/principal";
+import { decisionContext, requestedRoleResource } from "../authz/context";
+import { recheckLease } from "../authz/recheck";
 import type { WorkloadMatcher } from "../identity/workloads";
-import { decisionContext, roleResource } from "../policy/context";
-import { recheckLease, revokeForPolicyChange } from "../policy/reauthorize";
 import type { Decision, PolicyEngine } from "../policy/engine";
 import type { LeaseMetrics } from "./metrics";
+import { revokeForPolicyChange } from "./policy-change";
 import type { RevocationQueue, Selector } from "./queue";
 import type { Revoker } from "./revoker";
 import { publicLease, type LeaseDelegation, type LeaseStore, type NewLease, type OnBehalfOf, type StoredLease } from "./store";
@@ -97,18 +99,6 @@ export interface ExchangeRequest {
 export const newLeaseId = () => `l_${randomBytes(12).toString("base64url")}`;
 export const newOpId = () => `op_${randomBytes(12).toString("base64url")}`;
 
-export function principalOf(auth: AuthContext) {
-  const w = auth.workload;
-  return {
-    id: w.id,
-    kind: w.kind,
-    owner: w.owner,
-    issuer: auth.identity.issuer,
-    subject: auth.identity.subject,
-    claims: Object.fromEntries(Object.keys(w.claims).map((c) => [c, auth.identity.claims[c] as string | number | boolean])),
-  };
-}
-
 export function createLeaseService(opts: LeaseServiceOptions) {
   const now = opts.now ?? Date.now;
   const { store, audit, metrics } = opts;
@@ -172,7 +162,7 @@ export function createLeaseService(opts: LeaseServiceOptions) {
       if (await store.isTaskCompleted(workload, task.id)) throw new BrokerError("task_completed", `task ${task.id} is completed; start a new task`);
 
       const principal = principalOf(auth);
-      const resource = role ? roleResource(role) : { name: req.role, backend: "", labels: {} };
+      const resource = requestedRoleResource(req.role, role);
       const askedSeconds = Math.floor(Math.min(req.ttlMs ?? role?.ttl.default ?? 0, parentLeftMs) / 1000);
       const decision = opts.policy().decide({
         principal,

@@ -1,73 +1,7 @@
 /**
- * The context of a Cedar decision (docs/ARCHITECTURE.md, Request path), built in one place for the request
- * path, re-authorization, approvals and `jitbroker policy test|why`:
- *
- *   context.task         { id, intent, tool, destination, sensitivity }  (absent fields: "")
- *   context.ttl_seconds  the TTL the request asked for (or the role default), in seconds
- *   context.approved     true once an operator approved the request
- *   context.time         { hour, minute, weekday, day, date, timezone } of the request, in
- *                        `policy.timezone` (IANA name, default UTC): weekday 1 = Monday .. 7 =
- *                        Sunday, day "mon".."sun", date "YYYY-MM-DD"; working-hours policies use it
- *   context.requester    (approve only) { id, kind, owner } of the workload whose request is
- *                        being approved, so a policy can refuse approvals within one team
- *
- * Re-authorization evaluates a lease with the context it was issued with (its task, its TTL,
- * its approval, and the time it was issued at).
+ * The decision context moved to src/authz/context.ts (docs/ARCHITECTURE.md, Operators and
+ * authorization); these names stay importable from here for the CLI's simulation, the policy
+ * tests and scripts/bench, which read them as the policies' vocabulary.
  */
-import type { RoleConfig } from "../config/schema";
-import type { DecisionRequest, ResourceInfo, TaskContext } from "./types";
-
-export interface TimeContext {
-  hour: number;
-  minute: number;
-  weekday: number;
-  day: string;
-  date: string;
-  timezone: string;
-}
-
-export const DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"] as const;
-const formatters = new Map<string, Intl.DateTimeFormat>();
-
-/** Throws a RangeError naming the zone when it is not an IANA time zone this Node knows. */
-export function checkTimeZone(timeZone: string): void {
-  try {
-    new Intl.DateTimeFormat("en-US", { timeZone });
-  } catch {
-    throw new RangeError(`"${timeZone}" is not a known IANA time zone`);
-  }
-}
-
-export function timeContext(atMs: number, timeZone = "UTC"): TimeContext {
-  let f = formatters.get(timeZone);
-  if (!f) {
-    f = new Intl.DateTimeFormat("en-US", { timeZone, hourCycle: "h23", year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", weekday: "short" });
-    formatters.set(timeZone, f);
-  }
-  const parts: Record<string, string> = {};
-  for (const p of f.formatToParts(new Date(atMs))) parts[p.type] = p.value;
-  const day = parts.weekday!.slice(0, 3).toLowerCase();
-  const weekday = DAYS.indexOf(day as (typeof DAYS)[number]) + 1;
-  return { hour: Number(parts.hour), minute: Number(parts.minute), weekday, day, date: `${parts.year}-${parts.month}-${parts.day}`, timezone: timeZone };
-}
-
-/** A role as the policies see it: `Role::"<name>"` with `backend` and `labels`. */
-export const roleResource = (role: Pick<RoleConfig, "name" | "backend" | "labels">): ResourceInfo => ({ name: role.name, backend: role.backend, labels: role.labels });
-
-export function decisionContext(input: {
-  task: Partial<TaskContext>;
-  ttlSeconds: number;
-  approved: boolean;
-  atMs: number;
-  timeZone?: string;
-  requester?: { id: string; kind: string; owner: string };
-}): DecisionRequest["context"] {
-  const t = input.task;
-  return {
-    task: { id: t.id ?? "", intent: t.intent ?? "", tool: t.tool ?? "", destination: t.destination ?? "", sensitivity: t.sensitivity ?? "" },
-    ttl_seconds: input.ttlSeconds,
-    approved: input.approved,
-    time: timeContext(input.atMs, input.timeZone),
-    ...(input.requester ? { requester: input.requester } : {}),
-  };
-}
+export { DAYS, decisionContext, roleResource, timeContext, type TimeContext } from "../authz/context";
+export { checkTimeZone } from "../core/time";

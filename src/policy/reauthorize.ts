@@ -10,111 +10,19 @@
  * its `context.on_behalf_of`. Its ancestors are decided on their own: revoking one of them
  * revokes it too (the cascade, src/leases/revoker.ts).
  *
- * `recheckLease` is the pure part (no I/O, table-tested); `reauthorizeLeases` walks Redis.
+ * `recheckLease` (src/authz/recheck.ts) is the pure part (no I/O, table-tested); `reauthorizeLeases`
+ * walks Redis and `revokeForPolicyChange` (src/leases/policy-change.ts) ends what it refuses.
  */
 import type { Logger } from "pino";
 import type { AuditLedger } from "../audit/ledger";
-import type { RoleConfig } from "../config/schema";
-import { claimMatches, type Workload, type WorkloadMatcher } from "../identity/workloads";
+import { recheckLease, type RecheckInputs } from "../authz/recheck";
 import type { LeaseMetrics } from "../leases/metrics";
+import { revokeForPolicyChange } from "../leases/policy-change";
 import type { RevocationQueue } from "../leases/queue";
 import type { LeaseStore, StoredLease } from "../leases/store";
-import { decisionContext, roleResource } from "./context";
-import type { PolicyEngine } from "./types";
-
-export interface Recheck {
-  allowed: boolean;
-  /** Why a lease must go (shown in the lease's revocation and its audit event). */
-  reason?: string;
-}
-
-export interface RecheckInputs {
-  policy: PolicyEngine;
-  roles: Map<string, RoleConfig>;
-  workloads: Pick<WorkloadMatcher, "get">;
-  timeZone?: string;
-  /** delegation.max_depth: a delegated lease deeper than this is no longer allowed. */
-  maxDepth?: number;
-}
-
-/** The Cedar context a delegated or on-behalf-of lease was decided with (empty for others). */
-export function chainContext(lease: Pick<StoredLease, "delegation" | "obo">): Record<string, unknown> {
-  const d = lease.delegation;
-  return {
-    ...(d ? { delegation: { depth: d.depth, from: d.chain[d.chain.length - 1] ?? "", chain: d.chain } } : {}),
-    ...(lease.obo ? { on_behalf_of: lease.obo } : {}),
-  };
-}
-
-/** Does the identity a lease was issued to still map to this workload of the inventory (as the request-time matcher decides)? */
-function stillBound(lease: StoredLease, w: Workload): string | null {
-  if (w.issuer !== lease.identity.issuer) return `workload ${w.id} is now bound to issuer ${w.issuer}`;
-  if (w.subject !== undefined && w.subject !== lease.identity.subject) return `workload ${w.id} no longer matches subject ${lease.identity.subject}`;
-  for (const [name, allowed] of Object.entries(w.claims)) {
-    if (!claimMatches(lease.claims[name], allowed)) return `workload ${w.id} now requires claim ${name} to be one of ${JSON.stringify(allowed)}`;
-  }
-  return null;
-}
-
-export function recheckLease(lease: StoredLease, inputs: RecheckInputs): Recheck {
-  const w = inputs.workloads.get(lease.workload);
-  if (!w) return { allowed: false, reason: `workload ${lease.workload} was removed from the inventory` };
-  const unbound = stillBound(lease, w);
-  if (unbound) return { allowed: false, reason: unbound };
-  const role = inputs.roles.get(lease.role);
-  if (!role) return { allowed: false, reason: `role ${lease.role} was removed` };
-  if (role.backend !== lease.backend) return { allowed: false, reason: `role ${lease.role} now uses backend ${role.backend}` };
-  if (lease.ttl_seconds * 1000 > role.ttl.max) return { allowed: false, reason: `role ${lease.role} now allows at most ${Math.floor(role.ttl.max / 1000)}s` };
-  if (lease.delegation && inputs.maxDepth !== undefined && lease.delegation.depth > inputs.maxDepth) {
-    return { allowed: false, reason: `delegation.max_depth is now ${inputs.maxDepth} (this lease is ${lease.delegation.depth} hops deep)` };
-  }
-  const d = inputs.policy.decide({
-    principal: { id: w.id, kind: w.kind, owner: w.owner, issuer: lease.identity.issuer, subject: lease.identity.subject, claims: lease.claims as Record<string, string> },
-    action: lease.delegation ? "delegate" : "request",
-    resource: roleResource(role),
-    context: {
-      ...decisionContext({ task: lease.task, ttlSeconds: lease.asked_ttl_seconds, approved: lease.approval !== undefined, atMs: lease.issued_ms, timeZone: inputs.timeZone }),
-      ...chainContext(lease),
-    },
-  });
-  const hash = d.policyHash.slice(0, 12);
-  if (d.decision !== "allow") {
-    const by = d.policyIds.length > 0 ? ` (forbidden by ${d.policyIds.join(", ")})` : " (no permit matches)";
-    return { allowed: false, reason: `policy set ${hash} no longer allows it${by}` };
-  }
-  if (d.approvalRequired && lease.approval === undefined) return { allowed: false, reason: `policy set ${hash} now requires approval (${d.policyIds.join(", ")})` };
-  if (d.maxTtlSeconds !== undefined && lease.ttl_seconds > d.maxTtlSeconds) return { allowed: false, reason: `policy set ${hash} now allows at most ${d.maxTtlSeconds}s` };
-  return { allowed: true };
-}
 
 /** Longest stretch of decisions without yielding the event loop (docs/BENCHMARKS.md: re-authorization). */
 const SLICE_MS = 10;
-
-/**
- * Triggers revocation (trigger policy_change) of leases a policy no longer allows, queues them
- * and audits each one moved. Returns the ids this call moved (others were already triggered).
- */
-export async function revokeForPolicyChange(
-  deps: { store: LeaseStore; queue: RevocationQueue; audit: AuditLedger; now: () => number },
-  leases: Pick<StoredLease, "id" | "workload" | "task_id">[],
-  reason: string,
-  actor: string,
-  policyHash: string,
-): Promise<string[]> {
-  const moved = await deps.store.trigger(
-    leases.map((l) => l.id),
-    { trigger: "policy_change", by: actor, reason },
-  );
-  await deps.queue.revokeSoon(moved);
-  const movedSet = new Set(moved);
-  const at = new Date(deps.now()).toISOString();
-  const events = leases
-    .filter((l) => movedSet.has(l.id))
-    .map((l) => ({ type: "revocation_requested" as const, at, lease_id: l.id, workload: l.workload, task_id: l.task_id, actor, trigger: "policy_change", reason, policy_hash: policyHash }));
-  // The leases are triggered already: their events must not be lost with a failed append.
-  if (events.length > 0) await deps.audit.appendMany(events).catch(() => events.forEach((e) => deps.audit.record(e)));
-  return moved;
-}
 
 export interface ReauthorizationReport {
   policy_hash: string;

@@ -22,7 +22,8 @@
 import type * as cedar from "@cedar-policy/cedar-wasm/nodejs";
 import type { ActionName, DecisionRequest } from "./types";
 
-export const BROKER_RESOURCE_ID = "jitbroker";
+/** The broker as a resource is named by the authorization module (src/authz/context.ts). */
+export { BROKER_RESOURCE_ID } from "../authz/context";
 
 const ACTIONS: ReadonlySet<string> = new Set<ActionName>(["request", "admin_read", "admin_revoke", "approve", "delegate"]);
 

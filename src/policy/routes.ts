@@ -12,7 +12,7 @@ import { mount } from "../http/api";
 import { POLICY_API } from "./api";
 import type { ReloadReport } from "./workflow";
 import { BrokerError } from "../core/errors";
-import { requireOperator, type OperatorCheck } from "../http/operators";
+import { requireOperator, type OperatorCheck } from "../authz/operators";
 
 export function policyRoutes(opts: OperatorCheck & { reload(cause: { actor: string; source: string }): Promise<ReloadReport>; waitMs: number }): Router {
   const r = Router();

@@ -1,7 +1,7 @@
 import path from "node:path";
 import { parseConfig, type LoadedConfig } from "../config/load";
 import { compileWorkloads } from "../identity/workloads";
-import { principalOf } from "../leases/service";
+import { principalOf } from "../authz/principal";
 import { decisionContext, timeContext } from "./context";
 import { compilePolicies, createPolicyEngine, loadPolicyFiles, type PolicyEngine, type PolicyFile } from "./engine";
 import {

@@ -4,7 +4,7 @@
  * request the broker would build for them.
  *
  * How a simulated request is built (the broker's own builders are used wherever they exist):
- *  - principal `Workload::"<id>"` as `principalOf` (leases/service.ts) builds it from a token
+ *  - principal `Workload::"<id>"` as `principalOf` (authz/principal.ts) builds it from a token
  *    that matched the workload: kind and owner from the inventory; `issuer` the issuer *name*;
  *    `subject` the workload's configured subject, else `context.subject`, else "" (a workload
  *    without a subject matches any `sub`: give `context.subject` when a policy reads it);
@@ -14,7 +14,7 @@
  *    constrain (the broker never passes those to policies), is an input error.
  *  - resource `Role::"<name>"` with the role's backend and labels (for `request` and
  *    `approve`); `Broker::"jitbroker"` for the admin actions.
- *  - context from `decisionContext` (policy/context.ts), the broker's one builder: the task
+ *  - context from `decisionContext` (authz/context.ts), the broker's one builder: the task
  *    (absent fields ""; the id defaults to ""), `ttl_seconds` (the asked TTL, by default the
  *    role's default; a TTL above the role's max is an input error, as the broker answers 422
  *    `ttl_too_long` before any policy is asked; 0 for admin actions), `approved` (default
@@ -38,9 +38,10 @@ import { z } from "zod";
 import type { LoadedConfig } from "../config/load";
 import { formatPath } from "../config/path";
 import { configSchema, type RoleConfig, type WorkloadConfig } from "../config/schema";
+import { isOwnRequest, mayBeOperator } from "../authz/refusals";
 import { compileWorkloads } from "../identity/workloads";
 import { leaseTtlMs, parseTtlMs } from "../leases/ttl";
-import { DAYS, decisionContext, roleResource, timeContext } from "./context";
+import { DAYS, decisionContext, roleResource, timeContext } from "../authz/context";
 import {
   BROKER_RESOURCE_ID,
   toCedarRequest,
@@ -350,15 +351,15 @@ export function buildRequest(inv: Inventory, input: SimInput, nowMs: number): { 
 
 /**
  * Refusals the broker makes before asking any policy, which simulation must not report as
- * allowed: admin actions and approvals are for `human` workloads only (http/operators.ts,
- * approvals/routes.ts), and a workload can never approve its own request.
+ * allowed (src/authz/refusals.ts): admin actions and approvals are for `human` workloads only,
+ * and a workload can never approve its own request.
  */
 export function brokerRefusal(sim: Simulated): string | undefined {
   const { action } = sim.request;
   if (action === "request" || action === "delegate") return undefined;
-  if (sim.workload.kind !== "human") return `only human workloads (operators) may ${action}: the broker refuses ${sim.workload.kind} workloads before asking the policies`;
+  if (!mayBeOperator(sim.workload)) return `only human workloads (operators) may ${action}: the broker refuses ${sim.workload.kind} workloads before asking the policies`;
   const requester = sim.request.context["requester"] as { id: string } | undefined;
-  if (action === "approve" && requester?.id === sim.workload.id) return "a workload can never approve its own request, whatever the policies say";
+  if (action === "approve" && requester !== undefined && isOwnRequest({ workload: sim.workload.id }, { workload: requester.id })) return "a workload can never approve its own request, whatever the policies say";
   return undefined;
 }
 

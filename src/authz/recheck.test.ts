@@ -1,8 +1,8 @@
 import type { RoleConfig } from "../config/schema";
 import { compileWorkloads } from "../identity/workloads";
 import type { StoredLease } from "../leases/store";
-import { compilePolicies, createPolicyEngine } from "./engine";
-import { recheckLease } from "./reauthorize";
+import { compilePolicies, createPolicyEngine } from "../policy/engine";
+import { recheckLease } from "./recheck";
 
 const MONDAY_10 = Date.parse("2026-11-23T10:00:00Z");
 

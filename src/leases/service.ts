@@ -1,15 +1,19 @@
 /**
  * Credential issuance and revocation triggers: the order of operations that makes I1 hold.
  *
- *   authenticate → workload → task open? → Cedar decision → TTL → lease written (issuing,
- *   with the quota and task checks and its expiry schedule entry in the same script) → mint →
- *   handle recorded and lease flipped to active → response.
+ *   authenticate → workload → task open? → Cedar decision → plan (plan.ts: deny, approval or
+ *   grant with TTL and lease) → lease written (issuing, with the quota and task checks and its
+ *   expiry schedule entry in the same script) → mint → handle recorded and lease flipped to
+ *   active → response.
  *
- * If anything fails after the mint, what was minted is revoked before the error is answered.
+ * The decision and the plan are pure (plan.ts); this module runs their effects. If anything
+ * fails after the lease is written, the undo step of what was done runs before the error is
+ * answered: undoLeaseWrite (nothing minted), undoFailedMint (the mint failed), undoMint (a
+ * credential exists: revoke it).
  */
 import { randomBytes } from "node:crypto";
 import type { Logger } from "pino";
-import type { ApprovalRequest, ApprovalStore } from "../approvals/store";
+import type { ApprovalRequest, ApprovalStore, NewApprovalRequest } from "../approvals/store";
 import type { AuditLedger } from "../audit/ledger";
 import type { RateLimiter } from "../limits/ratelimit";
 import type { MemoryWatch } from "../limits/memory";
@@ -18,18 +22,16 @@ import { backendErrorCode, type Backend, type MintRequest, type MintResult } fro
 import type { RoleConfig } from "../config/schema";
 import { BrokerError } from "../core/errors";
 import type { AuthContext } from "../authz/principal";
-import { principalOf } from "../authz/principal";
-import { decisionContext, requestedRoleResource } from "../authz/context";
 import { recheckLease } from "../authz/recheck";
 import type { WorkloadMatcher } from "../identity/workloads";
 import type { Decision, PolicyEngine } from "../policy/engine";
 import type { LeaseMetrics } from "./metrics";
+import { issueDecisionRequest, planIssue, taskOf, type CredentialRequest, type ExchangeRequest, type IssueInput, type IssuePlan } from "./plan";
 import { revokeForPolicyChange } from "./policy-change";
 import type { RevocationQueue, Selector } from "./queue";
 import type { Revoker } from "./revoker";
-import { publicLease, type LeaseDelegation, type LeaseStore, type NewLease, type OnBehalfOf, type StoredLease } from "./store";
-import { leaseTtlMs, requestedTtlMs } from "./ttl";
-import type { Lease, RevocationTrigger, TaskContext } from "./types";
+import { publicLease, type LeaseStore, type NewLease, type StoredLease } from "./store";
+import type { Lease, RevocationTrigger } from "./types";
 import type { Durability } from "../redis/durability";
 import { describeRedisError } from "../redis/health";
 
@@ -67,30 +69,7 @@ export interface LeaseServiceOptions {
 
 export type IssueResult = { lease: Lease; credential: MintResult["credential"]; pending?: undefined } | { pending: ApprovalRequest };
 
-export interface CredentialRequest {
-  role: string;
-  task: Partial<TaskContext> & { id: string };
-  ttlMs?: number;
-  /** Backend-specific narrowing (MintRequest.scope), validated by the backend before anything is written. */
-  scope?: Record<string, unknown>;
-  /** A token exchange (src/oauth, RFC 8693): delegation or on-behalf-of. */
-  exchange?: ExchangeRequest;
-}
-
-/**
- * What a token exchange adds to a credential request, already checked by src/oauth to be no
- * wider than the parent lease and the role. Differences from a direct request: Cedar decides
- * `action` with `context` added (delegation, on_behalf_of); an explicit TTL longer than the
- * parent's remaining life or the policy's @max_ttl is refused, never clamped; a delegated lease
- * is registered under its parent (and revoked with it); approvals are not available.
- */
-export interface ExchangeRequest {
-  action: "request" | "delegate";
-  context: { delegation?: { depth: number; from: string; chain: string[] }; on_behalf_of?: OnBehalfOf };
-  delegation?: LeaseDelegation & { parentExpiresMs: number };
-  onBehalfOf?: OnBehalfOf;
-  token: NonNullable<MintRequest["token"]>;
-}
+export type { CredentialRequest, ExchangeRequest };
 
 /**
  * Lease ids: 96 random bits, URL- and BullMQ-safe. Not secrets (every read is authorized), just
@@ -108,7 +87,25 @@ export function createLeaseService(opts: LeaseServiceOptions) {
     return { decision: d.decision, policy_ids: d.policyIds, policy_hash: d.policyHash, ...(d.errors.length ? { errors: d.errors } : {}) };
   }
 
-  /** Revokes a credential minted for a lease that must not be handed out. */
+  // Undo steps of the mint sequence (I1), each named after what it undoes.
+
+  /** Undoes `store.create` when nothing was minted: ends the lease (issue_failed) before it is ever active. */
+  async function undoLeaseWrite(id: string, why: string): Promise<void> {
+    await store.trigger([id], { trigger: "issue_failed", reason: why }).catch(() => undefined);
+  }
+
+  /**
+   * Undoes a lease whose mint failed (nothing was minted): it ends revoked (issue_failed) now, not
+   * after a retry loop that would show it as revoke_failed meanwhile; the queue is the fallback.
+   */
+  async function undoFailedMint(id: string, workload: string, taskId: string, e: unknown): Promise<void> {
+    await undoLeaseWrite(id, "mint failed");
+    const ended = await opts.revoker.revoke([id]).catch(() => null);
+    if (!ended || ended.done.length === 0) await opts.queue.revokeSoon([id]).catch(() => undefined);
+    audit.record({ type: "issue_failed", at: at(), lease_id: id, workload, task_id: taskId, actor: "system", reason: (e as Error).message });
+  }
+
+  /** Undoes a mint: revokes a credential minted for a lease that must not be handed out, and ends the lease. */
   async function undoMint(lease: StoredLease, leaseId: string, backend: Backend, minted: MintResult, why: string) {
     try {
       await backend.revoke(lease, minted.handle);
@@ -119,6 +116,169 @@ export function createLeaseService(opts: LeaseServiceOptions) {
     await store.trigger([leaseId], { trigger: "issue_failed", reason: why }).catch(() => undefined);
     await opts.queue.revokeSoon([leaseId]).catch(() => undefined);
     audit.record({ type: "issue_failed", at: at(), lease_id: leaseId, actor: "system", reason: why });
+  }
+
+  /** Records a request a permit says needs approval (docs/ARCHITECTURE.md, Approvals path). */
+  async function requestApproval(request: NewApprovalRequest, decision: Decision): Promise<ApprovalRequest> {
+    const created = await opts.approvals!.create(request);
+    if (created.result === "too_many") {
+      throw new BrokerError("quota_exceeded", `workload ${request.workload} already has the maximum number of requests waiting for approval`, { headers: { "Retry-After": "60" } });
+    }
+    const r = created.request;
+    await audit.append({
+      type: "approval_requested",
+      at: at(),
+      request_id: r.id,
+      workload: request.workload,
+      task_id: request.task.id,
+      actor: request.workload,
+      role: request.role,
+      identity: request.identity,
+      policy_ids: decision.policyIds,
+      policy_hash: decision.policyHash,
+      expires_at: new Date(r.deadline_ms).toISOString(),
+      task: request.task,
+    });
+    metrics.approvals.inc({ event: "requested" });
+    return r;
+  }
+
+  /**
+   * The mint sequence of a granted plan (I1): write the lease (issuing, with the quota and task
+   * checks and its expiry schedule entry in the same script), register it under its parent,
+   * mint, record the handle (active), check it again if the policies or the inventory changed meanwhile, audit,
+   * and wait for the replicas. Every failure after the write runs the undo step of what was done.
+   */
+  async function mintLease(
+    auth: AuthContext,
+    plan: Extract<IssuePlan, { outcome: "grant" }>,
+    backend: Backend,
+    mintReq: MintRequest,
+    decision: Decision,
+    inventoryAtStart: number,
+    approval: { request: ApprovalRequest } | undefined,
+    exchange: ExchangeRequest | undefined,
+  ): Promise<{ lease: Lease; credential: MintResult["credential"] }> {
+    const { role } = plan;
+    const workload = auth.workload.id;
+    const task = plan.lease.task;
+    const id = newLeaseId();
+    const draft: NewLease = { id, ...plan.lease };
+    const quota = auth.workload.limits?.active_leases ?? opts.quota;
+    const created = await store.create(draft, quota);
+    if (created === "task_completed") throw new BrokerError("task_completed", `task ${task.id} is completed; start a new task`);
+    if (created === "quota_exceeded") {
+      const retryAfter = await secondsUntilALeaseEnds(workload);
+      throw new BrokerError("quota_exceeded", `workload ${workload} already holds ${quota} active leases; one ends in about ${retryAfter}s`, { headers: { "Retry-After": String(retryAfter) } });
+    }
+    if (created !== "ok") throw new BrokerError("internal", "lease id collision");
+    const parent = exchange?.delegation;
+    if (parent) {
+      // Registered under the parent only while the parent is active: a parent revoked before
+      // this refuses the child; one revoked after finds it and revokes it (the cascade).
+      let parentState: string;
+      try {
+        parentState = await store.addChild(parent.parent, parent.parentExpiresMs, id);
+      } catch (e) {
+        await undoLeaseWrite(id, "could not register the delegated lease under its parent");
+        throw e;
+      }
+      if (parentState !== "ok") {
+        await undoLeaseWrite(id, `parent lease ${parent.parent} is ${parentState}`);
+        throw new BrokerError("invalid_request", `subject_token: its lease is ${parentState === "missing" ? "gone" : parentState}, not active`, { reason: "inactive_subject" });
+      }
+    }
+
+    // I1: the revocation was scheduled before anything is minted: `create` wrote the lease into
+    // the expiry schedule ({p}:leases:due, score = expires_at) in the same script as the lease.
+
+    let minted: MintResult;
+    try {
+      // The lease as just written (no re-read: backends only use its immutable fields).
+      minted = await backend.mint(publicLease(store.created(draft)), role, mintReq);
+    } catch (e) {
+      await undoFailedMint(id, workload, task.id, e);
+      if (e instanceof BrokerError) throw e;
+      const code = backendErrorCode(e);
+      // The caller's own narrowing was refused: its request, not the backend's health.
+      if (code === "invalid_scope") throw new BrokerError("invalid_request", `scope: ${(e as Error).message}`, { reason: "scope", cause: e });
+      if (code === "misconfigured" || code === "denied") opts.logger.error({ role: role.name, backend: role.backend, code, err: { message: (e as Error).message } }, "the backend refused to mint as configured: an operator must act");
+      throw new BrokerError("backend_unavailable", `backend ${role.backend} could not mint the credential`, { cause: e });
+    }
+
+    let state;
+    try {
+      state = await store.activate(id, minted.handle, minted.backendExpiresAt?.getTime());
+    } catch (e) {
+      // Redis may be gone: revoke from what we wrote, not from what we could read back.
+      await undoMint(store.created(draft), id, backend, minted, "could not record the lease");
+      throw e;
+    }
+    if (state !== "active") {
+      const lease = await store.get(id).catch(() => null);
+      if (state === "reopened") {
+        // The mint outlived worker.mint_timeout and the worker had ended the lease as never
+        // minted; the lease is revoking again, with the handle, and the worker retries it.
+        await undoMint(lease ?? store.created(draft), id, backend, minted, "the mint took longer than worker.mint_timeout");
+        throw new BrokerError("backend_unavailable", `backend ${role.backend} took longer than the mint timeout; what it minted is being revoked`);
+      }
+      await undoMint(lease ?? store.created(draft), id, backend, minted, `lease was ${state} before the mint completed`);
+      if (lease?.revocation?.trigger === "task_completed") throw new BrokerError("task_completed", `task ${task.id} was completed while the credential was being issued`);
+      throw new BrokerError("policy_denied", `the lease was revoked (${lease?.revocation?.trigger ?? state}) while the credential was being issued`);
+    }
+    // "active": the lease is exactly what we wrote plus the handle (see store.activated).
+    const lease = store.activated(draft, minted.handle, minted.backendExpiresAt?.getTime());
+    // A reload that ran while this credential was being minted re-authorized the leases it could
+    // see, not this one (still issuing): check it as the reload would before handing it out.
+    const policyNow = opts.policy();
+    if (policyNow.set().hash !== decision.policyHash || (opts.inventoryVersion?.() ?? 0) !== inventoryAtStart) {
+      const again = recheckLease(lease, { policy: policyNow, roles: opts.roles(), workloads: opts.workloads?.() ?? { get: () => auth.workload }, timeZone: opts.timeZone });
+      if (!again.allowed) {
+        await revokeForPolicyChange({ store, queue: opts.queue, audit, now }, [lease], again.reason!, "system", policyNow.set().hash).catch(() => undefined);
+        throw new BrokerError("policy_denied", `the policy or inventory changed while the credential was being issued: ${again.reason}`, { extra: { policy_hash: policyNow.set().hash } });
+      }
+    }
+    await audit.append({
+      type: "mint",
+      at: at(),
+      lease_id: id,
+      workload,
+      task_id: task.id,
+      actor: workload,
+      role: role.name,
+      backend: role.backend,
+      identity: draft.identity,
+      policy_ids: decision.policyIds,
+      policy_hash: decision.policyHash,
+      expires_at: lease.expires_at,
+      ...(lease.backend_expires_at ? { backend_expires_at: lease.backend_expires_at } : {}),
+      ...(exchange
+        ? { ...exchangeSummary(exchange), token_claims: { sub: exchange.token.subject, ...(exchange.token.act ? { act: exchange.token.act } : {}), aud: exchange.token.audience, ...(exchange.token.scope ? { scope: exchange.token.scope } : {}) } }
+        : {}),
+      ...(approval
+        ? {
+            approval: {
+              request_id: approval.request.id,
+              requested_at: new Date(approval.request.created_ms).toISOString(),
+              approved_by: approval.request.decided_by,
+              approved_at: approval.request.decided_ms === undefined ? undefined : new Date(approval.request.decided_ms).toISOString(),
+            },
+          }
+        : {}),
+      task,
+    });
+    if (opts.durability && opts.durability.replicas > 0) {
+      // I1: the lease record, its schedule and the mint event must be on enough replicas that a
+      // failover cannot lose them; otherwise the credential is revoked instead of answered.
+      try {
+        await opts.durability.confirm();
+      } catch (e) {
+        const why = describeRedisError(e);
+        await undoMint(lease, id, backend, minted, `not acknowledged by replicas (${why})`);
+        throw new BrokerError("store_unavailable", `the lease record was not acknowledged by ${opts.durability.replicas} Redis replica(s) in time (${why}); the credential was revoked, nothing was issued`, { cause: e, reason: "durability" });
+      }
+    }
+    return { lease: publicLease(lease), credential: minted.credential };
   }
 
   /** Retry-After for a full quota: seconds until the workload's soonest lease expires (1..300). */
@@ -149,27 +309,17 @@ export function createLeaseService(opts: LeaseServiceOptions) {
       if (!approval && !req.exchange && opts.limiter) await opts.limiter.consume(workload, auth.workload.limits?.requests_per_minute ?? opts.requestsPerMinute ?? 0);
       opts.memory?.assertRoom();
       opts.auditBacklog?.assertRoom();
-      // Decide first, then say why (an unknown role, a TTL above the role's max): a caller no
-      // policy allows learns neither which roles exist nor their limits. An unknown role is
-      // decided as a Role without attributes.
       const role = opts.roles().get(req.role);
       const ex = req.exchange;
       const mintReq: MintRequest = { ...(req.scope === undefined ? {} : { scope: req.scope }), ...(ex ? { token: ex.token } : {}) };
-      const task: TaskContext = { id: req.task.id, intent: req.task.intent ?? "", tool: req.task.tool ?? "", destination: req.task.destination ?? "", sensitivity: req.task.sensitivity ?? "" };
-      // A delegated lease ends no later than its parent (whole seconds, like every expiry).
-      const parentLeftMs = ex?.delegation ? ex.delegation.parentExpiresMs - now() : Number.POSITIVE_INFINITY;
+      const task = taskOf(req.task);
 
       if (await store.isTaskCompleted(workload, task.id)) throw new BrokerError("task_completed", `task ${task.id} is completed; start a new task`);
 
-      const principal = principalOf(auth);
-      const resource = requestedRoleResource(req.role, role);
-      const askedSeconds = Math.floor(Math.min(req.ttlMs ?? role?.ttl.default ?? 0, parentLeftMs) / 1000);
-      const decision = opts.policy().decide({
-        principal,
-        action: ex?.action ?? "request",
-        resource,
-        context: { ...decisionContext({ task, ttlSeconds: askedSeconds, approved: approval !== undefined, atMs: now(), timeZone: opts.timeZone }), ...(ex?.context ?? {}) },
-      });
+      // One clock reading for the decision (context.time) and the lease (issued_at, expires_at).
+      const input: IssueInput = { req, auth, role, ...(approval ? { approval } : {}), nowMs: now(), ...(opts.timeZone !== undefined ? { timeZone: opts.timeZone } : {}) };
+      // Decide first, then say why (an unknown role, a TTL above the role's max): see plan.ts.
+      const decision = opts.policy().decide(issueDecisionRequest(input));
       const inventoryAtStart = opts.inventoryVersion?.() ?? 0;
       metrics.decisions.inc({ action: ex?.action ?? "request", decision: decision.decision });
       const identity = { kind: auth.identity.kind, issuer: auth.identity.issuer, subject: auth.identity.subject };
@@ -187,205 +337,23 @@ export function createLeaseService(opts: LeaseServiceOptions) {
         ...(decision.approvalRequired ? { approval_required: true } : {}),
         ...(approval ? { approval_request: approval.request.id, approved_by: approval.request.decided_by } : {}),
       };
-      if (decision.decision !== "allow") {
+      const backend = role ? opts.backends.get(role.backend) : undefined;
+      const plan = planIssue({ ...input, decision, backend: backend ? { checksScope: backend.checkRequest !== undefined } : undefined, approvalsEnabled: opts.approvals !== undefined });
+      if (plan.outcome === "deny" && plan.by === "policy") {
         // A refusal writes nothing permanent per attempt: counted above, sampled into the audit.
         await opts.refusals?.record(workload, ex?.action ?? "request", decisionEvent);
         if (!opts.refusals) await audit.append(decisionEvent);
-        throw new BrokerError("policy_denied", `policy does not allow ${workload} to ${ex?.action ?? "request"} ${req.role}`, { extra: { policy_hash: decision.policyHash } });
+        throw plan.error;
       }
       await audit.append(decisionEvent);
-      if (!role) throw new BrokerError("unknown_role", `no role named "${req.role}"`);
-      const backend = opts.backends.get(role.backend);
-      if (!backend) throw new BrokerError("backend_unavailable", `backend ${role.backend} is not available in this broker`);
-      if (ex && decision.approvalRequired) throw new BrokerError("policy_denied", `the policy requires approval for ${role.name}, which a token exchange cannot wait for; use POST /v1/credentials`);
-      if (ex && req.ttlMs !== undefined && decision.maxTtlSeconds !== undefined && req.ttlMs > decision.maxTtlSeconds * 1000) {
-        throw new BrokerError("ttl_too_long", `requested ttl ${Math.round(req.ttlMs / 1000)}s exceeds the ${decision.maxTtlSeconds}s the policy allows`, { extra: { max_ttl_seconds: decision.maxTtlSeconds } });
-      }
-      const ttlIn = { requestedMs: req.ttlMs, roleDefaultMs: role.ttl.default, roleMaxMs: role.ttl.max };
-      if (ex?.delegation && req.ttlMs !== undefined && req.ttlMs > parentLeftMs) {
-        throw new BrokerError("ttl_too_long", `requested ttl ${Math.round(req.ttlMs / 1000)}s exceeds the ${Math.max(0, Math.floor(parentLeftMs / 1000))}s the subject token's lease has left`, {
-          extra: { max_ttl_seconds: Math.max(0, Math.floor(parentLeftMs / 1000)) },
-        });
-      }
-      requestedTtlMs(ttlIn);
-      // Backend-specific input is checked only for callers the policy allows: a scope check can be
-      // costly and its answers describe the role, which a refused caller must not learn about.
-      if (req.scope !== undefined && !backend.checkRequest) throw new BrokerError("invalid_request", `scope: role ${role.name} (backend ${role.backend}) does not accept a scope`);
-      backend.checkRequest?.(role, mintReq);
-
-      if (decision.approvalRequired && !approval) {
-        if (!opts.approvals) throw new BrokerError("policy_denied", `requesting ${role.name} requires human approval, which is not enabled in this broker`);
-        const created = await opts.approvals.create({
-          workload,
-          role: role.name,
-          task,
-          ...(req.ttlMs !== undefined ? { ttlMs: req.ttlMs } : {}),
-          ...(req.scope !== undefined ? { scope: req.scope } : {}),
-          identity,
-          policy: { ids: decision.policyIds, hash: decision.policyHash },
-        });
-        if (created.result === "too_many") {
-          throw new BrokerError("quota_exceeded", `workload ${workload} already has the maximum number of requests waiting for approval`, { headers: { "Retry-After": "60" } });
-        }
-        const r = created.request;
-        await audit.append({
-          type: "approval_requested",
-          at: at(),
-          request_id: r.id,
-          workload,
-          task_id: task.id,
-          actor: workload,
-          role: role.name,
-          identity,
-          policy_ids: decision.policyIds,
-          policy_hash: decision.policyHash,
-          expires_at: new Date(r.deadline_ms).toISOString(),
-          task,
-        });
-        metrics.approvals.inc({ event: "requested" });
-        return { pending: r };
-      }
-
-      const ttlMs = Math.min(leaseTtlMs({ ...ttlIn, policyMaxMs: decision.maxTtlSeconds === undefined ? undefined : decision.maxTtlSeconds * 1000 }), parentLeftMs);
-      const issuedAt = now();
-      // Whole seconds: JWT exp and most backends count in seconds; never later than the lease (I2).
-      const expiresAt = Math.floor((issuedAt + ttlMs) / 1000) * 1000;
-      const id = newLeaseId();
-      const draft: NewLease = {
-        id,
-        role: role.name,
-        backend: role.backend,
-        workload,
-        task,
-        issuedAt,
-        expiresAt,
-        identity,
-        policy: { ids: decision.policyIds, hash: decision.policyHash },
-        askedTtlSeconds: askedSeconds,
-        claims: principal.claims,
-        ...(approval ? { approval: { request_id: approval.request.id, approved_by: approval.request.decided_by ?? "" } } : {}),
-        ...(ex?.delegation ? { delegation: { parent: ex.delegation.parent, depth: ex.delegation.depth, ancestors: ex.delegation.ancestors, chain: ex.delegation.chain } } : {}),
-        ...(ex?.onBehalfOf ? { onBehalfOf: ex.onBehalfOf } : {}),
-      };
-      const quota = auth.workload.limits?.active_leases ?? opts.quota;
-      const created = await store.create(draft, quota);
-      if (created === "task_completed") throw new BrokerError("task_completed", `task ${task.id} is completed; start a new task`);
-      if (created === "quota_exceeded") {
-        const retryAfter = await secondsUntilALeaseEnds(workload);
-        throw new BrokerError("quota_exceeded", `workload ${workload} already holds ${quota} active leases; one ends in about ${retryAfter}s`, { headers: { "Retry-After": String(retryAfter) } });
-      }
-      if (created !== "ok") throw new BrokerError("internal", "lease id collision");
-      if (ex?.delegation) {
-        // Registered under the parent only while the parent is active: a parent revoked before
-        // this refuses the child; one revoked after finds it and revokes it (the cascade).
-        let parentState: string;
-        try {
-          parentState = await store.addChild(ex.delegation.parent, ex.delegation.parentExpiresMs, id);
-        } catch (e) {
-          await store.trigger([id], { trigger: "issue_failed", reason: "could not register the delegated lease under its parent" }).catch(() => undefined);
-          throw e;
-        }
-        if (parentState !== "ok") {
-          await store.trigger([id], { trigger: "issue_failed", reason: `parent lease ${ex.delegation.parent} is ${parentState}` }).catch(() => undefined);
-          throw new BrokerError("invalid_request", `subject_token: its lease is ${parentState === "missing" ? "gone" : parentState}, not active`, { reason: "inactive_subject" });
-        }
-      }
-
-      // I1: the revocation was scheduled before anything is minted: `create` wrote the lease into
-      // the expiry schedule ({p}:leases:due, score = expires_at) in the same script as the lease.
-
-      let minted: MintResult;
-      try {
-        // The lease as just written (no re-read: backends only use its immutable fields).
-        minted = await backend.mint(publicLease(store.created(draft)), role, mintReq);
-      } catch (e) {
-        // Nothing was minted: the lease ends revoked (issue_failed) now, not after a retry loop
-        // that would show it as revoke_failed meanwhile; the queue is the fallback.
-        await store.trigger([id], { trigger: "issue_failed", reason: "mint failed" }).catch(() => undefined);
-        const ended = await opts.revoker.revoke([id]).catch(() => null);
-        if (!ended || ended.done.length === 0) await opts.queue.revokeSoon([id]).catch(() => undefined);
-        audit.record({ type: "issue_failed", at: at(), lease_id: id, workload, task_id: task.id, actor: "system", reason: (e as Error).message });
-        if (e instanceof BrokerError) throw e;
-        const code = backendErrorCode(e);
-        // The caller's own narrowing was refused: its request, not the backend's health.
-        if (code === "invalid_scope") throw new BrokerError("invalid_request", `scope: ${(e as Error).message}`, { reason: "scope", cause: e });
-        if (code === "misconfigured" || code === "denied") opts.logger.error({ role: role.name, backend: role.backend, code, err: { message: (e as Error).message } }, "the backend refused to mint as configured: an operator must act");
-        throw new BrokerError("backend_unavailable", `backend ${role.backend} could not mint the credential`, { cause: e });
-      }
-
-      let state;
-      try {
-        state = await store.activate(id, minted.handle, minted.backendExpiresAt?.getTime());
-      } catch (e) {
-        // Redis may be gone: revoke from what we wrote, not from what we could read back.
-        await undoMint(store.created(draft), id, backend, minted, "could not record the lease");
-        throw e;
-      }
-      if (state !== "active") {
-        const lease = await store.get(id).catch(() => null);
-        if (state === "reopened") {
-          // The mint outlived worker.mint_timeout and the worker had ended the lease as never
-          // minted; the lease is revoking again, with the handle, and the worker retries it.
-          await undoMint(lease ?? store.created(draft), id, backend, minted, "the mint took longer than worker.mint_timeout");
-          throw new BrokerError("backend_unavailable", `backend ${role.backend} took longer than the mint timeout; what it minted is being revoked`);
-        }
-        await undoMint(lease ?? store.created(draft), id, backend, minted, `lease was ${state} before the mint completed`);
-        if (lease?.revocation?.trigger === "task_completed") throw new BrokerError("task_completed", `task ${task.id} was completed while the credential was being issued`);
-        throw new BrokerError("policy_denied", `the lease was revoked (${lease?.revocation?.trigger ?? state}) while the credential was being issued`);
-      }
-      // "active": the lease is exactly what we wrote plus the handle (see store.activated).
-      const lease = store.activated(draft, minted.handle, minted.backendExpiresAt?.getTime());
-      // A reload that ran while this credential was being minted re-authorized the leases it could
-      // see, not this one (still issuing): check it as the reload would before handing it out.
-      const policyNow = opts.policy();
-      if (policyNow.set().hash !== decision.policyHash || (opts.inventoryVersion?.() ?? 0) !== inventoryAtStart) {
-        const again = recheckLease(lease, { policy: policyNow, roles: opts.roles(), workloads: opts.workloads?.() ?? { get: () => auth.workload }, timeZone: opts.timeZone });
-        if (!again.allowed) {
-          await revokeForPolicyChange({ store, queue: opts.queue, audit, now }, [lease], again.reason!, "system", policyNow.set().hash).catch(() => undefined);
-          throw new BrokerError("policy_denied", `the policy or inventory changed while the credential was being issued: ${again.reason}`, { extra: { policy_hash: policyNow.set().hash } });
-        }
-      }
-      await audit.append({
-        type: "mint",
-        at: at(),
-        lease_id: id,
-        workload,
-        task_id: task.id,
-        actor: workload,
-        role: role.name,
-        backend: role.backend,
-        identity,
-        policy_ids: decision.policyIds,
-        policy_hash: decision.policyHash,
-        expires_at: lease.expires_at,
-        ...(lease.backend_expires_at ? { backend_expires_at: lease.backend_expires_at } : {}),
-        ...(ex ? { ...exchangeSummary(ex), token_claims: { sub: ex.token.subject, ...(ex.token.act ? { act: ex.token.act } : {}), aud: ex.token.audience, ...(ex.token.scope ? { scope: ex.token.scope } : {}) } } : {}),
-        ...(approval
-          ? {
-              approval: {
-                request_id: approval.request.id,
-                requested_at: new Date(approval.request.created_ms).toISOString(),
-                approved_by: approval.request.decided_by,
-                approved_at: approval.request.decided_ms === undefined ? undefined : new Date(approval.request.decided_ms).toISOString(),
-              },
-            }
-          : {}),
-        task,
-      });
-      if (opts.durability && opts.durability.replicas > 0) {
-        // I1: the lease record, its schedule and the mint event must be on enough replicas that a
-        // failover cannot lose them; otherwise the credential is revoked instead of answered.
-        try {
-          await opts.durability.confirm();
-        } catch (e) {
-          const why = describeRedisError(e);
-          await undoMint(lease, id, backend, minted, `not acknowledged by replicas (${why})`);
-          throw new BrokerError("store_unavailable", `the lease record was not acknowledged by ${opts.durability.replicas} Redis replica(s) in time (${why}); the credential was revoked, nothing was issued`, { cause: e, reason: "durability" });
-        }
-      }
-      metrics.issued.inc({ backend: role.backend, role: role.name });
-      metrics.issuance.observe({ backend: role.backend }, Number(process.hrtime.bigint() - started) / 1e9);
-      return { lease: publicLease(lease), credential: minted.credential };
+      if (plan.outcome === "deny") throw plan.error;
+      // The backend's own check of the request (a scope), only for callers the policy allows.
+      backend!.checkRequest?.(plan.role, mintReq);
+      if (plan.outcome === "approval") return { pending: await requestApproval(plan.request, decision) };
+      const lease = await mintLease(auth, plan, backend!, mintReq, decision, inventoryAtStart, approval, ex);
+      metrics.issued.inc({ backend: plan.role.backend, role: plan.role.name });
+      metrics.issuance.observe({ backend: plan.role.backend }, Number(process.hrtime.bigint() - started) / 1e9);
+      return lease;
     },
 
     /** Completes a task for the calling workload (I5) and revokes its leases of that task. */

@@ -28,6 +28,7 @@ import { BrokerError, isBrokerError } from "../core/errors";
 import type { AuthContext } from "../http/app";
 import { parse } from "../http/app";
 import { isOperator, requireOperator, type OperatorCheck } from "../authz/operators";
+import { mayBeOperator } from "../authz/refusals";
 import type { TokenVerifier } from "../identity/verify";
 import type { Workload, WorkloadMatcher } from "../identity/workloads";
 import { TASK_ID } from "../leases/schemas";
@@ -129,7 +130,7 @@ export function consoleRoutes(opts: ConsoleRoutesOptions): Router {
       if (isBrokerError(e) && e.code === "unknown_workload") return { refused: "You are not in the broker's inventory: no workload matches your identity." };
       throw e;
     }
-    if (w.kind !== "human") return { refused: `Your identity belongs to workload "${w.id}" of kind ${w.kind}; only people (kind human) may use the console.` };
+    if (!mayBeOperator(w)) return { refused: `Your identity belongs to workload "${w.id}" of kind ${w.kind}; only people (kind human) may use the console.` };
     return { workload: w };
   }
 

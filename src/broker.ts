@@ -17,6 +17,7 @@ import { createVerifiedTokenCache } from "./identity/token-cache";
 import { createRedisFactory, type RedisFactory } from "./redis/connect";
 import { createRedisHealth, probeRedis, type RedisErrorKind } from "./redis/health";
 import { createDurability } from "./redis/durability";
+import { checkShardCount, ShardCountError } from "./redis/shards";
 import { startEmbeddedRedis, type EmbeddedRedis } from "./redis/embedded";
 import { createKeyspace } from "./redis/keys";
 import { createAuditLedger, type AuditLedger } from "./audit/ledger";
@@ -88,7 +89,7 @@ export interface Readiness {
    * not writable from here (readonly, moved, clusterdown, timeout, durability, ...), named in
    * redis_error (I10).
    */
-  checks: { redis: "ok" | "unreachable" | Exclude<RedisErrorKind, "refused" | "not_connected">; redis_error?: string; issuers: ReturnType<KeySet["status"]>[]; backends: ({ name: string } & BackendStatus)[]; audit_sinks?: SinkStatus[]; audit_backlog?: BacklogStatus };
+  checks: { redis: "ok" | "unreachable" | "shards" | Exclude<RedisErrorKind, "refused" | "not_connected">; redis_error?: string; issuers: ReturnType<KeySet["status"]>[]; backends: ({ name: string } & BackendStatus)[]; audit_sinks?: SinkStatus[]; audit_backlog?: BacklogStatus };
 }
 
 export interface Broker {
@@ -180,8 +181,32 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     return conn;
   };
   const redis = connect("jitbroker-api", "request");
-  const keys = createKeyspace(cfg.redis.prefix);
-  const durability = createDurability(redis, keys.durable, cfg.redis.durability);
+  const keys = createKeyspace(cfg.redis.prefix, cfg.redis.shards);
+  const durability = createDurability(redis, keys, cfg.redis.durability);
+  // redis.shards must match the data (src/redis/shards.ts): a mismatch stops the start. A Redis
+  // not reachable yet is asked again in the background; /readyz is 503 until it answered.
+  let shardCheck: { ok: boolean; problem?: string } = { ok: false, problem: "redis.shards not checked yet (Redis not reachable)" };
+  let shardRetry: NodeJS.Timeout | undefined;
+  const checkShards = async (): Promise<void> => {
+    try {
+      await checkShardCount(redis, keys, cfg.redis.prefix);
+      shardCheck = { ok: true };
+    } catch (e) {
+      if (e instanceof ShardCountError) {
+        shardCheck = { ok: false, problem: e.message };
+        throw e;
+      }
+      shardRetry = setTimeout(() => void checkShards().catch((err: Error) => logger.error({ err: { message: err.message } }, "redis.shards does not match the data in Redis; this broker will not become ready")), 1000);
+      shardRetry.unref();
+    }
+  };
+  try {
+    await checkShards();
+  } catch (e) {
+    redis.disconnect();
+    await embedded?.stop().catch(() => undefined);
+    throw e;
+  }
 
   const keySets = new Map<string, KeySet>();
   for (const iss of cfg.identity.issuers) {
@@ -248,8 +273,10 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     anchorKey: keys.auditAnchor,
     leaseIndexPrefix: keys.auditLeasePrefix,
     leaseIndexTtlSeconds: Math.ceil(cfg.leases.retention / 1000),
-    // A lease's event ids live in its own record (field "ev"), and expire with it.
-    leaseIndexField: { hashKey: store.keys.lease, field: "ev" },
+    // A lease's event ids live in its own record (field "ev"), and expire with it. With several
+    // shards the record may be on another Cluster node than the audit stream, and one
+    // transaction cannot span nodes: the index is then the list {p}:audit:lease:<id>.
+    ...(keys.shards === 1 ? { leaseIndexField: { hashKey: store.keys.lease, field: "ev" } } : {}),
     watchConnection: () => connect("jitbroker-audit", "request"),
     ...(tracing.enabled ? { traceId: tracing.traceId } : {}),
     logger,
@@ -273,7 +300,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
   }
   const tracedPolicy = tracing.wrap(policyEngine, { decide: "policy.decide" });
   const queueConn = connect("jitbroker-queue", "queue");
-  const queue = createRevocationQueue(queueConn, keys.tag);
+  const queue = createRevocationQueue(queueConn, keys);
   const revoker = createRevoker({
     store,
     backends,
@@ -292,7 +319,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     maxPendingPerWorkload: cfg.approvals.max_pending_per_workload,
     now,
   });
-  const limiter = createRateLimiter(redis, keys.tag);
+  const limiter = createRateLimiter(redis, keys);
   const refusals = createRefusalSampler(redis, keys, audit, { registry: metrics.registry });
   // Only the API issues credentials; a worker-only process does not need to watch memory.
   const memory = parts.api
@@ -329,7 +356,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
         connect,
         onError: (connection, e) => void redisHealth.report(connection, e),
         onRecovered: (connection) => redisHealth.recovered(connection),
-        prefix: keys.tag,
+        keys,
         store,
         revoker,
         queue,
@@ -381,10 +408,15 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
    * Done on every call, so the answer follows a change at once; bounded to 1.5 s.
    */
   async function readiness(): Promise<Readiness> {
-    const probe = await probeRedis(redis, keys.ready, cfg.redis.durability);
+    // With several shards, every shard's tag is probed too: a Cluster may put them on other primaries.
+    const probes = await Promise.all([keys.ready, ...(keys.shards > 1 ? keys.shardKeys.map((sk) => sk.ready) : [])].map((k) => probeRedis(redis, k, cfg.redis.durability)));
+    const probe = probes.find((p) => !p.ok) ?? probes[0]!;
     if (probe.ok) redisHealth.recovered("readiness");
     else redisHealth.report("readiness", probe.error);
     const redisCheck = probe.ok ? ("ok" as const) : probe.kind === "refused" || probe.kind === "not_connected" ? ("unreachable" as const) : probe.kind;
+    if (probe.ok && !shardCheck.ok) {
+      return { ready: false, checks: { redis: "shards", redis_error: shardCheck.problem ?? "redis.shards not checked", issuers: [...keySets.values()].map((k) => k.status()), backends: [...backends].map(([name, b]) => ({ name, ...(b.status?.() ?? { state: "ok" as const }) })) } };
+    }
     const backendChecks = [...backends].map(([name, b]) => ({ name, ...(b.status?.() ?? { state: "ok" as const }) }));
     return {
       ready: probe.ok,
@@ -566,6 +598,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
         }
         clearTimeout(grace);
         policyReloader.close();
+        clearTimeout(shardRetry);
         memory?.stop();
         auditBacklog?.stop();
         auditTrimmer?.stop();

@@ -28,7 +28,8 @@
 import { randomBytes } from "node:crypto";
 import type { Redis } from "ioredis";
 import { storeCall } from "../redis/client";
-import type { Keyspace } from "../redis/keys";
+import { newShardedId, type Keyspace, type ShardKeys } from "../redis/keys";
+import { mergePages, type ListPos } from "../leases/store";
 import type { TaskContext } from "../policy/types";
 
 export const APPROVAL_STATES = ["pending_approval", "approved", "denied", "expired", "collected"] as const;
@@ -125,17 +126,19 @@ return 1
 
 // Expires open requests whose deadline has passed (skipping one being collected right now).
 const EXPIRE_DUE = `
--- KEYS: 1 open; ARGV: 1 now ms, 2 limit, 3 key prefix ("{p}:")
+-- KEYS: 1 open; ARGV: 1 now ms, 2 limit, 3 request key prefix ("{p}:req:"), 4 pending set prefix
+-- ("{p}:reqs:pending:"), both from src/redis/keys.ts (the keys of one shard: one hash tag)
+-- Output: id, state it expired in, workload, task JSON; four per expired request.
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 local out = {}
 for _, id in ipairs(ids) do
-  local key = ARGV[3] .. 'req:' .. id
+  local key = ARGV[3] .. id
   local st = redis.call('HGET', key, 'state')
   if st == 'pending_approval' or st == 'approved' then
     if redis.call('EXISTS', key .. ':collect') == 0 and tonumber(redis.call('HGET', key, 'deadline')) <= tonumber(ARGV[1]) then
       local workload = redis.call('HGET', key, 'workload')
       redis.call('HSET', key, 'state', 'expired')
-      redis.call('SREM', ARGV[3] .. 'reqs:pending:' .. workload, id)
+      redis.call('SREM', ARGV[4] .. workload, id)
       redis.call('ZREM', KEYS[1], id)
       out[#out + 1] = id
       out[#out + 1] = st
@@ -168,15 +171,15 @@ export interface NewApprovalRequest {
   policy: ApprovalRequest["policy"];
 }
 
-export function createApprovalStore(redis: Redis, keys: Keyspace, opts: ApprovalStoreOptions) {
+/** The requests of one shard (a request lives on its workload's shard: src/redis/keys.ts). */
+function createShardApprovals(redis: Redis, sk: ShardKeys, shard: { index: number; count: number }, opts: ApprovalStoreOptions) {
   const now = opts.now ?? Date.now;
-  const p = `${keys.tag}:`;
   const k = {
-    req: (id: string) => `${p}req:${id}`,
-    lock: (id: string) => `${p}req:${id}:collect`,
-    all: `${p}reqs`,
-    open: `${p}reqs:open`,
-    pending: (w: string) => `${p}reqs:pending:${w}`,
+    req: sk.req,
+    lock: sk.reqCollect,
+    all: sk.reqs,
+    open: sk.reqsOpen,
+    pending: sk.reqsPending,
   };
 
   function decode(id: string, h: Record<string, string>): ApprovalRequest | null {
@@ -212,7 +215,7 @@ export function createApprovalStore(redis: Redis, keys: Keyspace, opts: Approval
     get,
 
     async create(r: NewApprovalRequest): Promise<{ result: "ok"; request: ApprovalRequest } | { result: "too_many" }> {
-      const id = newRequestId();
+      const id = shard.count === 1 ? newRequestId() : newShardedId("rq", shard.index, shard.count);
       const created = now();
       const deadline = created + opts.pendingTimeoutMs;
       const fields: Record<string, string> = {
@@ -278,7 +281,7 @@ export function createApprovalStore(redis: Redis, keys: Keyspace, opts: Approval
 
     /** Expires requests past their deadline; returns them with the state they expired in. */
     async expireDue(limit = 500): Promise<{ id: string; was: ApprovalState; workload: string; task_id: string }[]> {
-      const flat = (await storeCall(() => redis.eval(EXPIRE_DUE, 1, k.open, String(now()), String(limit), p))) as string[];
+      const flat = (await storeCall(() => redis.eval(EXPIRE_DUE, 1, k.open, String(now()), String(limit), sk.reqPrefix, sk.reqsPendingPrefix))) as string[];
       const out: { id: string; was: ApprovalState; workload: string; task_id: string }[] = [];
       for (let i = 0; i < flat.length; i += 4) {
         out.push({ id: flat[i]!, was: flat[i + 1] as ApprovalState, workload: flat[i + 2]!, task_id: (JSON.parse(flat[i + 3]!) as { id?: string }).id ?? "" });
@@ -322,6 +325,48 @@ export function createApprovalStore(redis: Redis, keys: Keyspace, opts: Approval
     },
   };
 }
+
+/**
+ * Approval requests over every shard (`redis.shards`): a request is on its workload's shard and
+ * its id falls there, so one request is one shard's; expiry and listing visit every shard
+ * (listing merges them in one order, as src/leases/store.ts does for leases).
+ */
+export function createApprovalStore(redis: Redis, keys: Keyspace, opts: ApprovalStoreOptions) {
+  const count = keys.shardKeys.length;
+  const shards = keys.shardKeys.map((sk, index) => createShardApprovals(redis, sk, { index, count }, opts));
+  if (count === 1) return shards[0]!;
+  const ofId = (id: string) => shards[keys.shardKeys.indexOf(keys.forId(id))]!;
+  const ofWorkload = (w: string) => shards[keys.shardKeys.indexOf(keys.forWorkload(w))]!;
+  const one = shards[0]!;
+  return {
+    keys: one.keys,
+    get: (id: string) => ofId(id).get(id),
+    create: (r: NewApprovalRequest) => ofWorkload(r.workload).create(r),
+    decide: (id: string, workload: string, state: "approved" | "denied", by: string, reason?: string) => ofId(id).decide(id, workload, state, by, reason),
+    beginCollect: (id: string, lockMs: number) => ofId(id).beginCollect(id, lockMs),
+    endCollect: (id: string, leaseId: string) => ofId(id).endCollect(id, leaseId),
+    abortCollect: (id: string) => ofId(id).abortCollect(id),
+    async expireDue(limit = 500) {
+      return (await Promise.all(shards.map((s) => s.expireDue(Math.ceil(limit / count))))).flat();
+    },
+    async list(filter: { state?: ApprovalState; workload?: string }, limit: number, cursor?: string): Promise<{ requests: ApprovalRequest[]; next: string | null }> {
+      if (cursor && !LIST_CURSOR.test(cursor)) return { requests: [], next: null };
+      const open = filter.state === "pending_approval" || filter.state === "approved";
+      const pages = await Promise.all((filter.workload ? [ofWorkload(filter.workload)] : shards).map((s) => s.list(filter, limit, cursor)));
+      const pos = (c: string): ListPos => {
+        const m = LIST_CURSOR.exec(c)!;
+        return { score: Number(m[1]), id: m[2]! };
+      };
+      const merged = mergePages(
+        pages.map((p) => ({ items: p.requests.map((r) => ({ pos: { score: open ? r.deadline_ms : r.created_ms, id: r.id }, item: r })), next: p.next === null ? null : pos(p.next) })),
+        limit,
+      );
+      return { requests: merged.items, next: merged.next === null ? null : `${merged.next.score}.${merged.next.id}` };
+    },
+  };
+}
+
+const LIST_CURSOR = /^(\d+)\.(rq_[A-Za-z0-9_-]{16})$/;
 
 export type ApprovalStore = ReturnType<typeof createApprovalStore>;
 

@@ -303,7 +303,7 @@ export function buildProgram(): Command {
         return;
       }
       const cfg = config();
-      const keys = createKeyspace(cfg.redis.prefix);
+      const keys = createKeyspace(cfg.redis.prefix, cfg.redis.shards);
       const res = await withRedis(cfg, (redis) => verifyAuditChain(redis, { key, streamKey: keys.audit, headKey: keys.auditHead, anchorKey: keys.auditAnchor }));
       if (!res.ok) {
         throw new CliError(

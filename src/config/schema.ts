@@ -10,6 +10,7 @@ import { formatPath } from "./path";
 import { awsStsBackend, awsStsRole } from "../backends/aws/config";
 import { jwtBackend, jwtRole } from "../backends/jwt/config";
 import { vaultBackend, vaultRole } from "../backends/vault/config";
+import { MAX_SHARDS } from "../redis/keys";
 
 const ASYMMETRIC_ALGS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"] as const;
 const SVID_ALGS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"] as const;
@@ -242,6 +243,8 @@ export const configSchema = z
         /** `redis.url: embedded` only: the embedded redis-server's maxmemory (with noeviction), so
          * that store_full protects revocation there too (default 512mb; Redis's size syntax). */
         embedded_maxmemory: z.string().regex(/^[1-9]\d{0,5}(kb|mb|gb)$/i, 'must be a size like "512mb" or "2gb"').optional(),
+        /** Workloads spread over this many hash tags (src/redis/keys.ts); fixed once data exists. */
+        shards: z.number().int("must be a whole number").min(1, "must be at least 1").max(MAX_SHARDS, `must be at most ${MAX_SHARDS}`).default(1),
         /** I1: WAIT for this many replicas before a credential is answered. */
         durability: z
           .strictObject({

@@ -43,8 +43,8 @@ export const operatorReadinessSchema = apiComponent(
   z.strictObject({
     status: z.enum(["ready", "unavailable"]),
     redis: z
-      .enum(["ok", "unreachable", "readonly", "moved", "clusterdown", "timeout", "auth", "loading", "oom", "no_primary", "durability", "other"])
-      .describe("ok, or why the broker's keys are not writable from here with the configured durability (I10)"),
+      .enum(["ok", "unreachable", "readonly", "moved", "clusterdown", "timeout", "auth", "loading", "oom", "no_primary", "durability", "shards", "other"])
+      .describe("ok, or why the broker's keys are not writable from here with the configured durability (I10); shards: redis.shards does not match the data (or was not checked yet)"),
     redis_error: text.optional().describe("What is wrong with Redis, when redis is not ok"),
     issuers: z.array(z.strictObject({ name: text, keys: z.number().int(), loaded_at: time.nullable(), last_error: text.nullable() })),
     backends: backendStates,

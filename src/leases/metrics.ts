@@ -35,9 +35,9 @@ export function createLeaseMetrics(registry: Registry) {
 export type LeaseMetrics = ReturnType<typeof createLeaseMetrics>;
 
 /** Sets the lease and queue gauges from Redis (when Prometheus scrapes); a Redis outage keeps the last sample (/readyz says why). */
-export async function sampleLeaseGauges(metrics: LeaseMetrics, store: Pick<LeaseStore, "counts">, queue: Pick<RevocationQueue, "queue">): Promise<void> {
+export async function sampleLeaseGauges(metrics: LeaseMetrics, store: Pick<LeaseStore, "counts">, queue: Pick<RevocationQueue, "getJobCounts">): Promise<void> {
   try {
-    const [counts, jobs] = await Promise.all([store.counts(), queue.queue.getJobCounts("wait", "delayed", "active", "prioritized")]);
+    const [counts, jobs] = await Promise.all([store.counts(), queue.getJobCounts("wait", "delayed", "active", "prioritized")]);
     metrics.leasesByState.set({ state: "live" }, counts.live);
     metrics.leasesByState.set({ state: "revoke_failed" }, counts.revoke_failed);
     for (const [state, n] of Object.entries(jobs)) metrics.queueDepth.set({ state }, n);

@@ -9,7 +9,8 @@
  * already in flight are passed over, so they never stall it. No per-lease job exists, which is
  * most of a lease's Redis memory saved (docs/BENCHMARKS.md).
  *
- * Queue `revocations` under the broker's hash tag (`{p}:revocations:*`, BullMQ's own keys) for
+ * Queue `revocations` under each shard's hash tag (`{p}:revocations:*`, BullMQ's own keys; one
+ * queue and one BullMQ Worker per shard with `redis.shards` > 1, a job on its lease's shard) for
  * the revocation work that needs retries and backoff. Jobs (custom ids contain no ':' as BullMQ
  * requires):
  *   r-<lease id>   "revoke"  immediate: completion, owner, operator, policy change, failed issue,
@@ -18,16 +19,20 @@
  *   x-<lease id>   "expire"  written by earlier versions (one delayed job per lease); still
  *                            processed, so leases issued before an upgrade expire on time
  * Failed revocations are retried with capped exponential backoff and jitter, without limit:
- * a revocation is never dropped. The sweeper revokes whatever is due in `{p}:leases:due` and
- * more than `graceMs` late, which covers a poller that stopped (its process died) or fell behind.
+ * a revocation is never dropped. The sweeper revokes whatever is due in every shard's
+ * `{p}:leases:due` and more than `graceMs` late, which covers a poller that stopped (its process
+ * died) or fell behind; one sweeper at a time holds `{p}:sweeper` (base tag), released
+ * owner-checked. The poller walks every shard's due set.
  */
-import { Queue, Worker, type Job } from "bullmq";
+import { randomBytes } from "node:crypto";
+import { Queue, Worker, type Job, type JobType } from "bullmq";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { AuditLedger } from "../audit/ledger";
+import type { Keyspace } from "../redis/keys";
 import type { LeaseMetrics } from "./metrics";
 import { backoffMs, toRetry, type Revoker } from "./revoker";
-import type { LeaseStore } from "./store";
+import type { LeaseStore, ShardStore } from "./store";
 import type { RevocationTrigger } from "./types";
 
 export const QUEUE_NAME = "revocations";
@@ -44,19 +49,49 @@ export interface BulkJobData {
   reason?: string;
 }
 
+const RELEASE_LOCK = `
+-- KEYS: 1 lock.  ARGV: 1 owner token.  Output: 1 released, 0 held by another (or expired)
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`;
+
 const jobOpts = { attempts: FOREVER, backoff: { type: "jitter" }, removeOnComplete: true, removeOnFail: true } as const;
 
-export function createRevocationQueue(connection: Redis, prefix: string) {
-  const queue = new Queue(QUEUE_NAME, { connection, prefix });
-  // BullMQ 6 re-emits connection errors on the queue, and prints them when nobody listens;
-  // they surface on the commands (the caller sees them), so no second report here.
-  queue.on("error", () => undefined);
+export function createRevocationQueue(connection: Redis, keys: Keyspace) {
+  // One queue per shard, under the shard's tag (a job's keys and its lease's on one shard).
+  const queues = keys.shardKeys.map((sk) => {
+    const queue = new Queue(QUEUE_NAME, { connection, prefix: sk.tag });
+    // BullMQ 6 re-emits connection errors on the queue, and prints them when nobody listens;
+    // they surface on the commands (the caller sees them), so no second report here.
+    queue.on("error", () => undefined);
+    return queue;
+  });
+  const byTag = new Map(keys.shardKeys.map((sk, i) => [sk.tag, queues[i]!]));
+  const ofId = (id: string) => byTag.get(keys.forId(id).tag)!;
   return {
-    queue,
-    revokeSoon: (leaseIds: string[]) =>
-      leaseIds.length === 0 ? Promise.resolve([]) : queue.addBulk(leaseIds.map((id) => ({ name: "revoke", data: { lease: id }, opts: { ...jobOpts, jobId: `r-${id}` } }))),
-    bulk: (data: BulkJobData) => queue.add("bulk", data, { ...jobOpts, jobId: `b-${data.op}` }),
-    close: () => queue.close(),
+    /** Shard 0's queue (the only one with one shard). */
+    queue: queues[0]!,
+    queues,
+    async revokeSoon(leaseIds: string[]): Promise<unknown[]> {
+      if (leaseIds.length === 0) return [];
+      const groups = new Map<Queue, string[]>();
+      for (const id of leaseIds) {
+        const q = ofId(id);
+        groups.set(q, [...(groups.get(q) ?? []), id]);
+      }
+      const added = await Promise.all([...groups].map(([q, ids]) => q.addBulk(ids.map((id) => ({ name: "revoke", data: { lease: id }, opts: { ...jobOpts, jobId: `r-${id}` } })))));
+      return added.flat();
+    },
+    /** A bulk job runs on the op's shard; it visits every shard the selector can match. */
+    bulk: (data: BulkJobData) => ofId(data.op).add("bulk", data, { ...jobOpts, jobId: `b-${data.op}` }),
+    /** Job counts summed over the shards' queues. */
+    async getJobCounts(...types: JobType[]): Promise<Record<string, number>> {
+      const all = await Promise.all(queues.map((q) => q.getJobCounts(...types)));
+      const out: Record<string, number> = {};
+      for (const c of all) for (const [k, v] of Object.entries(c)) out[k] = (out[k] ?? 0) + v;
+      return out;
+    },
+    close: () => Promise.all(queues.map((q) => q.close())).then(() => undefined),
   };
 }
 
@@ -65,7 +100,8 @@ export type RevocationQueue = ReturnType<typeof createRevocationQueue>;
 export interface WorkerOptions {
   /** Opens the worker's and the sweeper's own connections (src/redis/connect.ts). */
   connect: (name: string, use: "blocking" | "request") => Redis;
-  prefix: string;
+  /** The queues' shards (a worker per shard queue) and the sweeper's lock. */
+  keys: Keyspace;
   store: LeaseStore;
   revoker: Revoker;
   queue: RevocationQueue;
@@ -90,7 +126,9 @@ export interface WorkerOptions {
 export function startRevocationWorker(opts: WorkerOptions) {
   const now = opts.now ?? Date.now;
   const onError = opts.onError ?? ((connection: string, e: unknown) => opts.logger.warn({ connection, err: { message: (e as Error).message } }, "revocation worker error; retrying"));
-  const workerConn = opts.connect("jitbroker-worker", "blocking");
+  // BullMQ's Worker blocks its connection: one per shard queue.
+  const shardCount = opts.keys.shardKeys.length;
+  const workerConns = opts.keys.shardKeys.map((_, i) => opts.connect(shardCount === 1 ? "jitbroker-worker" : `jitbroker-worker-${i}`, "blocking"));
   const sweeperConn = opts.connect("jitbroker-sweeper", "request");
 
   async function processBulk(data: BulkJobData): Promise<void> {
@@ -122,7 +160,10 @@ export function startRevocationWorker(opts: WorkerOptions) {
     polling = true;
     const inFlight = new Set<Promise<void>>();
     try {
-      const moved = await walkExpiries(opts.store, now(), async (ids) => {
+      const at = now();
+      let moved = 0;
+      // Each shard's due set in turn (one with one shard).
+      for (const shard of opts.store.shardStores) moved += await walkExpiries(shard, at, async (ids) => {
         const p: Promise<void> = opts.revoker
           .revoke(ids)
           .then((outcome) => opts.queue.revokeSoon(toRetry(outcome)))
@@ -166,31 +207,36 @@ export function startRevocationWorker(opts: WorkerOptions) {
     }
   }
 
-  const worker = new Worker(
-    QUEUE_NAME,
-    async (job: Job) => {
-      const run = () => (job.name === "bulk" ? processBulk(job.data as BulkJobData) : processLease(job as Job<{ lease: string }>));
-      return opts.traceJob ? opts.traceJob(`job ${job.name}`, job.id ?? "", run) : run();
-    },
-    {
-      connection: workerConn,
-      prefix: opts.prefix,
-      concurrency: opts.concurrency,
-      settings: { backoffStrategy: (attemptsMade: number) => backoffMs(attemptsMade) },
-      // For jobs that do not say (expiry jobs): keep nothing finished.
-      removeOnComplete: { count: 0 },
-      removeOnFail: { count: 0 },
-      // After a Redis error the fetch loop waits this long (BullMQ's default, 15 s, would delay
-      // revocations after a failover; the sweeper covers the gap either way).
-      runRetryDelay: 1000,
-      autorun: true,
-    },
-  );
-  // Errors are counted and logged on change of state (src/redis/health.ts), never one line each.
-  worker.on("error", (e) => onError("worker", e));
+  const workers = opts.keys.shardKeys.map((sk, i) => {
+    const worker = new Worker(
+      QUEUE_NAME,
+      async (job: Job) => {
+        const run = () => (job.name === "bulk" ? processBulk(job.data as BulkJobData) : processLease(job as Job<{ lease: string }>));
+        return opts.traceJob ? opts.traceJob(`job ${job.name}`, job.id ?? "", run) : run();
+      },
+      {
+        connection: workerConns[i]!,
+        prefix: sk.tag,
+        concurrency: opts.concurrency,
+        settings: { backoffStrategy: (attemptsMade: number) => backoffMs(attemptsMade) },
+        // For jobs that do not say (expiry jobs): keep nothing finished.
+        removeOnComplete: { count: 0 },
+        removeOnFail: { count: 0 },
+        // After a Redis error the fetch loop waits this long (BullMQ's default, 15 s, would delay
+        // revocations after a failover; the sweeper covers the gap either way).
+        runRetryDelay: 1000,
+        autorun: true,
+      },
+    );
+    // Errors are counted and logged on change of state (src/redis/health.ts), never one line each.
+    worker.on("error", (e) => onError(shardCount === 1 ? "worker" : `worker-${i}`, e));
+    return worker;
+  });
 
   // The sweeper: one instance at a time cluster-wide (a short Redis lock per tick).
-  const lockKey = `${opts.prefix}:sweeper`;
+  // Owner-checked: a tick that outlived its lock must not release the next holder's.
+  const lockKey = opts.keys.sweeper;
+  const lockToken = `${process.pid}-${randomBytes(9).toString("base64url")}`;
   let sweeping = false;
   async function sweep(): Promise<number> {
     // Not connected (yet, or during an outage): the next tick sweeps. /readyz reports Redis; a
@@ -198,7 +244,7 @@ export function startRevocationWorker(opts: WorkerOptions) {
     if (sweeping || sweeperConn.status !== "ready") return 0;
     sweeping = true;
     try {
-      const got = await sweeperConn.set(lockKey, String(process.pid), "PX", Math.max(1000, opts.sweepIntervalMs * 2), "NX");
+      const got = await sweeperConn.set(lockKey, lockToken, "PX", Math.max(1000, opts.sweepIntervalMs * 2), "NX");
       if (got !== "OK") return 0;
       let total = 0;
       for (;;) {
@@ -210,7 +256,7 @@ export function startRevocationWorker(opts: WorkerOptions) {
         if (outcome.done.length === 0) break; // the rest are failing: their retry time moved on
       }
       if (total > 0) opts.logger.info({ revoked: total }, "sweeper revoked overdue leases");
-      await sweeperConn.del(lockKey);
+      await sweeperConn.eval(RELEASE_LOCK, 1, lockKey, lockToken);
       opts.onRecovered?.("sweeper");
       return total;
     } catch (e) {
@@ -268,7 +314,9 @@ export function startRevocationWorker(opts: WorkerOptions) {
   reconcileTimer.unref();
 
   return {
-    worker,
+    /** Shard 0's worker (the only one with one shard). */
+    worker: workers[0]!,
+    workers,
     sweep,
     pollExpiries,
     reconcileIssuing,
@@ -277,8 +325,12 @@ export function startRevocationWorker(opts: WorkerOptions) {
       clearInterval(pollTimer);
       clearInterval(reconcileTimer);
       // Running jobs may finish (bounded): a worker whose Redis is gone must still shut down.
-      if (!(await within(worker.close(), 10_000))) await within(worker.close(true), 2000);
-      workerConn.disconnect();
+      await Promise.all(
+        workers.map(async (worker) => {
+          if (!(await within(worker.close(), 10_000))) await within(worker.close(true), 2000);
+        }),
+      );
+      for (const c of workerConns) c.disconnect();
       sweeperConn.disconnect();
     },
   };
@@ -294,7 +346,7 @@ export type RevocationWorker = ReturnType<typeof startRevocationWorker>;
  * Stops at the end of what is due, or after `maxSteps`. Returns how many leases it moved.
  */
 export async function walkExpiries(
-  store: Pick<LeaseStore, "expireDue">,
+  store: Pick<ShardStore, "expireDue">,
   at: number,
   onMoved: (ids: string[]) => Promise<void>,
   { scan = 2000, batch = 500, maxSteps = 200 }: { scan?: number; batch?: number; maxSteps?: number } = {},

@@ -162,7 +162,8 @@ export function createLeaseService(opts: LeaseServiceOptions) {
     const { role } = plan;
     const workload = auth.workload.id;
     const task = plan.lease.task;
-    const id = newLeaseId();
+    // On the workload's shard (redis.shards): the id names its shard, see src/redis/keys.ts.
+    const id = store.newId(workload);
     const draft: NewLease = { id, ...plan.lease };
     const quota = auth.workload.limits?.active_leases ?? opts.quota;
     const created = await store.create(draft, quota);
@@ -271,7 +272,7 @@ export function createLeaseService(opts: LeaseServiceOptions) {
       // I1: the lease record, its schedule and the mint event must be on enough replicas that a
       // failover cannot lose them; otherwise the credential is revoked instead of answered.
       try {
-        await opts.durability.confirm();
+        await opts.durability.confirm(workload);
       } catch (e) {
         const why = describeRedisError(e);
         await undoMint(lease, id, backend, minted, `not acknowledged by replicas (${why})`);

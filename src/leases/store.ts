@@ -43,7 +43,7 @@
 import type { Redis } from "ioredis";
 import { storeCall } from "../redis/client";
 import { luaScript, registerScripts, runScript } from "../redis/scripts";
-import type { Keyspace } from "../redis/keys";
+import { newShardedId, type Keyspace, type ShardKeys } from "../redis/keys";
 import { type Lease, type LeaseState, type RevocationTrigger, type TaskContext } from "./types";
 
 const CREATE = luaScript<"ok" | "task_completed" | "quota_exceeded" | "exists">(
@@ -174,6 +174,8 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 if redis.call('HGET', KEYS[1], 'op') then
   redis.call('HINCRBY', KEYS[7], 'revoked', 1)
   if st == 'revoke_failed' then redis.call('HINCRBY', KEYS[7], 'failed', -1) end
+  -- another shard's count of a bulk op (redis.shards > 1) starts here: it expires like the op
+  if redis.call('TTL', KEYS[7]) == -1 then redis.call('EXPIRE', KEYS[7], ARGV[3]) end
 end
 return final
 `,
@@ -182,7 +184,8 @@ return final
 const FAIL = luaScript<LeaseState | "missing" | "now_failed">(
   "jitLeaseFail",
   `
--- KEYS: 1 lease, 2 due, 3 op or a dummy, 4 failed.  ARGV: 1 id, 2 error text, 3 fail-after attempts, 4 next attempt ms
+-- KEYS: 1 lease, 2 due, 3 op or a dummy, 4 failed.  ARGV: 1 id, 2 error text, 3 fail-after attempts, 4 next attempt ms,
+--       5 retention seconds (the op count's expiry, when this shard's count of it starts here)
 -- Output: now_failed (this attempt made it revoke_failed) | the lease's state | missing
 local st = redis.call('HGET', KEYS[1], 'state')
 if st ~= 'revoking' and st ~= 'revoke_failed' then return st or 'missing' end
@@ -192,7 +195,10 @@ redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
 if st == 'revoking' and att >= tonumber(ARGV[3]) then
   redis.call('HSET', KEYS[1], 'state', 'revoke_failed')
   redis.call('SADD', KEYS[4], ARGV[1])
-  if redis.call('HGET', KEYS[1], 'op') then redis.call('HINCRBY', KEYS[3], 'failed', 1) end
+  if redis.call('HGET', KEYS[1], 'op') then
+    redis.call('HINCRBY', KEYS[3], 'failed', 1)
+    if redis.call('TTL', KEYS[3]) == -1 then redis.call('EXPIRE', KEYS[3], ARGV[5]) end
+  end
   return 'now_failed'
 end
 return st
@@ -302,18 +308,19 @@ export interface LeaseStoreOptions {
 
 type Selector = "workload" | "role" | "issuer" | "task";
 
-export function createLeaseStore(redis: Redis, keys: Keyspace, opts: LeaseStoreOptions) {
+/** The lease store of one shard: every key of one call is under that shard's hash tag. */
+function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) {
   const now = opts.now ?? Date.now;
   registerScripts(redis, [CREATE, ACTIVATE, TRIGGER, EXPIRE_DUE, FINISH, FAIL, ADD_CHILD, COMPLETE_TASK]);
   const k = {
-    lease: (id: string) => `${keys.tag}:lease:${id}`,
-    due: `${keys.tag}:leases:due`,
-    all: `${keys.tag}:leases:all`,
-    live: (sel: Selector, v: string) => `${keys.tag}:live:${sel}:${v}`,
-    task: (w: string, t: string) => keys.taskMarker(w, t),
-    op: (id: string) => `${keys.tag}:revop:${id}`,
-    failed: `${keys.tag}:leases:failed`,
-    kids: (id: string) => `${keys.tag}:kids:${id}`,
+    lease: sk.lease,
+    due: sk.leasesDue,
+    all: sk.leasesAll,
+    live: (sel: Selector, v: string) => sk.live[sel](v),
+    task: sk.taskMarker,
+    op: sk.revop,
+    failed: sk.leasesFailed,
+    kids: sk.kids,
   };
   const liveKeys = (l: { workload: string; role: string; identity: { issuer: string }; task_id: string }) => [
     k.live("workload", l.workload),
@@ -459,7 +466,12 @@ export function createLeaseStore(redis: Redis, keys: Keyspace, opts: LeaseStoreO
      */
     async fail(lease: StoredLease, error: string, failAfter: number, nextAttemptAt: number): Promise<LeaseState | "missing" | "now_failed"> {
       return storeCall(() =>
-        runScript(redis, FAIL, [k.lease(lease.id), k.due, lease.op ? k.op(lease.op) : k.op("-"), k.failed], [lease.id, error.slice(0, 500), String(failAfter), String(nextAttemptAt)]),
+        runScript(
+          redis,
+          FAIL,
+          [k.lease(lease.id), k.due, lease.op ? k.op(lease.op) : k.op("-"), k.failed],
+          [lease.id, error.slice(0, 500), String(failAfter), String(nextAttemptAt), String(opts.retentionSeconds)],
+        ),
       );
     },
 
@@ -619,6 +631,168 @@ export function createLeaseStore(redis: Redis, keys: Keyspace, opts: LeaseStoreO
       return Object.keys(h).length === 0 ? null : h;
     },
   };
+}
+
+/**
+ * The lease store over every shard (`redis.shards`, docs/ARCHITECTURE.md, Shards): a lease lives
+ * on its workload's shard, and its id falls on that shard (`newId`), so a call about one lease
+ * goes to one shard; calls about many (trigger, getMany) are split by shard; listing, counting,
+ * bulk selection and the sweeper's due set are read from every shard. With one shard this is the
+ * shard store itself.
+ */
+export function createLeaseStore(redis: Redis, keys: Keyspace, opts: LeaseStoreOptions) {
+  const shards = keys.shardKeys.map((sk) => createShardStore(redis, sk, opts));
+  if (shards.length === 1) {
+    const only = shards[0]!;
+    return { ...only, newId: (_workload: string) => newShardedId("l", 0, 1), shardCount: 1, shardStores: [only] as readonly ShardStore[] };
+  }
+  const index = new Map(keys.shardKeys.map((sk, i) => [sk, i]));
+  const ofId = (id: string) => shards[index.get(keys.forId(id))!]!;
+  const ofWorkload = (w: string) => shards[index.get(keys.forWorkload(w))!]!;
+  /** Splits ids by shard, keeping the position of each. */
+  const byShard = (ids: string[]) => {
+    const groups = new Map<ShardStore, { ids: string[]; at: number[] }>();
+    ids.forEach((id, i) => {
+      const s = ofId(id);
+      let g = groups.get(s);
+      if (!g) groups.set(s, (g = { ids: [], at: [] }));
+      g.ids.push(id);
+      g.at.push(i);
+    });
+    return groups;
+  };
+  const perShard = Math.ceil;
+  const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+
+  return {
+    shardCount: shards.length,
+    /** Each shard's store: the expiry poller walks each one's due set (walkExpiries in src/leases/queue.ts). */
+    shardStores: shards as readonly ShardStore[],
+    /** A walk step of one due set, so per shard: use `shardStores`. */
+    expireDue: (): Promise<{ scanned: number; moved: string[] }> => Promise.reject(new Error("with several shards the due sets are walked one by one (shardStores)")),
+    keys: { ...shards[0]!.keys, lease: (id: string) => ofId(id).keys.lease(id) },
+    /** A new lease id on the workload's shard. */
+    newId: (workload: string) => newShardedId("l", index.get(keys.forWorkload(workload))!, shards.length),
+    create(l: NewLease, quota: number) {
+      const s = ofWorkload(l.workload);
+      // Every key of the lease must be on one shard (one script, one hash tag).
+      if (ofId(l.id) !== s) throw new Error(`lease id ${l.id} is not on the shard of workload ${l.workload}`);
+      return s.create(l, quota);
+    },
+    created: shards[0]!.created,
+    activated: shards[0]!.activated,
+    activate: (id: string, handle: Record<string, string>, backendExpiresAt?: number) => ofId(id).activate(id, handle, backendExpiresAt),
+    async trigger(ids: string[], t: Parameters<ShardStore["trigger"]>[1]): Promise<string[]> {
+      const out: string[] = [];
+      for (const [s, g] of byShard(ids)) out.push(...(await s.trigger(g.ids, t)));
+      return out;
+    },
+    finish: (lease: StoredLease) => ofId(lease.id).finish(lease),
+    fail: (lease: StoredLease, error: string, failAfter: number, nextAttemptAt: number) => ofId(lease.id).fail(lease, error, failAfter, nextAttemptAt),
+    get: (id: string) => ofId(id).get(id),
+    async getMany(ids: string[]): Promise<(StoredLease | null)[]> {
+      const out: (StoredLease | null)[] = new Array<StoredLease | null>(ids.length).fill(null);
+      await Promise.all(
+        [...byShard(ids)].map(async ([s, g]) => {
+          const got = await s.getMany(g.ids);
+          got.forEach((l, i) => (out[g.at[i]!] = l));
+        }),
+      );
+      return out;
+    },
+    addChild: (parentId: string, parentExpiresMs: number, childId: string) => ofId(parentId).addChild(parentId, parentExpiresMs, childId),
+    children: (id: string) => ofId(id).children(id),
+    isTaskCompleted: (workload: string, taskId: string) => ofWorkload(workload).isTaskCompleted(workload, taskId),
+    completeTask: (workload: string, taskId: string) => ofWorkload(workload).completeTask(workload, taskId),
+    /** Live lease ids of one selector value: one shard for a workload, every shard otherwise. */
+    async *liveIds(sel: Selector, value: string, batch = 1000): AsyncGenerator<string[]> {
+      for (const s of sel === "workload" ? [ofWorkload(value)] : shards) yield* s.liveIds(sel, value, batch);
+    },
+    async *allLiveIds(batch = 1000): AsyncGenerator<string[]> {
+      for (const s of shards) yield* s.allLiveIds(batch);
+    },
+    /**
+     * Every shard scanned from `from`; `next` is the earliest place a shard stopped (the others
+     * scan a bounded stretch again, which is harmless: triggering is first-wins).
+     */
+    async stuckIssuing(from: number, to: number, limit: number): Promise<{ ids: string[]; next: number | null }> {
+      const res = await Promise.all(shards.map((s) => s.stuckIssuing(from, to, perShard(limit / shards.length))));
+      const nexts = res.map((r) => r.next).filter((n): n is number => n !== null);
+      return { ids: res.flatMap((r) => r.ids), next: nexts.length > 0 ? Math.min(...nexts) : null };
+    },
+    countLive: async (sel: Selector, value: string) =>
+      sel === "workload" ? ofWorkload(value).countLive(sel, value) : sum(await Promise.all(shards.map((s) => s.countLive(sel, value)))),
+    /** Due lease ids of every shard, a share of `limit` from each (callers loop until none is due). */
+    async due(at: number, limit: number): Promise<string[]> {
+      const each = Math.max(1, perShard(limit / shards.length));
+      return (await Promise.all(shards.map((s) => s.due(at, each)))).flat();
+    },
+    async counts(): Promise<{ live: number; revoke_failed: number }> {
+      const all = await Promise.all(shards.map((s) => s.counts()));
+      return { live: sum(all.map((c) => c.live)), revoke_failed: sum(all.map((c) => c.revoke_failed)) };
+    },
+    /**
+     * Newest first over every shard, in the one order (issued_at, id) descending. Each shard lists
+     * from the cursor; a lease is returned only when no shard still has unexamined leases above
+     * it, so nothing is skipped or repeated across pages; `next` is the last lease returned, or
+     * the least far any shard got when the page is short.
+     */
+    async list(filter: LeaseFilter, limit: number, cursor: string | undefined, scanLimit = 5000): Promise<{ leases: StoredLease[]; next: string | null }> {
+      if (cursor !== undefined && parseListCursor(cursor) === null) return { leases: [], next: null };
+      const each = Math.max(200, perShard(scanLimit / shards.length));
+      const pages = await Promise.all(shards.map((s) => s.list(filter, limit, cursor, each)));
+      const merged = mergePages(
+        pages.map((p) => ({ items: p.leases.map((l) => ({ pos: { score: l.issued_ms, id: l.id }, item: l })), next: p.next === null ? null : parseListCursor(p.next) })),
+        limit,
+      );
+      return { leases: merged.items, next: merged.next === null ? null : listCursor(merged.next) };
+    },
+    createOp: (id: string, fields: Record<string, string>) => ofId(id).createOp(id, fields),
+    updateOp: (id: string, fields: Record<string, string>) => ofId(id).updateOp(id, fields),
+    incrOp: (id: string, field: string, by: number) => ofId(id).incrOp(id, field, by),
+    /** The op's record, with `revoked` and `failed` summed over the shards that counted some. */
+    async getOp(id: string): Promise<Record<string, string> | null> {
+      const home = ofId(id);
+      const [op, ...others] = await Promise.all([home.getOp(id), ...shards.filter((s) => s !== home).map((s) => s.getOp(id))]);
+      if (!op) return null;
+      for (const field of ["revoked", "failed"]) op[field] = String(sum([op, ...others].map((o) => Number(o?.[field] ?? 0))));
+      return op;
+    },
+  };
+}
+
+export type ShardStore = ReturnType<typeof createShardStore>;
+
+/** A position in a listing order: score descending, then id descending. */
+export interface ListPos {
+  score: number;
+  id: string;
+}
+
+/** `a` comes before (is newer than) `b` in listing order. */
+const before = (a: ListPos, b: ListPos) => a.score > b.score || (a.score === b.score && a.id > b.id);
+
+const listCursor = (p: ListPos) => Buffer.from(`${p.score}|${p.id}`).toString("base64url");
+function parseListCursor(cursor: string): ListPos | null {
+  const [score, id] = Buffer.from(cursor, "base64url").toString("utf8").split("|");
+  return score && id && /^\d+$/.test(score) ? { score: Number(score), id } : null;
+}
+
+/**
+ * Merges one page from each shard (each in listing order, `next` = the last position it examined,
+ * null when it reached the end) into one page in listing order (also used by src/approvals/store.ts).
+ */
+export function mergePages<T>(pages: { items: { pos: ListPos; item: T }[]; next: ListPos | null }[], limit: number): { items: T[]; next: ListPos | null } {
+  // The least far any unfinished shard got: items past it might be preceded by ones not yet seen.
+  let bound: ListPos | null = null;
+  for (const p of pages) if (p.next !== null && (bound === null || before(p.next, bound))) bound = p.next;
+  const all = pages
+    .flatMap((p) => p.items)
+    .filter((x) => bound === null || !before(bound, x.pos))
+    .sort((a, b) => (before(a.pos, b.pos) ? -1 : before(b.pos, a.pos) ? 1 : 0));
+  const items = all.slice(0, limit);
+  if (items.length === limit && items.length > 0) return { items: items.map((x) => x.item), next: items[items.length - 1]!.pos };
+  return { items: items.map((x) => x.item), next: bound };
 }
 
 export function matchesFilter(l: StoredLease, f: LeaseFilter): boolean {

@@ -16,21 +16,25 @@ import type { Redis } from "ioredis";
 import { RateLimiterRedis, RateLimiterRes } from "rate-limiter-flexible";
 import { BrokerError } from "../core/errors";
 import { describeRedisError } from "../redis/health";
+import type { Keyspace } from "../redis/keys";
 
 export interface RateLimiter {
   /** Counts one write of `workload`; throws 429 rate_limited (with Retry-After) over the limit. */
   consume(workload: string, perMinute: number): Promise<void>;
 }
 
-export function createRateLimiter(redis: Redis, tag: string): RateLimiter {
-  // One limiter per distinct limit (workloads may override the default); the limit is part of
-  // the key so a changed limit starts a fresh window instead of inheriting a foreign count.
-  const limiters = new Map<number, RateLimiterRedis>();
-  const limiterFor = (points: number) => {
-    let l = limiters.get(points);
+export function createRateLimiter(redis: Redis, keys: Keyspace): RateLimiter {
+  // One limiter per shard and distinct limit (workloads may override the default); the limit is
+  // part of the key so a changed limit starts a fresh window instead of inheriting a foreign
+  // count. A workload's counter is on its shard (src/redis/keys.ts).
+  const limiters = new Map<string, RateLimiterRedis>();
+  const limiterFor = (workload: string, points: number) => {
+    const prefix = keys.forWorkload(workload).rateLimitPrefix(String(points));
+    let l = limiters.get(prefix);
     if (!l) {
-      l = new RateLimiterRedis({ storeClient: redis, keyPrefix: `${tag}:rl:${points}`, points, duration: 60, rejectIfRedisNotReady: true });
-      limiters.set(points, l);
+      // rate-limiter-flexible adds ":<workload>" itself.
+      l = new RateLimiterRedis({ storeClient: redis, keyPrefix: prefix.slice(0, -1), points, duration: 60, rejectIfRedisNotReady: true });
+      limiters.set(prefix, l);
     }
     return l;
   };
@@ -39,7 +43,7 @@ export function createRateLimiter(redis: Redis, tag: string): RateLimiter {
     async consume(workload, perMinute) {
       if (perMinute <= 0) return;
       try {
-        await limiterFor(perMinute).consume(workload, 1);
+        await limiterFor(workload, perMinute).consume(workload, 1);
       } catch (e) {
         if (e instanceof RateLimiterRes) {
           const retryAfter = Math.max(1, Math.ceil(e.msBeforeNext / 1000));

@@ -10,24 +10,36 @@
  * follows in the same pipeline (sent by a Cluster client to the node owning the broker's hash
  * tag, where all those keys live) acknowledges them all.
  *
- * Key: {p}:durable   string, PX 10 s: the marker write that WAIT is measured against.
+ * With `redis.shards` > 1 the lease's writes are on its workload's shard and the audit event on
+ * the base tag, which a Cluster may place on another primary: the marker is written, and WAIT
+ * sent, on both (in parallel).
+ *
+ * Key: {p}:durable   string, PX 10 s: the marker write that WAIT is measured against (base tag,
+ *                    and each shard's tag with several shards).
  */
 import type { Redis } from "ioredis";
 import { writeAndWait } from "./health";
+import type { Keyspace } from "./keys";
 
 export interface Durability {
   /** Replicas the configuration asks for (0 = no WAIT). */
   replicas: number;
-  /** Resolves once `replicas` replicas acknowledged every earlier write; rejects otherwise. */
-  confirm(): Promise<void>;
+  /**
+   * Resolves once `replicas` replicas acknowledged every earlier write (of `workload`'s shard
+   * and of the base tag); rejects otherwise.
+   */
+  confirm(workload?: string): Promise<void>;
 }
 
-export function createDurability(redis: Redis, markerKey: string, cfg: { replicas: number; timeout: number }): Durability {
+export function createDurability(redis: Redis, keys: Keyspace | string, cfg: { replicas: number; timeout: number }): Durability {
+  const base = typeof keys === "string" ? keys : keys.durable;
   return {
     replicas: cfg.replicas,
-    async confirm() {
+    async confirm(workload) {
       if (cfg.replicas <= 0) return;
-      await writeAndWait(redis, markerKey, cfg.replicas, cfg.timeout, cfg.timeout + 1000);
+      const markers = [base];
+      if (typeof keys !== "string" && keys.shards > 1 && workload !== undefined) markers.push(keys.forWorkload(workload).durable);
+      await Promise.all(markers.map((m) => writeAndWait(redis, m, cfg.replicas, cfg.timeout, cfg.timeout + 1000)));
     },
   };
 }

@@ -1,7 +1,19 @@
 /**
- * Every Redis key the broker writes, in one place. All keys share one hash tag, `{<prefix>}`,
- * so that multi-key scripts work unchanged on Redis Cluster (docs/ARCHITECTURE.md, Redis key layout).
+ * Every Redis key the broker writes, in one place (docs/ARCHITECTURE.md, Redis key layout).
  *
+ * Hash tags and shards. Keys carry a hash tag so that multi-key scripts, pipelines and
+ * transactions stay on one Redis Cluster slot. Global keys use the base tag `{<prefix>}`. The
+ * keys of workloads are on shards (`redis.shards`, default 1): with one shard its tag is the
+ * base tag (the key names of deployments from before shards existed); with N > 1 shard i has
+ * the tag `{<prefix>:<i>}`, which a Cluster places on its own slot. A workload's shard is
+ * crc32(workload id) mod N; a lease or approval request id is drawn so that crc32(id) mod N is
+ * its workload's shard (`newShardedId`), so an id names its shard and nothing needs a lookup;
+ * a bulk op's records are on the shard of its id. Below, `{p}` is the base tag in the first
+ * list and a shard's tag in the second.
+ *
+ * Base tag (global):
+ *   {p}:shards                                 string: the shard count the data was written with
+ *                                               (src/redis/shards.ts; a broker with another is refused)
  *   {p}:jti:<issuer>:<sha256(jti) base64url>   string "1", PXAT = token exp + clock skew.
  *                                               Single-use token ids already presented.
  *   {p}:audit                                  stream: the hash-chained audit ledger (src/audit)
@@ -10,29 +22,14 @@
  *   {p}:audit:sink:<name>:lock                 string: token of the process delivering to it, PX
  *   {p}:audit:anchor                           string: trim anchor, the mark of the newest event
  *                                               removed by retention (src/audit/retention.ts)
- *   (a lease's audit event ids are in its lease hash, field "ev": see src/leases/store.ts)
- *   {p}:lease:*, {p}:leases:*, {p}:live:*,     the lease store: see src/leases/store.ts
- *   {p}:task:*, {p}:revop:*
- *   {p}:revocations:*                          BullMQ's queue (src/leases/queue.ts)
- *   {p}:sweeper                                string: the sweeper's per-tick lock
+ *   {p}:audit:lease:<id>                       list: a lease's audit event ids with several shards
+ *                                               (with one, they are in its lease hash, field "ev")
+ *   {p}:sweeper                                string: the sweeper's per-tick lock (owner token)
  *   {p}:ready                                  string, PX 10 s: /readyz's write probe (src/redis/health.ts)
  *   {p}:durable                                string, PX 10 s: the write WAIT is measured
  *                                               against (src/redis/durability.ts)
- *   {p}:req:*, {p}:reqs, {p}:reqs:*            approval requests: see src/approvals/store.ts
  *   {p}:console:s:*, {p}:console:op:*,         console sessions and sign-ins
  *   {p}:console:login:*, {p}:console:logins:*   (src/console/sessions.ts)
- *   {p}:rl:<limit>:<workload>                  string: write requests in the current minute
- *                                               (src/limits/ratelimit.ts; <limit> is digits, so
- *                                               the workload id is everything after it)
- *   {p}:refused:<kind>:<workload>              string: authorization refusals of one kind in the
- *                                               current sampling interval, PX = the interval
- *                                               (src/limits/refusals.ts)
- *
- * Ids may contain `:` (docs/ARCHITECTURE.md, Redis key layout). A key built from two or more ids escapes each of
- * them with `keyPart` (`%` → `%25`, `:` → `%3A`), so no two different id pairs share a key
- * (workload `ci` + task `team:x` is not workload `ci:team` + task `x`). An id without `%` or `:`
- * is its own encoding, so keys written before this encoding existed keep their meaning. A key
- * built from one id after fixed words needs no escaping: everything after the words is the id.
  *   {p}:aws:lock:<sha256(role ARN) base64url>  string: owner token of the per-role lock that
  *                                               serializes revocation policy writes, PX
  *                                               (src/backends/aws/lock.ts)
@@ -40,12 +37,82 @@
  *                                               zsets: the record of revoked STS sessions per
  *                                               role and the roles that have some, expiring with
  *                                               the sessions (src/backends/aws/revoked.ts)
+ *
+ * Shard tag (per workload):
+ *   {p}:lease:*, {p}:leases:*, {p}:live:*,     the lease store: see src/leases/store.ts
+ *   {p}:task:*, {p}:revop:*, {p}:kids:*
+ *   {p}:revocations:*                          BullMQ's queue (src/leases/queue.ts), one per shard
+ *   {p}:req:*, {p}:reqs, {p}:reqs:*            approval requests: see src/approvals/store.ts
+ *   {p}:rl:<limit>:<workload>                  string: write requests in the current minute
+ *                                               (src/limits/ratelimit.ts; <limit> is digits, so
+ *                                               the workload id is everything after it)
+ *   {p}:refused:<kind>:<workload>              string: authorization refusals of one kind in the
+ *                                               current sampling interval, PX = the interval
+ *                                               (src/limits/refusals.ts)
+ *   {p}:ready, {p}:durable                     with several shards, the same probes on each shard
+ *
+ * Ids may contain `:` (docs/ARCHITECTURE.md, Redis key layout). A key built from two or more ids escapes each of
+ * them with `keyPart` (`%` → `%25`, `:` → `%3A`), so no two different id pairs share a key
+ * (workload `ci` + task `team:x` is not workload `ci:team` + task `x`). An id without `%` or `:`
+ * is its own encoding, so keys written before this encoding existed keep their meaning. A key
+ * built from one id after fixed words needs no escaping: everything after the words is the id.
  */
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
+import { crc32 } from "node:zlib";
+
+/** Most shards `redis.shards` accepts (each shard is one more BullMQ queue and worker connection). */
+export const MAX_SHARDS = 64;
+
+/** The keys of one shard: everything that belongs to one workload lives under one shard's tag. */
+export interface ShardKeys {
+  /** The shard's hash tag: `{<prefix>}` with one shard, `{<prefix>:<n>}` with several; BullMQ's queue prefix. */
+  tag: string;
+  /** lease store (src/leases/store.ts) */
+  lease(id: string): string;
+  leasesDue: string;
+  leasesAll: string;
+  leasesFailed: string;
+  /** Live lease ids of one workload, role, identity issuer or task id (any workload). */
+  live: Record<"workload" | "role" | "issuer" | "task", (value: string) => string>;
+  /** The marker of a task a workload completed (I5), see src/leases/store.ts. */
+  taskMarker(workload: string, taskId: string): string;
+  /** Progress of a bulk revocation: with several shards, each shard counts its own leases. */
+  revop(opId: string): string;
+  kids(leaseId: string): string;
+  /** approval requests (src/approvals/store.ts) */
+  req(id: string): string;
+  reqCollect(id: string): string;
+  reqs: string;
+  reqsOpen: string;
+  reqsPending(workload: string): string;
+  /** `req` and `reqsPending` without the id: the approvals expiry script completes them. */
+  reqPrefix: string;
+  reqsPendingPrefix: string;
+  /** The rate limit keys of one limit, up to the workload id (src/limits/ratelimit.ts). */
+  rateLimitPrefix(limit: string): string;
+  /** The sampling counter of one kind of authorization refusal of one workload. */
+  refusalSample(kind: string, workload: string): string;
+  /** The marker write `redis.durability`'s WAIT is measured against, on this shard's node. */
+  durable: string;
+  /** /readyz's write probe on this shard's node. */
+  ready: string;
+}
 
 export interface Keyspace {
-  /** The hash tag, e.g. `{jit}`; also the prefix for BullMQ queues. */
+  /** The base hash tag, e.g. `{jit}`: global keys (audit, console, replay, aws, sweeper lock). */
   tag: string;
+  /** `redis.shards`. */
+  shards: number;
+  /** The shard count the data in Redis was written with (`redis.shards`, checked at start). */
+  shardCount: string;
+  /** Every shard's keys, shard 0 first (one shard: its tag is the base tag). */
+  shardKeys: readonly ShardKeys[];
+  /** The shard of a workload: crc32(workload id) mod shards. */
+  forWorkload(workload: string): ShardKeys;
+  /** The shard of a lease, approval request or bulk op id: crc32(id) mod shards. */
+  forId(id: string): ShardKeys;
+  /** The sweeper's lock for one tick (src/leases/queue.ts). */
+  sweeper: string;
   seenJti(issuer: string, jti: string): string;
   audit: string;
   auditHead: string;
@@ -72,9 +139,9 @@ export interface Keyspace {
   /** /readyz's write probe; `durable`: the marker write of redis.durability's WAIT. */
   ready: string;
   durable: string;
-  /** The marker of a task a workload completed (I5), see src/leases/store.ts. */
+  /** The marker of a task a workload completed (I5): on the workload's shard. */
   taskMarker(workload: string, taskId: string): string;
-  /** The sampling counter of one kind of authorization refusal of one workload. */
+  /** The sampling counter of one kind of authorization refusal of one workload: on its shard. */
   refusalSample(kind: string, workload: string): string;
 }
 
@@ -83,11 +150,75 @@ export const keyPart = (id: string): string => id.replace(/%/g, "%25").replace(/
 
 const sha256 = (s: string) => createHash("sha256").update(s).digest("base64url");
 
-export function createKeyspace(prefix: string): Keyspace {
-  if (!/^[A-Za-z0-9_-]{1,32}$/.test(prefix)) throw new Error(`invalid redis prefix "${prefix}"`);
-  const tag = `{${prefix}}`;
+/** The shard (0..shards-1) of an id: CRC-32 of its UTF-8 bytes, mod the shard count. Stable across versions. */
+export function shardIndex(id: string, shards: number): number {
+  return shards <= 1 ? 0 : crc32(Buffer.from(id, "utf8")) % shards;
+}
+
+/** Checks `redis.shards` (an integer 1..MAX_SHARDS). */
+export function checkShards(n: unknown): number {
+  if (typeof n !== "number" || !Number.isInteger(n) || n < 1 || n > MAX_SHARDS) throw new Error(`redis.shards must be an integer from 1 to ${MAX_SHARDS} (got ${String(n)})`);
+  return n;
+}
+
+/**
+ * A new random id `<kind>_<16 base64url characters>` that falls on `shard` (see `shardIndex`):
+ * drawn until it does (on average `shards` draws), so a lease or request id finds its shard
+ * without a lookup and an id from a request can never name a shard that does not exist.
+ */
+export function newShardedId(kind: string, shard: number, shards: number): string {
+  for (;;) {
+    const id = `${kind}_${randomBytes(12).toString("base64url")}`;
+    if (shardIndex(id, shards) === shard) return id;
+  }
+}
+
+function shardKeysOf(tag: string): ShardKeys {
   return {
     tag,
+    lease: (id) => `${tag}:lease:${id}`,
+    leasesDue: `${tag}:leases:due`,
+    leasesAll: `${tag}:leases:all`,
+    leasesFailed: `${tag}:leases:failed`,
+    live: {
+      workload: (value) => `${tag}:live:workload:${value}`,
+      role: (value) => `${tag}:live:role:${value}`,
+      issuer: (value) => `${tag}:live:issuer:${value}`,
+      task: (value) => `${tag}:live:task:${value}`,
+    },
+    taskMarker: (workload, taskId) => `${tag}:task:${keyPart(workload)}:${keyPart(taskId)}`,
+    revop: (opId) => `${tag}:revop:${opId}`,
+    kids: (leaseId) => `${tag}:kids:${leaseId}`,
+    req: (id) => `${tag}:req:${id}`,
+    reqCollect: (id) => `${tag}:req:${id}:collect`,
+    reqs: `${tag}:reqs`,
+    reqsOpen: `${tag}:reqs:open`,
+    reqsPending: (workload) => `${tag}:reqs:pending:${workload}`,
+    reqPrefix: `${tag}:req:`,
+    reqsPendingPrefix: `${tag}:reqs:pending:`,
+    rateLimitPrefix: (limit) => `${tag}:rl:${limit}:`,
+    refusalSample: (kind, workload) => `${tag}:refused:${keyPart(kind)}:${keyPart(workload)}`,
+    durable: `${tag}:durable`,
+    ready: `${tag}:ready`,
+  };
+}
+
+export function createKeyspace(prefix: string, shards = 1): Keyspace {
+  if (!/^[A-Za-z0-9_-]{1,32}$/.test(prefix)) throw new Error(`invalid redis prefix "${prefix}"`);
+  checkShards(shards);
+  const tag = `{${prefix}}`;
+  // One shard keeps the base tag (the key names of deployments from before shards existed);
+  // several get their own tags, which a Redis Cluster spreads over its slots (docs/ARCHITECTURE.md, Shards).
+  const shardKeys = shards === 1 ? [shardKeysOf(tag)] : Array.from({ length: shards }, (_, i) => shardKeysOf(`{${prefix}:${i}}`));
+  const forWorkload = (workload: string) => shardKeys[shardIndex(workload, shards)]!;
+  return {
+    tag,
+    shards,
+    shardCount: `${tag}:shards`,
+    shardKeys,
+    forWorkload,
+    forId: (id) => shardKeys[shardIndex(id, shards)]!,
+    sweeper: `${tag}:sweeper`,
     audit: `${tag}:audit`,
     auditHead: `${tag}:audit:head`,
     auditAnchor: `${tag}:audit:anchor`,
@@ -104,7 +235,7 @@ export function createKeyspace(prefix: string): Keyspace {
     consoleLogins: (minute) => `${tag}:console:logins:${minute}`,
     ready: `${tag}:ready`,
     durable: `${tag}:durable`,
-    taskMarker: (workload, taskId) => `${tag}:task:${keyPart(workload)}:${keyPart(taskId)}`,
-    refusalSample: (kind, workload) => `${tag}:refused:${keyPart(kind)}:${keyPart(workload)}`,
+    taskMarker: (workload, taskId) => forWorkload(workload).taskMarker(workload, taskId),
+    refusalSample: (kind, workload) => forWorkload(workload).refusalSample(kind, workload),
   };
 }

@@ -196,11 +196,23 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
         shardCheck = { ok: false, problem: e.message };
         throw e;
       }
-      shardRetry = setTimeout(() => void checkShards().catch((err: Error) => logger.error({ err: { message: err.message } }, "redis.shards does not match the data in Redis; this broker will not become ready")), 1000);
+      shardRetry = setTimeout(() => void checkShards().catch((err: Error) => logger.error({ err: { message: err.message } }, "redis.shards does not match the data in Redis; this broker will not become ready")), 500);
       shardRetry.unref();
     }
   };
   try {
+    // The connection is still coming up: give it a moment, so a reachable Redis is asked now.
+    if (redis.status !== "ready") {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(done, 3000);
+        function done() {
+          clearTimeout(t);
+          redis.off("ready", done);
+          resolve();
+        }
+        redis.once("ready", done);
+      });
+    }
     await checkShards();
   } catch (e) {
     redis.disconnect();

@@ -3,6 +3,8 @@
  * failover under load that counts every 201 whose lease record is gone afterwards (I1), how late
  * the leases due during the failover were revoked (I3), and what /readyz said throughout (I10).
  */
+import { rmSync, writeFileSync } from "node:fs";
+import path from "node:path";
 import type { Redis } from "ioredis";
 import { verifyAuditChain } from "../../src/audit/ledger";
 import { readAuditKey } from "../../src/audit/key";
@@ -11,8 +13,12 @@ import { waitFor, type Fixture } from "../support/fixture";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** mint, complete, expire, owner revoke, force-revoke by each selector, listing, audit verify. */
-export async function lifecycle(f: Fixture, conn: Redis): Promise<void> {
+/**
+ * mint, complete, expire, owner revoke, force-revoke by each selector, approvals (approve and
+ * collect, deny), listing page by page, audit verify; and re-authorization when `policyDir` is
+ * the (writable) directory of the fixture's policy files.
+ */
+export async function lifecycle(f: Fixture, conn: Redis, opts: { policyDir?: string } = {}): Promise<void> {
   const leaseOf = async (id: string) => (await f.call("GET", `/v1/leases/${id}`, "alice")).body.lease;
   const stateOf = (id: string, state: string, step = "") =>
     waitFor(async () => ((await leaseOf(id))?.state === state ? true : null), 10_000, `lease ${id} ${state} (${step})`).catch(async (e: Error) => {
@@ -59,10 +65,59 @@ export async function lifecycle(f: Fixture, conn: Redis): Promise<void> {
     await stateOf(id, "revoked", sel);
   }
 
-  // admin listing sees them
+  // approvals: one approved and collected, one denied
+  const WRITE = { role: "orders-write", task: { id: "HA-approve", intent: "ha approval" }, ttl: "3m" };
+  const asked = await f.call("POST", "/v1/credentials", "agent", WRITE);
+  expect(asked.status).toBe(202);
+  const rq = asked.body.request.id as string;
+  const pendingList = await f.call("GET", "/v1/admin/requests?state=pending_approval", "alice");
+  expect(pendingList.body.requests.map((r: { id: string }) => r.id)).toContain(rq);
+  expect((await f.call("POST", `/v1/admin/requests/${rq}/approve`, "alice", { reason: "ha" })).status).toBe(200);
+  const collected = await f.call("GET", `/v1/requests/${rq}`, "agent");
+  expect(collected.status).toBe(201);
+  expect(collected.body.lease).toMatchObject({ state: "active", approval: { request_id: rq, approved_by: "alice" } });
+  const denied = await f.call("POST", "/v1/credentials", "agent2", { ...WRITE, task: { id: "HA-deny", intent: "ha denial" } });
+  expect(denied.status).toBe(202);
+  expect((await f.call("POST", `/v1/admin/requests/${denied.body.request.id}/deny`, "alice", { reason: "no" })).status).toBe(200);
+  expect((await f.call("GET", `/v1/requests/${denied.body.request.id}`, "agent2")).body.request.state).toBe("denied");
+
+  // re-authorization: a policy that forbids agent2 revokes its leases and keeps agent's
+  if (opts.policyDir) {
+    const keep = await mint("HA-reauth-keep");
+    const drop = await mint("HA-reauth-drop", "orders-read", "agent2");
+    const file = path.join(opts.policyDir, "zz-ha-suspend.cedar");
+    writeFileSync(file, '@id("ha-agent2-suspended")\nforbid (principal == Workload::"agent2", action, resource);\n');
+    try {
+      const r = await f.call("POST", "/v1/admin/policy/reload", "alice");
+      expect(r.status).toBe(200);
+      expect(r.body.reauthorization).toMatchObject({ state: "completed" });
+      expect(r.body.reauthorization.revoked).toBeGreaterThanOrEqual(1);
+      await stateOf(drop, "revoked", "re-authorization");
+      expect((await leaseOf(drop)).revocation).toMatchObject({ trigger: "policy_change" });
+      expect((await leaseOf(keep)).state).toBe("active");
+    } finally {
+      rmSync(file, { force: true });
+      expect((await f.call("POST", "/v1/admin/policy/reload", "alice")).status).toBe(200);
+    }
+  }
+
+  // admin listing sees them, page by page: newest first, nothing skipped or repeated
   const list = await f.call("GET", "/v1/admin/leases?limit=50", "alice");
   expect(list.status).toBe(200);
   expect(list.body.leases.map((l: { id: string }) => l.id)).toEqual(expect.arrayContaining([a, e, o]));
+  const paged: { id: string; issued_at: string }[] = [];
+  let cursor: string | null = null;
+  do {
+    const page: { status: number; body: any } = await f.call("GET", `/v1/admin/leases?limit=3${cursor ? `&cursor=${cursor}` : ""}`, "alice");
+    expect(page.status).toBe(200);
+    expect(page.body.leases.length).toBeLessThanOrEqual(3);
+    paged.push(...page.body.leases);
+    cursor = page.body.next_cursor ?? null;
+  } while (cursor && paged.length < 500);
+  const all = (await f.call("GET", "/v1/admin/leases?limit=500", "alice")).body.leases as { id: string; issued_at: string }[];
+  expect(paged.map((l) => l.id)).toEqual(all.map((l) => l.id));
+  expect(new Set(paged.map((l) => l.id)).size).toBe(paged.length);
+  for (let i = 1; i < paged.length; i++) expect(Date.parse(paged[i - 1]!.issued_at)).toBeGreaterThanOrEqual(Date.parse(paged[i]!.issued_at));
 
   // audit chain verifies, read through the same mode's connection
   const keys = createKeyspace(f.b.config.redis.prefix);

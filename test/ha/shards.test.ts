@@ -1,0 +1,95 @@
+/**
+ * redis.shards on one redis-server (shards: 4): the whole lifecycle (mint, complete, expire, owner
+ * revoke, force-revoke by each selector, approvals, re-authorization, listing page by page across
+ * shards, audit verify) with each workload's keys on its own shard, bulk progress summed over
+ * shards, and a broker whose shard count does not match the data refused at start.
+ */
+import { cpSync, mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { Redis } from "ioredis";
+import { createKeyspace } from "../../src/redis/keys";
+import { startTestBroker, testRedisUrl, uniquePrefix } from "../support/broker";
+import { startFixture, waitFor, type Fixture } from "../support/fixture";
+import { lifecycle } from "./scenarios";
+
+jest.setTimeout(120_000);
+
+let f: Fixture;
+let conn: Redis;
+let dir: string;
+beforeAll(async () => {
+  dir = mkdtempSync(path.join(os.tmpdir(), "jit-shards-"));
+  cpSync(path.resolve(__dirname, "../../config/policies"), dir, { recursive: true });
+  f = await startFixture({ extra: { redis: { shards: 4 }, policy: { files: [path.join(dir, "*.cedar")] }, limits: { requests_per_minute: 0 } } });
+  conn = new Redis(testRedisUrl());
+});
+afterAll(async () => {
+  conn?.disconnect();
+  await f?.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const scan = async (pattern: string) => {
+  const out: string[] = [];
+  let cursor = "0";
+  do {
+    const [next, keys] = await conn.scan(cursor, "MATCH", pattern, "COUNT", 1000);
+    cursor = next;
+    out.push(...keys);
+  } while (cursor !== "0");
+  return out;
+};
+
+it("runs the whole lifecycle with 4 shards, each workload's keys on its own shard", async () => {
+  const prefix = f.b.config.redis.prefix;
+  const keys = createKeyspace(prefix, 4);
+  await lifecycle(f, conn, { policyDir: dir });
+
+  expect(await conn.get(`{${prefix}}:shards`)).toBe("4");
+  // Nothing of a workload under the base tag; every lease on its workload's shard.
+  expect(await scan(`{${prefix}}:lease:*`)).toEqual([]);
+  expect(await scan(`{${prefix}}:revocations:*`)).toEqual([]);
+  const all = (await f.call("GET", "/v1/admin/leases?limit=500", "alice")).body.leases as { id: string; workload: string }[];
+  expect(all.length).toBeGreaterThan(10);
+  for (const l of all) expect(await conn.exists(keys.forWorkload(l.workload).lease(l.id))).toBe(1);
+  const used = new Set(all.map((l) => keys.forWorkload(l.workload).tag));
+  expect(used.size).toBeGreaterThanOrEqual(2); // agent and agent2 are on different shards
+  for (const tag of used) expect((await scan(`${tag}:revocations:*`)).length).toBeGreaterThan(0);
+  // A lease's history (audit index off the lease hash, on the base tag) still reads.
+  const h = await f.call("GET", `/v1/admin/leases/${all[0]!.id}/history`, "alice");
+  expect(h.status).toBe(200);
+  expect(h.body.events.length).toBeGreaterThan(0);
+});
+
+it("a bulk revocation over several shards reports the progress of all of them", async () => {
+  const ids: string[] = [];
+  for (const who of ["agent", "agent2", "agent", "agent2"] as const) {
+    const r = await f.call("POST", "/v1/credentials", who, { role: "orders-read", task: { id: "SH-bulk" } });
+    expect(r.status).toBe(201);
+    ids.push(r.body.lease.id);
+  }
+  const op = await f.call("POST", "/v1/admin/revocations", "alice", { task_id: "SH-bulk", reason: "shards" });
+  expect(op.status).toBe(202);
+  expect(op.body.matched).toBe(4);
+  const done = await waitFor(async () => {
+    const r = await f.call("GET", `/v1/admin/revocations/${op.body.id}`, "alice");
+    return r.body.revoked === 4 ? r.body : null;
+  }, 10_000, "all 4 revoked");
+  expect(done).toMatchObject({ matched: 4, triggered: 4, revoked: 4, failed: 0 });
+  for (const id of ids) expect((await f.call("GET", `/v1/leases/${id}`, "alice")).body.lease.state).toBe("revoked");
+});
+
+it("a lease id from a request that names no lease of that shard is simply not found", async () => {
+  for (const id of ["l_AAAAAAAAAAAAAAAA", "l_BBBBBBBBBBBBBBBB"]) expect((await f.call("GET", `/v1/leases/${id}`, "alice")).status).toBe(404);
+});
+
+it("refuses to start with another shard count than the data was written with", async () => {
+  const cfg = (shards: number, prefix: string) => ({ ...f.b.config, redis: { ...f.b.config.redis, shards, prefix } });
+  await expect(startTestBroker(cfg(2, f.b.config.redis.prefix) as never)).rejects.toThrow(/redis.shards is 2, but the data under redis.prefix ".*" was written with 4 shard\(s\)/);
+  // A deployment from before the marker (one shard's keys, no {p}:shards) cannot grow to 4 either.
+  const old = uniquePrefix();
+  await conn.zadd(`{${old}}:leases:all`, Date.now(), "l_AAAAAAAAAAAAAAAA");
+  await expect(startTestBroker(cfg(4, old) as never)).rejects.toThrow(/redis.shards is 4, but .* was written with 1 shard\(s\)/);
+  expect(await conn.exists(`{${old}}:shards`)).toBe(0);
+});

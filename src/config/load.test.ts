@@ -111,7 +111,7 @@ describe("parseConfig: valid configurations", () => {
       trust_proxy: false,
       shutdown_grace: 10_000,
     });
-    expect(cfg.redis).toEqual({ url: "embedded", prefix: "jit", data_dir: `${DIR}/.jitbroker/redis`, durability: { replicas: 0, timeout: 1000 } });
+    expect(cfg.redis).toEqual({ url: "embedded", prefix: "jit", shards: 1, data_dir: `${DIR}/.jitbroker/redis`, durability: { replicas: 0, timeout: 1000 } });
     expect(cfg.identity.issuers).toEqual([
       {
         name: "ci",
@@ -151,7 +151,7 @@ describe("parseConfig: valid configurations", () => {
     const cfg = parseConfig(DESIGN_EXAMPLE, FILE, { VAULT_TOKEN: "s.devtoken" });
     expect(cfg.server.listen).toEqual({ host: "127.0.0.1", port: 8080, text: "127.0.0.1:8080" });
     expect(cfg.server.public_url).toBe("http://127.0.0.1:8080");
-    expect(cfg.redis).toEqual({ url: "embedded", prefix: "jit", data_dir: `${DIR}/.jitbroker/redis`, durability: { replicas: 0, timeout: 1000 } });
+    expect(cfg.redis).toEqual({ url: "embedded", prefix: "jit", shards: 1, data_dir: `${DIR}/.jitbroker/redis`, durability: { replicas: 0, timeout: 1000 } });
     expect(cfg.identity.issuers.map((i) => [i.name, i.type])).toEqual([
       ["ci", "oidc"],
       ["mesh", "spiffe"],

@@ -88,10 +88,9 @@ export async function lifecycle(f: Fixture, conn: Redis, opts: { policyDir?: str
     const file = path.join(opts.policyDir, "zz-ha-suspend.cedar");
     writeFileSync(file, '@id("ha-agent2-suspended")\nforbid (principal == Workload::"agent2", action, resource);\n');
     try {
+      // The file watcher or the reload call, whichever is first, re-authorizes.
       const r = await f.call("POST", "/v1/admin/policy/reload", "alice");
       expect(r.status).toBe(200);
-      expect(r.body.reauthorization).toMatchObject({ state: "completed" });
-      expect(r.body.reauthorization.revoked).toBeGreaterThanOrEqual(1);
       await stateOf(drop, "revoked", "re-authorization");
       expect((await leaseOf(drop)).revocation).toMatchObject({ trigger: "policy_change" });
       expect((await leaseOf(keep)).state).toBe("active");
@@ -188,7 +187,7 @@ export async function failoverUnderLoad(
       await r?.text().catch(() => undefined);
       if (readyz[readyz.length - 1] !== status) readyz.push(status);
       readyTimes.push({ t: Date.now(), status });
-      await sleep(100);
+      await sleep(25);
     }
   };
   const logsBefore = f.b.logs.length;

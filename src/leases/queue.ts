@@ -219,7 +219,7 @@ export function startRevocationWorker(opts: WorkerOptions) {
         prefix: sk.tag,
         concurrency: opts.concurrency,
         settings: { backoffStrategy: (attemptsMade: number) => backoffMs(attemptsMade) },
-        // For jobs that do not say (expiry jobs): keep nothing finished.
+        // For jobs that do not say (expiry jobs of earlier versions): keep nothing finished.
         removeOnComplete: { count: 0 },
         removeOnFail: { count: 0 },
         // After a Redis error the fetch loop waits this long (BullMQ's default, 15 s, would delay

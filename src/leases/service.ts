@@ -73,7 +73,7 @@ export type { CredentialRequest, ExchangeRequest };
 
 /**
  * Lease ids: 96 random bits, URL- and BullMQ-safe. Not secrets (every read is authorized), just
- * unique; short enough that an expiry job's options stay in Redis's compact hash encoding.
+ * unique; short, since each is stored in several sets (the memory budget: docs/BENCHMARKS.md).
  */
 export const newLeaseId = () => `l_${randomBytes(12).toString("base64url")}`;
 export const newOpId = () => `op_${randomBytes(12).toString("base64url")}`;

@@ -175,7 +175,7 @@ export interface AuditLedgerOptions {
    * (field `trace_id`, part of the event and so of its link).
    */
   traceId?: () => string | undefined;
-  /** Delays between the attempts of `record` (ms). Default 100, 250, 500, 1000, 2000, 4000, 8000. */
+  /** Delays between the attempts of `record` (ms). Default 100, 250, 500, then 1000 sixty times (about a minute). */
   recordRetryDelays?: number[];
 }
 
@@ -549,7 +549,9 @@ export function createAuditLedger<E extends LedgerEvent = AuditEvent>(redis: Red
     }
   }
 
-  const recordDelays = opts.recordRetryDelays ?? [100, 250, 500, 1000, 2000, 4000, 8000];
+  // Retried about once a second for a minute (a Redis failover or restart), so an event lands
+  // within a second of Redis's return instead of after a long backoff step; then logged as lost.
+  const recordDelays = opts.recordRetryDelays ?? [100, 250, 500, ...Array.from({ length: 60 }, () => 1000)];
   const recording = new Set<Promise<void>>();
   let closing = false;
   let wakeClosing: () => void = () => undefined;

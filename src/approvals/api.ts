@@ -5,8 +5,10 @@
 import { z } from "zod";
 import { apiComponent, defineRoutes, text, time } from "../http/api";
 import { freeText } from "../http/text";
-import { credentialSchema, identitySchema, ISSUE_ERRORS, leaseSchema, policySchema, taskContext } from "../leases/schemas";
-import { APPROVAL_STATES } from "./store";
+import { APPROVAL_STATES, approvalRequestSchema, pendingRequestSchema } from "../leases/approval-request";
+import { credentialSchema, ISSUE_ERRORS, leaseSchema } from "../leases/schemas";
+
+export { approvalRequestSchema, pendingRequestSchema };
 
 export const approvalListQuery = z.strictObject({
   state: z.enum(APPROVAL_STATES).optional(),
@@ -17,32 +19,6 @@ export const approvalListQuery = z.strictObject({
 
 export const approvalDecisionSchema = z.strictObject({ reason: freeText(500, 1).optional() });
 
-export const approvalRequestSchema = apiComponent(
-  "ApprovalRequest",
-  z
-    .strictObject({
-      id: text.describe("rq_…"),
-      state: z.enum(APPROVAL_STATES),
-      workload: text.describe("The requester"),
-      role: text,
-      task_id: text,
-      task: taskContext,
-      ttl_seconds: z.number().int().optional().describe("The TTL asked for (absent: the role's default)"),
-      identity: identitySchema,
-      policy: policySchema.describe("The decision that asked for approval"),
-      created_at: time,
-      expires_at: time.optional().describe("pending_approval: it expires then unless approved or denied"),
-      collect_by: time.optional().describe("approved: the requester must collect it by then"),
-      decided_by: text.optional(),
-      decided_at: time.optional(),
-      reason: text.optional(),
-      lease_id: text.optional().describe("collected: the lease issued for it"),
-      collected_at: time.optional(),
-    })
-    .describe("A credential request waiting for (or decided by) an operator"),
-);
-
-export const pendingRequestSchema = apiComponent("ApprovalRequestEnvelope", z.strictObject({ request: approvalRequestSchema }));
 export const collectedGrantSchema = apiComponent("CollectedCredential", z.strictObject({ lease: leaseSchema, credential: credentialSchema, request: approvalRequestSchema }));
 export const approvalPageSchema = apiComponent("ApprovalRequestPage", z.strictObject({ requests: z.array(approvalRequestSchema), next_cursor: text.nullable() }));
 

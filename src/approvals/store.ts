@@ -32,8 +32,9 @@ import { newShardedId, type Keyspace, type ShardKeys } from "../redis/keys";
 import { mergePages, type ListPos } from "../leases/store";
 import type { TaskContext } from "../policy/types";
 
-export const APPROVAL_STATES = ["pending_approval", "approved", "denied", "expired", "collected"] as const;
-export type ApprovalState = (typeof APPROVAL_STATES)[number];
+import { APPROVAL_STATES, publicRequest, type ApprovalState } from "../leases/approval-request";
+
+export { APPROVAL_STATES, publicRequest, type ApprovalState };
 
 export interface ApprovalRequest {
   id: string;
@@ -370,26 +371,3 @@ const LIST_CURSOR = /^(\d+)\.(rq_[A-Za-z0-9_-]{16})$/;
 
 export type ApprovalStore = ReturnType<typeof createApprovalStore>;
 
-/** The request as the API shows it. */
-export function publicRequest(r: ApprovalRequest) {
-  const iso = (ms: number | undefined) => (ms === undefined ? undefined : new Date(ms).toISOString());
-  return {
-    id: r.id,
-    state: r.state,
-    workload: r.workload,
-    role: r.role,
-    task_id: r.task.id,
-    task: r.task,
-    ...(r.ttl_ms !== undefined ? { ttl_seconds: Math.floor(r.ttl_ms / 1000) } : {}),
-    identity: r.identity,
-    policy: r.policy,
-    created_at: iso(r.created_ms)!,
-    ...(r.state === "pending_approval" ? { expires_at: iso(r.deadline_ms) } : {}),
-    ...(r.state === "approved" ? { collect_by: iso(r.deadline_ms) } : {}),
-    ...(r.decided_by ? { decided_by: r.decided_by } : {}),
-    ...(r.decided_ms !== undefined ? { decided_at: iso(r.decided_ms) } : {}),
-    ...(r.reason ? { reason: r.reason } : {}),
-    ...(r.lease_id ? { lease_id: r.lease_id } : {}),
-    ...(r.collected_ms !== undefined ? { collected_at: iso(r.collected_ms) } : {}),
-  };
-}

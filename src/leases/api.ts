@@ -3,7 +3,7 @@
  * history), mounted by ./routes.ts; their schemas are in ./schemas.ts.
  */
 import { z } from "zod";
-import { pendingRequestSchema } from "../approvals/api";
+import { pendingRequestSchema } from "./approval-request";
 import { defineRoutes } from "../http/api";
 import { credentialGrantSchema, credentialRequestSchema, ISSUE_ERRORS, leaseEnvelopeSchema, leaseHistorySchema, leaseListQuery, leasePageSchema, revocationProgressSchema, revocationRequestSchema, revocationStartedSchema, revokeBodySchema, TASK_ID, taskCompletionSchema } from "./schemas";
 

@@ -14,7 +14,7 @@ import type { PolicyEngine } from "../policy/engine";
 import type { LeaseMetrics } from "./metrics";
 import type { LeaseService } from "./service";
 import { matchesFilter, publicLease, type LeaseStore, type StoredLease } from "./store";
-import { publicRequest } from "../approvals/store";
+import { publicRequest } from "./approval-request";
 import { LEASE_STATES } from "./types";
 import { mount } from "../http/api";
 import { LEASES_API } from "./api";

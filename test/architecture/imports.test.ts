@@ -16,14 +16,7 @@
  */
 import { cycles, folderGraph, folderOf, importEdges, valueSpecifiers, type ImportEdge } from "./import-graph";
 
-const PENDING: { from: string; to: string; why: string }[] = [
-  // Issuance answers 202 with a pending approval request: the lease routes show it with the
-  // approvals' public shape, while approvals build on the lease's schemas (a collection answers
-  // with a lease): leases -> approvals -> leases. The approval request's public shape belongs
-  // below both (or the 202 answer to approvals); until then these two edges are the exception.
-  { from: "leases/api.ts", to: "approvals/api", why: "pendingRequestSchema, the 202 answer of POST /v1/credentials" },
-  { from: "leases/routes.ts", to: "approvals/store", why: "publicRequest, the 202 answer of POST /v1/credentials" },
-];
+const PENDING: { from: string; to: string; why: string }[] = [];
 
 /** The composition roots: the broker process, the CLI, and the GitHub Action (a CLI client). */
 const ROOTS = (file: string) => file === "broker.ts" || file.startsWith("cli/") || file.startsWith("action/");

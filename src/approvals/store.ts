@@ -25,6 +25,7 @@
  * approver or denier) decided (ms) reason lease (collected lease id) collected (ms).
  * Nothing secret: no token, no credential (I6).
  */
+import { luaScript, registerScripts, runScript } from "../redis/scripts";
 import { randomBytes } from "node:crypto";
 import type { Redis } from "ioredis";
 import { storeCall } from "../redis/client";
@@ -60,9 +61,10 @@ export interface ApprovalRequest {
 export const newRequestId = () => `rq_${randomBytes(12).toString("base64url")}`;
 export const REQUEST_ID = /^rq_[A-Za-z0-9_-]{16}$/;
 
-const CREATE = `
+const CREATE = luaScript<string>("jitApprovalCreate", `
 -- KEYS: 1 request, 2 reqs, 3 open, 4 pending set of the workload
 -- ARGV: 1 max pending (0 = none), 2 id, 3 created ms, 4 deadline ms, 5 expire seconds, 6 prune-before ms, 7.. field/value pairs
+-- Output: 'ok', 'too_many' (the workload's pending limit) or 'exists'
 local max = tonumber(ARGV[1])
 if max > 0 and redis.call('SCARD', KEYS[4]) >= max then return 'too_many' end
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'exists' end
@@ -75,12 +77,13 @@ redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[6])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
 redis.call('SADD', KEYS[4], ARGV[2])
 return 'ok'
-`;
+`);
 
 // Approve or deny a pending request; a pending request past its deadline becomes expired instead.
-const DECIDE = `
+const DECIDE = luaScript<string>("jitApprovalDecide", `
 -- KEYS: 1 request, 2 open, 3 pending set of the workload
 -- ARGV: 1 id, 2 new state (approved|denied), 3 by, 4 reason, 5 now ms, 6 collect deadline ms
+-- Output: 'ok', 'missing', 'now_expired', or the state the request is already in
 local st = redis.call('HGET', KEYS[1], 'state')
 if not st then return 'missing' end
 if st ~= 'pending_approval' then return st end
@@ -101,32 +104,34 @@ else
   redis.call('ZREM', KEYS[2], ARGV[1])
 end
 return 'ok'
-`;
+`);
 
 // Starts a collection: only an approved request within its window, one collection at a time.
-const COLLECT_BEGIN = `
+const COLLECT_BEGIN = luaScript<string>("jitApprovalCollectBegin", `
 -- KEYS: 1 request, 2 collection lock
 -- ARGV: 1 now ms, 2 lock ms
+-- Output: 'ok' (lock taken), 'missing', 'expired', 'busy', or the request's state when not approved
 local st = redis.call('HGET', KEYS[1], 'state')
 if not st then return 'missing' end
 if st ~= 'approved' then return st end
 if tonumber(redis.call('HGET', KEYS[1], 'deadline')) <= tonumber(ARGV[1]) then return 'expired' end
 if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then return 'busy' end
 return 'ok'
-`;
+`);
 
-const COLLECT_END = `
+const COLLECT_END = luaScript<number>("jitApprovalCollectEnd", `
 -- KEYS: 1 request, 2 collection lock, 3 open
 -- ARGV: 1 id, 2 lease id, 3 now ms
+-- Output: 1 recorded as collected, 0 no longer approved (left as it is)
 redis.call('DEL', KEYS[2])
 if redis.call('HGET', KEYS[1], 'state') ~= 'approved' then return 0 end
 redis.call('HSET', KEYS[1], 'state', 'collected', 'lease', ARGV[2], 'collected', ARGV[3])
 redis.call('ZREM', KEYS[3], ARGV[1])
 return 1
-`;
+`);
 
 // Expires open requests whose deadline has passed (skipping one being collected right now).
-const EXPIRE_DUE = `
+const EXPIRE_DUE = luaScript<string[]>("jitApprovalExpireDue", `
 -- KEYS: 1 open; ARGV: 1 now ms, 2 limit, 3 request key prefix ("{p}:req:"), 4 pending set prefix
 -- ("{p}:reqs:pending:"), both from src/redis/keys.ts (the keys of one shard: one hash tag)
 -- Output: id, state it expired in, workload, task JSON; four per expired request.
@@ -151,7 +156,7 @@ for _, id in ipairs(ids) do
   end
 end
 return out
-`;
+`);
 
 export interface ApprovalStoreOptions {
   /** Seconds a finished request stays queryable. */
@@ -175,6 +180,7 @@ export interface NewApprovalRequest {
 /** The requests of one shard (a request lives on its workload's shard: src/redis/keys.ts). */
 function createShardApprovals(redis: Redis, sk: ShardKeys, shard: { index: number; count: number }, opts: ApprovalStoreOptions) {
   const now = opts.now ?? Date.now;
+  registerScripts(redis, [CREATE, DECIDE, COLLECT_BEGIN, COLLECT_END, EXPIRE_DUE]);
   const k = {
     req: sk.req,
     lock: sk.reqCollect,
@@ -236,22 +242,19 @@ function createShardApprovals(redis: Redis, sk: ShardKeys, shard: { index: numbe
       };
       const expireSeconds = Math.ceil((opts.pendingTimeoutMs + opts.collectTimeoutMs) / 1000) + opts.retentionSeconds;
       const out = (await storeCall(() =>
-        redis.eval(
+        runScript(
+          redis,
           CREATE,
-          4,
-          k.req(id),
-          k.all,
-          k.open,
-          k.pending(r.workload),
-          String(opts.maxPendingPerWorkload),
+          [k.req(id), k.all, k.open, k.pending(r.workload)],
+          [String(opts.maxPendingPerWorkload),
           id,
           String(created),
           String(deadline),
           String(expireSeconds),
           String(created - expireSeconds * 1000),
-          ...Object.entries(fields).flat(),
+          ...Object.entries(fields).flat()],
         ),
-      )) as string;
+      ));
       if (out === "too_many") return { result: "too_many" };
       if (out !== "ok") throw new Error(`approval request ${id}: ${out}`);
       return { result: "ok", request: decode(id, fields)! };
@@ -261,18 +264,18 @@ function createShardApprovals(redis: Redis, sk: ShardKeys, shard: { index: numbe
     async decide(id: string, workload: string, state: "approved" | "denied", by: string, reason?: string): Promise<string> {
       const t = now();
       return (await storeCall(() =>
-        redis.eval(DECIDE, 3, k.req(id), k.open, k.pending(workload), id, state, by, reason ?? "", String(t), String(t + opts.collectTimeoutMs)),
-      )) as string;
+        runScript(redis, DECIDE, [k.req(id), k.open, k.pending(workload)], [id, state, by, reason ?? "", String(t), String(t + opts.collectTimeoutMs)]),
+      ));
     },
 
     /** "ok" when this caller may mint for the request now (it holds the collection lock). */
     async beginCollect(id: string, lockMs: number): Promise<string> {
-      return (await storeCall(() => redis.eval(COLLECT_BEGIN, 2, k.req(id), k.lock(id), String(now()), String(lockMs)))) as string;
+      return await storeCall(() => runScript(redis, COLLECT_BEGIN, [k.req(id), k.lock(id)], [String(now()), String(lockMs)]));
     },
 
     /** Records the collected lease; false if the request is no longer approved (it then stays as it is). */
     async endCollect(id: string, leaseId: string): Promise<boolean> {
-      return ((await storeCall(() => redis.eval(COLLECT_END, 3, k.req(id), k.lock(id), k.open, id, leaseId, String(now())))) as number) === 1;
+      return (await storeCall(() => runScript(redis, COLLECT_END, [k.req(id), k.lock(id), k.open], [id, leaseId, String(now())]))) === 1;
     },
 
     /** Releases the collection lock after a failed mint; the request stays approved. */
@@ -282,7 +285,7 @@ function createShardApprovals(redis: Redis, sk: ShardKeys, shard: { index: numbe
 
     /** Expires requests past their deadline; returns them with the state they expired in. */
     async expireDue(limit = 500): Promise<{ id: string; was: ApprovalState; workload: string; task_id: string }[]> {
-      const flat = (await storeCall(() => redis.eval(EXPIRE_DUE, 1, k.open, String(now()), String(limit), sk.reqPrefix, sk.reqsPendingPrefix))) as string[];
+      const flat = await storeCall(() => runScript(redis, EXPIRE_DUE, [k.open], [String(now()), String(limit), sk.reqPrefix, sk.reqsPendingPrefix]));
       const out: { id: string; was: ApprovalState; workload: string; task_id: string }[] = [];
       for (let i = 0; i < flat.length; i += 4) {
         out.push({ id: flat[i]!, was: flat[i + 1] as ApprovalState, workload: flat[i + 2]!, task_id: (JSON.parse(flat[i + 3]!) as { id?: string }).id ?? "" });

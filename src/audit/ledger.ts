@@ -179,8 +179,14 @@ export interface AuditLedgerOptions {
   recordRetryDelays?: number[];
 }
 
-/** Appends ARGV[2] to hash field ARGV[1] of KEYS[1], only if the hash exists. */
+/**
+ * Appends ARGV[2] to hash field ARGV[1] of KEYS[1], only if the hash exists. The one script sent
+ * with EVAL rather than registered (src/redis/scripts.ts): it runs inside the append's
+ * WATCH/MULTI, which must not depend on the server's script cache (a NOSCRIPT inside EXEC would
+ * fail the whole transaction after a failover).
+ */
 const APPEND_FIELD = `
+-- KEYS: 1 the lease hash.  ARGV: 1 field, 2 ids to append.  Output: 1 appended, 0 no such hash
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if v then v = v .. ' ' .. ARGV[2] else v = ARGV[2] end

@@ -31,18 +31,18 @@ import { Counter, Gauge, type Registry } from "prom-client";
 import { BrokerError } from "../core/errors";
 import { repeat, type Repeating } from "../core/repeat";
 import type { Keyspace } from "../redis/keys";
+import { luaScript, registerScripts, runScript } from "../redis/scripts";
 import { compareSeq, formatMark } from "./chain";
 import type { AuditKey } from "./key";
 import { infoField } from "./ledger";
 
-/**
- * KEYS[1] stream, KEYS[2] anchor, KEYS[3..] every sink's position
- * ARGV[1] the anchor as read ("" when absent), ARGV[2] L's seq, ARGV[3] L's link,
- * ARGV[4] the new anchor (mark of L), ARGV[5] the XTRIM MINID threshold (the id right after L)
- * Output: entries removed (>= 0); -1 anchor moved meanwhile, -2 L is gone or not the entry
- * read, -3 a sink's position is missing or before L (it has not confirmed L).
- */
-const TRIM = `
+/** Trims the stream up to L, an event every sink confirmed, and writes the anchor (its mark) in the same step. */
+const TRIM = luaScript<number>("jitAuditTrim", `
+-- KEYS: 1 stream, 2 anchor, 3.. every sink's position
+-- ARGV: 1 the anchor as read ("" when absent), 2 L's seq, 3 L's link, 4 the new anchor (mark of
+--       L), 5 the XTRIM MINID threshold (the id right after L)
+-- Output: entries removed (>= 0); -1 anchor moved meanwhile, -2 L is gone or not the entry
+-- read, -3 a sink's position is missing or before L (it has not confirmed L).
 local function ge(a, b)
   local am, as = string.match(a, '^(%d+)-(%d+)$')
   local bm, bs = string.match(b, '^(%d+)-(%d+)$')
@@ -65,7 +65,7 @@ for i = 3, #KEYS do
 end
 redis.call('SET', KEYS[2], ARGV[4])
 return redis.call('XTRIM', KEYS[1], 'MINID', ARGV[5])
-`;
+`);
 
 /** The stream id right after `seq` ("<ms>-<n+1>"), exact for any size. */
 export function nextSeq(seq: string): string {
@@ -104,6 +104,7 @@ export interface AuditTrimmerOptions {
 }
 
 export function createAuditTrimmer(redis: Redis, keys: Pick<Keyspace, "audit" | "auditAnchor" | "auditSinkPosition">, opts: AuditTrimmerOptions): AuditTrimmer {
+  registerScripts(redis, [TRIM]);
   const now = opts.now ?? Date.now;
   const batch = opts.batch ?? 10_000;
   const positionKeys = opts.sinks.map((s) => keys.auditSinkPosition(s));
@@ -130,7 +131,7 @@ export function createAuditTrimmer(redis: Redis, keys: Pick<Keyspace, "audit" | 
     const link = hi >= 0 && hi % 2 === 0 ? fields[hi + 1] : undefined;
     if (!link) throw new Error(`audit entry ${seq} has no link`);
     const mark = formatMark(opts.key, "anchor", { seq, link });
-    const r = Number(await redis.eval(TRIM, 2 + positionKeys.length, keys.audit, keys.auditAnchor, ...positionKeys, anchorText ?? "", seq, link, mark, nextSeq(seq)));
+    const r = Number(await runScript(redis, TRIM, [keys.audit, keys.auditAnchor, ...positionKeys], [anchorText ?? "", seq, link, mark, nextSeq(seq)]));
     if (r < 0) return 0;
     trimmedTotal?.inc(r);
     return r;

@@ -25,6 +25,7 @@ import type { Logger } from "pino";
 import { Counter, Gauge, type Registry } from "prom-client";
 import type { AuditSinkConfig } from "../config/schema";
 import type { Keyspace } from "../redis/keys";
+import { luaScript, registerScripts, runScript } from "../redis/scripts";
 import type { ExportedAuditEvent, StoredAuditEvent } from "./ledger";
 import { KEYED_MARKER } from "./chain";
 import { createFileSink } from "./sink-file";
@@ -60,22 +61,29 @@ export interface AuditSinks {
 export const sinkName = (s: AuditSinkConfig, i: number): string => s.name ?? `${s.type}-${i}`;
 
 /** Moves the position only if the caller still holds the lock. KEYS[1] lock, KEYS[2] position; ARGV[1] token, ARGV[2] seq, ARGV[3] lock ttl ms. */
-const ADVANCE = `
+const ADVANCE = luaScript<number>("jitAuditSinkAdvance", `
+-- KEYS: 1 the sink's lock, 2 its position.  ARGV: 1 token, 2 seq, 3 lock ttl ms
+-- Output: 1 moved, 0 the lock is another's (nothing written)
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[2], ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
-`;
+`);
 /** Takes or renews the lock. KEYS[1] lock; ARGV[1] token, ARGV[2] ttl ms. */
-const ACQUIRE = `
+const ACQUIRE = luaScript<number>("jitAuditSinkAcquire", `
+-- KEYS: 1 the sink's lock.  ARGV: 1 token, 2 lock ttl ms
+-- Output: 1 held by this token (taken or extended), 0 held by another
 local v = redis.call('GET', KEYS[1])
 if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
 if v then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
-`;
+`);
 /** Gives the lock up if held. */
-const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`;
+const RELEASE = luaScript<number>("jitAuditSinkRelease", `
+-- KEYS: 1 the sink's lock.  ARGV: 1 token.  Output: 1 released, 0 held by another
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0
+`);
 
 export function createSinkMetrics(registry: Registry) {
   return {
@@ -135,6 +143,7 @@ export function createAuditSinks(
     new Promise<void>((resolve) => {
       const t = setTimeout(done, ms);
       function done() {
+  registerScripts(redis, [ACQUIRE, ADVANCE, RELEASE]);
         clearTimeout(t);
         wakers.delete(done);
         resolve();
@@ -152,7 +161,7 @@ export function createAuditSinks(
       let backoff = 250;
       while (!stopped) {
         try {
-          const held = (await redis.eval(ACQUIRE, 1, keys.auditSinkLock(name), token, String(lockTtl))) === 1;
+          const held = (await runScript(redis, ACQUIRE, [keys.auditSinkLock(name)], [token, String(lockTtl)])) === 1;
           if (!held) {
             status.state = "standby";
             await sleep(Math.min(lockTtl / 3, 2000));
@@ -174,7 +183,7 @@ export function createAuditSinks(
           transport ??= opts.transports?.[name] ?? createTransport(cfg, log);
           await transport.deliver(batch);
           const last = batch[batch.length - 1]!.seq;
-          const moved = (await redis.eval(ADVANCE, 2, keys.auditSinkLock(name), keys.auditSinkPosition(name), token, last, String(lockTtl))) === 1;
+          const moved = (await runScript(redis, ADVANCE, [keys.auditSinkLock(name), keys.auditSinkPosition(name)], [token, last, String(lockTtl)])) === 1;
           if (moved) {
             metrics.delivered.inc({ sink: name }, batch.length);
             status.position = last;
@@ -224,7 +233,7 @@ export function createAuditSinks(
       for (const w of [...wakers]) w();
       await Promise.all(loops);
       await Promise.all(runners.map((r) => r.close()));
-      await Promise.all(runners.map((r) => redis.eval(RELEASE, 1, keys.auditSinkLock(r.name), token).catch(() => undefined)));
+      await Promise.all(runners.map((r) => runScript(redis, RELEASE, [keys.auditSinkLock(r.name)], [token]).catch(() => undefined)));
     },
   };
 }

@@ -24,6 +24,7 @@
  * died) or fell behind; one sweeper at a time holds `{p}:sweeper` (base tag), released
  * owner-checked. The poller walks every shard's due set.
  */
+import { luaScript, registerScripts, runScript } from "../redis/scripts";
 import { randomBytes } from "node:crypto";
 import { Queue, Worker, type Job, type JobType } from "bullmq";
 import type { Redis } from "ioredis";
@@ -49,11 +50,11 @@ export interface BulkJobData {
   reason?: string;
 }
 
-const RELEASE_LOCK = `
+const RELEASE_LOCK = luaScript<number>("jitSweeperLockRelease", `
 -- KEYS: 1 lock.  ARGV: 1 owner token.  Output: 1 released, 0 held by another (or expired)
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
-`;
+`);
 
 const jobOpts = { attempts: FOREVER, backoff: { type: "jitter" }, removeOnComplete: true, removeOnFail: true } as const;
 
@@ -130,6 +131,7 @@ export function startRevocationWorker(opts: WorkerOptions) {
   const shardCount = opts.keys.shardKeys.length;
   const workerConns = opts.keys.shardKeys.map((_, i) => opts.connect(shardCount === 1 ? "jitbroker-worker" : `jitbroker-worker-${i}`, "blocking"));
   const sweeperConn = opts.connect("jitbroker-sweeper", "request");
+  registerScripts(sweeperConn, [RELEASE_LOCK]);
 
   async function processBulk(data: BulkJobData): Promise<void> {
     const sel = data.selector === "lease" ? null : data.selector;
@@ -256,7 +258,7 @@ export function startRevocationWorker(opts: WorkerOptions) {
         if (outcome.done.length === 0) break; // the rest are failing: their retry time moved on
       }
       if (total > 0) opts.logger.info({ revoked: total }, "sweeper revoked overdue leases");
-      await sweeperConn.eval(RELEASE_LOCK, 1, lockKey, lockToken);
+      await runScript(sweeperConn, RELEASE_LOCK, [lockKey], [lockToken]);
       opts.onRecovered?.("sweeper");
       return total;
     } catch (e) {

@@ -20,23 +20,26 @@
  * updates from such a late write is not this lock but the Redis record of revoked sessions and
  * the check that rewrites the policy when IAM's copy misses some of them (revoked.ts).
  */
+import { luaScript, registerScripts, runScript } from "../../redis/scripts";
 import { randomBytes } from "node:crypto";
 import type { Redis } from "ioredis";
 import type { Keyspace } from "../../redis/keys";
 import { BackendError } from "../types";
 import { redisCall } from "./redis-call";
 
-const RELEASE = `
+const RELEASE = luaScript<number>("jitAwsLockRelease", `
 -- KEYS: 1 lock.  ARGV: 1 token
+-- Output: 1 released, 0 held by another (or expired)
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
-`;
+`);
 
-const EXTEND = `
+const EXTEND = luaScript<number>("jitAwsLockExtend", `
 -- KEYS: 1 lock.  ARGV: 1 token, 2 ttl ms
+-- Output: 1 extended, 0 no longer held by this token
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
-`;
+`);
 
 export interface LockGuard {
   /** Extends the lock; throws an `unavailable` BackendError when it was lost or the deadline passed. */
@@ -56,6 +59,7 @@ export function createRoleLock(redis: Redis, keys: Pick<Keyspace, "awsLock">, op
   const sectionMs = opts.sectionMs ?? Math.floor(opts.ttlMs / 2);
   if (!(sectionMs > 0 && sectionMs < opts.ttlMs)) throw new Error(`the locked section (${sectionMs} ms) must be shorter than the lock's ttl (${opts.ttlMs} ms)`);
   const sleep = opts.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+  registerScripts(redis, [RELEASE, EXTEND]);
 
   return {
     async withLock(roleArn, fn) {
@@ -80,7 +84,7 @@ export function createRoleLock(redis: Redis, keys: Pick<Keyspace, "awsLock">, op
         sectionMs,
         async refresh() {
           if (ac.signal.aborted) throw ac.signal.reason as Error;
-          const extended = await redisCall("extend the revocation lock", () => redis.eval(EXTEND, 1, k, token, String(opts.ttlMs)));
+          const extended = await redisCall("extend the revocation lock", () => runScript(redis, EXTEND, [k], [token, String(opts.ttlMs)]));
           if (Number(extended) !== 1) throw new BackendError(`lost the revocation lock of ${roleArn} (held longer than ${opts.ttlMs} ms); nothing was written, will retry`, "unavailable");
           if (ac.signal.aborted) throw ac.signal.reason as Error;
         },
@@ -89,7 +93,7 @@ export function createRoleLock(redis: Redis, keys: Pick<Keyspace, "awsLock">, op
         return await fn(guard);
       } finally {
         clearTimeout(deadline);
-        await redis.eval(RELEASE, 1, k, token).catch(() => undefined);
+        await runScript(redis, RELEASE, [k], [token]).catch(() => undefined);
       }
     },
   };

@@ -24,15 +24,17 @@
  * revoked session (a listpack entry of ~60 bytes), gone with the session (at most 12 h + grace).
  * Nothing secret: `aws:userid` is `<RoleId>:<lease id>`.
  */
+import { luaScript, registerScripts, runScript } from "../../redis/scripts";
 import type { Redis } from "ioredis";
 import type { Keyspace } from "../../redis/keys";
 import type { RevokedSession } from "./deny";
 import { redisCall } from "./redis-call";
 
-const SYNC = `
+const SYNC = luaScript<string[]>("jitAwsRevokedSync", `
 -- KEYS: 1 revoked set of the role, 2 roles index
 -- ARGV: 1 role ARN, 2 dead-at-or-before (ms; entries with a score up to it are dropped),
 --       3.. member, score pairs to add (a member already there keeps the larger score)
+-- Output: the record after the update, as member, score pairs ({} when empty)
 local dead = tonumber(ARGV[2])
 for i = 3, #ARGV, 2 do
   local old = redis.call('ZSCORE', KEYS[1], ARGV[i])
@@ -48,13 +50,14 @@ end
 redis.call('PEXPIRE', KEYS[1], math.max(1, math.floor(tonumber(top[2]) - dead)))
 redis.call('ZADD', KEYS[2], top[2], ARGV[1])
 return redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-`;
+`);
 
-const FORGET = `
+const FORGET = luaScript<number>("jitAwsRevokedForget", `
 -- KEYS: 1 revoked set of the role, 2 roles index.  ARGV: 1 role ARN
+-- Output: 1 the role was in the index, 0 it was not
 redis.call('DEL', KEYS[1])
 return redis.call('ZREM', KEYS[2], ARGV[1])
-`;
+`);
 
 export interface RevokedRecord {
   /**
@@ -81,11 +84,12 @@ function parseMember(m: string, score: string): RevokedSession | null {
 export function createRevokedRecord(redis: Redis, keys: Pick<Keyspace, "awsRevoked" | "awsRoles">): RevokedRecord {
   const key = keys.awsRevoked;
   const rolesKey = keys.awsRoles;
+  registerScripts(redis, [SYNC, FORGET]);
 
   return {
     async sync(roleArn, sessions, deadAt) {
       const args = sessions.flatMap((s) => [member(s), String(Math.round(s.expiresAt))]);
-      const out = (await redisCall("update the record of revoked sessions", () => redis.eval(SYNC, 2, key(roleArn), rolesKey, roleArn, String(Math.floor(deadAt)), ...args))) as string[];
+      const out = (await redisCall("update the record of revoked sessions", () => runScript(redis, SYNC, [key(roleArn), rolesKey], [roleArn, String(Math.floor(deadAt)), ...args])));
       const live: RevokedSession[] = [];
       for (let i = 0; i + 1 < out.length; i += 2) {
         const s = parseMember(out[i]!, out[i + 1]!);
@@ -100,7 +104,7 @@ export function createRevokedRecord(redis: Redis, keys: Pick<Keyspace, "awsRevok
       });
     },
     async forget(roleArn) {
-      await redisCall("update the record of revoked sessions", () => redis.eval(FORGET, 2, key(roleArn), rolesKey, roleArn));
+      await redisCall("update the record of revoked sessions", () => runScript(redis, FORGET, [key(roleArn), rolesKey], [roleArn]));
     },
   };
 }

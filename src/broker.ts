@@ -35,6 +35,7 @@ import { BrokerError } from "./core/errors";
 import { requireJsonObject } from "./http/app";
 import { requireOperator } from "./authz/operators";
 import { apiRoutes } from "./api";
+import { createReadiness, publicChecks, type Readiness } from "./redis/readiness";
 import { mount } from "./http/api";
 import { buildOpenApiDocument } from "./http/openapi";
 import { OPERATIONS_API } from "./http/operations";
@@ -81,16 +82,7 @@ export interface BrokerOptions {
 import type { ReloadReport } from "./policy/workflow";
 export type { ReloadReport };
 
-export interface Readiness {
-  ready: boolean;
-  /** Backends report their own health here; an unavailable backend does not make the broker unready. */
-  /**
-   * redis: "ok", "unreachable" (no connection), or the kind of failure that makes the broker's keys
-   * not writable from here (readonly, moved, clusterdown, timeout, durability, ...), named in
-   * redis_error (I10).
-   */
-  checks: { redis: "ok" | "unreachable" | "shards" | Exclude<RedisErrorKind, "refused" | "not_connected">; redis_error?: string; issuers: ReturnType<KeySet["status"]>[]; backends: ({ name: string } & BackendStatus)[]; audit_sinks?: SinkStatus[]; audit_backlog?: BacklogStatus };
-}
+export type { Readiness } from "./redis/readiness";
 
 export interface Broker {
   app: ReturnType<typeof createHttpApp>;
@@ -414,36 +406,15 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
   // Gauges are sampled when Prometheus scrapes.
   const sampleGauges = () => sampleLeaseGauges(leaseMetrics, store, queue);
 
-  /**
-   * I10: a write under the broker's hash tag (so it reaches the node owning its keys; a replica
-   * answers READONLY, a wrong Cluster node MOVED) and, with durability, a WAIT for the replicas.
-   * Done on every call, so the answer follows a change at once; bounded to 1.5 s.
-   */
-  async function readiness(): Promise<Readiness> {
-    // With several shards, every shard's tag is probed too: a Cluster may put them on other primaries.
-    const probes = await Promise.all([keys.ready, ...(keys.shards > 1 ? keys.shardKeys.map((sk) => sk.ready) : [])].map((k) => probeRedis(redis, k, cfg.redis.durability)));
-    const probe = probes.find((p) => !p.ok) ?? probes[0]!;
-    if (probe.ok) redisHealth.recovered("readiness");
-    else redisHealth.report("readiness", probe.error);
-    const redisCheck = probe.ok ? ("ok" as const) : probe.kind === "refused" || probe.kind === "not_connected" ? ("unreachable" as const) : probe.kind;
-    if (probe.ok && !shardCheck.ok) {
-      return { ready: false, checks: { redis: "shards", redis_error: shardCheck.problem ?? "redis.shards not checked", issuers: [...keySets.values()].map((k) => k.status()), backends: [...backends].map(([name, b]) => ({ name, ...(b.status?.() ?? { state: "ok" as const }) })) } };
-    }
-    const backendChecks = [...backends].map(([name, b]) => ({ name, ...(b.status?.() ?? { state: "ok" as const }) }));
-    return {
-      ready: probe.ok,
-      checks: {
-        redis: redisCheck,
-        ...(probe.ok ? {} : { redis_error: probe.detail }),
-        issuers: [...keySets.values()].map((k) => k.status()),
-        backends: backendChecks,
-        // A failing sink does not make the broker unready: events wait in Redis.
-        ...(auditSinks ? { audit_sinks: auditSinks.status() } : {}),
-        // At the hard bound new issuance is refused, but the broker stays ready: it still revokes (I9).
-        ...(auditBacklog ? { audit_backlog: auditBacklog.status() } : {}),
-      },
-    };
-  }
+  const readiness = createReadiness({
+    probe: () => Promise.all([keys.ready, ...(keys.shards > 1 ? keys.shardKeys.map((sk) => sk.ready) : [])].map((k) => probeRedis(redis, k, cfg.redis.durability))),
+    health: redisHealth,
+    shardCheck: () => shardCheck,
+    issuers: () => [...keySets.values()].map((k) => k.status()),
+    backends: () => [...backends].map(([name, b]) => ({ name, ...(b.status?.() ?? { state: "ok" as const }) })),
+    ...(auditSinks ? { auditSinks: () => auditSinks.status() } : {}),
+    ...(auditBacklog ? { auditBacklog: () => auditBacklog.status() } : {}),
+  });
 
   const app = createHttpApp({ logger, metrics, bodyLimit: cfg.server.body_limit, trustProxy: cfg.server.trust_proxy, tracing });
   mount(app, OPERATIONS_API.health, (_req, res) => {
@@ -632,17 +603,6 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
 }
 
 /** Readiness as anyone may see it: states, never an issuer's error text, file path or URL. */
-function publicChecks(c: Readiness["checks"]) {
-  return {
-    redis: c.redis,
-    ...(c.redis_error === undefined ? {} : { redis_error: c.redis_error }),
-    issuers: c.issuers.map((i) => ({ name: i.name, state: i.last_error === null && i.keys > 0 ? "ok" : i.keys > 0 ? "degraded" : "unavailable", keys: i.keys, loaded_at: i.loaded_at })),
-    backends: c.backends,
-    // States only: a sink's last error (it may name its URL) is for operators (GET /v1/admin/readiness).
-    ...(c.audit_sinks ? { audit_sinks: c.audit_sinks.map(({ last_error: _e, ...s }) => s) } : {}),
-    ...(c.audit_backlog ? { audit_backlog: c.audit_backlog } : {}),
-  };
-}
 
 
 /** Resolves true once the connection is ready, false after `timeoutMs` (never rejects). */

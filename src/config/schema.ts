@@ -5,7 +5,7 @@
  */
 import { z } from "zod";
 import { checkTimeZone } from "../core/time";
-import { duration, evenIfInvalid, httpsUrl, isObject } from "../core/schema";
+import { duration, evenIfInvalid, httpsUrl, isObject, parseUrl } from "../core/schema";
 import { formatPath } from "./path";
 import { awsStsBackend, awsStsRole } from "../backends/aws/config";
 import { jwtBackend, jwtRole } from "../backends/jwt/config";
@@ -367,13 +367,8 @@ export const configSchema = z
         otlp_endpoint: z
           .string()
           .superRefine((text, ctx) => {
-            let url: URL;
-            try {
-              url = new URL(text);
-            } catch {
-              ctx.addIssue({ code: "custom", message: `"${text}" is not a URL` });
-              return;
-            }
+            const url = parseUrl(text, ctx);
+            if (url === null) return;
             if (url.protocol !== "http:" && url.protocol !== "https:") ctx.addIssue({ code: "custom", message: "must be an http or https URL" });
             else if (url.username || url.password) ctx.addIssue({ code: "custom", message: "must not carry credentials" });
             else if (url.search || url.hash) ctx.addIssue({ code: "custom", message: "must not have a query or fragment" });

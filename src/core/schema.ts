@@ -24,15 +24,20 @@ export const LOOPBACK = new Set(["127.0.0.1", "localhost", "[::1]", "::1"]);
 /** A duration, or 0 / "0" to switch the periodic job off. */
 export const durationOrOff = z.union([z.literal(0), z.literal("0"), duration]).transform((v) => (v === "0" ? 0 : v));
 
+/** `text` as a URL, or null after adding `message` (default: "<text>" is not a URL) as an issue. */
+export function parseUrl(text: string, ctx: z.RefinementCtx, message = `"${text}" is not a URL`): URL | null {
+  try {
+    return new URL(text);
+  } catch {
+    ctx.addIssue({ code: "custom", message });
+    return null;
+  }
+}
+
 /** An http(s) URL; plain http only towards loopback, where TLS buys nothing. */
 export const httpsUrl = z.string().superRefine((text, ctx) => {
-  let url: URL;
-  try {
-    url = new URL(text);
-  } catch {
-    ctx.addIssue({ code: "custom", message: `"${text}" is not a URL` });
-    return;
-  }
+  const url = parseUrl(text, ctx);
+  if (url === null) return;
   if (url.protocol === "https:") return;
   if (url.protocol === "http:" && LOOPBACK.has(url.hostname)) return;
   ctx.addIssue({ code: "custom", message: `must be an https URL (http only for localhost), got "${text}"` });

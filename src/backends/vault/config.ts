@@ -4,7 +4,7 @@
  * its optional durations. src/config/schema.ts composes them into the file's schema.
  */
 import { z } from "zod";
-import { duration, durationOrOff, evenIfInvalid, LOOPBACK } from "../../core/schema";
+import { duration, durationOrOff, evenIfInvalid, LOOPBACK, parseUrl } from "../../core/schema";
 
 /** Defaults of the optional `backends.vault` durations (ms), applied by `vaultTimings` (./client.ts). */
 export const VAULT_DEFAULTS = { request_timeout: 10_000, health_check_interval: 30_000, reconcile_interval: 300_000, reconcile_grace: 120_000 };
@@ -91,13 +91,9 @@ const vaultAuth = z.discriminatedUnion(
  * fragment), no credentials. A message never echoes an address holding credentials.
  */
 const vaultAddress = z.string().superRefine((text, ctx) => {
-  let url: URL;
-  try {
-    url = new URL(text);
-  } catch {
-    ctx.addIssue({ code: "custom", message: "is not a URL (expected the server address, such as https://vault.example.com:8200)" });
-    return;
-  }
+  // The message never echoes the text: an address may hold credentials.
+  const url = parseUrl(text, ctx, "is not a URL (expected the server address, such as https://vault.example.com:8200)");
+  if (url === null) return;
   if (url.username !== "" || url.password !== "") {
     ctx.addIssue({ code: "custom", message: "must not contain credentials (user:password@): the broker authenticates with backends.vault.auth" });
     return;

@@ -3,7 +3,7 @@
  * response schemas the tests check real answers against (test/openapi).
  */
 import { z } from "zod";
-import { apiComponent, defineRoutes, text, time } from "../http/api";
+import { apiComponent, defineRoutes, text } from "../http/api";
 import { freeText } from "../http/text";
 import { APPROVAL_STATES, approvalRequestSchema, pendingRequestSchema } from "../leases/approval-request";
 import { credentialSchema, ISSUE_ERRORS, leaseSchema } from "../leases/schemas";

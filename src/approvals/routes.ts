@@ -13,7 +13,6 @@
  * policies say. Every step is audited with the approver's identity.
  */
 import { Router, type Request } from "express";
-import { z } from "zod";
 import type { AuditEvent, AuditLedger } from "../audit/ledger";
 import type { RoleConfig } from "../config/schema";
 import { BrokerError } from "../core/errors";
@@ -30,7 +29,7 @@ import type { LeaseService } from "../leases/service";
 import type { RefusalSampler } from "../limits/refusals";
 import { mount } from "../http/api";
 import { APPROVALS_API, approvalDecisionSchema, approvalListQuery } from "./api";
-import { APPROVAL_STATES, publicRequest, REQUEST_ID, type ApprovalRequest, type ApprovalState, type ApprovalStore } from "./store";
+import { publicRequest, REQUEST_ID, type ApprovalRequest, type ApprovalState, type ApprovalStore } from "./store";
 
 export interface ApprovalRoutesOptions {
   approvals: ApprovalStore;

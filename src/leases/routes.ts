@@ -3,7 +3,6 @@
  * validate input with zod, call the lease service, and shape responses; nothing else.
  */
 import { Router, type Request } from "express";
-import { z } from "zod";
 import type { AuditLedger } from "../audit/ledger";
 import { parseTtlMs } from "./ttl";
 import { BrokerError } from "../core/errors";
@@ -15,7 +14,6 @@ import type { LeaseMetrics } from "./metrics";
 import type { LeaseService } from "./service";
 import { matchesFilter, publicLease, type LeaseStore, type StoredLease } from "./store";
 import { publicRequest } from "./approval-request";
-import { LEASE_STATES } from "./types";
 import { mount } from "../http/api";
 import { LEASES_API } from "./api";
 import { credentialRequestSchema, leaseListQuery, revocationRequestSchema, revokeBodySchema, taskId } from "./schemas";

@@ -43,6 +43,8 @@ async function main() {
     const shared = {
       "leases:due (zset)": `${tag}:leases:due`,
       "leases:all (zset)": `${tag}:leases:all`,
+      "live:tasks (hash, a task's first lease)": `${tag}:live:tasks`,
+      "leases:policies (hash)": `${tag}:leases:policies`,
       "live:workload:* (50 sets)": L.AGENTS > 0 ? Array.from({ length: L.AGENTS }, (_, i) => `${tag}:live:workload:${L.agentId(i)}`) : [],
       "live:role:orders-read (set)": `${tag}:live:role:orders-read`,
       "live:issuer:idp (set)": `${tag}:live:issuer:idp`,

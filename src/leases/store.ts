@@ -14,7 +14,16 @@
  *   {p}:live:workload:<w>   set    live lease ids of a workload   (quota, bulk revocation)
  *   {p}:live:role:<r>       set    live lease ids of a role
  *   {p}:live:issuer:<i>     set    live lease ids by identity issuer
- *   {p}:live:task:<t>       set    live lease ids of a task id (any workload)
+ *   {p}:live:tasks          hash   task id -> one live lease id of that task (any workload): the
+ *                                  task's first live lease, an entry in one hash instead of a key
+ *                                  per task id (most tasks have one lease)
+ *   {p}:live:task:<t>       set    the task's other live lease ids (and, from layouts before
+ *                                  live:tasks, all of them): a task's live leases are the union
+ *   {p}:leases:policies     hash   policy ref -> "<policy-set hash base64url> <policy ids JSON>":
+ *                                  the decision a lease's field `pr` names (the same for every lease
+ *                                  issued under one policy set by the same policies); written with
+ *                                  the lease, never changed (content-addressed), one entry per
+ *                                  distinct (policy set, determining policies) pair
  *   {p}:task:<w>:<t>        string completion ms: task completed (I5); EXPIRE = task retention;
  *                                  <w> and <t> escaped by keys.taskMarker (ids may hold `:`)
  *   {p}:leases:failed       set    lease ids in state revoke_failed (metrics, operators)
@@ -24,9 +33,11 @@
  *
  * Lease hash fields: role backend workload task_id state iat (issued_at ms) exp (expires_at
  * ms) bexp (backend_expires_at ms) rat (revoked_at ms) trig by reason tat (trigger ms) ikind
- * issuer subject pids (policy ids, JSON) phash (policy-set sha256, base64url) ti tt td ts (task
- * intent, tool, destination, sensitivity; absent when empty). The revocation kind follows from
- * the backend and the TTL from iat/exp, so neither is stored: every byte counts at 1.5 KB a lease.
+ * issuer subject pr (policy ref: a field of {p}:leases:policies holding the policy-set hash and
+ * the determining policy ids; leases written before it hold them inline as pids (JSON) and phash
+ * (base64url), still read) ti tt td ts (task intent, tool, destination, sensitivity; absent when
+ * empty). The revocation kind follows from the backend and the TTL from iat/exp, so neither is
+ * stored: every byte counts at 1 KB a lease.
  * handle (JSON backend handle, never secret) err att (revoke attempts) op (bulk op id) ev (the
  * lease's audit event ids, space-separated, written by the audit ledger). For re-authorization
  * (src/policy/reauthorize.ts) the original decision's inputs that are not otherwise stored:
@@ -40,6 +51,7 @@
  * policies see, JSON). Children inherit obi/obs/obc.
  * No field ever holds secret material (I6).
  */
+import { createHash } from "node:crypto";
 import type { Redis } from "ioredis";
 import { storeCall } from "../redis/client";
 import { luaScript, registerScripts, runScript } from "../redis/scripts";
@@ -49,19 +61,25 @@ import { type Lease, type LeaseState, type RevocationTrigger, type TaskContext }
 const CREATE = luaScript<"ok" | "task_completed" | "quota_exceeded" | "exists">(
   "jitLeaseCreate",
   `
--- KEYS: 1 lease, 2 due, 3 all, 4 live:workload, 5 live:role, 6 live:issuer, 7 live:task, 8 task marker
--- ARGV: 1 quota (0 = none), 2 id, 3 issued_at ms, 4 expires_at ms, 5.. field/value pairs
+-- KEYS: 1 lease, 2 due, 3 all, 4 live:workload, 5 live:role, 6 live:issuer, 7 live:task:<t>, 8 task marker,
+--       9 live:tasks, 10 leases:policies
+-- ARGV: 1 quota (0 = none), 2 id, 3 issued_at ms, 4 expires_at ms, 5 task id, 6 policy ref,
+--       7 policy ref's value, 8.. field/value pairs
 -- Output: ok | task_completed | quota_exceeded | exists (nothing written unless ok)
+-- The task's first live lease is its field of live:tasks; while that field holds another live
+-- lease, the lease goes to live:task:<t> instead.
 if redis.call('EXISTS', KEYS[8]) == 1 then return 'task_completed' end
 local quota = tonumber(ARGV[1])
 if quota > 0 and redis.call('SCARD', KEYS[4]) >= quota then return 'quota_exceeded' end
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'exists' end
 local fields = {}
-for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('HSETNX', KEYS[10], ARGV[6], ARGV[7])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
-for k = 4, 7 do redis.call('SADD', KEYS[k], ARGV[2]) end
+for k = 4, 6 do redis.call('SADD', KEYS[k], ARGV[2]) end
+if redis.call('HSETNX', KEYS[9], ARGV[5], ARGV[2]) == 0 then redis.call('SADD', KEYS[7], ARGV[2]) end
 return 'ok'
 `,
 );
@@ -155,8 +173,9 @@ return out
 const FINISH = luaScript<"revoked" | "expired" | "unchanged">(
   "jitLeaseFinish",
   `
--- KEYS: 1 lease, 2 due, 3 live:workload, 4 live:role, 5 live:issuer, 6 live:task, 7 op or a dummy, 8 failed
--- ARGV: 1 id, 2 now ms, 3 retention seconds
+-- KEYS: 1 lease, 2 due, 3 live:workload, 4 live:role, 5 live:issuer, 6 live:task:<t>, 7 op or a dummy, 8 failed,
+--       9 live:tasks
+-- ARGV: 1 id, 2 now ms, 3 retention seconds, 4 task id
 -- Output: revoked | expired | unchanged
 -- Returns the terminal state it set, or 'unchanged' when the lease was not revoking (another
 -- revoker finished it first): only the caller that made the transition records it (I4).
@@ -169,6 +188,7 @@ redis.call('HSET', KEYS[1], 'state', final, 'rat', ARGV[2])
 redis.call('HDEL', KEYS[1], 'err')
 redis.call('ZREM', KEYS[2], ARGV[1])
 for k = 3, 6 do redis.call('SREM', KEYS[k], ARGV[1]) end
+if redis.call('HGET', KEYS[9], ARGV[4]) == ARGV[1] then redis.call('HDEL', KEYS[9], ARGV[4]) end
 redis.call('SREM', KEYS[8], ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 if redis.call('HGET', KEYS[1], 'op') then
@@ -321,7 +341,25 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
     op: sk.revop,
     failed: sk.leasesFailed,
     kids: sk.kids,
+    tasks: sk.liveTasks,
+    policies: sk.leasesPolicies,
   };
+  // Policy refs resolved so far (content-addressed, so an entry never goes stale); bounded.
+  const policyCache = new Map<string, Lease["policy"]>();
+  const remember = (ref: string, policy: Lease["policy"]) => {
+    if (policyCache.size >= POLICY_CACHE_MAX) policyCache.clear();
+    policyCache.set(ref, policy);
+  };
+  /** Resolves the policy refs of these lease hashes that this process has not seen yet (one HMGET). */
+  async function resolvePolicies(hs: Record<string, string>[]): Promise<void> {
+    const missing = [...new Set(hs.map((h) => h.pr).filter((r): r is string => r !== undefined && !policyCache.has(r)))];
+    if (missing.length === 0) return;
+    const values = await storeCall(() => redis.hmget(k.policies, ...missing));
+    missing.forEach((ref, i) => {
+      const p = parsePolicyValue(values[i] ?? null);
+      if (p) remember(ref, p);
+    });
+  }
   const liveKeys = (l: { workload: string; role: string; identity: { issuer: string }; task_id: string }) => [
     k.live("workload", l.workload),
     k.live("role", l.role),
@@ -343,7 +381,7 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
       expires_at: iso(h.exp)!,
       revocation_kind: REVOCATION_KIND[h.backend as Lease["backend"]] ?? "expiry_only",
       identity: { kind: h.ikind as "oidc" | "spiffe", issuer: h.issuer!, subject: h.subject! },
-      policy: { ids: JSON.parse(h.pids ?? "[]") as string[], hash: h.phash ? Buffer.from(h.phash, "base64url").toString("hex") : "" },
+      policy: h.pr !== undefined ? (policyCache.get(h.pr) ?? { ids: [], hash: "" }) : { ids: JSON.parse(h.pids ?? "[]") as string[], hash: h.phash ? Buffer.from(h.phash, "base64url").toString("hex") : "" },
       task: { id: h.task_id!, intent: h.ti ?? "", tool: h.tt ?? "", destination: h.td ?? "", sensitivity: h.ts ?? "" },
       ttl_seconds: ttlSeconds(Number(h.iat), Number(h.exp)),
       handle: h.handle ? (JSON.parse(h.handle) as Record<string, string>) : null,
@@ -375,7 +413,9 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
   }
 
   async function get(id: string): Promise<StoredLease | null> {
-    return decode(id, await storeCall(() => redis.hgetall(k.lease(id))));
+    const h = await storeCall(() => redis.hgetall(k.lease(id)));
+    await resolvePolicies([h]);
+    return decode(id, h);
   }
 
   async function getMany(ids: string[]): Promise<(StoredLease | null)[]> {
@@ -383,11 +423,12 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
     const pipe = redis.pipeline();
     for (const id of ids) pipe.hgetall(k.lease(id));
     const res = await storeCall(() => pipe.exec());
-    return ids.map((id, i) => {
-      const [err, h] = res![i]!;
+    const hs = res!.map(([err, h]) => {
       if (err) throw err;
-      return decode(id, h as Record<string, string>);
+      return h as Record<string, string>;
     });
+    await resolvePolicies(hs);
+    return ids.map((id, i) => decode(id, hs[i]!));
   }
 
   return {
@@ -396,9 +437,15 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
     /** Writes a new lease in state `issuing`, atomically with the task and quota checks. */
     async create(l: NewLease, quota: number): Promise<"ok" | "task_completed" | "quota_exceeded" | "exists"> {
       const fields = newLeaseFields(l);
+      remember(fields.pr!, l.policy);
       const lk = liveKeys({ workload: l.workload, role: l.role, identity: l.identity, task_id: l.task.id });
       return storeCall(() =>
-        runScript(redis, CREATE, [k.lease(l.id), k.due, k.all, ...lk, k.task(l.workload, l.task.id)], [String(quota), l.id, String(l.issuedAt), String(l.expiresAt), ...Object.entries(fields).flat()]),
+        runScript(
+          redis,
+          CREATE,
+          [k.lease(l.id), k.due, k.all, ...lk, k.task(l.workload, l.task.id), k.tasks, k.policies],
+          [String(quota), l.id, String(l.issuedAt), String(l.expiresAt), l.task.id, fields.pr!, policyValue(l.policy), ...Object.entries(fields).flat()],
+        ),
       );
     },
 
@@ -407,7 +454,9 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
      * what `get(l.id)` returns right after a successful `create` unless a trigger moved it since.
      */
     created(l: NewLease): StoredLease {
-      return decode(l.id, newLeaseFields(l))!;
+      const h = newLeaseFields(l);
+      remember(h.pr!, l.policy);
+      return decode(l.id, h)!;
     },
 
     /**
@@ -418,6 +467,7 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
      */
     activated(l: NewLease, handle: Record<string, string>, backendExpiresAt?: number): StoredLease {
       const h: Record<string, string> = { ...newLeaseFields(l), state: "active", handle: JSON.stringify(handle) };
+      remember(h.pr!, l.policy);
       if (backendExpiresAt !== undefined) h.bexp = String(backendExpiresAt);
       return decode(l.id, h)!;
     },
@@ -456,7 +506,12 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
      */
     async finish(lease: StoredLease): Promise<"revoked" | "expired" | "unchanged"> {
       return storeCall(() =>
-        runScript(redis, FINISH, [k.lease(lease.id), k.due, ...liveKeys(lease), lease.op ? k.op(lease.op) : k.op("-"), k.failed], [lease.id, String(now()), String(opts.retentionSeconds)]),
+        runScript(
+          redis,
+          FINISH,
+          [k.lease(lease.id), k.due, ...liveKeys(lease), lease.op ? k.op(lease.op) : k.op("-"), k.failed, k.tasks],
+          [lease.id, String(now()), String(opts.retentionSeconds), lease.task_id],
+        ),
       );
     },
 
@@ -507,8 +562,15 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
       return r === 1;
     },
 
-    /** Live lease ids of one selector value (SSCAN, so large sets do not block Redis). */
+    /**
+     * Live lease ids of one selector value (SSCAN, so large sets do not block Redis). A task's
+     * are its field of live:tasks and its set.
+     */
     async *liveIds(sel: Selector, value: string, batch = 1000): AsyncGenerator<string[]> {
+      if (sel === "task") {
+        const first = await storeCall(() => redis.hget(k.tasks, value));
+        if (first !== null) yield [first];
+      }
       let cursor = "0";
       do {
         const [next, ids] = await storeCall(() => redis.sscan(k.live(sel, value), cursor, "COUNT", batch));
@@ -552,6 +614,10 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
     },
 
     async countLive(sel: Selector, value: string): Promise<number> {
+      if (sel === "task") {
+        const [first, rest] = await Promise.all([storeCall(() => redis.hexists(k.tasks, value)), storeCall(() => redis.scard(k.live(sel, value)))]);
+        return first + rest;
+      }
       return storeCall(() => redis.scard(k.live(sel, value)));
     },
 
@@ -812,6 +878,38 @@ export const ttlSeconds = (issuedAtMs: number, expiresAtMs: number) => Math.roun
 
 export type LeaseStore = ReturnType<typeof createLeaseStore>;
 
+/** How many resolved policy refs a store keeps in memory (a few per policy set in practice). */
+const POLICY_CACHE_MAX = 10_000;
+
+/** `{p}:leases:policies` value of a decision's policy: "<set hash base64url> <ids JSON>". */
+const policyValue = (p: Lease["policy"]) => `${Buffer.from(p.hash, "hex").toString("base64url")} ${JSON.stringify(p.ids)}`;
+
+/**
+ * The name of a decision's policy in `{p}:leases:policies`: 72 bits of the SHA-256 of its value
+ * (content-addressed: the same policy set and determining policies give the same ref, and a ref
+ * never changes meaning). Memoized for the last one: consecutive leases mostly share it.
+ */
+let lastRef: { value: string; ref: string } | null = null;
+export function policyRef(p: Lease["policy"]): string {
+  const value = policyValue(p);
+  if (lastRef?.value !== value) lastRef = { value, ref: createHash("sha256").update(value).digest("base64url").slice(0, 12) };
+  return lastRef.ref;
+}
+
+/** Reads a `{p}:leases:policies` value; null when absent or malformed (a hostile or damaged Redis). */
+function parsePolicyValue(v: string | null): Lease["policy"] | null {
+  if (v === null) return null;
+  const sp = v.indexOf(" ");
+  if (sp < 0) return null;
+  try {
+    const ids: unknown = JSON.parse(v.slice(sp + 1));
+    if (!Array.isArray(ids) || !ids.every((x) => typeof x === "string")) return null;
+    return { ids: ids as string[], hash: Buffer.from(v.slice(0, sp), "base64url").toString("hex") };
+  } catch {
+    return null;
+  }
+}
+
 /** The hash fields `create` writes for a new lease (state `issuing`). */
 function newLeaseFields(l: NewLease): Record<string, string> {
   return {
@@ -825,8 +923,7 @@ function newLeaseFields(l: NewLease): Record<string, string> {
     ikind: l.identity.kind,
     issuer: l.identity.issuer,
     subject: l.identity.subject,
-    pids: JSON.stringify(l.policy.ids),
-    phash: Buffer.from(l.policy.hash, "hex").toString("base64url"),
+    pr: policyRef(l.policy),
     // Task context as separate fields, absent when empty: short values keep the hash in Redis's
     // compact listpack encoding (values up to hash-max-listpack-value, 64 bytes by default).
     ...(l.task.intent ? { ti: l.task.intent } : {}),

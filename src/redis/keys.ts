@@ -72,8 +72,12 @@ export interface ShardKeys {
   leasesDue: string;
   leasesAll: string;
   leasesFailed: string;
+  /** The policy decisions leases refer to (field `pr` of a lease hash), see src/leases/store.ts. */
+  leasesPolicies: string;
   /** Live lease ids of one workload, role, identity issuer or task id (any workload). */
   live: Record<"workload" | "role" | "issuer" | "task", (value: string) => string>;
+  /** One live lease id per task id (any workload); the task's other live leases are in `live.task`. */
+  liveTasks: string;
   /** The marker of a task a workload completed (I5), see src/leases/store.ts. */
   taskMarker(workload: string, taskId: string): string;
   /** Progress of a bulk revocation: with several shards, each shard counts its own leases. */
@@ -180,12 +184,14 @@ function shardKeysOf(tag: string): ShardKeys {
     leasesDue: `${tag}:leases:due`,
     leasesAll: `${tag}:leases:all`,
     leasesFailed: `${tag}:leases:failed`,
+    leasesPolicies: `${tag}:leases:policies`,
     live: {
       workload: (value) => `${tag}:live:workload:${value}`,
       role: (value) => `${tag}:live:role:${value}`,
       issuer: (value) => `${tag}:live:issuer:${value}`,
       task: (value) => `${tag}:live:task:${value}`,
     },
+    liveTasks: `${tag}:live:tasks`,
     taskMarker: (workload, taskId) => `${tag}:task:${keyPart(workload)}:${keyPart(taskId)}`,
     revop: (opId) => `${tag}:revop:${opId}`,
     kids: (leaseId) => `${tag}:kids:${leaseId}`,

@@ -1,0 +1,215 @@
+/**
+ * The lease layout of issue 17 (docs/ARCHITECTURE.md, Redis key layout and Lease record): a
+ * task's first live lease is a field of `{p}:live:tasks` (no key per task id), its others are in
+ * `{p}:live:task:<t>`; a lease names its policy decision by a ref into `{p}:leases:policies`.
+ *
+ * Upgrades: leases written by the layout before (every lease in its task's set, policy ids and
+ * set hash inline) must still be found by task completion and bulk revocation, revoked, expired
+ * and shown; a deployment upgraded with live leases in Redis must not leave them behind.
+ */
+import { Redis } from "ioredis";
+import { createKeyspace, newShardedId, type ShardKeys } from "../../src/redis/keys";
+import { createLeaseStore, type NewLease } from "../../src/leases/store";
+import { startFixture, waitFor, type Fixture } from "../support/fixture";
+
+/** The CREATE script of the layout before `live:tasks` and `leases:policies`, verbatim. */
+const PREVIOUS_CREATE = `
+-- KEYS: 1 lease, 2 due, 3 all, 4 live:workload, 5 live:role, 6 live:issuer, 7 live:task, 8 task marker
+-- ARGV: 1 quota (0 = none), 2 id, 3 issued_at ms, 4 expires_at ms, 5.. field/value pairs
+-- Output: ok | task_completed | quota_exceeded | exists (nothing written unless ok)
+if redis.call('EXISTS', KEYS[8]) == 1 then return 'task_completed' end
+local quota = tonumber(ARGV[1])
+if quota > 0 and redis.call('SCARD', KEYS[4]) >= quota then return 'quota_exceeded' end
+if redis.call('EXISTS', KEYS[1]) == 1 then return 'exists' end
+local fields = {}
+for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
+for k = 4, 7 do redis.call('SADD', KEYS[k], ARGV[2]) end
+return 'ok'
+`;
+
+const OLD_POLICY_HASH = "ab".repeat(32);
+
+let f: Fixture;
+let redis: Redis;
+let sk: ShardKeys;
+beforeAll(async () => {
+  f = await startFixture();
+  redis = f.b.broker.redis;
+  sk = createKeyspace(f.b.config.redis.prefix).shardKeys[0]!;
+});
+afterAll(async () => {
+  await f.close();
+});
+
+const leaseOf = async (id: string) => (await f.call("GET", `/v1/leases/${id}`, "alice")).body.lease;
+const issue = async (who: "agent" | "agent2", task: string) => {
+  const r = await f.call("POST", "/v1/credentials", who, { role: "orders-read", task: { id: task } });
+  expect(r.status).toBe(201);
+  return r.body.lease.id as string;
+};
+
+/** A lease of `agent` written as the previous broker wrote it (CREATE, then ACTIVATE with its handle). */
+async function previousLayoutLease(task: string, ttlMs = 300_000): Promise<string> {
+  const id = newShardedId("l", 0, 1);
+  const iat = Date.now();
+  const exp = iat + ttlMs;
+  const fields = {
+    role: "orders-read",
+    backend: "jwt",
+    workload: "agent",
+    task_id: task,
+    state: "issuing",
+    iat: String(iat),
+    exp: String(exp),
+    ikind: "oidc",
+    issuer: "idp",
+    subject: "agent-1",
+    pids: JSON.stringify(["agents-request-read"]),
+    phash: Buffer.from(OLD_POLICY_HASH, "hex").toString("base64url"),
+  };
+  const keys = [sk.lease(id), sk.leasesDue, sk.leasesAll, sk.live.workload("agent"), sk.live.role("orders-read"), sk.live.issuer("idp"), sk.live.task(task), sk.taskMarker("agent", task)];
+  expect(await redis.eval(PREVIOUS_CREATE, keys.length, ...keys, "0", id, String(iat), String(exp), ...Object.entries(fields).flat())).toBe("ok");
+  expect(await f.b.broker.store.activate(id, { jti: id })).toBe("active");
+  return id;
+}
+
+/** No index of any kind still names the lease. */
+async function expectUnindexed(id: string, task: string) {
+  expect(await redis.sismember(sk.live.task(task), id)).toBe(0);
+  expect(await redis.hget(sk.liveTasks, task)).not.toBe(id);
+  for (const set of [sk.live.workload("agent"), sk.live.workload("agent2"), sk.live.role("orders-read"), sk.live.issuer("idp")]) expect(await redis.sismember(set, id)).toBe(0);
+  expect(await redis.zscore(sk.leasesDue, id)).toBeNull();
+}
+
+describe("upgrade: leases written by the previous layout", () => {
+  it("task completion finds an old lease in its task's set beside a new one, the worker revokes both, and no index keeps them", async () => {
+    const old = await previousLayoutLease("T-up-complete");
+    const fresh = await issue("agent", "T-up-complete");
+    // The new lease took the task's live:tasks field; the old one is only in the set.
+    expect(await redis.hget(sk.liveTasks, "T-up-complete")).toBe(fresh);
+    const done = await f.call("POST", "/v1/tasks/T-up-complete/complete", "agent");
+    expect(done.body).toEqual({ task_id: "T-up-complete", revoked: 2 });
+    for (const id of [old, fresh]) {
+      const l = await waitFor(async () => {
+        const x = await leaseOf(id);
+        return x.state === "revoked" ? x : null;
+      });
+      expect(l.revocation).toMatchObject({ trigger: "task_completed", by: "agent" });
+      await expectUnindexed(id, "T-up-complete");
+    }
+    expect(await redis.exists(sk.live.task("T-up-complete"))).toBe(0);
+    expect(await redis.hexists(sk.liveTasks, "T-up-complete")).toBe(0);
+  });
+
+  it("an old lease still shows its policy ids and set hash (inline fields)", async () => {
+    const old = await previousLayoutLease("T-up-show");
+    expect((await leaseOf(old)).policy).toEqual({ ids: ["agents-request-read"], hash: OLD_POLICY_HASH });
+    await f.b.broker.store.trigger([old], { trigger: "operator", by: "test" });
+  });
+
+  it("an operator's revocation by task id matches old and new leases of every workload (the task index is any workload)", async () => {
+    const old = await previousLayoutLease("T-up-op");
+    const a = await issue("agent2", "T-up-op");
+    const b = await issue("agent", "T-up-op");
+    expect(await f.b.broker.store.countLive("task", "T-up-op")).toBe(3);
+    const op = await f.call("POST", "/v1/admin/revocations", "alice", { task_id: "T-up-op", reason: "upgrade test" });
+    expect(op.status).toBe(202);
+    expect(op.body.matched).toBe(3);
+    const progress = await waitFor(async () => {
+      const p = (await f.call("GET", `/v1/admin/revocations/${op.body.id}`, "alice")).body;
+      return p.state === "completed" ? p : null;
+    });
+    expect(progress).toMatchObject({ triggered: 3, revoked: 3, failed: 0 });
+    for (const id of [old, a, b]) {
+      expect((await leaseOf(id)).state).toBe("revoked");
+      await expectUnindexed(id, "T-up-op");
+    }
+  });
+
+  it("an old lease expires on schedule (its due entry) and leaves its task's set", async () => {
+    const old = await previousLayoutLease("T-up-expire", 1200);
+    const l = await waitFor(async () => {
+      const x = await leaseOf(old);
+      return x.state === "expired" ? x : null;
+    });
+    expect(l.revocation).toMatchObject({ trigger: "expiry" });
+    await expectUnindexed(old, "T-up-expire");
+    expect(await redis.exists(sk.live.task("T-up-expire"))).toBe(0);
+  });
+});
+
+describe("task index: an entry per task, not a key", () => {
+  it("a task's first live lease is its live:tasks field; the next ones go to its set; finishing the first frees the field for the next lease", async () => {
+    const first = await issue("agent", "T-idx");
+    expect(await redis.hget(sk.liveTasks, "T-idx")).toBe(first);
+    expect(await redis.exists(sk.live.task("T-idx"))).toBe(0);
+    const second = await issue("agent2", "T-idx");
+    expect(await redis.smembers(sk.live.task("T-idx"))).toEqual([second]);
+    const store = f.b.broker.store;
+    expect(await store.countLive("task", "T-idx")).toBe(2);
+    const seen: string[] = [];
+    for await (const ids of store.liveIds("task", "T-idx")) seen.push(...ids);
+    expect(seen.sort()).toEqual([first, second].sort());
+
+    // agent revokes its own lease: the field is freed, agent2's stays in the set.
+    expect((await f.call("DELETE", `/v1/leases/${first}`, "agent", { reason: "done" })).status).toBe(200);
+    await waitFor(async () => (await leaseOf(first)).state === "revoked");
+    expect(await redis.hexists(sk.liveTasks, "T-idx")).toBe(0);
+    expect(await store.countLive("task", "T-idx")).toBe(1);
+    const third = await issue("agent", "T-idx");
+    expect(await redis.hget(sk.liveTasks, "T-idx")).toBe(third);
+    expect(await store.countLive("task", "T-idx")).toBe(2);
+
+    // Completing the task for agent revokes only agent's lease; agent2's is its own.
+    expect((await f.call("POST", "/v1/tasks/T-idx/complete", "agent")).body).toEqual({ task_id: "T-idx", revoked: 1 });
+    await waitFor(async () => (await leaseOf(third)).state === "revoked");
+    expect((await leaseOf(second)).state).toBe("active");
+    expect(await store.countLive("task", "T-idx")).toBe(1);
+  });
+});
+
+describe("policy ref", () => {
+  const base = (id: string, policy: NewLease["policy"]): NewLease => ({
+    id,
+    role: "orders-read",
+    backend: "jwt",
+    workload: "agent",
+    task: { id: `T-ref-${id}`, intent: "", tool: "", destination: "", sensitivity: "" },
+    issuedAt: Date.now(),
+    expiresAt: Date.now() + 60_000,
+    identity: { kind: "oidc", issuer: "idp", subject: "agent-1" },
+    policy,
+  });
+
+  it("leases of one decision share one entry; a process that never saw it reads it from Redis", async () => {
+    const keys = createKeyspace(`${f.b.config.redis.prefix}ref`);
+    const writer = createLeaseStore(redis, keys, { retentionSeconds: 60, taskRetentionSeconds: 60 });
+    const p1 = { ids: ["permit-a", "permit-b"], hash: "cd".repeat(32) };
+    const p2 = { ids: ["permit-a"], hash: "cd".repeat(32) };
+    for (const [id, p] of [["l_ref1", p1], ["l_ref2", p1], ["l_ref3", p2]] as const) expect(await writer.create(base(id, p), 0)).toBe("ok");
+    const sk2 = keys.shardKeys[0]!;
+    expect(await redis.hlen(sk2.leasesPolicies)).toBe(2);
+    expect(await redis.hexists(sk2.lease("l_ref1"), "phash")).toBe(0);
+    // A fresh store (another process, or after a restart) has nothing cached.
+    const reader = createLeaseStore(redis, keys, { retentionSeconds: 60, taskRetentionSeconds: 60 });
+    const got = await reader.getMany(["l_ref1", "l_ref2", "l_ref3"]);
+    expect(got.map((l) => l?.policy)).toEqual([p1, p1, p2]);
+    expect((await createLeaseStore(redis, keys, { retentionSeconds: 60, taskRetentionSeconds: 60 }).get("l_ref3"))?.policy).toEqual(p2);
+  });
+
+  it("a damaged policies entry reads as an unknown policy, not a crash (a hostile or broken Redis)", async () => {
+    const keys = createKeyspace(`${f.b.config.redis.prefix}bad`);
+    const writer = createLeaseStore(redis, keys, { retentionSeconds: 60, taskRetentionSeconds: 60 });
+    expect(await writer.create(base("l_bad1", { ids: ["x"], hash: "ef".repeat(32) }), 0)).toBe("ok");
+    const sk2 = keys.shardKeys[0]!;
+    const ref = await redis.hget(sk2.lease("l_bad1"), "pr");
+    await redis.hset(sk2.leasesPolicies, ref!, "garbage-without-a-space");
+    const l = await createLeaseStore(redis, keys, { retentionSeconds: 60, taskRetentionSeconds: 60 }).get("l_bad1");
+    expect(l?.policy).toEqual({ ids: [], hash: "" });
+    await redis.hset(sk2.leasesPolicies, ref!, 'AAAA {"not":"a list"}');
+    expect((await createLeaseStore(redis, keys, { retentionSeconds: 60, taskRetentionSeconds: 60 }).get("l_bad1"))?.policy).toEqual({ ids: [], hash: "" });
+  });
+});

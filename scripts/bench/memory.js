@@ -71,6 +71,7 @@ async function main() {
     const keysBefore = await rc.dbsize();
     const sharedBefore = await sharedUsage();
     const memBefore = await info();
+    const eventsBefore = Number(await rc.xlen(`${tag}:audit`));
 
     const ids = await create(N, "mem", true);
     await L.sleep(200);
@@ -112,8 +113,22 @@ async function main() {
       const r = await rc.config("GET", k);
       if (r.length) config[k] = r[1];
     }
+    // The audit stream per issuance, by field: the last 200 events' average sizes (e: canonical
+    // JSON of the event; h, p: its hash and the previous one; m: the MAC marker; n: ordinal).
+    const last = await rc.xrevrange(`${tag}:audit`, "+", "-", "COUNT", 200);
+    const auditFields = {};
+    for (const [, flat] of last) for (let i = 0; i < flat.length; i += 2) auditFields[flat[i]] = (auditFields[flat[i]] ?? 0) + Buffer.byteLength(flat[i + 1]) / last.length;
+    const auditTypes = {};
+    for (const [, flat] of last) {
+      const t = JSON.parse(flat[flat.indexOf("e") + 1]).type;
+      auditTypes[t] = (auditTypes[t] ?? 0) + 1;
+    }
     const result = {
       n: N,
+      audit_events_per_issuance: (Number(await rc.xlen(`${tag}:audit`)) - eventsBefore) / N,
+      audit_event_field_bytes: auditFields,
+      audit_event_types_sampled: auditTypes,
+      audit_event_sample: last.find(([, flat]) => JSON.parse(flat[flat.indexOf("e") + 1]).type === "mint")?.[1],
       used_memory_delta: memAfter - memBefore,
       bytes_per_lease: perLease,
       bytes_per_lease_without_audit: perLease - auditShare - perShared["bullmq revocations:events (stream, capped ~10k)"],

@@ -6,7 +6,7 @@
  * 1. A private redis-server (no AOF: a million leases' AOF is not what is measured, and a rewrite
  *    during the run would add its own CPU). The broker starts once for a probe exchange (its
  *    lease's policy ids and set hash become the filled leases' decision), then stops.
- * 2. Fill: short-lived child processes (`scale.js --fill`, FILL_CHUNK leases each, one at a time)
+ * 2. Fill: short-lived child processes (`scale.js --fill`, 100,000 leases each, two at a time)
  *    write N leases through the lease store's real code (`createLeaseStore` from dist/: CREATE,
  *    then ACTIVATE with a jwt handle, then the ledger's `ev` field, as an exchange leaves them),
  *    2,000 in flight on one auto-pipelined connection. 50 agent workloads, role orders-read, one
@@ -25,7 +25,8 @@
  *    expires_at per lease.
  *
  * Usage: node scripts/bench/scale.js --n 100000 [--duration 10] [--warmup 2] [--concurrency 50]
- *        [--lag-n 2000] [--lead 30] [--token-pool 12000] [--fill-chunk 250000] [--skip-exchange] [--skip-lag]
+ *        [--lag-n 2000] [--lead 30] [--token-pool 12000] [--fill-chunk 100000] [--fill-parallel 2] [--skip-exchange] [--skip-lag]
+ *        [--handle jwt|vault|aws (the filled leases' backend handle shape; default jwt)]
  * BENCH_DIST=<dist> runs another build (lib.js).
  */
 const fs = require("node:fs");
@@ -36,6 +37,22 @@ const L = require("./lib");
 
 const argv = process.argv.slice(2);
 const opt = (k, d) => L.numArg(argv, k, d);
+
+/**
+ * Backend handles of the shapes the backends write (src/backends/*): jwt's is short; a Vault
+ * lease id and an AWS session are longer than Redis's default hash-max-listpack-value (64).
+ */
+const HANDLES = {
+  jwt: (id) => ({ jti: id }),
+  vault: (id) => ({ lease_id: `database/creds/orders-read/${id.slice(2)}AbCdEfGh` }),
+  aws: (id) => ({
+    role_arn: "arn:aws:iam::123456789012:role/jitbroker-orders-read",
+    session_name: `jit-${id}`,
+    user_id: `AROAEXAMPLEID123456:jit-${id}`,
+    issued_at: new Date().toISOString(),
+    expires_at: new Date(Date.now() + 900_000).toISOString(),
+  }),
+};
 
 /** The fill child: writes leases FROM..FROM+COUNT through the lease store. */
 async function fill(dir, from, count) {
@@ -57,7 +74,7 @@ async function fill(dir, from, count) {
       const lease = {
         id,
         role: "orders-read",
-        backend: "jwt",
+        backend: spec.handle === "jwt" ? "jwt" : spec.handle === "vault" ? "vault" : "aws_sts",
         workload,
         task: { id: `scale-${i}`, intent: "", tool: "", destination: "", sensitivity: "" },
         issuedAt,
@@ -67,7 +84,7 @@ async function fill(dir, from, count) {
       };
       const created = await store.create(lease, 0);
       if (created !== "ok") throw new Error(`create ${id}: ${created}`);
-      const activated = await store.activate(id, { jti: id });
+      const activated = await store.activate(id, HANDLES[spec.handle](id));
       if (activated !== "active") throw new Error(`activate ${id}: ${activated}`);
       // The mint event's id, as the audit ledger appends it to the lease hash (field ev).
       await redis.hset(leaseKey(id), "ev", `${issuedAt}-0`);
@@ -78,15 +95,21 @@ async function fill(dir, from, count) {
   }
 }
 
-async function fillAll(dir, n, chunk) {
+async function fillAll(dir, n, chunk, parallel) {
   const t0 = performance.now();
-  for (let from = 0; from < n; from += chunk) {
+  const starts = [];
+  for (let from = 0; from < n; from += chunk) starts.push(from);
+  let done = 0;
+  const errors = await L.pool(starts.length, parallel, async (k) => {
+    const from = starts[k];
     const count = Math.min(chunk, n - from);
     const child = spawn(process.execPath, [__filename, "--fill", dir, String(from), String(count)], { stdio: ["ignore", "inherit", "inherit"] });
     const { code, sig } = await new Promise((r) => child.once("exit", (code, sig) => r({ code, sig })));
     if (code !== 0) throw new Error(`fill ${from}+${count} failed (code ${code}, signal ${sig})`);
-    process.stderr.write(`  filled ${from + count}/${n} (${((performance.now() - t0) / 1000).toFixed(0)} s)\n`);
-  }
+    done += count;
+    process.stderr.write(`  filled ${done}/${n} (${((performance.now() - t0) / 1000).toFixed(0)} s)\n`);
+  });
+  if (errors.length) throw errors[0];
   return (performance.now() - t0) / 1000;
 }
 
@@ -185,15 +208,16 @@ async function main() {
     await broker.stop();
     broker = undefined;
 
-    fs.writeFileSync(path.join(dir, "fill.json"), JSON.stringify({ redisUrl: redis.url, prefix: cfg.redis.prefix, ttlMs: opt("ttl-min", 90) * 60_000, policy: probe.body.lease.policy }));
+    fs.writeFileSync(path.join(dir, "fill.json"), JSON.stringify({ redisUrl: redis.url, prefix: cfg.redis.prefix, ttlMs: opt("ttl-min", 90) * 60_000, handle: L.strArg(argv, "handle") ?? "jwt", policy: probe.body.lease.policy }));
     const info = async () => Number(/^used_memory:(\d+)/m.exec(await rc.info("memory"))[1]);
     await L.sleep(200);
     const memBefore = await info();
-    const fillSeconds = await fillAll(dir, N, opt("fill-chunk", 250_000));
+    const fillSeconds = await fillAll(dir, N, opt("fill-chunk", 100_000), opt("fill-parallel", 2));
     await L.sleep(200);
     const memAfter = await info();
     const usage = async (k) => Number((await rc.call("MEMORY", "USAGE", k, "SAMPLES", "0")) ?? 0);
-    const sample = (await rc.zrange(`${tag}:leases:due`, 0, 199)).filter((id) => id.startsWith("l_"));
+    // The filled leases expire last (the probe's lease first): a sample of them.
+    const sample = await rc.zrange(`${tag}:leases:due`, -200, -1);
     let hashBytes = 0;
     for (const id of sample) hashBytes += await usage(`${tag}:lease:${id}`);
     const shared = {

@@ -49,6 +49,9 @@
  * this lease, root first, space-separated), hk ("1" once a lease was delegated from this one);
  * on-behalf-of: obi obs (the person's issuer name and subject), obc (their ID token's claims the
  * policies see, JSON). Children inherit obi/obs/obc.
+ * A value over 64 bytes (Redis's default hash-max-listpack-value) is stored in pieces: `f` holds
+ * the first 64 bytes, `f.1`, `f.2`... the rest (`pieces`, `joinPieces`), so the lease stays a
+ * listpack (docs/ARCHITECTURE.md, Lease record).
  * No field ever holds secret material (I6).
  */
 import { createHash } from "node:crypto";
@@ -87,7 +90,8 @@ return 'ok'
 const ACTIVATE = luaScript<LeaseState | "missing" | "reopened">(
   "jitLeaseActivate",
   `
--- KEYS: 1 lease, 2 due.  ARGV: 1 handle JSON, 2 backend_expires_at ms or '', 3 lease id, 4 now ms
+-- KEYS: 1 lease, 2 due.  ARGV: 1 handle JSON (its first piece when over 64 bytes), 2 backend_expires_at
+--       ms or '', 3 lease id, 4 now ms, 5.. the handle's further pieces (fields handle.1, handle.2...)
 -- Output: active (flipped from issuing) | reopened | missing | the state the lease was in
 -- A lease the worker already finished as "never minted" (its mint outlived worker.mint_timeout)
 -- is reopened as revoking and due now: the credential that did get minted is then revoked with
@@ -95,7 +99,10 @@ const ACTIVATE = luaScript<LeaseState | "missing" | "reopened">(
 local st = redis.call('HGET', KEYS[1], 'state')
 if not st then return 'missing' end
 local had = redis.call('HEXISTS', KEYS[1], 'handle')
+local i = 1
+while redis.call('HDEL', KEYS[1], 'handle.' .. i) == 1 do i = i + 1 end
 redis.call('HSET', KEYS[1], 'handle', ARGV[1])
+for j = 5, #ARGV do redis.call('HSET', KEYS[1], 'handle.' .. (j - 4), ARGV[j]) end
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'bexp', ARGV[2]) end
 if st == 'issuing' then redis.call('HSET', KEYS[1], 'state', 'active') return 'active' end
 if had == 0 and (st == 'revoked' or st == 'expired') then
@@ -367,8 +374,9 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
     k.live("task", l.task_id),
   ];
 
-  function decode(id: string, h: Record<string, string>): StoredLease | null {
-    if (!h.state) return null;
+  function decode(id: string, stored: Record<string, string>): StoredLease | null {
+    if (!stored.state) return null;
+    const h = joinPieces(stored);
     const iso = (ms: string | undefined) => (ms === undefined ? undefined : new Date(Number(ms)).toISOString());
     const lease: StoredLease = {
       id,
@@ -444,7 +452,7 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
           redis,
           CREATE,
           [k.lease(l.id), k.due, k.all, ...lk, k.task(l.workload, l.task.id), k.tasks, k.policies],
-          [String(quota), l.id, String(l.issuedAt), String(l.expiresAt), l.task.id, fields.pr!, policyValue(l.policy), ...Object.entries(fields).flat()],
+          [String(quota), l.id, String(l.issuedAt), String(l.expiresAt), l.task.id, fields.pr!, policyValue(l.policy), ...storedPairs(fields)],
         ),
       );
     },
@@ -474,8 +482,9 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
 
     /** Records the backend handle; flips issuing → active. Returns the state after the call. */
     async activate(id: string, handle: Record<string, string>, backendExpiresAt?: number): Promise<LeaseState | "missing" | "reopened"> {
+      const [first, ...rest] = pieces(JSON.stringify(handle));
       return storeCall(() =>
-        runScript(redis, ACTIVATE, [k.lease(id), k.due], [JSON.stringify(handle), backendExpiresAt === undefined ? "" : String(backendExpiresAt), id, String(now())]),
+        runScript(redis, ACTIVATE, [k.lease(id), k.due], [first!, backendExpiresAt === undefined ? "" : String(backendExpiresAt), id, String(now()), ...rest]),
       );
     },
 
@@ -908,6 +917,66 @@ function parsePolicyValue(v: string | null): Lease["policy"] | null {
   } catch {
     return null;
   }
+}
+
+/**
+ * Redis keeps a small hash in its compact listpack encoding only while every value is at most
+ * `hash-max-listpack-value` bytes (64 by default); one longer value turns the whole lease into a
+ * hashtable of about three times the size (a Vault or AWS handle, a long task intent or SPIFFE
+ * id). So a longer value is stored in pieces of at most 64 bytes: field `f` holds the first,
+ * `f.1`, `f.2`... the rest, and reading joins them (a record without pieces reads as before).
+ */
+const LISTPACK_VALUE_MAX = 64;
+
+/** A value cut into pieces of at most LISTPACK_VALUE_MAX UTF-8 bytes, never inside a character. */
+export function pieces(v: string): string[] {
+  if (v.length <= LISTPACK_VALUE_MAX / 3 || Buffer.byteLength(v) <= LISTPACK_VALUE_MAX) return [v];
+  const out: string[] = [];
+  let cur = "";
+  let bytes = 0;
+  for (const ch of v) {
+    const b = Buffer.byteLength(ch);
+    if (bytes + b > LISTPACK_VALUE_MAX) {
+      out.push(cur);
+      cur = "";
+      bytes = 0;
+    }
+    cur += ch;
+    bytes += b;
+  }
+  out.push(cur);
+  return out;
+}
+
+/** Field/value pairs as stored: each value over 64 bytes as its pieces (`f`, `f.1`, ...). */
+function storedPairs(fields: Record<string, string>): string[] {
+  const out: string[] = [];
+  for (const [f, v] of Object.entries(fields)) {
+    const [first, ...rest] = pieces(v);
+    out.push(f, first!);
+    rest.forEach((p, i) => out.push(`${f}.${i + 1}`, p));
+  }
+  return out;
+}
+
+/** A lease hash with its pieced values joined (`f` + `f.1` + `f.2` ...); the hash itself when it has none. */
+export function joinPieces(h: Record<string, string>): Record<string, string> {
+  if (!Object.keys(h).some((key) => key.includes("."))) return h;
+  let out: Record<string, string> | null = null;
+  for (const key of Object.keys(h)) {
+    const m = /^([a-z_]+)\.1$/.exec(key);
+    if (!m || h[m[1]!] === undefined) continue;
+    out ??= { ...h };
+    const f = m[1]!;
+    let v = h[f]!;
+    for (let i = 1; h[`${f}.${i}`] !== undefined; i++) {
+      v += h[`${f}.${i}`];
+      delete out[`${f}.${i}`];
+    }
+    out[f] = v;
+  }
+  if (out) for (const key of Object.keys(out)) if (/^[a-z_]+\.\d+$/.test(key)) delete out[key];
+  return out ?? h;
 }
 
 /** The hash fields `create` writes for a new lease (state `issuing`). */

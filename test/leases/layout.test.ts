@@ -3,13 +3,16 @@
  * task's first live lease is a field of `{p}:live:tasks` (no key per task id), its others are in
  * `{p}:live:task:<t>`; a lease names its policy decision by a ref into `{p}:leases:policies`.
  *
+ * Values over 64 bytes (Redis's default hash-max-listpack-value) are stored in pieces, so one
+ * long value (a Vault or AWS handle, a long task intent) does not turn the lease into a hashtable.
+ *
  * Upgrades: leases written by the layout before (every lease in its task's set, policy ids and
  * set hash inline) must still be found by task completion and bulk revocation, revoked, expired
  * and shown; a deployment upgraded with live leases in Redis must not leave them behind.
  */
 import { Redis } from "ioredis";
 import { createKeyspace, newShardedId, type ShardKeys } from "../../src/redis/keys";
-import { createLeaseStore, type NewLease } from "../../src/leases/store";
+import { createLeaseStore, joinPieces, pieces, type NewLease } from "../../src/leases/store";
 import { startFixture, waitFor, type Fixture } from "../support/fixture";
 
 /** The CREATE script of the layout before `live:tasks` and `leases:policies`, verbatim. */
@@ -211,5 +214,58 @@ describe("policy ref", () => {
     expect(l?.policy).toEqual({ ids: [], hash: "" });
     await redis.hset(sk2.leasesPolicies, ref!, 'AAAA {"not":"a list"}');
     expect((await createLeaseStore(redis, keys, { retentionSeconds: 60, taskRetentionSeconds: 60 }).get("l_bad1"))?.policy).toEqual({ ids: [], hash: "" });
+  });
+});
+
+describe("values over 64 bytes are stored in pieces (the lease stays a listpack)", () => {
+  it("cuts at character boundaries into pieces of at most 64 UTF-8 bytes that join back to the value", () => {
+    for (const v of ["", "short", "a".repeat(64), "a".repeat(65), "é".repeat(100), "x🙂".repeat(40), "😀".repeat(17) + "a".repeat(200)]) {
+      const ps = pieces(v);
+      expect(ps.join("")).toBe(v);
+      for (const p of ps) expect(Buffer.byteLength(p)).toBeLessThanOrEqual(64);
+      // No piece starts or ends inside a character (a lone surrogate would not survive UTF-8).
+      for (const p of ps) expect(Buffer.from(p, "utf8").toString("utf8")).toBe(p);
+      if (Buffer.byteLength(v) <= 64) expect(ps).toEqual([v]);
+    }
+    expect(joinPieces({ a: "x", b: "y" })).toEqual({ a: "x", b: "y" });
+    expect(joinPieces({ handle: "ab", "handle.1": "cd", "handle.2": "ef", state: "active" })).toEqual({ handle: "abcdef", state: "active" });
+  });
+
+  it("an AWS-sized handle and a long non-ASCII task intent keep the lease in listpack encoding and read back whole; a new handle leaves no old piece behind", async () => {
+    const keys = createKeyspace(`${f.b.config.redis.prefix}long`);
+    const store = createLeaseStore(redis, keys, { retentionSeconds: 60, taskRetentionSeconds: 60 });
+    const intent = `refund ticket ${"é".repeat(60)} ${"🙂".repeat(20)} done`;
+    const l: NewLease = {
+      id: "l_long1",
+      role: "orders-read",
+      backend: "aws_sts",
+      workload: "agent",
+      task: { id: "T-long", intent, tool: "", destination: "s3://bucket/with/a/rather/long/path/that/goes/past/sixty-four/bytes", sensitivity: "" },
+      issuedAt: Date.now(),
+      expiresAt: Date.now() + 60_000,
+      identity: { kind: "spiffe", issuer: "mesh", subject: "spiffe://example.org/ns/production/sa/orders-refund-agent-with-a-long-name" },
+      policy: { ids: ["p"], hash: "12".repeat(32) },
+    };
+    expect(await store.create(l, 0)).toBe("ok");
+    const handle = {
+      role_arn: "arn:aws:iam::123456789012:role/jitbroker/orders-read-with-a-long-path",
+      session_name: "jit-l_long1",
+      user_id: "AROAEXAMPLEID1234567:jit-l_long1",
+      issued_at: "2026-12-05T23:00:00.000Z",
+      expires_at: "2026-12-05T23:15:00.000Z",
+    };
+    expect(await store.activate(l.id, handle)).toBe("active");
+    const key = keys.shardKeys[0]!.lease(l.id);
+    expect(await redis.object("ENCODING", key)).toBe("listpack");
+    for (const v of Object.values(await redis.hgetall(key))) expect(Buffer.byteLength(v)).toBeLessThanOrEqual(64);
+    const got = await store.get(l.id);
+    expect(got?.handle).toEqual(handle);
+    expect(got?.task).toEqual(l.task);
+    expect(got?.identity.subject).toBe(l.identity.subject);
+    expect(got).toEqual(store.activated(l, handle));
+    // The revocation finds its keys from the joined record (the task id, the live sets).
+    expect(await store.activate(l.id, { user_id: "short" })).toBe("active");
+    expect((await store.get(l.id))?.handle).toEqual({ user_id: "short" });
+    expect(Object.keys(await redis.hgetall(key)).filter((f) => f.startsWith("handle."))).toEqual([]);
   });
 });

@@ -128,7 +128,7 @@ if (argv.includes("--parts")) {
     if (b === "(idle)" || b === "(program)") return b;
     if (b === "jose" || b.startsWith("node:crypto") || /crypto/.test(b)) return onStack(id, ["jwtVerify", "verify"]) && !onStack(id, ["sign", "SignJWT"]) ? "verify (jose)" : onStack(id, ["mint", "sign"]) ? "sign (jose)" : "jose/crypto (other)";
     if (b.startsWith("@cedar-policy") || b.includes("dist/policy/") || b.startsWith("wasm://")) return "Cedar (policy engine, wasm)";
-    if (b === "ioredis" || b === "bullmq" || b === "redis-parser" || b === "rate-limiter-flexible" || b === "cluster-key-slot" || b === "denque" || b.includes("dist/redis/")) return "Redis client (ioredis, BullMQ, limiter)";
+    if (b === "ioredis" || b === "bullmq" || b === "redis-parser" || b === "cluster-key-slot" || b === "denque" || b.includes("dist/redis/")) return "Redis client (ioredis, BullMQ, limiter)";
     if (b.includes("dist/audit/")) return "audit ledger";
     if (b === "pino" || b.startsWith("pino") || b === "sonic-boom" || b === "fast-redact" || b.includes("dist/core/logger")) return "logging (pino)";
     if (["express", "router", "body-parser", "raw-body", "finalhandler", "send", "qs", "on-finished", "type-is", "content-type", "iconv-lite", "http-errors", "path-to-regexp", "accepts", "negotiator", "media-typer", "mime-types", "statuses", "encodeurl", "etag", "fresh", "proxy-addr", "depd", "debug", "parseurl", "cookie", "vary", "merge-descriptors"].includes(b) || b.startsWith("node:_http") || b.startsWith("node:http") || b.startsWith("node:net") || b.startsWith("node:stream") || b.startsWith("node:internal/streams") || b.includes("dist/http/")) return "HTTP (node, express, middleware)";

@@ -10,13 +10,39 @@
  *   {p}:rl:<points>:<workload id>   string  requests counted in the current window; EX = window
  *
  * Fails closed (I7): if Redis cannot count, the request is refused with 503 store_unavailable.
+ *
+ * The counter is one registered script (src/redis/scripts.ts), defined when the limiter is
+ * created, before any traffic: a command defined while ioredis has an auto-pipeline open is
+ * missing from that pipeline (the hazard rate-limiter-flexible, which this replaced, hit by
+ * defining its command on the first request of each new limit). Same key and window semantics.
  */
 import type { NextFunction, Request, RequestHandler, Response } from "express";
 import type { Redis } from "ioredis";
-import { RateLimiterRedis, RateLimiterRes } from "rate-limiter-flexible";
 import { BrokerError } from "../core/errors";
 import { describeRedisError } from "../redis/health";
 import type { Keyspace } from "../redis/keys";
+import { luaScript, registerScripts, runScript } from "../redis/scripts";
+
+/** Length of one counting window. */
+export const WINDOW_SECONDS = 60;
+
+const CONSUME = luaScript<[number, number]>(
+  "jitRateLimitConsume",
+  `
+-- KEYS: 1 the counter {p}:rl:<limit>:<workload>.  ARGV: 1 window seconds
+-- Output: {count in this window including this request, ms until the window ends}
+-- A fixed window: the first request of a window creates the counter with its expiry; a counter
+-- that lost its expiry (written by hand) gets one, so no workload is limited forever.
+redis.call('SET', KEYS[1], 0, 'EX', ARGV[1], 'NX')
+local n = redis.call('INCR', KEYS[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+  ttl = 1000 * tonumber(ARGV[1])
+end
+return {n, ttl}
+`,
+);
 
 export interface RateLimiter {
   /** Counts one write of `workload`; throws 429 rate_limited (with Retry-After) over the limit. */
@@ -24,34 +50,31 @@ export interface RateLimiter {
 }
 
 export function createRateLimiter(redis: Redis, keys: Keyspace): RateLimiter {
-  // One limiter per shard and distinct limit (workloads may override the default); the limit is
-  // part of the key so a changed limit starts a fresh window instead of inheriting a foreign
-  // count. A workload's counter is on its shard (src/redis/keys.ts).
-  const limiters = new Map<string, RateLimiterRedis>();
-  const limiterFor = (workload: string, points: number) => {
-    const prefix = keys.forWorkload(workload).rateLimitPrefix(String(points));
-    let l = limiters.get(prefix);
-    if (!l) {
-      // rate-limiter-flexible adds ":<workload>" itself.
-      l = new RateLimiterRedis({ storeClient: redis, keyPrefix: prefix.slice(0, -1), points, duration: 60, rejectIfRedisNotReady: true });
-      limiters.set(prefix, l);
-    }
-    return l;
-  };
-
+  registerScripts(redis, [CONSUME]);
+  const window = String(WINDOW_SECONDS);
   return {
     async consume(workload, perMinute) {
       if (perMinute <= 0) return;
+      // The limit is part of the key, so a changed limit starts a fresh window instead of
+      // inheriting a foreign count; a workload's counter is on its shard (src/redis/keys.ts).
+      const key = keys.forWorkload(workload).rateLimitPrefix(String(perMinute)) + workload;
+      let reply: [number, number];
       try {
-        await limiterFor(workload, perMinute).consume(workload, 1);
+        // Not connected (reconnecting after a failover): refuse at once rather than queue.
+        if (redis.status !== "ready") throw new Error("Redis connection is not ready");
+        reply = await runScript(redis, CONSUME, [key], [window]);
       } catch (e) {
-        if (e instanceof RateLimiterRes) {
-          const retryAfter = Math.max(1, Math.ceil(e.msBeforeNext / 1000));
-          throw new BrokerError("rate_limited", `workload ${workload} exceeded ${perMinute} requests per minute; retry in ${retryAfter}s`, {
-            headers: { "Retry-After": String(retryAfter) },
-          });
-        }
         throw new BrokerError("store_unavailable", `the rate limit cannot be checked (${describeRedisError(e)}); nothing was issued`, { cause: e, reason: "redis" });
+      }
+      const [count, ttl] = reply;
+      if (!(typeof count === "number" && typeof ttl === "number")) {
+        throw new BrokerError("store_unavailable", "the rate limit cannot be checked (unexpected reply from Redis); nothing was issued", { reason: "redis" });
+      }
+      if (count > perMinute) {
+        const retryAfter = Math.max(1, Math.ceil(ttl / 1000));
+        throw new BrokerError("rate_limited", `workload ${workload} exceeded ${perMinute} requests per minute; retry in ${retryAfter}s`, {
+          headers: { "Retry-After": String(retryAfter) },
+        });
       }
     },
   };

@@ -410,7 +410,7 @@ export function createAuditLedger<E extends LedgerEvent = AuditEvent>(redis: Red
 
   function watchConn(): Redis {
     if (!conn) {
-      conn = opts.watchConnection ? opts.watchConnection() : redis.duplicate({ connectionName: "jitbroker-audit" });
+      conn = opts.watchConnection ? opts.watchConnection() : redis.duplicate({ connectionName: "jitbroker-audit", enableAutoPipelining: false });
       conn.on("error", () => undefined); // failures surface on the commands; avoid unhandled 'error'
     }
     return conn;

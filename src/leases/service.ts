@@ -306,16 +306,22 @@ export function createLeaseService(opts: LeaseServiceOptions) {
     async issue(auth: AuthContext, req: CredentialRequest, approval?: { request: ApprovalRequest }): Promise<IssueResult> {
       const started = process.hrtime.bigint();
       const workload = auth.workload.id;
-      // A token exchange counted its attempt already (src/oauth), before reading the subject.
-      if (!approval && !req.exchange && opts.limiter) await opts.limiter.consume(workload, auth.workload.limits?.requests_per_minute ?? opts.requestsPerMinute ?? 0);
+      const task = taskOf(req.task);
+      // The rate limit count and the task check in one round trip (the request connection
+      // auto-pipelines them, src/redis/connect.ts); a refusal by the limit wins. A token exchange
+      // counted its attempt already (src/oauth), before reading the subject.
+      const [counted, completed] = await Promise.allSettled([
+        !approval && !req.exchange && opts.limiter ? opts.limiter.consume(workload, auth.workload.limits?.requests_per_minute ?? opts.requestsPerMinute ?? 0) : undefined,
+        store.isTaskCompleted(workload, task.id),
+      ]);
+      if (counted.status === "rejected") throw counted.reason;
       opts.memory?.assertRoom();
       opts.auditBacklog?.assertRoom();
+      if (completed.status === "rejected") throw completed.reason;
+      if (completed.value) throw new BrokerError("task_completed", `task ${task.id} is completed; start a new task`);
       const role = opts.roles().get(req.role);
       const ex = req.exchange;
       const mintReq: MintRequest = { ...(req.scope === undefined ? {} : { scope: req.scope }), ...(ex ? { token: ex.token } : {}) };
-      const task = taskOf(req.task);
-
-      if (await store.isTaskCompleted(workload, task.id)) throw new BrokerError("task_completed", `task ${task.id} is completed; start a new task`);
 
       // One clock reading for the decision (context.time) and the lease (issued_at, expires_at).
       const input: IssueInput = { req, auth, role, ...(approval ? { approval } : {}), nowMs: now(), ...(opts.timeZone !== undefined ? { timeZone: opts.timeZone } : {}) };

@@ -23,13 +23,19 @@ export type RedisTarget = Partial<Pick<RedisConfig, "url" | "sentinel" | "cluste
 
 /**
  * How a connection is used:
- *   request  request path (API, sweeper, rate limits, audit): fails fast while Redis is away
- *            (no offline queue, one retry) so the broker answers 503 instead of hanging (I7);
- *   queue    BullMQ Queue (adds jobs): like request;
+ *   request  request path (API, sweeper, rate limits): fails fast while Redis is away
+ *            (no offline queue, one retry) so the broker answers 503 instead of hanging (I7).
+ *            With ioredis auto-pipelining: the commands that concurrent requests issue in one
+ *            event-loop turn go out in one write and come back in one read (one syscall each
+ *            way instead of one per command; docs/BENCHMARKS.md, issue 17). Every Lua script is
+ *            registered on it before traffic (src/redis/scripts.ts);
+ *   watch    a connection that holds WATCH state (the audit ledger's): like request, without
+ *            auto-pipelining, whose deferred sends could reorder an UNWATCH after the next WATCH;
+ *   queue    BullMQ Queue (adds jobs): like watch;
  *   blocking BullMQ Worker: blocking commands, so no command timeout, offline queue on;
  *   cli      one-shot CLI commands: connect once, no reconnection.
  */
-export type ConnectionUse = "request" | "queue" | "blocking" | "cli";
+export type ConnectionUse = "request" | "watch" | "queue" | "blocking" | "cli";
 
 export interface RedisFactory {
   mode: "url" | "sentinel" | "cluster";
@@ -72,6 +78,8 @@ function tlsOptions(tls: boolean | { ca_file?: string; servername?: string } | u
 function useOptions(name: string, use: ConnectionUse, commandTimeoutMs: number): RedisOptions {
   switch (use) {
     case "request":
+      return { ...useOptions(name, "watch", commandTimeoutMs), enableAutoPipelining: true };
+    case "watch":
     case "queue":
       return { connectionName: name, enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: 2000, commandTimeout: commandTimeoutMs, retryStrategy: retryDelay };
     case "blocking":
@@ -123,7 +131,7 @@ export function createRedisFactory(cfg: RedisTarget, opts: FactoryOptions = {}):
       target: describeRedis(cfg),
       connect(name, use) {
         const base = useOptions(name, use, commandTimeoutMs);
-        const { enableOfflineQueue, lazyConnect, retryStrategy: _r, ...nodeOptions } = base;
+        const { enableOfflineQueue, lazyConnect, enableAutoPipelining, retryStrategy: _r, ...nodeOptions } = base;
         const options: ClusterOptions = {
           redisOptions: {
             ...nodeOptions,
@@ -132,6 +140,8 @@ export function createRedisFactory(cfg: RedisTarget, opts: FactoryOptions = {}):
             ...(tls ? { tls } : {}),
           },
           enableOfflineQueue: enableOfflineQueue ?? true,
+          // Grouped per node: one write per node and event-loop turn.
+          enableAutoPipelining: enableAutoPipelining ?? false,
           lazyConnect: lazyConnect ?? false,
           // The broker's keys are written and read on primaries only: a replica's copy may lag.
           scaleReads: "master",

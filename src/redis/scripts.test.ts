@@ -62,6 +62,24 @@ describe("Lua scripts", () => {
     }
   });
 
+  it("with auto-pipelining (request connections): scripts, plain commands and a script registered while a pipeline is open all answer in order", async () => {
+    const auto = new Redis(process.env.JITBROKER_TEST_REDIS_URL!, { enableAutoPipelining: true });
+    try {
+      await auto.ping();
+      registerScripts(auto, [SET]);
+      // One event-loop turn: these share one auto-pipeline, and ECHO is defined after it opened.
+      const first = auto.get("{t}:ap");
+      const set = runScript(auto, SET, ["{t}:ap"], ["1"]);
+      registerScripts(auto, [ECHO]);
+      const echo = runScript(auto, ECHO, ["{t}:ap"], ["e"]);
+      const after = auto.get("{t}:ap");
+      expect(await Promise.all([first, set, echo, after])).toEqual([null, 1, ["{t}:ap", "e"], "1"]);
+      await auto.del("{t}:ap");
+    } finally {
+      auto.disconnect();
+    }
+  });
+
   it("refuses a name that is already taken by another script or by a command", () => {
     const clash = luaScript<number>("jitTestEcho", "-- KEYS ARGV Output\nreturn 2");
     expect(() => registerScripts(redis, [clash])).toThrow(/already in use/);

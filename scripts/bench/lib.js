@@ -236,7 +236,9 @@ async function spawnLimit(port, dir, cfg, issuer) {
       role: { ...roleCfg, ttl: { default: ms(roleCfg.ttl.default), max: ms(roleCfg.ttl.max) } },
     }),
   );
-  const child = spawn(process.execPath, [path.join(__dirname, "limit-server.js"), String(port), file], { stdio: ["ignore", "ignore", "inherit"], env: childEnv() });
+  // BENCH_CPU_PROF profiles the limit server too (limit-*.cpuprofile), to compare part by part.
+  const prof = process.env.BENCH_CPU_PROF ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`, `--cpu-prof-name=limit-${Date.now()}.cpuprofile`] : [];
+  const child = spawn(process.execPath, [...prof, path.join(__dirname, "limit-server.js"), String(port), file], { stdio: ["ignore", "ignore", "inherit"], env: childEnv() });
   const kill = () => child.kill("SIGKILL");
   cleanups.add(kill);
   const exited = new Promise((r) => child.once("exit", (code, sig) => r({ code, sig })));

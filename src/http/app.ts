@@ -3,6 +3,7 @@
  * workload authentication on /v1, and problem+json for every error. Feature routes are mounted
  * by the composition root; this module owns only cross-cutting concerns.
  */
+import { withoutRedaction } from "../core/logger";
 import { randomUUID } from "node:crypto";
 import express, { type Express, type NextFunction, type Request, type RequestHandler, type Response } from "express";
 import type { Logger } from "pino";
@@ -38,6 +39,8 @@ export interface HttpAppOptions {
 
 export function createHttpApp(opts: HttpAppOptions): Express {
   const app = express();
+  // The access line's keys are fixed and none is on the redaction list (src/core/logger.ts).
+  const access = withoutRedaction(opts.logger);
   app.disable("x-powered-by");
   // express's own last-resort handler prints stack traces outside "production"; ours answers
   // every error first, and this keeps the fallback quiet whatever NODE_ENV says.
@@ -58,7 +61,7 @@ export function createHttpApp(opts: HttpAppOptions): Express {
       const route = req.route?.path !== undefined ? `${req.baseUrl}${String(req.route.path)}` : "unmatched";
       opts.metrics.httpRequests.inc({ method: req.method, route, status: String(res.statusCode) });
       opts.metrics.httpDuration.observe({ method: req.method, route }, seconds);
-      opts.logger.info(
+      access.info(
         {
           request_id: req.id,
           method: req.method,

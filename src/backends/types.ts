@@ -55,6 +55,15 @@ export interface Backend {
    */
   checkRequest?(role: RoleConfig, req: MintRequest): void;
   mint(lease: Lease, role: RoleConfig, req?: MintRequest): Promise<MintResult>;
+  /**
+   * True when `mint` has no effect outside this process (the broker's own JWTs: a signature with
+   * a local key). The credential then exists nowhere until it is answered, so the issuance path
+   * mints first and writes the lease `active` with its handle in the one script that checks the
+   * quota and the task (src/leases/service.ts): a refused write simply drops what was minted.
+   * Never set it for a backend that creates anything remotely (Vault, STS): those are minted
+   * only after their lease is written, so that a crash can always be revoked (I1).
+   */
+  readonly mintsLocally?: boolean;
   revoke(lease: Lease, handle: Record<string, string>): Promise<void>;
   status?(): BackendStatus;
   /** Stops timers and connections (reconciliation, token renewal). */

@@ -4,7 +4,8 @@
  *   authenticate → workload → task open? → Cedar decision → plan (plan.ts: deny, approval or
  *   grant with TTL and lease) → lease written (issuing, with the quota and task checks and its
  *   expiry schedule entry in the same script) → mint → handle recorded and lease flipped to
- *   active → response.
+ *   active → response. A backend that mints inside this process (`mintsLocally`, the broker's
+ *   own JWTs) mints before the lease is written, and the write records it active at once.
  *
  * The decision and the plan are pure (plan.ts); this module runs their effects. If anything
  * fails after the lease is written, the undo step of what was done runs before the error is
@@ -118,6 +119,55 @@ export function createLeaseService(opts: LeaseServiceOptions) {
     audit.record({ type: "issue_failed", at: at(), lease_id: leaseId, actor: "system", reason: why });
   }
 
+  /**
+   * Mints at a remote backend for a lease already written `issuing`, and records the handle
+   * (issuing → active). Every failure runs the undo step of what was done.
+   */
+  async function mintAndActivate(draft: NewLease, role: RoleConfig, backend: Backend, mintReq: MintRequest): Promise<MintResult> {
+    const { id, workload } = draft;
+    const task = draft.task;
+    let minted: MintResult;
+    try {
+      // The lease as just written (no re-read: backends only use its immutable fields).
+      minted = await backend.mint(publicLease(store.created(draft)), role, mintReq);
+    } catch (e) {
+      await undoFailedMint(id, workload, task.id, e);
+      throw mintFailure(role, e);
+    }
+
+    let state;
+    try {
+      state = await store.activate(id, minted.handle, minted.backendExpiresAt?.getTime());
+    } catch (e) {
+      // Redis may be gone: revoke from what we wrote, not from what we could read back.
+      await undoMint(store.created(draft), id, backend, minted, "could not record the lease");
+      throw e;
+    }
+    if (state !== "active") {
+      const lease = await store.get(id).catch(() => null);
+      if (state === "reopened") {
+        // The mint outlived worker.mint_timeout and the worker had ended the lease as never
+        // minted; the lease is revoking again, with the handle, and the worker retries it.
+        await undoMint(lease ?? store.created(draft), id, backend, minted, "the mint took longer than worker.mint_timeout");
+        throw new BrokerError("backend_unavailable", `backend ${role.backend} took longer than the mint timeout; what it minted is being revoked`);
+      }
+      await undoMint(lease ?? store.created(draft), id, backend, minted, `lease was ${state} before the mint completed`);
+      if (lease?.revocation?.trigger === "task_completed") throw new BrokerError("task_completed", `task ${task.id} was completed while the credential was being issued`);
+      throw new BrokerError("policy_denied", `the lease was revoked (${lease?.revocation?.trigger ?? state}) while the credential was being issued`);
+    }
+    return minted;
+  }
+
+  /** The answer to a failed mint (nothing was minted). */
+  function mintFailure(role: RoleConfig, e: unknown): Error {
+    if (e instanceof BrokerError) return e;
+    const code = backendErrorCode(e);
+    // The caller's own narrowing was refused: its request, not the backend's health.
+    if (code === "invalid_scope") return new BrokerError("invalid_request", `scope: ${(e as Error).message}`, { reason: "scope", cause: e });
+    if (code === "misconfigured" || code === "denied") opts.logger.error({ role: role.name, backend: role.backend, code, err: { message: (e as Error).message } }, "the backend refused to mint as configured: an operator must act");
+    return new BrokerError("backend_unavailable", `backend ${role.backend} could not mint the credential`, { cause: e });
+  }
+
   /** Records a request a permit says needs approval (docs/ARCHITECTURE.md, Approvals path). */
   async function requestApproval(request: NewApprovalRequest, decision: Decision): Promise<ApprovalRequest> {
     const created = await opts.approvals!.create(request);
@@ -166,7 +216,21 @@ export function createLeaseService(opts: LeaseServiceOptions) {
     const id = store.newId(workload);
     const draft: NewLease = { id, ...plan.lease };
     const quota = auth.workload.limits?.active_leases ?? opts.quota;
-    const created = await store.create(draft, quota);
+
+    // A backend that mints inside this process (the broker's own JWTs) mints first: the
+    // credential exists nowhere until it is answered, and the lease is then written active with
+    // its handle by the same script that checks the quota and the task; a refused write drops
+    // what was minted (Backend.mintsLocally; docs/ARCHITECTURE.md, I1). One round trip less.
+    let early: MintResult | undefined;
+    if (backend.mintsLocally) {
+      try {
+        early = await backend.mint(publicLease(store.created(draft)), role, mintReq);
+      } catch (e) {
+        audit.record({ type: "issue_failed", at: at(), lease_id: id, workload, task_id: task.id, actor: "system", reason: (e as Error).message });
+        throw mintFailure(role, e);
+      }
+    }
+    const created = await store.create(draft, quota, early ? { handle: early.handle, ...(early.backendExpiresAt ? { backendExpiresAt: early.backendExpiresAt.getTime() } : {}) } : undefined);
     if (created === "task_completed") throw new BrokerError("task_completed", `task ${task.id} is completed; start a new task`);
     if (created === "quota_exceeded") {
       const retryAfter = await secondsUntilALeaseEnds(workload);
@@ -192,41 +256,7 @@ export function createLeaseService(opts: LeaseServiceOptions) {
 
     // I1: the revocation was scheduled before anything is minted: `create` wrote the lease into
     // the expiry schedule ({p}:leases:due, score = expires_at) in the same script as the lease.
-
-    let minted: MintResult;
-    try {
-      // The lease as just written (no re-read: backends only use its immutable fields).
-      minted = await backend.mint(publicLease(store.created(draft)), role, mintReq);
-    } catch (e) {
-      await undoFailedMint(id, workload, task.id, e);
-      if (e instanceof BrokerError) throw e;
-      const code = backendErrorCode(e);
-      // The caller's own narrowing was refused: its request, not the backend's health.
-      if (code === "invalid_scope") throw new BrokerError("invalid_request", `scope: ${(e as Error).message}`, { reason: "scope", cause: e });
-      if (code === "misconfigured" || code === "denied") opts.logger.error({ role: role.name, backend: role.backend, code, err: { message: (e as Error).message } }, "the backend refused to mint as configured: an operator must act");
-      throw new BrokerError("backend_unavailable", `backend ${role.backend} could not mint the credential`, { cause: e });
-    }
-
-    let state;
-    try {
-      state = await store.activate(id, minted.handle, minted.backendExpiresAt?.getTime());
-    } catch (e) {
-      // Redis may be gone: revoke from what we wrote, not from what we could read back.
-      await undoMint(store.created(draft), id, backend, minted, "could not record the lease");
-      throw e;
-    }
-    if (state !== "active") {
-      const lease = await store.get(id).catch(() => null);
-      if (state === "reopened") {
-        // The mint outlived worker.mint_timeout and the worker had ended the lease as never
-        // minted; the lease is revoking again, with the handle, and the worker retries it.
-        await undoMint(lease ?? store.created(draft), id, backend, minted, "the mint took longer than worker.mint_timeout");
-        throw new BrokerError("backend_unavailable", `backend ${role.backend} took longer than the mint timeout; what it minted is being revoked`);
-      }
-      await undoMint(lease ?? store.created(draft), id, backend, minted, `lease was ${state} before the mint completed`);
-      if (lease?.revocation?.trigger === "task_completed") throw new BrokerError("task_completed", `task ${task.id} was completed while the credential was being issued`);
-      throw new BrokerError("policy_denied", `the lease was revoked (${lease?.revocation?.trigger ?? state}) while the credential was being issued`);
-    }
+    const minted = early ?? (await mintAndActivate(draft, role, backend, mintReq));
     // "active": the lease is exactly what we wrote plus the handle (see store.activated).
     const lease = store.activated(draft, minted.handle, minted.backendExpiresAt?.getTime());
     // A reload that ran while this credential was being minted re-authorized the leases it could

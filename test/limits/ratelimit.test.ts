@@ -93,3 +93,33 @@ describe("active-lease quota per workload", () => {
     await waitFor(async () => (await f.call("POST", "/v1/credentials", "agent", { role: "orders-read", task: { id: `q-3-${Date.now()}` } })).status === 201, 10_000, "the slot to free");
   });
 });
+
+describe("active-lease quota under concurrency", () => {
+  let f: Fixture;
+  beforeAll(async () => {
+    f = await startFixture({
+      extra: {
+        workloads: [
+          { id: "agent", kind: "agent", owner: "a@example.com", purpose: "support", issuer: "idp", subject: "agent-1", limits: { active_leases: 2 } },
+          { id: "bob", kind: "human", owner: "bob@other.org", purpose: "auditor", issuer: "idp", subject: "bob" },
+        ],
+      },
+    });
+  });
+  afterAll(() => f.close());
+
+  it("a quota race cannot be won: of 8 concurrent requests with a quota of 2, 2 get a credential and the refused ones leave no lease (the broker's JWTs are minted before the write that refuses them)", async () => {
+    const all = await Promise.all(Array.from({ length: 8 }, (_, i) => f.call("POST", "/v1/credentials", "agent", { role: "orders-read", task: { id: `race-${i}` } })));
+    const granted = all.filter((r) => r.status === 201);
+    expect(granted.length).toBe(2);
+    for (const r of all.filter((x) => x.status !== 201)) {
+      expect(r.status).toBe(429);
+      expect(r.body.code).toBe("quota_exceeded");
+      expect(JSON.stringify(r.body)).not.toMatch(/eyJ/);
+    }
+    const live = await f.call("GET", "/v1/admin/leases?workload=agent", "bob");
+    expect(live.status).toBe(200);
+    const ids = (live.body.leases as { id: string; state: string }[]).map((l) => `${l.id} ${l.state}`).sort();
+    expect(ids).toEqual(granted.map((r) => `${r.body.lease.id as string} active`).sort());
+  });
+});

@@ -134,6 +134,8 @@ export function createJwtBackend(opts: JwtBackendOptions): JwtBackend {
 
   return {
     kind: "jwt",
+    // A signature with the broker's own key: nothing exists outside this process until answered.
+    mintsLocally: true,
     revocation: "revocable",
     issuer,
     jwks: () => keys.jwks(),

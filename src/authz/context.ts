@@ -37,7 +37,28 @@ export interface TimeContext {
 export const DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"] as const;
 const formatters = new Map<string, Intl.DateTimeFormat>();
 
+/**
+ * Recent answers by time zone and second: every offset and transition in the time zone database
+ * is a whole number of seconds, so all instants of one UTC second have the same local time. A
+ * re-authorization walk asks for the issue time of every lease, and leases are issued many to a
+ * second when there are many of them.
+ */
+const recent = new Map<string, Map<number, TimeContext>>();
+const RECENT_MAX = 4096;
+
 export function timeContext(atMs: number, timeZone = "UTC"): TimeContext {
+  const second = Math.floor(atMs / 1000);
+  let byZone = recent.get(timeZone);
+  const hit = byZone?.get(second);
+  if (hit) return { ...hit };
+  const t = computeTimeContext(atMs, timeZone);
+  if (!byZone) recent.set(timeZone, (byZone = new Map()));
+  if (byZone.size >= RECENT_MAX) byZone.clear();
+  if (Number.isFinite(second)) byZone.set(second, { ...t });
+  return t;
+}
+
+function computeTimeContext(atMs: number, timeZone: string): TimeContext {
   let f = formatters.get(timeZone);
   if (!f) {
     f = new Intl.DateTimeFormat("en-US", { timeZone, hourCycle: "h23", year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", weekday: "short" });

@@ -12,6 +12,11 @@
  *
  * `recheckLease` (src/authz/recheck.ts) is the pure part (no I/O, table-tested); `reauthorizeLeases`
  * walks Redis and `revokeForPolicyChange` (src/leases/policy-change.ts) ends what it refuses.
+ *
+ * Cost (docs/ARCHITECTURE.md, Revocation paths; docs/BENCHMARKS.md, Issue 17): leases that agree
+ * on everything a decision reads share one Cedar call (`memoizeDecisions`, src/policy/memo.ts), so
+ * the walk is bounded by reading the leases: 500 per ZSCAN and pipelined HGETALL, two batches read
+ * ahead of the one being decided, revocations of refused leases in flight meanwhile.
  */
 import type { Logger } from "pino";
 import type { AuditLedger } from "../audit/ledger";
@@ -20,9 +25,18 @@ import type { LeaseMetrics } from "../leases/metrics";
 import { revokeForPolicyChange } from "../leases/policy-change";
 import type { RevocationQueue } from "../leases/queue";
 import type { LeaseStore, StoredLease } from "../leases/store";
+import { memoizeDecisions } from "./memo";
 
-/** Longest stretch of decisions without yielding the event loop (docs/BENCHMARKS.md: re-authorization). */
+/** Longest stretch of synchronous work without yielding the event loop (docs/BENCHMARKS.md: re-authorization). */
 const SLICE_MS = 10;
+/** Lease ids per ZSCAN and leases per pipelined read (HGETALL each). */
+const BATCH = 500;
+/** Batches read ahead of the one being decided, so Redis round trips overlap the decisions. */
+const READ_AHEAD = 2;
+/** Revocation calls (trigger, queue, audit) in flight while the walk goes on. */
+const REVOKING = 4;
+/** Distinct decisions kept per walk (src/policy/memo.ts). */
+const MEMO_ENTRIES = 20_000;
 
 export interface ReauthorizationReport {
   policy_hash: string;
@@ -33,6 +47,41 @@ export interface ReauthorizationReport {
   skipped: number;
 }
 
+/**
+ * `load` applied to each item of `source` in order, up to `ahead` items ahead of the consumer:
+ * the next batches are read from Redis while this one is decided. A batch that fails is
+ * reported when the consumer reaches it.
+ */
+async function* readAhead<T, U>(source: AsyncGenerator<T>, load: (x: T) => Promise<U>, ahead: number): AsyncGenerator<U> {
+  const pending: Promise<{ done: true } | { done: false; value: U }>[] = [];
+  let ended = false;
+  const fill = () => {
+    while (!ended && pending.length < ahead + 1) {
+      // Async generators answer next() calls in order, so the ids stay in ZSCAN order.
+      const p = source.next().then(async (n) => {
+        if (n.done) {
+          ended = true;
+          return { done: true as const };
+        }
+        return { done: false as const, value: await load(n.value) };
+      });
+      p.catch(() => undefined); // awaited below; not an unhandled rejection meanwhile
+      pending.push(p);
+    }
+  };
+  try {
+    for (;;) {
+      fill();
+      const next = await pending.shift()!;
+      if (next.done) return;
+      yield next.value;
+    }
+  } finally {
+    ended = true;
+    await source.return(undefined).catch(() => undefined);
+  }
+}
+
 export async function reauthorizeLeases(
   deps: RecheckInputs & { store: LeaseStore; queue: RevocationQueue; audit: AuditLedger; metrics: LeaseMetrics; logger: Logger; now: () => number },
   cause: { actor: string; source: string },
@@ -40,43 +89,75 @@ export async function reauthorizeLeases(
   const report: ReauthorizationReport = { policy_hash: deps.policy.set().hash, reevaluated: 0, revoked: 0, kept: 0, skipped: 0 };
   const seen = new Set<string>();
   const at = () => new Date(deps.now()).toISOString();
+  // Leases with the same decision inputs share one Cedar call (src/policy/memo.ts).
+  const policy = memoizeDecisions(deps.policy, { maxEntries: MEMO_ENTRIES });
+  const inputs: RecheckInputs = { ...deps, policy };
+  const started = performance.now();
+
+  const revoking = new Set<Promise<void>>();
+  let revokeError: unknown;
+  const revoke = async (group: StoredLease[], reason: string) => {
+    while (revoking.size >= REVOKING) await Promise.race(revoking);
+    if (revokeError !== undefined) throw revokeError;
+    const p = revokeForPolicyChange(deps, group, reason, cause.actor, report.policy_hash).then(
+      (moved) => {
+        report.revoked += moved.length;
+        // The others were triggered by something else meanwhile: they are being revoked anyway.
+        report.skipped += group.length - moved.length;
+      },
+      (e: unknown) => {
+        revokeError ??= e;
+      },
+    );
+    const tracked = p.finally(() => revoking.delete(tracked));
+    revoking.add(tracked);
+  };
+
   let sliceStart = performance.now();
-  for await (const batch of deps.store.allLiveIds(500)) {
-    const ids = batch.filter((id) => !seen.has(id));
-    for (const id of ids) seen.add(id);
-    const leases = await deps.store.getMany(ids);
-    const byReason = new Map<string, StoredLease[]>();
-    for (const l of leases) {
-      // Each decision costs ~0.3 ms of Cedar: give other requests the event loop every ~10 ms.
-      if (performance.now() - sliceStart > SLICE_MS) {
-        await new Promise((r) => setImmediate(r));
-        sliceStart = performance.now();
+  const batches = readAhead(
+    deps.store.allLiveIds(BATCH),
+    (batch: string[]) => {
+      // ZSCAN may return an id twice; runs in ZSCAN order, as each batch's ids arrive.
+      const ids = batch.filter((id) => !seen.has(id));
+      for (const id of ids) seen.add(id);
+      return deps.store.getMany(ids);
+    },
+    READ_AHEAD,
+  );
+  try {
+    for await (const leases of batches) {
+      const byReason = new Map<string, StoredLease[]>();
+      for (const l of leases) {
+        // Give other requests the event loop every ~10 ms.
+        if (performance.now() - sliceStart > SLICE_MS) {
+          await new Promise((r) => setImmediate(r));
+          sliceStart = performance.now();
+        }
+        // An issuing lease is decided again by its own request once minted (service.issue).
+        if (!l || l.state !== "active") {
+          if (l) report.skipped++;
+          continue;
+        }
+        report.reevaluated++;
+        const r = recheckLease(l, inputs);
+        if (r.allowed) {
+          report.kept++;
+          continue;
+        }
+        const group = byReason.get(r.reason!);
+        if (group) group.push(l);
+        else byReason.set(r.reason!, [l]);
       }
-      // An issuing lease is decided again by its own request once minted (service.issue).
-      if (!l || l.state !== "active") {
-        if (l) report.skipped++;
-        continue;
-      }
-      report.reevaluated++;
-      const r = recheckLease(l, deps);
-      if (r.allowed) {
-        report.kept++;
-        continue;
-      }
-      const group = byReason.get(r.reason!);
-      if (group) group.push(l);
-      else byReason.set(r.reason!, [l]);
+      for (const [reason, group] of byReason) await revoke(group, reason);
     }
-    for (const [reason, group] of byReason) {
-      const moved = await revokeForPolicyChange(deps, group, reason, cause.actor, report.policy_hash);
-      report.revoked += moved.length;
-      // The others were triggered by something else meanwhile: they are being revoked anyway.
-      report.skipped += group.length - moved.length;
-    }
+  } finally {
+    await Promise.all(revoking);
   }
+  if (revokeError !== undefined) throw revokeError;
   deps.metrics.reauthorized.inc({ outcome: "kept" }, report.kept);
   deps.metrics.reauthorized.inc({ outcome: "revoked" }, report.revoked);
   await deps.audit.append({ type: "reauthorization", at: at(), actor: cause.actor, source: cause.source, ...report });
-  deps.logger.info({ ...report, source: cause.source }, "active leases re-authorized");
+  const memo = policy.stats();
+  deps.logger.info({ ...report, source: cause.source, cedar_decisions: memo.evaluated, ms: Math.round(performance.now() - started) }, "active leases re-authorized");
   return report;
 }

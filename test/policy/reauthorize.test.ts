@@ -130,6 +130,76 @@ describe("re-authorization of active leases", () => {
   });
 });
 
+describe("re-authorization with decisions shared between leases of the same inputs", () => {
+  let f: Fixture;
+  let dir: string;
+  beforeAll(async () => {
+    dir = mkdtempSync(path.join(os.tmpdir(), "jit-reauth-"));
+    cpSync(path.resolve(__dirname, "../../config/policies"), dir, { recursive: true });
+    f = await startFixture({ extra: { policy: { files: [path.join(dir, "*.cedar")] }, leases: { quota_per_workload: 0 }, limits: { requests_per_minute: 0 } } });
+  });
+  afterAll(async () => {
+    await f.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const auth = (id: "agent" | "agent2", subject: string) => ({
+    identity: { issuer: "idp", kind: "oidc" as const, iss: f.issuer.url, subject, claims: { sub: subject }, jti: undefined, expiresAt: Date.now() + 3_600_000 },
+    workload: { id, kind: "agent" as const, owner: id === "agent" ? "a@example.com" : "a2@example.com", purpose: "support", issuer: "idp", subject, claims: {} },
+  });
+
+  it("a lease whose task intent a new policy forbids is revoked even though another lease of the same workload with another intent stays", async () => {
+    const issue = async (task: string, intent: string) => {
+      const r = await f.call("POST", "/v1/credentials", "agent", { role: "orders-read", task: { id: task, intent } });
+      expect(r.status).toBe(201);
+      return r.body.lease.id as string;
+    };
+    const keep = [await issue("I-1", "read"), await issue("I-3", "read")];
+    const gone = await issue("I-2", "export");
+    writeFileSync(path.join(dir, "zz-intent.cedar"), '@id("no-export")\nforbid (principal, action, resource) when { context.task.intent == "export" };\n');
+    const r = await f.call("POST", "/v1/admin/policy/reload", "alice");
+    expect(r.body.reauthorization).toMatchObject({ state: "completed", reevaluated: 3, revoked: 1, kept: 2 });
+    const l = await waitFor(async () => {
+      const x = await f.b.broker.store.get(gone);
+      return x?.state === "revoked" ? x : null;
+    }, 10_000, "the export lease to be revoked");
+    expect(l.revocation).toMatchObject({ trigger: "policy_change", reason: expect.stringMatching(/forbidden by no-export/) });
+    for (const id of keep) expect((await f.b.broker.store.get(id))?.state).toBe("active");
+    rmSync(path.join(dir, "zz-intent.cedar"));
+    await f.call("POST", "/v1/admin/policy/reload", "alice");
+  });
+
+  it("a walk over several batches (read ahead, revocations in flight) revokes exactly the forbidden leases and keeps every other", async () => {
+    // 1,300 leases: more than two batches of the walk, two workloads interleaved, one forbidden.
+    const ids: { id: string; workload: string }[] = [];
+    const svc = f.b.broker.service;
+    const agents = [auth("agent", "agent-1"), auth("agent2", "agent-2")] as const;
+    for (let i = 0; i < 1300; i += 50) {
+      const batch = await Promise.all(
+        Array.from({ length: 50 }, async (_, k) => {
+          const a = agents[(i + k) % 2]!;
+          const out = await svc.issue(a, { role: "orders-read", task: { id: `B-${i + k}` }, ttlMs: 600_000 });
+          if (!("lease" in out)) throw new Error("expected a lease");
+          return { id: out.lease.id, workload: a.workload.id };
+        }),
+      );
+      ids.push(...batch);
+    }
+    writeFileSync(path.join(dir, "zz-agent2.cedar"), '@id("agent2-suspended")\nforbid (principal == Workload::"agent2", action, resource);\n');
+    const r = await f.call("POST", "/v1/admin/policy/reload", "alice");
+    expect(r.status).toBe(200);
+    const forbidden = ids.filter((x) => x.workload === "agent2");
+    const live = (await f.b.broker.store.getMany(ids.map((x) => x.id))).filter((l) => l?.state === "active").length;
+    expect(r.body.reauthorization).toMatchObject({ state: "completed", revoked: forbidden.length, skipped: 0 });
+    expect(r.body.reauthorization.kept).toBe(r.body.reauthorization.reevaluated - forbidden.length);
+    expect(live).toBe(ids.length - forbidden.length);
+    const after = await f.b.broker.store.getMany(ids.map((x) => x.id));
+    after.forEach((l, i) => {
+      if (ids[i]!.workload === "agent2") expect(l?.revocation).toMatchObject({ trigger: "policy_change", reason: expect.stringMatching(/agent2-suspended/) });
+      else expect(l?.state).toBe("active");
+    });
+  });
+});
+
 describe("a re-authorization longer than the broker's wait", () => {
   let f: Fixture;
   let dir: string;

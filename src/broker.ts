@@ -261,6 +261,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
       activate: "redis.script ACTIVATE",
       trigger: "redis.script TRIGGER",
       finish: "redis.script FINISH",
+      finishMany: "redis.script FINISH",
       fail: "redis.script FAIL",
       addChild: "redis.script ADD_CHILD",
       completeTask: "redis.script COMPLETE_TASK",

@@ -48,10 +48,13 @@ function tmpdir(tag) {
   return fs.mkdtempSync(path.join(os.tmpdir(), `jitbroker-bench-${tag}-`));
 }
 
-/** A private redis-server on a free loopback port. */
+/**
+ * A private redis-server on a free loopback port. `opts.dir`: a data directory to start from (a
+ * copy of another server's, e.g. a prepared data set); removed by stop() like the default one.
+ */
 async function startRedis(opts = {}) {
   const { startRedisServer } = dist("redis/server.js");
-  const dir = tmpdir("redis");
+  const dir = opts.dir ?? tmpdir("redis");
   const r = await startRedisServer({ dir, appendonly: opts.appendonly ?? true });
   const kill = () => process.kill(r.pid, "SIGKILL");
   cleanups.add(kill);

@@ -38,6 +38,10 @@ import type { RevocationTrigger } from "./types";
 
 export const QUEUE_NAME = "revocations";
 const FOREVER = 2 ** 31 - 1;
+/** Leases a bulk revocation triggers and revokes per step (one TRIGGER, one FINISH, one audit transaction). */
+const BULK_CHUNK = 1000;
+/** Steps of a bulk revocation, or batches of the expiry poller, revoked at once. */
+const IN_FLIGHT = 4;
 
 export type Selector = "lease" | "task" | "workload" | "role" | "issuer";
 
@@ -133,19 +137,42 @@ export function startRevocationWorker(opts: WorkerOptions) {
   const sweeperConn = opts.connect("jitbroker-sweeper", "request");
   registerScripts(sweeperConn, [RELEASE_LOCK]);
 
+  /**
+   * A bulk revocation: walks the selector's live set (SSCAN, BULK_CHUNK at a time), triggering each chunk
+   * (first trigger wins: leases triggered by someone else are not counted or revoked here) and
+   * revoking it while the walk goes on, at most IN_FLIGHT chunks in flight. `triggered` is counted in the
+   * op as each chunk is triggered; `state: triggered` is written once every chunk was revoked
+   * (or handed to a retrying job). A process that dies meanwhile leaves the job to be retried
+   * (BullMQ) and what it triggered to the sweeper.
+   */
   async function processBulk(data: BulkJobData): Promise<void> {
     const sel = data.selector === "lease" ? null : data.selector;
     let triggered = 0;
-    const chunks: AsyncIterable<string[]> = sel === null ? (async function* () { yield [data.value]; })() : opts.store.liveIds(sel, data.value, 500);
+    const chunks: AsyncIterable<string[]> = sel === null ? (async function* () { yield [data.value]; })() : opts.store.liveIds(sel, data.value, BULK_CHUNK);
+    const inFlight = new Set<Promise<void>>();
+    let failure: { e: unknown } | null = null;
     for await (const ids of chunks) {
+      if (failure) break;
       const moved = await opts.store.trigger(ids, { trigger: data.trigger, by: data.by, reason: data.reason, op: data.op });
+      if (moved.length === 0) continue;
       triggered += moved.length;
-      await opts.store.updateOp(data.op, { triggered: String(triggered) });
-      const outcome = await opts.revoker.revoke(moved);
-      // Leases that failed get their own retrying job; the bulk job moves on (I4).
-      await opts.queue.revokeSoon(toRetry(outcome));
+      // Counted before the revocations can finish (revoked never runs ahead of triggered), and
+      // added to, so that a retried job's count continues the first attempt's.
+      await opts.store.incrOp(data.op, "triggered", moved.length);
+      const p: Promise<void> = (async () => {
+        const outcome = await opts.revoker.revoke(moved);
+        // Leases that failed get their own retrying job; the bulk job moves on (I4).
+        await opts.queue.revokeSoon(toRetry(outcome));
+      })()
+        .catch((e: unknown) => void (failure ??= { e }))
+        .finally(() => inFlight.delete(p));
+      inFlight.add(p);
+      if (inFlight.size >= IN_FLIGHT) await Promise.race(inFlight);
     }
-    await opts.store.updateOp(data.op, { state: "triggered", triggered: String(triggered), finished_at: new Date(now()).toISOString() });
+    await Promise.all(inFlight);
+    if (failure) throw (failure as { e: unknown }).e;
+    await opts.store.updateOp(data.op, { state: "triggered", finished_at: new Date(now()).toISOString() });
+    if (triggered > 0) opts.logger.info({ op: data.op, triggered }, "bulk revocation triggered");
   }
 
   /**
@@ -175,7 +202,7 @@ export function startRevocationWorker(opts: WorkerOptions) {
           )
           .finally(() => inFlight.delete(p));
         inFlight.add(p);
-        if (inFlight.size >= 4) await Promise.race(inFlight);
+        if (inFlight.size >= IN_FLIGHT) await Promise.race(inFlight);
       });
       await Promise.all(inFlight);
       opts.onRecovered?.("expiry");

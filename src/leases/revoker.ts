@@ -46,6 +46,11 @@ export interface RevokeOutcome {
  */
 export const MISCONFIGURED_RETRY_MS = 3_600_000;
 
+/** Most leases one FINISH script ends (and one audit transaction records). */
+const MAX_FINISH = 1000;
+
+type Final = "revoked" | "expired" | "unchanged";
+
 /** The ids of failed revocations that get an immediate retry job (all but the misconfigured). */
 export const toRetry = (outcome: RevokeOutcome): string[] => outcome.failed.filter((f) => f.retry).map((f) => f.id);
 
@@ -146,30 +151,69 @@ export function createRevoker(opts: RevokerOptions) {
         return;
       }
     }
-    const final = await opts.store.finish(lease);
-    if (final !== "revoked" && final !== "expired") return; // someone else finished it
-    out.done.push(lease.id);
+    // Recorded with the other leases whose revocation succeeded in this macrotask (finishSoon).
+    if ((await finishSoon(lease)) !== "unchanged") out.done.push(lease.id);
+  }
+
+  /**
+   * Leases whose backend revocation succeeded are ended together: those that get here within one
+   * macrotask (a batch of the poller or of a bulk revocation, all at once for the jwt backend,
+   * whose revocation is state only) are finished by one FINISH script per shard and their events
+   * appended by one audit transaction, instead of a script and an append each. A lease is still
+   * recorded only after its own backend revocation succeeded; until FINISH it stays revoking in
+   * the due set, so a process that dies in between leaves it to the sweeper (I3).
+   */
+  let finishing: { lease: StoredLease; resolve: (f: Final) => void; reject: (e: unknown) => void }[] = [];
+  function finishSoon(lease: StoredLease): Promise<Final> {
+    return new Promise<Final>((resolve, reject) => {
+      if (finishing.push({ lease, resolve, reject }) === 1) setImmediate(() => void finishBatch());
+    });
+  }
+
+  async function finishBatch(): Promise<void> {
+    const batch = finishing;
+    finishing = [];
+    const parts: (typeof batch)[] = [];
+    for (let i = 0; i < batch.length; i += MAX_FINISH) parts.push(batch.slice(i, i + MAX_FINISH));
+    await Promise.all(parts.map(finishPart));
+  }
+
+  async function finishPart(part: typeof finishing): Promise<void> {
+    let finals: Final[];
+    try {
+      finals = await opts.store.finishMany(part.map((p) => p.lease));
+    } catch (e) {
+      for (const p of part) p.reject(e);
+      return;
+    }
     const at = now();
-    const trigger = lease.revocation?.trigger ?? "expiry";
-    if (lease.trigger_at !== null) opts.metrics.revocationLag.observe({ trigger }, Math.max(0, at - lease.trigger_at) / 1000);
-    opts.metrics.leaseTransitions.inc({ state: final });
-    const event: Parameters<AuditLedger["append"]>[0] = {
-      type: final,
-      at: new Date(at).toISOString(),
-      lease_id: lease.id,
-      workload: lease.workload,
-      task_id: lease.task_id,
-      actor: lease.revocation?.by ?? "system",
-      trigger,
-      ...(lease.revocation?.reason ? { reason: lease.revocation.reason } : {}),
-      backend: lease.backend,
-      revocation_kind: lease.revocation_kind,
-      ...(lease.handle === null ? { note: "never minted" } : {}),
-    };
-    // The lease is terminal now, and no later attempt will record it (only the caller that made
-    // the transition does, I4): if Redis went away since FINISH, the event is retried in the
-    // background until it lands (audit.record) instead of being lost with this attempt.
-    await opts.audit.append(event).catch(() => opts.audit.record(event));
+    const iso = new Date(at).toISOString();
+    const events: Parameters<AuditLedger["append"]>[0][] = [];
+    part.forEach(({ lease }, j) => {
+      const final = finals[j]!;
+      if (final === "unchanged") return; // someone else finished it
+      const trigger = lease.revocation?.trigger ?? "expiry";
+      if (lease.trigger_at !== null) opts.metrics.revocationLag.observe({ trigger }, Math.max(0, at - lease.trigger_at) / 1000);
+      opts.metrics.leaseTransitions.inc({ state: final });
+      events.push({
+        type: final,
+        at: iso,
+        lease_id: lease.id,
+        workload: lease.workload,
+        task_id: lease.task_id,
+        actor: lease.revocation?.by ?? "system",
+        trigger,
+        ...(lease.revocation?.reason ? { reason: lease.revocation.reason } : {}),
+        backend: lease.backend,
+        revocation_kind: lease.revocation_kind,
+        ...(lease.handle === null ? { note: "never minted" } : {}),
+      });
+    });
+    // The leases are terminal now, and no later attempt will record them (only the caller that
+    // made the transition does, I4): if Redis went away since FINISH, each event is retried in
+    // the background until it lands (audit.record) instead of being lost with this attempt.
+    if (events.length > 0) await opts.audit.appendMany(events).catch(() => events.forEach((ev) => opts.audit.record(ev)));
+    part.forEach((p, j) => p.resolve(finals[j]!));
   }
 
   return {

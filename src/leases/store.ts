@@ -177,34 +177,53 @@ return out
 `,
 );
 
-const FINISH = luaScript<"revoked" | "expired" | "unchanged">(
-  "jitLeaseFinish",
+const FINISH = luaScript<("revoked" | "expired" | "unchanged")[]>(
+  "jitLeaseFinishMany",
   `
--- KEYS: 1 lease, 2 due, 3 live:workload, 4 live:role, 5 live:issuer, 6 live:task:<t>, 7 op or a dummy, 8 failed,
---       9 live:tasks
--- ARGV: 1 id, 2 now ms, 3 retention seconds, 4 task id
--- Output: revoked | expired | unchanged
--- Returns the terminal state it set, or 'unchanged' when the lease was not revoking (another
--- revoker finished it first): only the caller that made the transition records it (I4).
-local st = redis.call('HGET', KEYS[1], 'state')
-if st ~= 'revoking' and st ~= 'revoke_failed' then return 'unchanged' end
-local trig = redis.call('HGET', KEYS[1], 'trig')
-local final = 'revoked'
-if trig == 'expiry' then final = 'expired' end
-redis.call('HSET', KEYS[1], 'state', final, 'rat', ARGV[2])
-redis.call('HDEL', KEYS[1], 'err')
-redis.call('ZREM', KEYS[2], ARGV[1])
-for k = 3, 6 do redis.call('SREM', KEYS[k], ARGV[1]) end
-if redis.call('HGET', KEYS[9], ARGV[4]) == ARGV[1] then redis.call('HDEL', KEYS[9], ARGV[4]) end
-redis.call('SREM', KEYS[8], ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-if redis.call('HGET', KEYS[1], 'op') then
-  redis.call('HINCRBY', KEYS[7], 'revoked', 1)
-  if st == 'revoke_failed' then redis.call('HINCRBY', KEYS[7], 'failed', -1) end
-  -- another shard's count of a bulk op (redis.shards > 1) starts here: it expires like the op
-  if redis.call('TTL', KEYS[7]) == -1 then redis.call('EXPIRE', KEYS[7], ARGV[3]) end
+-- KEYS: 1 due, 2 failed, 3 live:tasks, then 6 per lease: lease, live:workload, live:role,
+--       live:issuer, live:task:<t>, op (a dummy when the lease has none)
+-- ARGV: 1 now ms, 2 retention seconds, 3.. per lease (in the order of its 6 keys): id, task id
+-- Output: per lease, in order: revoked | expired | unchanged
+-- Ends each lease that is revoking or revoke_failed (expired when its trigger was expiry) and
+-- answers 'unchanged' for the others (another revoker finished it first, or it is gone): only
+-- the caller that made the transition records it (I4). A bulk op's counts are added once per op.
+local out = {}
+local ops = {}
+for i = 3, #ARGV, 2 do
+  local b = (i - 3) * 3 + 3
+  local key = KEYS[b + 1]
+  local id = ARGV[i]
+  local h = redis.call('HMGET', key, 'state', 'trig', 'op')
+  local st = h[1]
+  if st ~= 'revoking' and st ~= 'revoke_failed' then
+    out[#out + 1] = 'unchanged'
+  else
+    local final = 'revoked'
+    if h[2] == 'expiry' then final = 'expired' end
+    redis.call('HSET', key, 'state', final, 'rat', ARGV[1])
+    redis.call('HDEL', key, 'err')
+    redis.call('ZREM', KEYS[1], id)
+    for k = 2, 5 do redis.call('SREM', KEYS[b + k], id) end
+    if redis.call('HGET', KEYS[3], ARGV[i + 1]) == id then redis.call('HDEL', KEYS[3], ARGV[i + 1]) end
+    if st == 'revoke_failed' then redis.call('SREM', KEYS[2], id) end
+    redis.call('EXPIRE', key, ARGV[2])
+    if h[3] then
+      local opk = KEYS[b + 6]
+      local c = ops[opk]
+      if not c then c = {0, 0} ops[opk] = c end
+      c[1] = c[1] + 1
+      if st == 'revoke_failed' then c[2] = c[2] + 1 end
+    end
+    out[#out + 1] = final
+  end
 end
-return final
+for opk, c in pairs(ops) do
+  redis.call('HINCRBY', opk, 'revoked', c[1])
+  if c[2] > 0 then redis.call('HINCRBY', opk, 'failed', -c[2]) end
+  -- another shard's count of a bulk op (redis.shards > 1) starts here: it expires like the op
+  if redis.call('TTL', opk) == -1 then redis.call('EXPIRE', opk, ARGV[2]) end
+end
+return out
 `,
 );
 
@@ -439,6 +458,22 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
     return ids.map((id, i) => decode(id, hs[i]!));
   }
 
+  /**
+   * revoking/revoke_failed → revoked (or expired when the trigger was expiry), for many leases in
+   * one script. Per lease, in order: the terminal state set, or "unchanged" when the lease was in
+   * no such state (already finished by a concurrent revoker, or gone).
+   */
+  async function finishMany(leases: StoredLease[]): Promise<("revoked" | "expired" | "unchanged")[]> {
+    if (leases.length === 0) return [];
+    const keys = [k.due, k.failed, k.tasks];
+    const args = [String(now()), String(opts.retentionSeconds)];
+    for (const l of leases) {
+      keys.push(k.lease(l.id), ...liveKeys(l), l.op ? k.op(l.op) : k.op("-"));
+      args.push(l.id, l.task_id);
+    }
+    return storeCall(() => runScript(redis, FINISH, keys, args));
+  }
+
   return {
     keys: k,
 
@@ -512,19 +547,11 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
       return { scanned, moved };
     },
 
-    /**
-     * revoking/revoke_failed → revoked (or expired when the trigger was expiry). "unchanged" when
-     * the lease was in no such state (already finished by a concurrent revoker, or gone).
-     */
+    finishMany,
+
+    /** `finishMany` of one lease. */
     async finish(lease: StoredLease): Promise<"revoked" | "expired" | "unchanged"> {
-      return storeCall(() =>
-        runScript(
-          redis,
-          FINISH,
-          [k.lease(lease.id), k.due, ...liveKeys(lease), lease.op ? k.op(lease.op) : k.op("-"), k.failed, k.tasks],
-          [lease.id, String(now()), String(opts.retentionSeconds), lease.task_id],
-        ),
-      );
+      return (await finishMany([lease]))[0]!;
     },
 
     /**
@@ -766,6 +793,16 @@ export function createLeaseStore(redis: Redis, keys: Keyspace, opts: LeaseStoreO
       return out;
     },
     finish: (lease: StoredLease) => ofId(lease.id).finish(lease),
+    async finishMany(leases: StoredLease[]): Promise<("revoked" | "expired" | "unchanged")[]> {
+      const out = new Array<"revoked" | "expired" | "unchanged">(leases.length);
+      await Promise.all(
+        [...byShard(leases.map((l) => l.id))].map(async ([s, g]) => {
+          const got = await s.finishMany(g.at.map((i) => leases[i]!));
+          got.forEach((f, j) => (out[g.at[j]!] = f));
+        }),
+      );
+      return out;
+    },
     fail: (lease: StoredLease, error: string, failAfter: number, nextAttemptAt: number) => ofId(lease.id).fail(lease, error, failAfter, nextAttemptAt),
     get: (id: string) => ofId(id).get(id),
     async getMany(ids: string[]): Promise<(StoredLease | null)[]> {

@@ -1,0 +1,192 @@
+/**
+ * Revocation in batches (src/leases/revoker.ts finishSoon, src/leases/store.ts FINISH): the
+ * leases of one batch are ended by one script and recorded by one audit transaction. What must
+ * hold whatever the batching: every lease ends exactly once, with exactly one terminal audit
+ * event, the op's counts and the metrics count each lease once, and a batch lost half-way (the
+ * process died, or Redis failed, between the backend revocation and FINISH) is recovered by the
+ * sweeper: nothing stays revoking, nothing is recorded twice.
+ */
+import { randomBytes } from "node:crypto";
+import { Redis } from "ioredis";
+import type { AuthContext } from "../../src/authz/principal";
+import { createLeaseStore, type NewLease } from "../../src/leases/store";
+import { createKeyspace } from "../../src/redis/keys";
+import { getJson } from "../support/broker";
+import { startFixture, SUBJECTS, waitFor, type Fixture } from "../support/fixture";
+
+jest.setTimeout(120_000);
+
+/** What `authenticate` puts on the request, for the service layer (no HTTP per lease). */
+function authFor(f: Fixture, workload: "agent" | "ci"): AuthContext {
+  const w = f.b.config.workloads.find((x) => x.id === workload)!;
+  return {
+    identity: { issuer: "idp", kind: "oidc", iss: f.issuer.url, subject: SUBJECTS[workload], claims: { sub: SUBJECTS[workload], iss: f.issuer.url }, jti: undefined, expiresAt: Date.now() + 3600_000 },
+    workload: { ...w, claims: {} },
+  } as unknown as AuthContext;
+}
+
+async function issueMany(f: Fixture, workload: "agent" | "ci", n: number, tag: string): Promise<string[]> {
+  const auth = authFor(f, workload);
+  const ids: string[] = [];
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: 16 }, async () => {
+      for (let i = next++; i < n; i = next++) {
+        const out = await f.b.broker.service.issue(auth, { role: "orders-read", task: { id: `${tag}-${i}` } });
+        ids.push((out as { lease: { id: string } }).lease.id);
+      }
+    }),
+  );
+  return ids;
+}
+
+async function metric(f: Fixture, name: string, labels: string): Promise<number> {
+  const text = (await getJson(`${f.b.url}/metrics`)).body as string;
+  const line = text.split("\n").find((l) => l.startsWith(`${name}{${labels}} `));
+  return line ? Number(line.split(" ")[1]) : 0;
+}
+
+/** Terminal events of each lease in the audit stream (every event, read in pages). */
+async function terminalEvents(f: Fixture, type: string): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  let from = "-";
+  for (;;) {
+    const page = await f.b.broker.audit.range({ from, count: 5000 });
+    for (const e of page) if (e.type === type && e.lease_id) out.set(e.lease_id, (out.get(e.lease_id) ?? 0) + 1);
+    if (page.length < 5000) return out;
+    from = `(${page[page.length - 1]!.seq}`;
+  }
+}
+
+async function bulkRevoke(f: Fixture, workload: string, timeoutMs: number) {
+  const op = await f.call("POST", "/v1/admin/revocations", "alice", { workload, reason: "batch test" });
+  expect(op.status).toBe(202);
+  return waitFor(async () => {
+    const p = (await f.call("GET", `/v1/admin/revocations/${op.body.id}`, "bob")).body;
+    return p.state !== "running" ? p : null;
+  }, timeoutMs, "the bulk revocation to complete");
+}
+
+describe("bulk revocation in batches", () => {
+  let f: Fixture;
+  let finishCalls: number[];
+  let failNextFinish: { ids: string[] } | null;
+  beforeAll(async () => {
+    f = await startFixture({ extra: { leases: { quota_per_workload: 0 }, limits: { requests_per_minute: 1_000_000 } } });
+    // Count FINISH batches, and let a test make one fail as if the process had died before it.
+    const store = f.b.broker.store;
+    const real = store.finishMany;
+    store.finishMany = async (leases) => {
+      finishCalls.push(leases.length);
+      if (failNextFinish && failNextFinish.ids.length === 0) {
+        failNextFinish.ids = leases.map((l) => l.id);
+        throw new Error("simulated Redis failure before FINISH");
+      }
+      return real(leases);
+    };
+  });
+  afterAll(async () => {
+    await f.close();
+  });
+  beforeEach(() => {
+    finishCalls = [];
+    failNextFinish = null;
+  });
+
+  it("ends 1,200 leases in a few FINISH batches, each with exactly one revoked event, counted once in the op and the metrics", async () => {
+    const ids = await issueMany(f, "agent", 1200, "bulk");
+    const revokedBefore = await metric(f, "jitbroker_lease_terminal_total", 'state="revoked"');
+    const lagBefore = await metric(f, "jitbroker_revocation_lag_seconds_count", 'trigger="operator"');
+    const progress = await bulkRevoke(f, "agent", 60_000);
+    expect(progress).toMatchObject({ matched: 1200, triggered: 1200, revoked: 1200, failed: 0, state: "completed" });
+    const leases = await f.b.broker.store.getMany(ids);
+    expect(leases.every((l) => l?.state === "revoked" && l.revocation?.trigger === "operator" && l.revocation.by === "alice")).toBe(true);
+    // Batched: far fewer FINISH calls than leases, and every lease in exactly one of them.
+    expect(finishCalls.reduce((a, b) => a + b, 0)).toBe(1200);
+    expect(finishCalls.length).toBeLessThanOrEqual(60);
+    const events = await terminalEvents(f, "revoked");
+    for (const id of ids) expect(events.get(id)).toBe(1);
+    expect(await metric(f, "jitbroker_lease_terminal_total", 'state="revoked"')).toBe(revokedBefore + 1200);
+    expect(await metric(f, "jitbroker_revocation_lag_seconds_count", 'trigger="operator"')).toBe(lagBefore + 1200);
+    expect((await f.b.broker.store.counts()).live).toBe(0);
+  });
+
+  it("a batch lost between the backend revocation and FINISH is recovered by the sweeper: all revoked, none twice", async () => {
+    const ids = await issueMany(f, "ci", 1100, "lost");
+    failNextFinish = { ids: [] };
+    const progress = await bulkRevoke(f, "ci", 60_000);
+    const lost = failNextFinish.ids;
+    expect(lost.length).toBeGreaterThan(0); // a batch really failed
+    expect(progress).toMatchObject({ matched: 1100, triggered: 1100, revoked: 1100, failed: 0, state: "completed" });
+    const leases = await f.b.broker.store.getMany(ids);
+    expect(leases.filter((l) => l?.state !== "revoked")).toEqual([]);
+    const events = await terminalEvents(f, "revoked");
+    for (const id of ids) expect(events.get(id)).toBe(1);
+    // The lost batch's leases were finished later (by the sweeper), not left revoking.
+    for (const l of await f.b.broker.store.getMany(lost)) expect(l?.state).toBe("revoked");
+    expect((await f.b.broker.store.counts()).revoke_failed).toBe(0);
+  });
+});
+
+describe("FINISH of many leases in one script (the store)", () => {
+  let redis: Redis;
+  beforeAll(() => {
+    redis = new Redis(process.env.JITBROKER_TEST_REDIS_URL!);
+  });
+  afterAll(() => redis.disconnect());
+
+  it("ends each revoking or revoke_failed lease once, leaves the others, and keeps the sets and the op's counts right", async () => {
+    const keys = createKeyspace(`fin${randomBytes(4).toString("hex")}`);
+    const store = createLeaseStore(redis, keys, { retentionSeconds: 60, taskRetentionSeconds: 60 });
+    const now = Date.now();
+    const mk = async (i: number): Promise<string> => {
+      const l: NewLease = {
+        id: `l_fin${i}`,
+        role: "orders-read",
+        backend: "jwt",
+        workload: `w${i % 2}`,
+        task: { id: `t${i}`, intent: "", tool: "", destination: "", sensitivity: "" },
+        issuedAt: now - 1000,
+        expiresAt: now + 60_000,
+        identity: { kind: "oidc", issuer: "idp", subject: "s" },
+        policy: { ids: ["p"], hash: "00".repeat(32) },
+      };
+      expect(await store.create(l, 0)).toBe("ok");
+      return l.id;
+    };
+    const [a, b, c, d, e] = await Promise.all([0, 1, 2, 3, 4].map(mk));
+    await store.createOp("op_finishtest01", { id: "op_finishtest01", state: "running" });
+    expect(await store.trigger([a!, b!, d!], { trigger: "operator", by: "ops", op: "op_finishtest01" })).toHaveLength(3);
+    expect(await store.trigger([e!], { trigger: "expiry" })).toEqual([e]);
+    // d failed once with fail_after 1: revoke_failed, listed, counted as failed in the op.
+    expect(await store.fail((await store.get(d!))!, "backend down", 1, now + 5000)).toBe("now_failed");
+    expect(await redis.sismember(keys.shardKeys[0]!.leasesFailed, d!)).toBe(1);
+    expect((await store.getOp("op_finishtest01"))!.failed).toBe("1");
+
+    const leases = (await store.getMany([a!, b!, a!, c!, d!, e!])).map((l) => l!);
+    // a twice in one call: the first ends it, the second finds it ended; c was never triggered.
+    expect(await store.finishMany(leases)).toEqual(["revoked", "revoked", "unchanged", "unchanged", "revoked", "expired"]);
+    const after = await store.getMany([a!, b!, c!, d!, e!]);
+    expect(after.map((l) => l!.state)).toEqual(["revoked", "revoked", "issuing", "revoked", "expired"]);
+    expect(after[3]!.last_error).toBeUndefined();
+    const op = (await store.getOp("op_finishtest01"))!;
+    expect({ revoked: op.revoked, failed: op.failed }).toEqual({ revoked: "3", failed: "0" });
+    expect(await redis.scard(keys.shardKeys[0]!.leasesFailed)).toBe(0);
+    expect(await store.due(now + 3600_000, 100)).toEqual([c]);
+    for (const id of [a!, b!, d!, e!]) {
+      expect(await redis.ttl(keys.shardKeys[0]!.lease(id))).toBeGreaterThan(0);
+      for (const sel of ["workload", "role", "issuer", "task"] as const) {
+        const l = after.find((x) => x!.id === id)!;
+        const v = sel === "workload" ? l.workload : sel === "role" ? l.role : sel === "issuer" ? l.identity.issuer : l.task_id;
+        expect(await redis.sismember(keys.shardKeys[0]!.live[sel](v), id)).toBe(0);
+      }
+    }
+    // A task's first live lease is its entry in live:tasks: gone for the ended ones, kept for c.
+    const tasks = await redis.hgetall(keys.shardKeys[0]!.liveTasks);
+    expect(tasks).toEqual({ t2: c });
+    expect(await store.countLive("workload", "w0")).toBe(1); // c is still live
+    // Nothing left to end: a second call changes nothing.
+    expect(await store.finishMany(leases)).toEqual(["unchanged", "unchanged", "unchanged", "unchanged", "unchanged", "unchanged"]);
+    expect((await store.getOp("op_finishtest01"))!.revoked).toBe("3");
+  });
+});

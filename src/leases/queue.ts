@@ -7,7 +7,8 @@
  * poller walks that set every `expiry_poll_interval` (EXPIRE_DUE: expired, untriggered leases
  * are moved to revoking, in batches of 500) and revokes what it moved; leases whose revocation is
  * already in flight are passed over, so they never stall it. No per-lease job exists, which is
- * most of a lease's Redis memory saved (docs/BENCHMARKS.md).
+ * most of a lease's Redis memory saved (docs/BENCHMARKS.md). What is revoked together is also
+ * ended together: one FINISH script and one audit transaction per batch (src/leases/revoker.ts).
  *
  * Queue `revocations` under each shard's hash tag (`{p}:revocations:*`, BullMQ's own keys; one
  * queue and one BullMQ Worker per shard with `redis.shards` > 1, a job on its lease's shard) for
@@ -177,7 +178,7 @@ export function startRevocationWorker(opts: WorkerOptions) {
 
   /**
    * The expiry poller: walks the due set from its head (EXPIRE_DUE), triggering expired live
-   * leases 500 at a time, and revokes each batch while it walks on (at most 4 batches in
+   * leases 500 at a time, and revokes each batch while it walks on (at most IN_FLIGHT batches in
    * flight). Entries of leases already triggered are passed over by offset, so a head of
    * revocations in flight (a slow backend, a bulk revocation) cannot hide an expired lease behind
    * it. `trigger` is first-wins: processes polling at once take disjoint leases. A revocation that
@@ -371,7 +372,8 @@ export type RevocationWorker = ReturnType<typeof startRevocationWorker>;
  * One walk of the expiry schedule at time `at`: EXPIRE_DUE from the head of the due set, `scan`
  * entries per step, each step triggering at most `batch` expired live leases, handed to
  * `onMoved` (awaited: it applies the back-pressure). Entries of leases already triggered stay in
- * place and are stepped over by offset; moved leases go to the end of the range (score `at`).
+ * place and are stepped over by offset; moved leases leave the range (score `at` + IN_FLIGHT_MS,
+ * src/leases/store.ts), so later walks do not step over them again while they are revoked.
  * Stops at the end of what is due, or after `maxSteps`. Returns how many leases it moved.
  */
 export async function walkExpiries(

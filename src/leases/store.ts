@@ -6,8 +6,8 @@
  * Keys (all under the hash tag `{p}`, see src/redis/keys.ts):
  *   {p}:lease:<id>          hash   the lease (fields below); EXPIRE = retention once terminal
  *   {p}:leases:due          zset   live lease ids, score = ms when the lease next needs the worker:
- *                                  its expiry, "now" once a revocation is triggered, or the next
- *                                  retry after a failed revocation. It is the expiry schedule:
+ *                                  its expiry, its trigger + IN_FLIGHT_MS once a revocation is
+ *                                  triggered, or the next retry after a failed revocation. It is the expiry schedule:
  *                                  written with the lease (CREATE), walked by the worker's poller
  *                                  (EXPIRE_DUE) and, for what is late, by the sweeper.
  *   {p}:leases:all          zset   every lease id by issued_at ms (listing; pruned by retention)
@@ -60,6 +60,14 @@ import { storeCall } from "../redis/client";
 import { luaScript, registerScripts, runScript } from "../redis/scripts";
 import { newShardedId, type Keyspace, type ShardKeys } from "../redis/keys";
 import { type Lease, type LeaseState, type RevocationTrigger, type TaskContext } from "./types";
+
+/**
+ * How long after its trigger a lease in revocation is due again (its due-set score): the revoker
+ * that triggered it has this long before anyone else looks at it, so the expiry poller, whose walk
+ * covers everything due, does not step over the revocations in flight on every tick; the sweeper
+ * takes over what is still there `worker.sweep_grace` after that.
+ */
+export const IN_FLIGHT_MS = 250;
 
 const CREATE = luaScript<"ok" | "task_completed" | "quota_exceeded" | "exists">(
   "jitLeaseCreate",
@@ -120,12 +128,13 @@ const TRIGGER = luaScript<string[]>(
   "jitLeaseTrigger",
   `
 -- KEYS: 1 due, 2.. lease keys.  ARGV: 1 trigger, 2 by, 3 reason, 4 now ms, 5 op id or '',
---       6 only-if-expired ('1': trigger only leases whose expires_at <= now), 7.. lease ids
+--       6 only-if-expired ('1': trigger only leases whose expires_at <= now), 7 due-set score of a
+--       triggered lease (now + IN_FLIGHT_MS), 8.. lease ids
 -- Output: the ids this call moved to revoking
--- Moves each live, untriggered lease to 'revoking' (the first trigger wins) and makes it due now.
+-- Moves each live, untriggered lease to 'revoking' (the first trigger wins) and makes it due at ARGV[7].
 local out = {}
 for i = 2, #KEYS do
-  local id = ARGV[5 + i]
+  local id = ARGV[6 + i]
   local st = redis.call('HGET', KEYS[i], 'state')
   if st == 'issuing' or st == 'active' then
     local ok = true
@@ -135,7 +144,7 @@ for i = 2, #KEYS do
       if ARGV[2] ~= '' then redis.call('HSET', KEYS[i], 'by', ARGV[2]) end
       if ARGV[3] ~= '' then redis.call('HSET', KEYS[i], 'reason', ARGV[3]) end
       if ARGV[5] ~= '' then redis.call('HSET', KEYS[i], 'op', ARGV[5]) end
-      redis.call('ZADD', KEYS[1], ARGV[4], id)
+      redis.call('ZADD', KEYS[1], ARGV[7], id)
       out[#out + 1] = id
     end
   end
@@ -148,11 +157,12 @@ const EXPIRE_DUE = luaScript<[number, ...string[]]>(
   "jitLeaseExpireDue",
   `
 -- KEYS: 1 due.  ARGV: 1 now ms, 2 offset, 3 entries to scan, 4 at most this many to trigger,
---       5 lease key prefix ({p}:lease:, same hash tag as KEYS[1])
+--       5 lease key prefix ({p}:lease:, same hash tag as KEYS[1]), 6 due-set score of a triggered
+--       lease (now + IN_FLIGHT_MS)
 -- Output: {scanned, id...}: walks the due entries with score <= now from the offset and triggers
 -- (expiry) each live, untriggered lease whose exp <= now, like TRIGGER; entries of leases already
 -- triggered (revocation in flight) are passed over, so they cannot stall the walk. A moved lease's
--- score becomes now, the end of the range: the next offset is offset + scanned - moved. An entry
+-- score becomes ARGV[6], past the range: the next offset is offset + scanned - moved. An entry
 -- without its lease hash is dropped.
 local now = tonumber(ARGV[1])
 local max = tonumber(ARGV[4])
@@ -168,7 +178,7 @@ for _, id in ipairs(ids) do
     redis.call('ZREM', KEYS[1], id)
   elseif (h[1] == 'issuing' or h[1] == 'active') and tonumber(h[2]) <= now then
     redis.call('HSET', key, 'state', 'revoking', 'trig', 'expiry', 'tat', ARGV[1])
-    redis.call('ZADD', KEYS[1], ARGV[1], id)
+    redis.call('ZADD', KEYS[1], ARGV[6], id)
     out[#out + 1] = id
   end
 end
@@ -532,8 +542,9 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
      */
     async trigger(ids: string[], t: { trigger: RevocationTrigger; by?: string; reason?: string; op?: string; onlyIfExpired?: boolean }): Promise<string[]> {
       if (ids.length === 0) return [];
+      const at = now();
       return storeCall(() =>
-        runScript(redis, TRIGGER, [k.due, ...ids.map(k.lease)], [t.trigger, t.by ?? "", t.reason ?? "", String(now()), t.op ?? "", t.onlyIfExpired ? "1" : "0", ...ids]),
+        runScript(redis, TRIGGER, [k.due, ...ids.map(k.lease)], [t.trigger, t.by ?? "", t.reason ?? "", String(at), t.op ?? "", t.onlyIfExpired ? "1" : "0", String(at + IN_FLIGHT_MS), ...ids]),
       );
     },
 
@@ -543,7 +554,7 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
      * many entries it walked and the ids it moved (see EXPIRE_DUE for the next offset).
      */
     async expireDue(at: number, offset: number, scan: number, max: number): Promise<{ scanned: number; moved: string[] }> {
-      const [scanned, ...moved] = await storeCall(() => runScript(redis, EXPIRE_DUE, [k.due], [String(at), String(offset), String(scan), String(max), k.lease("")]));
+      const [scanned, ...moved] = await storeCall(() => runScript(redis, EXPIRE_DUE, [k.due], [String(at), String(offset), String(scan), String(max), k.lease(""), String(at + IN_FLIGHT_MS)]));
       return { scanned, moved };
     },
 

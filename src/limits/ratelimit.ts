@@ -4,7 +4,7 @@
  * workload makes that can write: credential requests (counted by the lease service), and every
  * other non-GET call under /v1 plus the collection of an approved request (`limitWrites`), so no
  * route lets one workload write without bound (docs/ARCHITECTURE.md, I9). Fixed one-minute windows
- * (rate-limiter-flexible's RateLimiterRedis: one INCRBY + EXPIRE NX script per request).
+ * (one script per request: SET NX with the window as expiry, INCR, PTTL; see CONSUME below).
  *
  * Keys (under the hash tag `{p}`, see src/redis/keys.ts):
  *   {p}:rl:<points>:<workload id>   string  requests counted in the current window; EX = window

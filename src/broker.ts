@@ -281,7 +281,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     // shards the record may be on another Cluster node than the audit stream, and one
     // transaction cannot span nodes: the index is then the list {p}:audit:lease:<id>.
     ...(keys.shards === 1 ? { leaseIndexField: { hashKey: store.keys.lease, field: "ev" } } : {}),
-    watchConnection: () => connect("jitbroker-audit", "watch"),
+    watchConnection: () => connect("jitbroker-audit", "serial"),
     ...(tracing.enabled ? { traceId: tracing.traceId } : {}),
     logger,
     now,

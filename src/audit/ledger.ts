@@ -26,19 +26,21 @@
  *                          EXPIRE `leaseIndexTtlSeconds`, refreshed on every append for the lease.
  *
  * One linear chain across processes (group commit): appends queue up inside a process and are
- * flushed one batch at a time through an optimistic transaction on a dedicated connection:
- *   WATCH head stream; GET head; XINFO STREAM stream      (one round trip)
- *   compute the batch's ids and hashes in order
- *   MULTI; XADD stream <id> e .. h .. p .. (each); RPUSH/EXPIRE the lease indexes; SET head; EXEC
- * EXEC answers null when another process committed in between (WATCH conflict): the whole batch
- * is recomputed and retried. WATCH is connection state, so the ledger owns a connection used for
- * nothing else (`opts.watchConnection()`, default `redis.duplicate()`), closed by `close()`.
+ * flushed one batch at a time through an optimistic commit on a dedicated connection
+ * (`opts.watchConnection()`, default `redis.duplicate()`, closed by `close()`), one round trip:
+ *   compute the batch's ids and hashes in order from where this process last saw the chain
+ *   (head mark, the stream's last-generated-id and entries-added; read once with GET + XINFO
+ *   STREAM, then known from its own commits)
+ *   COMMIT script: if head and last-generated-id are still as seen: XADD stream <id> e .. h ..
+ *   p .. (each), SET head, append to the lease indexes; else write nothing and answer them
+ * A process that lost the race (another committed in between) learns the new state from that
+ * answer and recomputes and retries the whole batch. Until issue 17 this was WATCH/MULTI/EXEC
+ * with a read round trip per batch; the script checks the same two values atomically.
  *
  * Ids: the ledger assigns explicit stream ids (`max(now, last-generated ms)`-`seq`), strictly
- * greater than the stream's last-generated-id read under WATCH, instead of `XADD *`. That way
- * the ids are known before EXEC and the per-lease index is written in the same transaction as
- * the events (a crash cannot leave an event out of its lease's history). Because the stream key
- * is WATCHed too, no id can collide at EXEC time.
+ * greater than the stream's last-generated-id the script checked, instead of `XADD *`. That way
+ * the ids are known before the commit and the per-lease index is written in the same script as
+ * the events (a crash cannot leave an event out of its lease's history), and no id can collide.
  *
  * Keyed chain: the MAC key (`opts.key`, src/audit/key.ts) never reaches Redis. The first batch a
  * keyed ledger commits on top of an unkeyed head starts with the switch-over event
@@ -55,6 +57,7 @@ import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { BrokerError } from "../core/errors";
 import { withoutRedaction } from "../core/logger";
+import { luaScript, registerScripts, runScript } from "../redis/scripts";
 import {
   compareSeq,
   createChainChecker,
@@ -157,7 +160,7 @@ export interface AuditLedgerOptions {
   /** TTL of a lease's index; should match the lease record's retention. */
   leaseIndexTtlSeconds: number;
   logger?: Logger;
-  /** Creates the dedicated WATCH connection. Default: `redis.duplicate()`. The ledger closes it. */
+  /** Creates the ledger's dedicated connection (its commits, one at a time). Default: `redis.duplicate()`. The ledger closes it. */
   watchConnection?: () => Redis;
   /** Most events committed in one transaction. Default 512. */
   maxBatch?: number;
@@ -181,19 +184,69 @@ export interface AuditLedgerOptions {
 }
 
 /**
- * Appends ARGV[2] to hash field ARGV[1] of KEYS[1], only if the hash exists. The one script sent
- * with EVAL rather than registered (src/redis/scripts.ts): it runs inside the append's
- * WATCH/MULTI, which must not depend on the server's script cache (a NOSCRIPT inside EXEC would
- * fail the whole transaction after a failover).
+ * Commits one batch: checks that the chain is where this process last saw it (head mark and the
+ * stream's last-generated-id, both unchanged: nobody appended since), then adds the entries,
+ * moves the head and appends each lease's new ids to its index. A script is one atomic step, so
+ * a check that fails writes nothing and answers the current state for a retry (optimistic, like
+ * WATCH/MULTI was, in one round trip instead of two). Everything that can fail comes first or
+ * cannot fail the rest: XADD on ids the check proved new, SET, then the index writes with pcall.
  */
-const APPEND_FIELD = `
--- KEYS: 1 the lease hash.  ARGV: 1 field, 2 ids to append.  Output: 1 appended, 0 no such hash
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local v = redis.call('HGET', KEYS[1], ARGV[1])
-if v then v = v .. ' ' .. ARGV[2] else v = ARGV[2] end
-redis.call('HSET', KEYS[1], ARGV[1], v)
-return 1
-`;
+const COMMIT = luaScript<[0, string | null, string, number | null] | [1, number]>(
+  "jitAuditCommit",
+  `
+-- KEYS: 1 stream, 2 head, 3.. lease index keys (one per lease of the batch, in ARGV order)
+-- ARGV: 1 expected head ('' = none), 2 expected last-generated-id ('0-0' = no stream),
+--       3 index mode ('f' = append to field ARGV[4] of an existing hash, 'l' = RPUSH to a list
+--       with EXPIRE ARGV[4] seconds), 4 field name or TTL, 5 new head, 6 entries N,
+--       7.. N entries of 5 values (id e h p n; n '' when unknown), then one value per index key:
+--       its new ids, space-separated
+-- Output: {1, index writes that failed} committed | {0, head, last-generated-id, entries-added}
+--       nothing written: the chain moved (or is not as expected) since the caller read it
+local head = redis.call('GET', KEYS[2])
+local last, added = '0-0', 0
+local ok, info = pcall(redis.call, 'XINFO', 'STREAM', KEYS[1])
+if ok then
+  added = false
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then last = info[i + 1] end
+    if info[i] == 'entries-added' then added = info[i + 1] end
+  end
+end
+if (head or '') ~= ARGV[1] or last ~= ARGV[2] then return {0, head, last, added} end
+local n = tonumber(ARGV[6])
+local at = 7
+for _ = 1, n do
+  if ARGV[at + 4] == '' then
+    redis.call('XADD', KEYS[1], ARGV[at], 'e', ARGV[at + 1], 'h', ARGV[at + 2], 'p', ARGV[at + 3], 'm', '1')
+  else
+    redis.call('XADD', KEYS[1], ARGV[at], 'e', ARGV[at + 1], 'h', ARGV[at + 2], 'p', ARGV[at + 3], 'm', '1', 'n', ARGV[at + 4])
+  end
+  at = at + 5
+end
+redis.call('SET', KEYS[2], ARGV[5])
+local failed = 0
+for k = 3, #KEYS do
+  local ids = ARGV[at]
+  at = at + 1
+  local r
+  if ARGV[3] == 'f' then
+    r = redis.pcall('EXISTS', KEYS[k])
+    if r == 1 then
+      local v = redis.pcall('HGET', KEYS[k], ARGV[4])
+      if type(v) == 'string' then v = v .. ' ' .. ids else v = ids end
+      r = redis.pcall('HSET', KEYS[k], ARGV[4], v)
+    end
+  else
+    local list = {}
+    for id in string.gmatch(ids, '%S+') do list[#list + 1] = id end
+    r = redis.pcall('RPUSH', KEYS[k], unpack(list))
+    if type(r) == 'number' then r = redis.pcall('EXPIRE', KEYS[k], ARGV[4]) end
+  end
+  if type(r) == 'table' and r.err then failed = failed + 1 end
+end
+return {1, failed}
+`,
+);
 
 const SECRET_KEYS = new Set(
   [
@@ -415,33 +468,44 @@ export function createAuditLedger<E extends LedgerEvent = AuditEvent>(redis: Red
     if (!conn) {
       conn = opts.watchConnection ? opts.watchConnection() : redis.duplicate({ connectionName: "jitbroker-audit", enableAutoPipelining: false });
       conn.on("error", () => undefined); // failures surface on the commands; avoid unhandled 'error'
+      registerScripts(conn, [COMMIT]);
     }
     return conn;
   }
 
-  /** One optimistic attempt: null on a WATCH conflict, else the stored events in order. */
-  async function tryCommit(c: Redis, batch: Pending[]): Promise<StoredAuditEvent[][] | null> {
-    const read = await c.pipeline().watch(headKey, streamKey).get(headKey).xinfo("STREAM", streamKey).exec();
+  /**
+   * Where the chain stood after this process's last commit (or last read): the head mark, the
+   * stream's last-generated-id and its entries-added counter. The commit script checks it, so a
+   * stale value only costs a retry; undefined until the first read.
+   */
+  let seen: { head: string | null; last: string; added: number | undefined } | undefined;
+
+  async function readChain(c: Redis): Promise<NonNullable<typeof seen>> {
+    const read = await c.pipeline().get(headKey).xinfo("STREAM", streamKey).exec();
     if (!read) throw new Error("pipeline aborted");
-    const [watchRes, headRes, infoRes] = read;
-    if (watchRes?.[0]) throw watchRes[0];
+    const [headRes, infoRes] = read;
     if (headRes?.[0]) throw headRes[0];
-    const prevHead = parseHeadForAppend(opts.key, (headRes?.[1] as string | null) ?? null);
-    let last = { ms: 0, seq: 0 };
-    // The stream's entries-added counter (Redis 7): each entry's ordinal `n` continues it.
-    let ordinal: number | undefined = 0;
     if (infoRes?.[0]) {
       if (!/no such key/i.test(infoRes[0].message)) throw infoRes[0];
-    } else {
-      last = parseId(lastGeneratedId(infoRes?.[1]));
-      const added = infoField(infoRes?.[1], "entries-added");
-      ordinal = added !== undefined && /^\d+$/.test(added) ? Number(added) : undefined;
+      return { head: (headRes?.[1] as string | null) ?? null, last: "0-0", added: 0 };
     }
+    const added = infoField(infoRes?.[1], "entries-added");
+    return { head: (headRes?.[1] as string | null) ?? null, last: lastGeneratedId(infoRes?.[1]), added: added !== undefined && /^\d+$/.test(added) ? Number(added) : undefined };
+  }
+
+  /** One optimistic attempt: null when the chain moved since `seen` (then `seen` is updated), else the stored events in order. */
+  async function tryCommit(c: Redis, batch: Pending[]): Promise<StoredAuditEvent[][] | null> {
+    seen ??= await readChain(c);
+    const state = seen;
+    const prevHead = parseHeadForAppend(opts.key, state.head);
+    const last = state.last === "0-0" ? { ms: 0, seq: 0 } : parseId(state.last);
+    // The stream's entries-added counter (Redis 7): each entry's ordinal `n` continues it.
+    let ordinal: number | undefined = state.added;
 
     let prev = prevHead.link;
     let ms = Math.max(now(), last.ms);
     let seq = ms === last.ms ? last.seq : -1;
-    const multi = c.multi();
+    const entries: string[] = [];
     const byLease = new Map<string, string[]>();
     const out: StoredAuditEvent[][] = [];
     const nextId = (): string => {
@@ -454,8 +518,7 @@ export function createAuditLedger<E extends LedgerEvent = AuditEvent>(redis: Red
     };
     const add = (id: string, e: string): string => {
       const hash = keyedLink(opts.key, prev, id, e);
-      if (ordinal === undefined) multi.xadd(streamKey, id, "e", e, "h", hash, "p", prev, "m", KEYED_MARKER);
-      else multi.xadd(streamKey, id, "e", e, "h", hash, "p", prev, "m", KEYED_MARKER, "n", String((ordinal += 1)));
+      entries.push(id, e, hash, prev, ordinal === undefined ? "" : String((ordinal += 1)));
       return hash;
     };
     if (prevHead.legacy) {
@@ -482,24 +545,25 @@ export function createAuditLedger<E extends LedgerEvent = AuditEvent>(redis: Red
       }
       out.push(stored);
     }
+    const indexKeys: string[] = [];
+    const indexIds: string[] = [];
     for (const [leaseId, ids] of byLease) {
-      if (opts.leaseIndexField) {
-        multi.eval(APPEND_FIELD, 1, opts.leaseIndexField.hashKey(leaseId), opts.leaseIndexField.field, ids.join(" "));
-      } else {
-        multi.rpush(leaseIndexPrefix + leaseId, ...ids);
-        multi.expire(leaseIndexPrefix + leaseId, ttl);
-      }
+      indexKeys.push(opts.leaseIndexField ? opts.leaseIndexField.hashKey(leaseId) : leaseIndexPrefix + leaseId);
+      indexIds.push(ids.join(" "));
     }
-    multi.set(headKey, formatMark(opts.key, "head", { seq: lastId, link: prev }));
-    const res = await multi.exec();
-    if (res === null) return null;
-    const failed = res.find(([err]) => err);
-    if (failed?.[0]) {
-      // Redis does not roll back a transaction whose commands fail at EXEC time; only a wrongly
-      // typed key can cause that here. Make it loud: `audit verify` will show the damage.
-      logger?.error({ err: failed[0].message, stream: streamKey }, "audit transaction partly failed");
-      throw failed[0];
+    const newHead = formatMark(opts.key, "head", { seq: lastId, link: prev });
+    const mode = opts.leaseIndexField ? ["f", opts.leaseIndexField.field] : ["l", String(ttl)];
+    const res = await runScript(c, COMMIT, [streamKey, headKey, ...indexKeys], [state.head ?? "", state.last, ...mode, newHead, String(entries.length / 5), ...entries, ...indexIds]);
+    if (res[0] === 0) {
+      const added = res[3];
+      seen = { head: res[1] ?? null, last: res[2], added: typeof added === "number" ? added : added !== null && /^\d+$/.test(String(added)) ? Number(added) : undefined };
+      return null;
     }
+    if (res[1] > 0) {
+      // Only a key of the wrong type at a lease index can cause this; the events are in.
+      logger?.error({ failed: res[1], stream: streamKey }, "audit lease index not written for some leases (a key of another type is in the way)");
+    }
+    seen = { head: newHead, last: lastId, added: ordinal };
     return out;
   }
 
@@ -512,7 +576,8 @@ export function createAuditLedger<E extends LedgerEvent = AuditEvent>(redis: Red
         try {
           result = await tryCommit(c, batch);
         } catch (e) {
-          await c.unwatch().catch(() => undefined);
+          // Read the chain again next time: an error says nothing about where it stands.
+          seen = undefined;
           throw e;
         }
         if (result) {

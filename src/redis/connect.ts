@@ -1,6 +1,6 @@
 /**
  * The one place the broker opens Redis connections (docs/ARCHITECTURE.md, Processes and connections).
- * Every connection — API, BullMQ queue and worker, sweeper, audit ledger and its WATCH
+ * Every connection — API, BullMQ queue and worker, sweeper, audit ledger and its commit
  * connection, rate limiter, CLI — is built here from `redis.url`, `redis.sentinel` or
  * `redis.cluster`, so each follows failovers by itself:
  *   - url:      one node (`embedded` is resolved to its local URL before this module is used);
@@ -29,13 +29,14 @@ export type RedisTarget = Partial<Pick<RedisConfig, "url" | "sentinel" | "cluste
  *            event-loop turn go out in one write and come back in one read (one syscall each
  *            way instead of one per command; docs/BENCHMARKS.md, issue 17). Every Lua script is
  *            registered on it before traffic (src/redis/scripts.ts);
- *   watch    a connection that holds WATCH state (the audit ledger's): like request, without
- *            auto-pipelining, whose deferred sends could reorder an UNWATCH after the next WATCH;
+ *   serial   one sequential writer's own connection (the audit ledger's commits): like request,
+ *            without auto-pipelining (nothing to group; and a connection that holds WATCH state
+ *            must never auto-pipeline, whose deferred sends could reorder it);
  *   queue    BullMQ Queue (adds jobs): like watch;
  *   blocking BullMQ Worker: blocking commands, so no command timeout, offline queue on;
  *   cli      one-shot CLI commands: connect once, no reconnection.
  */
-export type ConnectionUse = "request" | "watch" | "queue" | "blocking" | "cli";
+export type ConnectionUse = "request" | "serial" | "queue" | "blocking" | "cli";
 
 export interface RedisFactory {
   mode: "url" | "sentinel" | "cluster";
@@ -78,8 +79,8 @@ function tlsOptions(tls: boolean | { ca_file?: string; servername?: string } | u
 function useOptions(name: string, use: ConnectionUse, commandTimeoutMs: number): RedisOptions {
   switch (use) {
     case "request":
-      return { ...useOptions(name, "watch", commandTimeoutMs), enableAutoPipelining: true };
-    case "watch":
+      return { ...useOptions(name, "serial", commandTimeoutMs), enableAutoPipelining: true };
+    case "serial":
     case "queue":
       return { connectionName: name, enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: 2000, commandTimeout: commandTimeoutMs, retryStrategy: retryDelay };
     case "blocking":

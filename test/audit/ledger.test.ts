@@ -174,6 +174,25 @@ describe("audit ledger", () => {
     expect(idx.map((s) => s.seq)).toEqual(all.filter((s) => s.lease_id === "lease-3").map((s) => s.seq));
   });
 
+  it("a commit never writes half a batch: an entry slipped into the stream behind the ledger's back (head untouched) makes it re-read and append after it, all or nothing", async () => {
+    const keys = keysFor(uniquePrefix());
+    const l = ledger(client(), keys);
+    await l.append(ev({ lease_id: "L1", n: 1 }));
+    // A foreign entry with a later id, and the head left as it was: the ledger's view is stale.
+    const foreign = (await redis.xadd(keys.streamKey, `${Date.now() + 60_000}-0`, "e", "{}", "h", "x", "p", "y"))!;
+    const batch = await l.appendMany([ev({ lease_id: "L1", n: 2 }), ev({ lease_id: "L1", n: 3 }), ev({ lease_id: "L1", n: 4 })]);
+    expect(batch.map((b) => b.n)).toEqual([2, 3, 4]);
+    const [fms] = foreign.split("-").map(Number);
+    for (const b of batch) expect(Number(b.seq.split("-")[0])).toBeGreaterThanOrEqual(fms!);
+    const entries = await redis.xrange(keys.streamKey, "-", "+");
+    expect(entries.map(([id]) => id)).toEqual([entries[0]![0], foreign, ...batch.map((b) => b.seq)]);
+    // The ledger's own events chain on each other, and the foreign entry is the break verify names.
+    expect(batch[0]!.prev).toBe(entries.length === 5 ? (await l.range({ count: 1 }))[0]!.hash : "");
+    const v = await verifyAuditChain(redis, keys);
+    expect(v.ok).toBe(false);
+    expect((await l.byLease("L1")).map((e) => e.n)).toEqual([1, 2, 3, 4]);
+  });
+
   describe("tamper detection with the keyed chain (an attacker who can write Redis but has no key)", () => {
     let keys: ReturnType<typeof keysFor>;
     let stored: Awaited<ReturnType<AuditLedger["appendMany"]>>;

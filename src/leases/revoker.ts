@@ -47,7 +47,7 @@ export interface RevokeOutcome {
 export const MISCONFIGURED_RETRY_MS = 3_600_000;
 
 /** Most leases one FINISH script ends (and one audit transaction records). */
-const MAX_FINISH = 1000;
+const MAX_FINISH = 500;
 
 type Final = "revoked" | "expired" | "unchanged";
 

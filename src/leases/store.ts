@@ -475,13 +475,41 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
    */
   async function finishMany(leases: StoredLease[]): Promise<("revoked" | "expired" | "unchanged")[]> {
     if (leases.length === 0) return [];
+    const at = String(now());
     const keys = [k.due, k.failed, k.tasks];
-    const args = [String(now()), String(opts.retentionSeconds)];
+    const args = [at, String(opts.retentionSeconds)];
     for (const l of leases) {
       keys.push(k.lease(l.id), ...liveKeys(l), l.op ? k.op(l.op) : k.op("-"));
       args.push(l.id, l.task_id);
     }
-    return storeCall(() => runScript(redis, FINISH, keys, args));
+    try {
+      return await storeCall(() => runScript(redis, FINISH, keys, args));
+    } catch (e) {
+      // No answer is not "not done": a reply lost to a command timeout or a dropped connection
+      // may follow a script that ran. The leases it ended carry its `rat`; read them back, so
+      // that the caller records exactly those (their events must not be lost, I4, I8). If the
+      // read fails too, or the script did not run, the error stands: the leases are still
+      // revoking and due, and whoever retries them (a job, the sweeper) records them.
+      // (A lease another revoker ended in the same millisecond would be counted twice: a
+      // duplicate event, never a lost one.) The read is tried for a few seconds: what delayed
+      // the reply (a busy Redis, a stalled process) may delay it too.
+      for (const wait of [0, 200, 500, 1000, 2000]) {
+        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+        const back = await Promise.resolve()
+          .then(() => {
+            const pipe = redis.pipeline();
+            for (const l of leases) pipe.hmget(k.lease(l.id), "state", "rat");
+            return pipe.exec();
+          })
+          .catch(() => null);
+        const seen = back?.map(([err, v]) => (err ? null : (v as (string | null)[]))) ?? [];
+        if (seen.length !== leases.length || seen.some((v) => v === null)) continue;
+        const mine = seen.map((v) => (v![1] === at && (v![0] === "revoked" || v![0] === "expired") ? (v![0] as "revoked" | "expired") : "unchanged"));
+        if (mine.every((m) => m === "unchanged")) throw e;
+        return mine;
+      }
+      throw e;
+    }
   }
 
   return {

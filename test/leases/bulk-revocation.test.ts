@@ -7,12 +7,14 @@
  * sweeper: nothing stays revoking, nothing is recorded twice.
  */
 import { randomBytes } from "node:crypto";
+import { rm } from "node:fs/promises";
 import { Redis } from "ioredis";
 import type { AuthContext } from "../../src/authz/principal";
 import { createLeaseStore, type NewLease } from "../../src/leases/store";
 import { createKeyspace } from "../../src/redis/keys";
 import { getJson } from "../support/broker";
 import { startFixture, SUBJECTS, waitFor, type Fixture } from "../support/fixture";
+import { startRedisServer } from "../support/redis-server";
 
 jest.setTimeout(120_000);
 
@@ -188,5 +190,44 @@ describe("FINISH of many leases in one script (the store)", () => {
     // Nothing left to end: a second call changes nothing.
     expect(await store.finishMany(leases)).toEqual(["unchanged", "unchanged", "unchanged", "unchanged", "unchanged", "unchanged"]);
     expect((await store.getOp("op_finishtest01"))!.revoked).toBe("3");
+  });
+
+  it("a FINISH whose reply is lost (command timeout) still answers which leases it ended, so their events are not lost", async () => {
+    const keys = createKeyspace(`fto${randomBytes(4).toString("hex")}`);
+    // A private Redis (it will be paused), a client that gives up on a reply after 100 ms.
+    const server = await startRedisServer({ appendonly: false });
+    const admin = new Redis(server.url);
+    const impatient = new Redis(server.url, { commandTimeout: 100, maxRetriesPerRequest: 1 });
+    try {
+      const store = createLeaseStore(impatient, keys, { retentionSeconds: 60, taskRetentionSeconds: 60 });
+      const now = Date.now();
+      const ids: string[] = [];
+      for (let i = 0; i < 3; i++) {
+        const l: NewLease = {
+          id: `l_fto${i}`,
+          role: "orders-read",
+          backend: "jwt",
+          workload: "w",
+          task: { id: `t${i}`, intent: "", tool: "", destination: "", sensitivity: "" },
+          issuedAt: now - 1000,
+          expiresAt: now + 60_000,
+          identity: { kind: "oidc", issuer: "idp", subject: "s" },
+          policy: { ids: ["p"], hash: "00".repeat(32) },
+        };
+        expect(await store.create(l, 0)).toBe("ok");
+        ids.push(l.id);
+      }
+      expect(await store.trigger(ids.slice(0, 2), { trigger: "operator", by: "ops" })).toHaveLength(2);
+      const leases = (await store.getMany(ids)).map((l) => l!);
+      // Writes held for 600 ms: the script runs long after the client stopped waiting for it.
+      await admin.call("CLIENT", "PAUSE", "600", "WRITE");
+      expect(await store.finishMany(leases)).toEqual(["revoked", "revoked", "unchanged"]);
+      expect((await store.getMany(ids)).map((l) => l!.state)).toEqual(["revoked", "revoked", "issuing"]);
+    } finally {
+      impatient.disconnect();
+      admin.disconnect();
+      await server.stop();
+      await rm(server.dir, { recursive: true, force: true });
+    }
   });
 });

@@ -26,10 +26,13 @@
  *
  * Usage: node scripts/bench/scale.js --n 100000 [--duration 10] [--warmup 2] [--concurrency 50]
  *        [--lag-n 2000] [--lead 30] [--token-pool 12000] [--fill-chunk 100000] [--fill-parallel 2] [--skip-exchange] [--skip-lag]
- *        [--handle jwt|vault|aws (the filled leases' backend handle shape; default jwt)]
+ *        [--handle jwt|vault|aws (the filled leases' backend handle shape; default jwt)] [--runs 1]
+ * --runs R: R rounds of (exchange, lag) on the one filled Redis; each round's numbers and the
+ * medians are printed.
  * BENCH_DIST=<dist> runs another build (lib.js).
  */
 const fs = require("node:fs");
+const os = require("node:os");
 const http = require("node:http");
 const path = require("node:path");
 const { spawn } = require("node:child_process");
@@ -128,21 +131,35 @@ async function exchangeLoad({ url, tokens, warmupMs, durationMs, concurrency, wa
   const lat = [];
   let ok = 0;
   let bad = 0;
+  const badStatus = {};
   let seq = 0;
   async function client(lane) {
-    const conn = conns[lane];
+    let conn = conns[lane];
     while (performance.now() < end) {
       const n = seq++;
-      const payload = Buffer.from(JSON.stringify({ role: "orders-read", task: { id: `x-${runId}-${lane}-${n}` } }));
+      // 10 min: these leases must not expire during a later run's lag measurement.
+      const payload = Buffer.from(JSON.stringify({ role: "orders-read", task: { id: `x-${runId}-${lane}-${n}` }, ttl: "10m" }));
       const headers = { authorization: `Bearer ${tokens[n % tokens.length]}`, "content-type": "application/json", "content-length": payload.length };
       const t0 = performance.now();
-      const status = await conn.send(L.requestBytes("POST", "/v1/credentials", headers, payload)).catch(() => "error");
+      let status;
+      try {
+        status = await conn.send(L.requestBytes("POST", "/v1/credentials", headers, payload));
+      } catch {
+        // A closed connection never answers again: open a new one (as exchange.js does).
+        status = "error";
+        conn.close();
+        conn = conns[lane] = L.connection(port);
+        await conn.ready.catch(() => undefined);
+      }
       const t = performance.now();
       if (t >= measureFrom && t <= end) {
         if (status === 201) {
           ok++;
           lat.push(t - t0);
-        } else bad++;
+        } else {
+          bad++;
+          badStatus[status] = (badStatus[status] ?? 0) + 1;
+        }
       }
     }
   }
@@ -153,7 +170,7 @@ async function exchangeLoad({ url, tokens, warmupMs, durationMs, concurrency, wa
   while (!after) await L.sleep(10);
   lat.sort((a, b) => a - b);
   const cost = L.costPerRequest(before, after, ok);
-  return { rps: ok / (durationMs / 1000), ok, errors: bad, p50_ms: L.percentile(lat, 50), p99_ms: L.percentile(lat, 99), broker_cpu_ms: cost?.cpu_ms.broker, redis_cpu_ms: cost?.cpu_ms.redis, redis: cost?.redis };
+  return { rps: ok / (durationMs / 1000), ok, errors: bad, error_statuses: badStatus, p50_ms: L.percentile(lat, 50), p99_ms: L.percentile(lat, 99), broker_cpu_ms: cost?.cpu_ms.broker, redis_cpu_ms: cost?.cpu_ms.redis, redis: cost?.redis };
 }
 
 /** LAG_N short-read leases expiring in the same second; their revocation lag. */
@@ -245,27 +262,44 @@ async function main() {
     process.stderr.write(`${N} leases filled in ${fillSeconds.toFixed(0)} s: ${memory.bytes_per_lease.toFixed(0)} B/lease; lease hash ${memory.lease_hash} B (${memory.lease_hash_encoding}); shared ${JSON.stringify(sharedPerLease)}\n`);
 
     broker = await L.spawnBroker(dir, cfg);
-    const result = { n: N, fill_seconds: fillSeconds, memory };
+    const result = { n: N, fill_seconds: fillSeconds, memory, exchange: [], lag: [] };
+    const tokens = [];
     if (!argv.includes("--skip-exchange")) {
-      const tokens = [];
       const poolSize = opt("token-pool", 12_000);
       for (let i = 0; i < poolSize; i += 500) tokens.push(...(await Promise.all(Array.from({ length: Math.min(500, poolSize - i) }, (_, j) => issuer.token(L.agentId((i + j) % L.AGENTS), 3000, { jti: `s${i + j}-${Math.random().toString(36).slice(2)}` })))));
-      result.exchange = await exchangeLoad({
-        url: broker.url,
-        tokens,
-        warmupMs: opt("warmup", 2) * 1000,
-        durationMs: opt("duration", 10) * 1000,
-        concurrency: opt("concurrency", 50),
-        watch: { procs: { broker: broker.pid, redis: redis.pid }, redisPort: redis.port },
-        runId: Date.now().toString(36),
-      });
-      process.stderr.write(`exchange: ${result.exchange.rps.toFixed(0)} req/s, p99 ${result.exchange.p99_ms?.toFixed(1)} ms, broker CPU ${result.exchange.broker_cpu_ms?.toFixed(3)} ms, Redis CPU ${result.exchange.redis_cpu_ms?.toFixed(3)} ms per exchange, errors ${result.exchange.errors}\n`);
-      await L.sleep(1000);
     }
-    if (!argv.includes("--skip-lag")) {
-      result.lag = await expiryLag({ broker, cfg, rc, tokens: agentTokens, n: opt("lag-n", 2000), leadMs: opt("lead", 30) * 1000 });
-      process.stderr.write(`lag of ${result.lag.n} expiries in one second: p50 ${result.lag.p50_ms} ms, p99 ${result.lag.p99_ms} ms, max ${result.lag.max_ms} ms; ${JSON.stringify(result.lag.states)}\n`);
+    // --runs R: R rounds of (exchange, lag) on the same filled Redis; the medians are reported.
+    for (let run = 1; run <= opt("runs", 1); run++) {
+      if (!argv.includes("--skip-exchange")) {
+        const x = await exchangeLoad({
+          url: broker.url,
+          tokens,
+          warmupMs: opt("warmup", 2) * 1000,
+          durationMs: opt("duration", 10) * 1000,
+          concurrency: opt("concurrency", 50),
+          watch: { procs: { broker: broker.pid, redis: redis.pid }, redisPort: redis.port },
+          runId: `${Date.now().toString(36)}r${run}`,
+        });
+        result.exchange.push({ ...x, load: os.loadavg()[0] });
+        process.stderr.write(`run ${run} exchange: ${x.rps.toFixed(0)} req/s, p99 ${x.p99_ms?.toFixed(1)} ms, broker CPU ${x.broker_cpu_ms?.toFixed(3)} ms, Redis CPU ${x.redis_cpu_ms?.toFixed(3)} ms per exchange, errors ${x.errors} (load ${os.loadavg()[0].toFixed(1)})\n`);
+        await L.sleep(1000);
+      }
+      if (!argv.includes("--skip-lag")) {
+        const g = await expiryLag({ broker, cfg, rc, tokens: agentTokens, n: opt("lag-n", 2000), leadMs: opt("lead", 30) * 1000 });
+        result.lag.push({ ...g, load: os.loadavg()[0] });
+        process.stderr.write(`run ${run} lag of ${g.n} expiries in one second: p50 ${g.p50_ms} ms, p99 ${g.p99_ms} ms, max ${g.max_ms} ms; ${JSON.stringify(g.states)} (load ${os.loadavg()[0].toFixed(1)})\n`);
+      }
     }
+    const med = (xs) => L.median(xs.filter((x) => typeof x === "number"));
+    result.median = {
+      broker_cpu_ms: med(result.exchange.map((x) => x.broker_cpu_ms)),
+      redis_cpu_ms: med(result.exchange.map((x) => x.redis_cpu_ms)),
+      rps: med(result.exchange.map((x) => x.rps)),
+      exchange_p99_ms: med(result.exchange.map((x) => x.p99_ms)),
+      lag_p50_ms: med(result.lag.map((x) => x.p50_ms)),
+      lag_p99_ms: med(result.lag.map((x) => x.p99_ms)),
+    };
+    process.stderr.write(`medians: ${JSON.stringify(result.median)}\n`);
     if (broker.crashed()) throw new Error("the broker died during the run");
     L.emit("scale", result);
   } finally {

@@ -11,8 +11,12 @@
  * other client connected. Per-lease cost = Δused_memory / N.
  *
  * Breakdown: MEMORY USAGE (SAMPLES 0, i.e. exact) of one lease's own keys — the lease hash,
- * its BullMQ job hash, its live:task set, its audit index list — and the growth of the shared
- * structures (sorted sets, live sets, the audit stream, BullMQ's events stream) divided by N.
+ * its BullMQ job hash (earlier versions), its live:task set (a task's second and later leases,
+ * and every lease of earlier versions), its audit index list — and the growth of the shared
+ * structures (sorted sets, live sets, live:tasks, leases:policies, the audit stream, BullMQ's
+ * events stream) divided by N. MEMORY USAGE counts a listpack's bytes, not its allocation, so
+ * "without audit" (total minus the audit stream's MEMORY USAGE) reads low: scale.js measures the
+ * lease state alone (no audit) by Δused_memory.
  *
  * Usage: node scripts/bench/memory.js [--n 10000] [--listpack-value 256 (CONFIG SET hash-max-listpack-value)]
  */

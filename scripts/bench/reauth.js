@@ -244,10 +244,6 @@ async function main() {
     let firstRevokedMs = null;
     let tDone = null;
     for (;;) {
-      if (answered && !elAfter) {
-        elAfter = eventLoopDelay(broker.url);
-        mid = L.snapshot(watch);
-      }
       if (http202At !== null && !answered) {
         const line = walkLog.find((x) => x.msg === "active leases re-authorized" && x.source === "POST /v1/admin/policy/reload");
         if (line) {
@@ -255,6 +251,10 @@ async function main() {
           const { msg: _m, source: _s, level: _l, time: _t, pid: _p, hostname: _h, cedar_decisions: _c, ms: _ms, ...report } = line;
           answered = { r: { status: 200, body: { ...r.body, reauthorization: { state: "completed", ...report } } }, at: performance.now(), http202At };
         }
+      }
+      if (answered && !elAfter) {
+        elAfter = eventLoopDelay(broker.url);
+        mid = L.snapshot(watch);
       }
       const left = await remaining();
       const now = performance.now();
@@ -265,6 +265,11 @@ async function main() {
       }
       if (now - tPost > TIMEOUT_MS) throw new Error(`not done after ${TIMEOUT_MS} ms: ${left} leases of the forbidden workloads still live, answered: ${!!answered}`);
       await L.sleep(25);
+    }
+    if (!elAfter) {
+      // The answer and the last revocation landed in the same poll.
+      elAfter = eventLoopDelay(broker.url);
+      mid = L.snapshot(watch);
     }
     const after = await L.snapshot(watch);
     // A short tail of probes after the end, then stop them and wait for the last answers.

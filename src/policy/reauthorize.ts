@@ -15,8 +15,8 @@
  *
  * Cost (docs/ARCHITECTURE.md, Revocation paths; docs/BENCHMARKS.md, Issue 17): leases that agree
  * on everything a decision reads share one Cedar call (`memoizeDecisions`, src/policy/memo.ts), so
- * the walk is bounded by reading the leases: 500 per ZSCAN and pipelined HGETALL, two batches read
- * ahead of the one being decided, revocations of refused leases in flight meanwhile.
+ * the walk is bounded by reading the leases: 500 per ZSCAN and pipelined HGETALL, the next batch
+ * read while this one is decided, revocations of refused leases in flight meanwhile.
  */
 import type { Logger } from "pino";
 import type { AuditLedger } from "../audit/ledger";
@@ -31,8 +31,13 @@ import { memoizeDecisions } from "./memo";
 const SLICE_MS = 10;
 /** Lease ids per ZSCAN and leases per pipelined read (HGETALL each). */
 const BATCH = 500;
-/** Batches read ahead of the one being decided, so Redis round trips overlap the decisions. */
-const READ_AHEAD = 2;
+/**
+ * Batches read ahead of the one being decided, so Redis's work on the next batch overlaps the
+ * decisions. One is enough (parsing the reply runs on this thread anyway), and more would keep
+ * more lease objects alive across young-generation GCs (each scavenge copies them: pauses) and
+ * queue more reads in front of the request path's commands on the shared connection.
+ */
+const READ_AHEAD = 1;
 /** Revocation calls (trigger, queue, audit) in flight while the walk goes on. */
 const REVOKING = 4;
 /** Distinct decisions kept per walk (src/policy/memo.ts). */

@@ -2,7 +2,7 @@
  * POST /v1/admin/policy/reload — reloads the policies and the inventory (workloads, roles) now
  * and re-authorizes every active lease if either changed. Reloading can revoke leases, so it
  * takes `admin_revoke`. The answer waits for the re-authorization up to `waitMs` (200 with its
- * report); a longer walk (about 2,000 leases a second, docs/BENCHMARKS.md) goes on after a 202
+ * report); a longer walk (several thousand leases a second, docs/BENCHMARKS.md) goes on after a 202
  * `{reauthorization: {state: "running"}}`, and its report lands in the audit ledger
  * (`reauthorization` event) and the log, so no proxy timeout cuts an operator off mid-walk. A policy set or configuration that does not load is refused (422
  * policy_invalid, with every problem) and the running set stays in force.

@@ -88,7 +88,9 @@ describe("tracing on (telemetry.otlp_endpoint)", () => {
     expect(root.resource["service.name"]).toBe("jitbroker-test");
 
     // The children arrive in the same or a later export.
-    const expected = ["token.verify", "policy.decide", "redis.exists task", "redis.script CREATE", "backend.mint", "redis.script ACTIVATE", "audit.append"];
+    // The jwt backend mints inside the process, before the lease write that records it active
+    // (Backend.mintsLocally): no ACTIVATE span.
+    const expected = ["token.verify", "policy.decide", "redis.exists task", "backend.mint", "redis.script CREATE", "audit.append"];
     const tree = await waitFor(
       async () => {
         const spans = otlp.spans.filter((s) => s.traceId === root.traceId);
@@ -104,6 +106,7 @@ describe("tracing on (telemetry.otlp_endpoint)", () => {
     for (const s of tree) if (s !== root) expect(ids.has(s.parentSpanId!)).toBe(true);
     expect(tree.find((s) => s.name === "backend.mint")!.attributes["jitbroker.backend"]).toBe("jwt");
     expect(tree.find((s) => s.name === "redis.script CREATE")!.attributes["db.system.name"]).toBe("redis");
+    expect(tree.some((s) => s.name === "redis.script ACTIVATE")).toBe(false);
 
     // The access log line of that request carries the trace id.
     const line = logs.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.msg === "request" && l.request_id === requestId);

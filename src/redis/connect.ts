@@ -25,10 +25,11 @@ export type RedisTarget = Partial<Pick<RedisConfig, "url" | "sentinel" | "cluste
  * How a connection is used:
  *   request  request path (API, sweeper, rate limits): fails fast while Redis is away
  *            (no offline queue, one retry) so the broker answers 503 instead of hanging (I7).
- *            With ioredis auto-pipelining: the commands that concurrent requests issue in one
- *            event-loop turn go out in one write and come back in one read (one syscall each
- *            way instead of one per command; docs/BENCHMARKS.md, issue 17). Every Lua script is
- *            registered on it before traffic (src/redis/scripts.ts);
+ *            With ioredis auto-pipelining (single node and Sentinel; not on a Cluster, see
+ *            below): the commands that concurrent requests issue in one event-loop turn go out
+ *            in one write and come back in one read (one syscall each way instead of one per
+ *            command; docs/BENCHMARKS.md, issue 17). Every Lua script is registered on it
+ *            before traffic (src/redis/scripts.ts);
  *   serial   one sequential writer's own connection (the audit ledger's commits): like request,
  *            without auto-pipelining (nothing to group; and a connection that holds WATCH state
  *            must never auto-pipeline, whose deferred sends could reorder it);
@@ -132,7 +133,7 @@ export function createRedisFactory(cfg: RedisTarget, opts: FactoryOptions = {}):
       target: describeRedis(cfg),
       connect(name, use) {
         const base = useOptions(name, use, commandTimeoutMs);
-        const { enableOfflineQueue, lazyConnect, enableAutoPipelining, retryStrategy: _r, ...nodeOptions } = base;
+        const { enableOfflineQueue, lazyConnect, enableAutoPipelining: _a, retryStrategy: _r, ...nodeOptions } = base;
         const options: ClusterOptions = {
           redisOptions: {
             ...nodeOptions,
@@ -141,8 +142,10 @@ export function createRedisFactory(cfg: RedisTarget, opts: FactoryOptions = {}):
             ...(tls ? { tls } : {}),
           },
           enableOfflineQueue: enableOfflineQueue ?? true,
-          // Grouped per node: one write per node and event-loop turn.
-          enableAutoPipelining: enableAutoPipelining ?? false,
+          // No auto-pipelining on a Cluster: ioredis groups a turn's commands per node, and its
+          // pipeline then refuses keys of several slots ("All keys in the pipeline should belong
+          // to the same slots allocation group"), which sharded keyspaces hit (test/ha/cluster).
+          enableAutoPipelining: false,
           lazyConnect: lazyConnect ?? false,
           // The broker's keys are written and read on primaries only: a replica's copy may lag.
           scaleReads: "master",

@@ -254,8 +254,9 @@ export function createLeaseService(opts: LeaseServiceOptions) {
       }
     }
 
-    // I1: the revocation was scheduled before anything is minted: `create` wrote the lease into
-    // the expiry schedule ({p}:leases:due, score = expires_at) in the same script as the lease.
+    // I1: the revocation is scheduled before anything leaves the process: `create` wrote the
+    // lease into the expiry schedule ({p}:leases:due, score = expires_at) in the same script as
+    // the lease, before a remote backend mints and before a local mint's token is answered.
     const minted = early ?? (await mintAndActivate(draft, role, backend, mintReq));
     // "active": the lease is exactly what we wrote plus the handle (see store.activated).
     const lease = store.activated(draft, minted.handle, minted.backendExpiresAt?.getTime());

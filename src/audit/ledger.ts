@@ -29,8 +29,8 @@
  * flushed one batch at a time through an optimistic commit on a dedicated connection
  * (`opts.watchConnection()`, default `redis.duplicate()`, closed by `close()`), one round trip:
  *   compute the batch's ids and hashes in order from where this process last saw the chain
- *   (head mark, the stream's last-generated-id and entries-added; read once with GET + XINFO
- *   STREAM, then known from its own commits)
+ *   (head mark, the stream's last-generated-id and entries-added: known from its own commits
+ *   and the script's answers; an empty chain until the first)
  *   COMMIT script: if head and last-generated-id are still as seen: XADD stream <id> e .. h ..
  *   p .. (each), SET head, append to the lease indexes; else write nothing and answer them
  * A process that lost the race (another committed in between) learns the new state from that
@@ -386,11 +386,6 @@ function parseId(id: string): { ms: number; seq: number } {
   return { ms: Number(ms ?? 0), seq: Number(seq ?? 0) };
 }
 
-/** `last-generated-id` out of an XINFO STREAM reply (a flat name/value array). */
-function lastGeneratedId(info: unknown): string {
-  return infoField(info, "last-generated-id") ?? "0-0";
-}
-
 /** One field of an XINFO STREAM reply, as a string (undefined when absent). */
 export function infoField(info: unknown, name: string): string | undefined {
   if (!Array.isArray(info)) return undefined;
@@ -474,28 +469,17 @@ export function createAuditLedger<E extends LedgerEvent = AuditEvent>(redis: Red
   }
 
   /**
-   * Where the chain stood after this process's last commit (or last read): the head mark, the
-   * stream's last-generated-id and its entries-added counter. The commit script checks it, so a
-   * stale value only costs a retry; undefined until the first read.
+   * Where the chain stood after this process's last commit, or as the commit script last
+   * answered it: the head mark, the stream's last-generated-id and its entries-added counter.
+   * The script checks it, so a stale value only costs a retry. Until the first answer (and after
+   * an error) the guess is an empty chain: right for a new one, and otherwise refused by the
+   * script with the real state, one round trip, as a separate read would have cost.
    */
-  let seen: { head: string | null; last: string; added: number | undefined } | undefined;
-
-  async function readChain(c: Redis): Promise<NonNullable<typeof seen>> {
-    const read = await c.pipeline().get(headKey).xinfo("STREAM", streamKey).exec();
-    if (!read) throw new Error("pipeline aborted");
-    const [headRes, infoRes] = read;
-    if (headRes?.[0]) throw headRes[0];
-    if (infoRes?.[0]) {
-      if (!/no such key/i.test(infoRes[0].message)) throw infoRes[0];
-      return { head: (headRes?.[1] as string | null) ?? null, last: "0-0", added: 0 };
-    }
-    const added = infoField(infoRes?.[1], "entries-added");
-    return { head: (headRes?.[1] as string | null) ?? null, last: lastGeneratedId(infoRes?.[1]), added: added !== undefined && /^\d+$/.test(added) ? Number(added) : undefined };
-  }
+  const EMPTY_CHAIN = { head: null, last: "0-0", added: 0 } as const;
+  let seen: { head: string | null; last: string; added: number | undefined } = EMPTY_CHAIN;
 
   /** One optimistic attempt: null when the chain moved since `seen` (then `seen` is updated), else the stored events in order. */
   async function tryCommit(c: Redis, batch: Pending[]): Promise<StoredAuditEvent[][] | null> {
-    seen ??= await readChain(c);
     const state = seen;
     const prevHead = parseHeadForAppend(opts.key, state.head);
     const last = state.last === "0-0" ? { ms: 0, seq: 0 } : parseId(state.last);
@@ -556,7 +540,8 @@ export function createAuditLedger<E extends LedgerEvent = AuditEvent>(redis: Red
     const res = await runScript(c, COMMIT, [streamKey, headKey, ...indexKeys], [state.head ?? "", state.last, ...mode, newHead, String(entries.length / 5), ...entries, ...indexIds]);
     if (res[0] === 0) {
       const added = res[3];
-      seen = { head: res[1] ?? null, last: res[2], added: typeof added === "number" ? added : added !== null && /^\d+$/.test(String(added)) ? Number(added) : undefined };
+      // entries-added is an integer (0 without a stream), or nil before Redis 7.
+      seen = { head: res[1] ?? null, last: res[2], added: typeof added === "number" ? added : undefined };
       return null;
     }
     if (res[1] > 0) {
@@ -576,8 +561,8 @@ export function createAuditLedger<E extends LedgerEvent = AuditEvent>(redis: Red
         try {
           result = await tryCommit(c, batch);
         } catch (e) {
-          // Read the chain again next time: an error says nothing about where it stands.
-          seen = undefined;
+          // Ask the script again next time: an error says nothing about where the chain stands.
+          seen = EMPTY_CHAIN;
           throw e;
         }
         if (result) {

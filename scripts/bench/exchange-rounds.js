@@ -13,18 +13,16 @@
 const { spawnSync } = require("node:child_process");
 const path = require("node:path");
 
+const L = require("./lib");
+
 const argv = process.argv.slice(2);
-const args = {};
-for (let i = 0; i < argv.length; i++) {
-  if (!argv[i].startsWith("--")) continue;
-  const k = argv[i].slice(2);
-  args[k] = argv[i + 1] !== undefined && !argv[i + 1].startsWith("--") ? argv[++i] : true;
-}
-if (typeof args.before !== "string") {
+const BEFORE = L.strArg(argv, "before");
+if (typeof BEFORE !== "string") {
   console.error("usage: exchange-rounds.js --before DIR [--rounds 4] [--duration 8] [--warmup 2] [--repeat-tokens]");
   process.exit(2);
 }
-const ROUNDS = Number(args.rounds ?? 4);
+const ROUNDS = L.numArg(argv, "rounds", 4);
+const REPEAT_TOKENS = argv.includes("--repeat-tokens");
 const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
@@ -36,12 +34,12 @@ for (let r = 0; r < ROUNDS; r++) {
   const targets = r % 2 === 0 ? "limit,exchange,before" : "limit,before,exchange";
   const cmd = [
     path.join(__dirname, "exchange.js"),
-    "--duration", String(args.duration ?? 8),
-    "--warmup", String(args.warmup ?? 2),
-    "--concurrency", String(args.concurrency ?? 50),
+    "--duration", String(L.numArg(argv, "duration", 8)),
+    "--warmup", String(L.numArg(argv, "warmup", 2)),
+    "--concurrency", String(L.numArg(argv, "concurrency", 50)),
     "--targets", targets,
-    "--before", args.before,
-    ...(args["repeat-tokens"] ? ["--repeat-tokens"] : []),
+    "--before", BEFORE,
+    ...(REPEAT_TOKENS ? ["--repeat-tokens"] : []),
   ];
   const load = require("node:os").loadavg()[0];
   const out = spawnSync(process.execPath, cmd, { encoding: "utf8", maxBuffer: 64 << 20 });
@@ -81,7 +79,7 @@ const pick = (f) => median(runs.map(f));
 const summary = {
   bench: "exchange-rounds",
   rounds: ROUNDS,
-  tokens: args["repeat-tokens"] ? "repeated" : "distinct",
+  tokens: REPEAT_TOKENS ? "repeated" : "distinct",
   median: {
     after_vs_limit: pick((r) => r.after_vs_limit),
     before_vs_limit: pick((r) => r.before_vs_limit),

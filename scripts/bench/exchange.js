@@ -191,7 +191,7 @@ async function main() {
     const results = {};
     for (const t of TARGETS) {
       results[t] = await targets[t]();
-      process.stderr.write(`${t}: ${results[t].rps.toFixed(0)} req/s, p50 ${results[t].p50_ms.toFixed(1)} ms, p99 ${results[t].p99_ms.toFixed(1)} ms, errors ${results[t].errors}, cpu ms/req ${JSON.stringify(results[t].cost?.cpu_ms)}\n`);
+      process.stderr.write(`${t}: ${results[t].rps.toFixed(0)} req/s, p50 ${results[t].p50_ms.toFixed(1)} ms, p99 ${results[t].p99_ms.toFixed(1)} ms, errors ${results[t].errors}, cpu ms/req ${JSON.stringify(results[t].cost?.cpu_ms)} (of it kernel ${JSON.stringify(results[t].cost?.sys_ms)})\n`);
       await L.sleep(1000);
     }
     const out = { concurrency: CONCURRENCY, duration_s: DURATION / 1000, warmup_s: WARMUP / 1000, log_level: LOG_LEVEL ?? "info", broker_node_args: BROKER_NODE_ARGS, rate_limit: RATE_LIMIT, tokens: REPEAT_TOKENS ? "repeated" : `distinct (pool of ${pool.length})`, results };

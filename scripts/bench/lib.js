@@ -417,6 +417,16 @@ function cpuSeconds(pid) {
   }
 }
 
+/** System (kernel) CPU seconds a process has used so far, from /proc (Linux): socket and pipe I/O. */
+function sysSeconds(pid) {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+    return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[12]) / CLK_TCK;
+  } catch {
+    return NaN;
+  }
+}
+
 /** Redis INFO commandstats as {command: {calls, usec}}. */
 async function commandStats(port) {
   const { rawCommand } = dist("redis/server.js");
@@ -429,8 +439,12 @@ async function commandStats(port) {
 /** watch = {procs: {name: pid}, redisPort?}: CPU per process and Redis command counters now. */
 async function snapshot(watch = {}) {
   const cpu = {};
-  for (const [name, pid] of Object.entries(watch.procs ?? {})) cpu[name] = cpuSeconds(pid);
-  return { cpu, cmds: watch.redisPort ? await commandStats(watch.redisPort) : {} };
+  const sys = {};
+  for (const [name, pid] of Object.entries(watch.procs ?? {})) {
+    cpu[name] = cpuSeconds(pid);
+    sys[name] = sysSeconds(pid);
+  }
+  return { cpu, sys, cmds: watch.redisPort ? await commandStats(watch.redisPort) : {} };
 }
 
 /** CPU ms per request by process, and Redis calls / usec per request by command, between two snapshots. */
@@ -438,13 +452,16 @@ function costPerRequest(before, after, n) {
   if (!before || !after || n === 0) return null;
   const cpu_ms = {};
   for (const k of Object.keys(after.cpu)) cpu_ms[k] = ((after.cpu[k] - before.cpu[k]) * 1000) / n;
+  // Of that, kernel time (socket writes and reads: the cost of each round trip and log write).
+  const sys_ms = {};
+  for (const k of Object.keys(after.sys ?? {})) sys_ms[k] = ((after.sys[k] - before.sys[k]) * 1000) / n;
   const redis = {};
   for (const [cmd, a] of Object.entries(after.cmds)) {
     const b = before.cmds[cmd] ?? { calls: 0, usec: 0 };
     const calls = a.calls - b.calls;
     if (calls > 0) redis[cmd] = { calls_per_req: calls / n, usec_per_req: (a.usec - b.usec) / n };
   }
-  return { cpu_ms, redis };
+  return { cpu_ms, sys_ms, redis };
 }
 
 /** Prints one machine-readable result line (the runner collects lines starting with RESULT). */

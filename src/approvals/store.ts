@@ -26,7 +26,7 @@
  * Nothing secret: no token, no credential (I6).
  */
 import { luaScript, registerScripts, runScript } from "../redis/scripts";
-import { randomBytes } from "node:crypto";
+import { randomBase64url } from "../core/random";
 import type { Redis } from "ioredis";
 import { storeCall } from "../redis/client";
 import { newShardedId, type Keyspace, type ShardKeys } from "../redis/keys";
@@ -58,7 +58,7 @@ export interface ApprovalRequest {
   collected_ms?: number;
 }
 
-export const newRequestId = () => `rq_${randomBytes(12).toString("base64url")}`;
+export const newRequestId = () => `rq_${randomBase64url(12)}`;
 export const REQUEST_ID = /^rq_[A-Za-z0-9_-]{16}$/;
 
 const CREATE = luaScript<string>("jitApprovalCreate", `

@@ -198,7 +198,8 @@ const COMMIT = luaScript<[0, string | null, string, number | null] | [1, number]
 -- ARGV: 1 expected head ('' = none), 2 expected last-generated-id ('0-0' = no stream),
 --       3 index mode ('f' = append to field ARGV[4] of an existing hash, 'l' = RPUSH to a list
 --       with EXPIRE ARGV[4] seconds), 4 field name or TTL, 5 new head, 6 entries N,
---       7.. N entries of 5 values (id e h p n; n '' when unknown), then one value per index key:
+--       7 the link the first entry continues (its p), 8.. N entries of 4 values (id e h n; n ''
+--       when unknown; each later entry's p is the h before it), then one value per index key:
 --       its new ids, space-separated
 -- Output: {1, index writes that failed} committed | {0, head, last-generated-id, entries-added}
 --       nothing written: the chain moved (or is not as expected) since the caller read it
@@ -214,14 +215,16 @@ if ok then
 end
 if (head or '') ~= ARGV[1] or last ~= ARGV[2] then return {0, head, last, added} end
 local n = tonumber(ARGV[6])
-local at = 7
+local prev = ARGV[7]
+local at = 8
 for _ = 1, n do
-  if ARGV[at + 4] == '' then
-    redis.call('XADD', KEYS[1], ARGV[at], 'e', ARGV[at + 1], 'h', ARGV[at + 2], 'p', ARGV[at + 3], 'm', '1')
+  if ARGV[at + 3] == '' then
+    redis.call('XADD', KEYS[1], ARGV[at], 'e', ARGV[at + 1], 'h', ARGV[at + 2], 'p', prev, 'm', '1')
   else
-    redis.call('XADD', KEYS[1], ARGV[at], 'e', ARGV[at + 1], 'h', ARGV[at + 2], 'p', ARGV[at + 3], 'm', '1', 'n', ARGV[at + 4])
+    redis.call('XADD', KEYS[1], ARGV[at], 'e', ARGV[at + 1], 'h', ARGV[at + 2], 'p', prev, 'm', '1', 'n', ARGV[at + 3])
   end
-  at = at + 5
+  prev = ARGV[at + 2]
+  at = at + 4
 end
 redis.call('SET', KEYS[2], ARGV[5])
 local failed = 0
@@ -287,51 +290,77 @@ function refuse(detail: string, reason: string): BrokerError {
  * Keys that name secret material are refused (I6). Errors name the path only, never a value.
  */
 export function canonicalJSON(value: unknown): string {
-  return canon(value, "$", new Set());
+  return canon(value, [], []);
 }
 
-function canon(value: unknown, path: string, stack: Set<object>): string {
-  if (value === null) return "null";
-  if (typeof value === "object" && typeof (value as { toJSON?: unknown }).toJSON === "function") {
-    return canon((value as { toJSON: () => unknown }).toJSON(), path, stack);
+/** Whether a key names secret material; memoised, as events reuse a handful of keys (bounded: hostile events may not). */
+const secretKeyMemo = new Map<string, boolean>();
+function namesSecret(k: string): boolean {
+  let r = secretKeyMemo.get(k);
+  if (r === undefined) {
+    r = SECRET_KEYS.has(normalizeKey(k));
+    if (secretKeyMemo.size < 4096) secretKeyMemo.set(k, r);
   }
+  return r;
+}
+
+/** The JSON path of an error (`$.a[2].b`): built only when a refusal needs it. */
+function pathOf(path: (string | number)[]): string {
+  let s = "$";
+  for (const p of path) s += typeof p === "number" ? `[${p}]` : `.${p}`;
+  return s;
+}
+
+// `path` and `stack` (the objects being serialised, for cycles) are pushed and popped as the
+// walk goes: no path string per member on the way (the hot path of every audit append).
+function canon(value: unknown, path: (string | number)[], stack: object[]): string {
+  if (value === null) return "null";
   switch (typeof value) {
     case "string":
-    case "boolean":
       return JSON.stringify(value);
+    case "boolean":
+      return value ? "true" : "false";
     case "number":
-      if (!Number.isFinite(value)) throw refuse(`${path} is not a finite number`, "audit_invalid_event");
+      if (!Number.isFinite(value)) throw refuse(`${pathOf(path)} is not a finite number`, "audit_invalid_event");
       return JSON.stringify(value);
     case "object": {
-      if (stack.has(value)) throw refuse(`${path} is circular`, "audit_invalid_event");
-      stack.add(value);
-      try {
-        if (Array.isArray(value)) {
-          return `[${value
-            .map((v, i) => {
-              if (v === undefined) throw refuse(`${path}[${i}] is undefined`, "audit_invalid_event");
-              return canon(v, `${path}[${i}]`, stack);
-            })
-            .join(",")}]`;
+      if (typeof (value as { toJSON?: unknown }).toJSON === "function") return canon((value as { toJSON: () => unknown }).toJSON(), path, stack);
+      if (stack.includes(value)) throw refuse(`${pathOf(path)} is circular`, "audit_invalid_event");
+      stack.push(value);
+      let out: string;
+      if (Array.isArray(value)) {
+        out = "[";
+        for (let i = 0; i < value.length; i++) {
+          const v: unknown = value[i];
+          path.push(i);
+          if (v === undefined) throw refuse(`${pathOf(path)} is undefined`, "audit_invalid_event");
+          out += (i === 0 ? "" : ",") + canon(v, path, stack);
+          path.pop();
         }
+        out += "]";
+      } else {
         const proto = Object.getPrototypeOf(value);
-        if (proto !== Object.prototype && proto !== null) throw refuse(`${path} is not a plain object`, "audit_invalid_event");
+        if (proto !== Object.prototype && proto !== null) throw refuse(`${pathOf(path)} is not a plain object`, "audit_invalid_event");
         const rec = value as Record<string, unknown>;
-        const parts: string[] = [];
+        out = "{";
+        let first = true;
         for (const k of Object.keys(rec).sort()) {
-          const childPath = `${path}.${k}`;
-          if (SECRET_KEYS.has(normalizeKey(k))) throw refuse(`field ${childPath} names secret material (I6)`, "audit_secret_field");
+          path.push(k);
+          if (namesSecret(k)) throw refuse(`field ${pathOf(path)} names secret material (I6)`, "audit_secret_field");
           const v = rec[k];
-          if (v === undefined) continue;
-          parts.push(`${JSON.stringify(k)}:${canon(v, childPath, stack)}`);
+          if (v !== undefined) {
+            out += (first ? "" : ",") + JSON.stringify(k) + ":" + canon(v, path, stack);
+            first = false;
+          }
+          path.pop();
         }
-        return `{${parts.join(",")}}`;
-      } finally {
-        stack.delete(value);
+        out += "}";
       }
+      stack.pop();
+      return out;
     }
     default:
-      throw refuse(`${path} has type ${typeof value}, which JSON cannot carry`, "audit_invalid_event");
+      throw refuse(`${pathOf(path)} has type ${typeof value}, which JSON cannot carry`, "audit_invalid_event");
   }
 }
 
@@ -476,12 +505,21 @@ export function createAuditLedger<E extends LedgerEvent = AuditEvent>(redis: Red
    * script with the real state, one round trip, as a separate read would have cost.
    */
   const EMPTY_CHAIN = { head: null, last: "0-0", added: 0 } as const;
+
+  /** The last head mark parsed (or written) and what it says: a mark's MAC is checked once, not per batch. */
+  let parsedHead: { text: string | null; link: string; legacy: boolean } | undefined;
+  function headOf(text: string | null): { link: string; legacy: boolean } {
+    if (parsedHead !== undefined && parsedHead.text === text) return parsedHead;
+    const r = parseHeadForAppend(opts.key, text);
+    parsedHead = { text, ...r };
+    return r;
+  }
   let seen: { head: string | null; last: string; added: number | undefined } = EMPTY_CHAIN;
 
   /** One optimistic attempt: null when the chain moved since `seen` (then `seen` is updated), else the stored events in order. */
   async function tryCommit(c: Redis, batch: Pending[]): Promise<StoredAuditEvent[][] | null> {
     const state = seen;
-    const prevHead = parseHeadForAppend(opts.key, state.head);
+    const prevHead = headOf(state.head);
     const last = state.last === "0-0" ? { ms: 0, seq: 0 } : parseId(state.last);
     // The stream's entries-added counter (Redis 7): each entry's ordinal `n` continues it.
     let ordinal: number | undefined = state.added;
@@ -500,9 +538,11 @@ export function createAuditLedger<E extends LedgerEvent = AuditEvent>(redis: Red
       }
       return `${ms}-${seq}`;
     };
+    // The script chains the entries itself (each p is the h before it): only the first p is sent.
+    const firstPrev = prev;
     const add = (id: string, e: string): string => {
       const hash = keyedLink(opts.key, prev, id, e);
-      entries.push(id, e, hash, prev, ordinal === undefined ? "" : String((ordinal += 1)));
+      entries.push(id, e, hash, ordinal === undefined ? "" : String((ordinal += 1)));
       return hash;
     };
     if (prevHead.legacy) {
@@ -537,7 +577,7 @@ export function createAuditLedger<E extends LedgerEvent = AuditEvent>(redis: Red
     }
     const newHead = formatMark(opts.key, "head", { seq: lastId, link: prev });
     const mode = opts.leaseIndexField ? ["f", opts.leaseIndexField.field] : ["l", String(ttl)];
-    const res = await runScript(c, COMMIT, [streamKey, headKey, ...indexKeys], [state.head ?? "", state.last, ...mode, newHead, String(entries.length / 5), ...entries, ...indexIds]);
+    const res = await runScript(c, COMMIT, [streamKey, headKey, ...indexKeys], [state.head ?? "", state.last, ...mode, newHead, String(entries.length / 4), firstPrev, ...entries, ...indexIds]);
     if (res[0] === 0) {
       const added = res[3];
       // entries-added is an integer (0 without a stream), or nil before Redis 7.
@@ -549,6 +589,8 @@ export function createAuditLedger<E extends LedgerEvent = AuditEvent>(redis: Red
       logger?.error({ failed: res[1], stream: streamKey }, "audit lease index not written for some leases (a key of another type is in the way)");
     }
     seen = { head: newHead, last: lastId, added: ordinal };
+    // This process wrote that mark: its link is known without verifying the mark's MAC again.
+    parsedHead = { text: newHead, link: prev, legacy: false };
     return out;
   }
 

@@ -17,7 +17,7 @@
  *   - Only successful verifications are stored; a refusal is never cached.
  *   - Least recently used entries are evicted beyond `maxEntries` (0 turns the cache off).
  */
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 import type { Identity, TokenUse } from "./verify";
 
 interface Entry {
@@ -69,7 +69,8 @@ export function createVerifiedTokenCache(maxEntries: number): VerifiedTokenCache
   }
 
   return {
-    key: (token) => createHash("sha256").update(token).digest("base64url"),
+    // One-shot digest (crypto.hash): no Hash object per token.
+    key: (token) => hash("sha256", token, "base64url"),
 
     get(key, use, nowMs, generationOf) {
       if (maxEntries <= 0) return undefined;

@@ -83,9 +83,7 @@ if redis.call('EXISTS', KEYS[8]) == 1 then return 'task_completed' end
 local quota = tonumber(ARGV[1])
 if quota > 0 and redis.call('SCARD', KEYS[4]) >= quota then return 'quota_exceeded' end
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'exists' end
-local fields = {}
-for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('HSET', KEYS[1], unpack(ARGV, 8))
 redis.call('HSETNX', KEYS[10], ARGV[6], ARGV[7])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])

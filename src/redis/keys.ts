@@ -57,7 +57,8 @@
  * is its own encoding, so keys written before this encoding existed keep their meaning. A key
  * built from one id after fixed words needs no escaping: everything after the words is the id.
  */
-import { createHash, randomBytes } from "node:crypto";
+import { createHash } from "node:crypto";
+import { randomBase64url } from "../core/random";
 import { crc32 } from "node:zlib";
 
 /** Most shards `redis.shards` accepts (each shard is one more BullMQ queue and worker connection). */
@@ -172,7 +173,7 @@ export function checkShards(n: unknown): number {
  */
 export function newShardedId(kind: string, shard: number, shards: number): string {
   for (;;) {
-    const id = `${kind}_${randomBytes(12).toString("base64url")}`;
+    const id = `${kind}_${randomBase64url(12)}`;
     if (shardIndex(id, shards) === shard) return id;
   }
 }

@@ -92,6 +92,43 @@ describe("audit ledger", () => {
       loop.self = loop;
       expect(() => canonicalJSON(loop)).toThrow(/circular/);
     });
+    it("matches a plain recursive sorted-keys serialiser on 2,000 random events (a serialiser that drifts would break every link verify recomputes)", () => {
+      const ref = (v: unknown): string => {
+        if (v === null || typeof v !== "object") return JSON.stringify(v);
+        if (Array.isArray(v)) return `[${v.map(ref).join(",")}]`;
+        const o = v as Record<string, unknown>;
+        return `{${Object.keys(o).sort().filter((k) => o[k] !== undefined).map((k) => `${JSON.stringify(k)}:${ref(o[k])}`).join(",")}}`;
+      };
+      let seed = 7;
+      const rnd = (n: number): number => ((seed = (seed * 1103515245 + 12345) % 2147483648) % n);
+      const strs = ["", "a", "Zed", "ü\u2028\"\\", "\u0000x", "10", "__proto_x", "a-b", "😀", "B"];
+      const gen = (depth: number): unknown => {
+        switch (rnd(depth > 3 ? 4 : 7)) {
+          case 0: return strs[rnd(strs.length)];
+          case 1: return [0, -0, 1.5, -2e21, 1e-7, 42][rnd(6)];
+          case 2: return rnd(2) === 0;
+          case 3: return null;
+          case 4: return Array.from({ length: rnd(4) }, () => gen(depth + 1));
+          default: {
+            const o: Record<string, unknown> = {};
+            for (let i = rnd(6); i > 0; i--) o[strs[rnd(strs.length)]! + String(rnd(3))] = rnd(5) === 0 ? undefined : gen(depth + 1);
+            return o;
+          }
+        }
+      };
+      for (let i = 0; i < 2000; i++) {
+        const v = { type: "t", nested: gen(0) };
+        expect(canonicalJSON(v)).toBe(ref(v));
+      }
+    });
+    it("names the path of what it refuses, never the value", () => {
+      expect(() => canonicalJSON({ a: [1, { b: NaN }] })).toThrow("audit event refused: $.a[1].b is not a finite number");
+      expect(() => canonicalJSON({ a: { client_secret: "s3cr3t" } })).toThrow("audit event refused: field $.a.client_secret names secret material (I6)");
+      expect(() => canonicalJSON({ a: [undefined] })).toThrow("$.a[0] is undefined");
+      const shared = { x: 1 };
+      // The same object twice (not a cycle) is fine.
+      expect(canonicalJSON({ a: shared, b: [shared] })).toBe('{"a":{"x":1},"b":[{"x":1}]}');
+    });
     it("hash = sha256hex(prev + \\n + canonical event)", () => {
       const e = canonicalJSON({ type: "mint", at: "2025-01-01T00:00:00Z" });
       expect(auditHash(GENESIS_HASH, e)).toBe(createHash("sha256").update(`${"0".repeat(64)}\n${e}`).digest("hex"));

@@ -5,7 +5,7 @@
  * side by side: broker CPU / limit-server CPU, after / before, Redis CPU per exchange, p99.
  *
  * Usage: node scripts/bench/exchange-rounds.js --before DIR [--rounds 4] [--duration 8] [--warmup 2]
- *        [--repeat-tokens] [--concurrency 50]
+ *        [--repeat-tokens] [--concurrency 50] [--after-node-args "FLAGS" (Node/V8 flags of the measured broker only, without their dashes)]
  * DIR is the dist/ of the build to compare with (`npm ci && npm run build` of that commit; its
  * directory also needs node_modules/ and config/ beside dist/). Prints one line per run and a
  * final `RESULT {json}`.
@@ -40,6 +40,7 @@ for (let r = 0; r < ROUNDS; r++) {
     "--targets", targets,
     "--before", BEFORE,
     ...(REPEAT_TOKENS ? ["--repeat-tokens"] : []),
+    ...(typeof L.strArg(argv, "after-node-args") === "string" ? ["--after-node-args", L.strArg(argv, "after-node-args")] : []),
   ];
   const load = require("node:os").loadavg()[0];
   const out = spawnSync(process.execPath, cmd, { encoding: "utf8", maxBuffer: 64 << 20 });

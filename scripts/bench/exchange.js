@@ -50,6 +50,10 @@ const LOG_LEVEL = args["log-level"]; // optional: e.g. warn, to measure the cost
 // Optional: run the broker with V8's TurboFan inlining off (a mitigation for the V8 crash, see
 // docs/BENCHMARKS.md).
 const BROKER_NODE_ARGS = args["no-turbo-inlining"] ? ["--no-turbo-inlining"] : [];
+// Optional: extra Node/V8 flags for the measured broker only (not `before`), space-separated and
+// without their leading dashes (the argument parser takes "--x" for an option), e.g.
+// --after-node-args "max-semi-space-size=32" to compare a runtime setting side by side.
+const AFTER_NODE_ARGS = typeof args["after-node-args"] === "string" ? args["after-node-args"].split(" ").filter(Boolean).map((f) => `--${f}`) : [];
 const RATE_LIMIT = args["rate-limit"] === "off" ? "off" : "on";
 
 const TOKEN_POOL = Number(args["token-pool"] ?? 12000);
@@ -140,7 +144,7 @@ async function main() {
   let limit;
   let before;
   try {
-    broker = await L.spawnBroker(dir, cfg, { logLevel: LOG_LEVEL, nodeArgs: BROKER_NODE_ARGS });
+    broker = await L.spawnBroker(dir, cfg, { logLevel: LOG_LEVEL, nodeArgs: [...BROKER_NODE_ARGS, ...AFTER_NODE_ARGS] });
     bare = await L.spawnBare(await L.freePort());
     limit = TARGETS.includes("limit") ? await L.spawnLimit(await L.freePort(), dir, cfg, issuer) : null;
     if (BEFORE) {
@@ -194,7 +198,7 @@ async function main() {
       process.stderr.write(`${t}: ${results[t].rps.toFixed(0)} req/s, p50 ${results[t].p50_ms.toFixed(1)} ms, p99 ${results[t].p99_ms.toFixed(1)} ms, errors ${results[t].errors}, cpu ms/req ${JSON.stringify(results[t].cost?.cpu_ms)} (of it kernel ${JSON.stringify(results[t].cost?.sys_ms)})\n`);
       await L.sleep(1000);
     }
-    const out = { concurrency: CONCURRENCY, duration_s: DURATION / 1000, warmup_s: WARMUP / 1000, log_level: LOG_LEVEL ?? "info", broker_node_args: BROKER_NODE_ARGS, rate_limit: RATE_LIMIT, tokens: REPEAT_TOKENS ? "repeated" : `distinct (pool of ${pool.length})`, results };
+    const out = { concurrency: CONCURRENCY, duration_s: DURATION / 1000, warmup_s: WARMUP / 1000, log_level: LOG_LEVEL ?? "info", broker_node_args: BROKER_NODE_ARGS, after_node_args: AFTER_NODE_ARGS, rate_limit: RATE_LIMIT, tokens: REPEAT_TOKENS ? "repeated" : `distinct (pool of ${pool.length})`, results };
     if (results.bare && results.exchange) out.ratio = results.exchange.rps / results.bare.rps;
     // Issue 17's yardstick: broker CPU per exchange over the limit server's, same run.
     const cpu = (t) => results[t]?.cost?.cpu_ms?.server;

@@ -29,6 +29,15 @@ describe("per-workload rate limit (one registered script)", () => {
     expect(Number(await redis.pttl(key(3, "w")))).toBeGreaterThan(58_000);
   });
 
+  it("the first request of a window gives the counter its expiry (a counter without one would limit the workload forever)", async () => {
+    const { limiter, key } = setup();
+    expect(await codeOf(limiter.consume("first", 5))).toBe("ok");
+    expect(await redis.get(key(5, "first"))).toBe("1");
+    const ttl = Number(await redis.pttl(key(5, "first")));
+    expect(ttl).toBeGreaterThan(58_000);
+    expect(ttl).toBeLessThanOrEqual(60_000);
+  });
+
   it("a counter left without an expiry (written by hand) does not limit a workload forever", async () => {
     const { limiter, key } = setup();
     await redis.set(key(2, "stuck"), "99");

@@ -33,9 +33,10 @@ const CONSUME = luaScript<[number, number]>(
 -- Output: {count in this window including this request, ms until the window ends}
 -- A fixed window: the first request of a window creates the counter with its expiry; a counter
 -- that lost its expiry (written by hand) gets one, so no workload is limited forever.
-redis.call('SET', KEYS[1], 0, 'EX', ARGV[1], 'NX')
+-- Two calls a request: INCR, then PTTL, or EXPIRE when INCR just created the counter.
 local n = redis.call('INCR', KEYS[1])
-local ttl = redis.call('PTTL', KEYS[1])
+local ttl = -1
+if n > 1 then ttl = redis.call('PTTL', KEYS[1]) end
 if ttl < 0 then
   redis.call('EXPIRE', KEYS[1], ARGV[1])
   ttl = 1000 * tonumber(ARGV[1])

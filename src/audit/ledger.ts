@@ -233,11 +233,15 @@ for k = 3, #KEYS do
   at = at + 1
   local r
   if ARGV[3] == 'f' then
-    r = redis.pcall('EXISTS', KEYS[k])
-    if r == 1 then
-      local v = redis.pcall('HGET', KEYS[k], ARGV[4])
-      if type(v) == 'string' then v = v .. ' ' .. ids else v = ids end
-      r = redis.pcall('HSET', KEYS[k], ARGV[4], v)
+    -- Only into a hash that exists (a field read proves it; else EXISTS): never re-creates a lease.
+    local v = redis.pcall('HGET', KEYS[k], ARGV[4])
+    if type(v) == 'string' then
+      r = redis.pcall('HSET', KEYS[k], ARGV[4], v .. ' ' .. ids)
+    elseif type(v) == 'table' and v.err then
+      r = v
+    else
+      r = redis.pcall('EXISTS', KEYS[k])
+      if r == 1 then r = redis.pcall('HSET', KEYS[k], ARGV[4], ids) end
     end
   else
     local list = {}

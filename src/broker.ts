@@ -262,6 +262,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
       trigger: "redis.script TRIGGER",
       finish: "redis.script FINISH",
       finishMany: "redis.script FINISH",
+      forRevocation: "redis.script REVOCATION_VIEW",
       fail: "redis.script FAIL",
       addChild: "redis.script ADD_CHILD",
       completeTask: "redis.script COMPLETE_TASK",

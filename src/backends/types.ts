@@ -8,6 +8,9 @@
 import type { RoleConfig } from "../config/schema";
 import type { Lease } from "../leases/types";
 
+/** The part of a lease a backend's `revoke` sees. */
+export type RevocationTarget = Pick<Lease, "id" | "workload" | "task_id" | "backend">;
+
 export type RevocationKind = "revocable" | "deny_by_session" | "expiry_only";
 
 export interface MintResult {
@@ -64,7 +67,11 @@ export interface Backend {
    * only after their lease is written, so that a crash can always be revoked (I1).
    */
   readonly mintsLocally?: boolean;
-  revoke(lease: Lease, handle: Record<string, string>): Promise<void>;
+  /**
+   * Revokes the credential with its handle. Only the lease's id, workload, task and backend are
+   * given (the revoker reads no more of the lease than revocation needs, src/leases/store.ts).
+   */
+  revoke(lease: RevocationTarget, handle: Record<string, string>): Promise<void>;
   status?(): BackendStatus;
   /** Stops timers and connections (reconciliation, token renewal). */
   close?(): Promise<void>;

@@ -14,7 +14,7 @@ import type { Logger } from "pino";
 import type { AuditLedger } from "../audit/ledger";
 import { BackendError, backendErrorCode, type Backend, type BackendErrorCode } from "../backends/types";
 import type { LeaseMetrics } from "./metrics";
-import type { LeaseStore, StoredLease } from "./store";
+import type { LeaseStore, RevokingLease } from "./store";
 
 export interface RevokerOptions {
   store: LeaseStore;
@@ -89,7 +89,7 @@ export function createRevoker(opts: RevokerOptions) {
   };
 
   /** Triggers the live children of a lease being revoked; answers the ids this call moved. */
-  async function cascade(lease: StoredLease): Promise<string[]> {
+  async function cascade(lease: RevokingLease): Promise<string[]> {
     const kids = await opts.store.children(lease.id);
     if (kids.length === 0) return [];
     const trigger = lease.revocation?.trigger ?? "expiry";
@@ -98,7 +98,7 @@ export function createRevoker(opts: RevokerOptions) {
     const moved = await opts.store.trigger(kids, { trigger: "parent_revoked", ...(by ? { by } : {}), reason });
     if (moved.length > 0) {
       const at = new Date(now()).toISOString();
-      const live = (await opts.store.getMany(moved)).filter((l): l is StoredLease => l !== null);
+      const live = (await opts.store.forRevocation(moved)).filter((l): l is RevokingLease => l !== null);
       await opts.audit.appendMany(
         live.map((l) => ({ type: "revocation_requested", at, lease_id: l.id, workload: l.workload, task_id: l.task_id, actor: by ?? "system", trigger: "parent_revoked", parent_lease_id: lease.id, reason })),
       );
@@ -107,11 +107,11 @@ export function createRevoker(opts: RevokerOptions) {
   }
 
   async function revokeIds(ids: string[], out: RevokeOutcome): Promise<void> {
-    const leases = await opts.store.getMany(ids);
+    const leases = await opts.store.forRevocation(ids);
     await Promise.all(leases.map((l) => (l ? revokeOne(l, out) : Promise.resolve())));
   }
 
-  async function revokeOne(lease: StoredLease, out: RevokeOutcome): Promise<void> {
+  async function revokeOne(lease: RevokingLease, out: RevokeOutcome): Promise<void> {
     if (lease.state !== "revoking" && lease.state !== "revoke_failed") return;
     const backend = opts.backends.get(lease.backend);
     try {
@@ -163,8 +163,8 @@ export function createRevoker(opts: RevokerOptions) {
    * recorded only after its own backend revocation succeeded; until FINISH it stays revoking in
    * the due set, so a process that dies in between leaves it to the sweeper (I3).
    */
-  let finishing: { lease: StoredLease; resolve: (f: Final) => void; reject: (e: unknown) => void }[] = [];
-  function finishSoon(lease: StoredLease): Promise<Final> {
+  let finishing: { lease: RevokingLease; resolve: (f: Final) => void; reject: (e: unknown) => void }[] = [];
+  function finishSoon(lease: RevokingLease): Promise<Final> {
     return new Promise<Final>((resolve, reject) => {
       if (finishing.push({ lease, resolve, reject }) === 1) setImmediate(() => void finishBatch());
     });

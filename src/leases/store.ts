@@ -235,6 +235,41 @@ return out
 `,
 );
 
+/**
+ * The fields revocation reads of a lease (`forRevocation`), in the order REVOCATION_VIEW answers
+ * them: what the revoker, the backends' `revoke`, FINISH and FAIL use, and the `revoked` event.
+ */
+const REVOCATION_FIELDS = ["state", "backend", "role", "workload", "task_id", "issuer", "handle", "op", "tat", "iat", "trig", "by", "reason", "att", "hk"] as const;
+
+const REVOCATION_VIEW = luaScript<(string | null)[]>(
+  "jitLeaseRevocationView",
+  `
+-- KEYS: lease keys.  ARGV: the field names to read (F of them)
+-- Output: per lease, in order, its F values (nil when absent; no state: the lease is gone). A
+-- value of 61 bytes or more may be the first of its pieces (f.1, f.2...: a value over 64 bytes is
+-- stored in pieces of at most 64, never split inside a character): they are joined here.
+local out = {}
+local n = #ARGV
+for i = 1, #KEYS do
+  local h = redis.call('HMGET', KEYS[i], unpack(ARGV))
+  for j = 1, n do
+    local v = h[j]
+    if v and #v >= 61 then
+      local k = 1
+      local p = redis.call('HGET', KEYS[i], ARGV[j] .. '.' .. k)
+      while p do
+        v = v .. p
+        k = k + 1
+        p = redis.call('HGET', KEYS[i], ARGV[j] .. '.' .. k)
+      end
+    end
+    out[#out + 1] = v
+  end
+end
+return out
+`,
+);
+
 const FAIL = luaScript<LeaseState | "missing" | "now_failed">(
   "jitLeaseFail",
   `
@@ -344,6 +379,54 @@ export interface StoredLease extends Lease {
   has_children: boolean;
 }
 
+/**
+ * What revocation needs of a lease: the revoker, the backends' `revoke`, FINISH, FAIL and the
+ * `revoked` event use nothing else. `forRevocation` reads just these (REVOCATION_VIEW, one script
+ * per batch) instead of the whole record; a StoredLease is one too.
+ */
+export type RevokingLease = Pick<
+  StoredLease,
+  "id" | "state" | "backend" | "role" | "workload" | "task_id" | "handle" | "op" | "trigger_at" | "issued_ms" | "revocation_kind" | "revocation" | "revoke_attempts" | "has_children"
+> & { identity: Pick<Lease["identity"], "issuer"> };
+
+/** Where each of REVOCATION_FIELDS is in a lease's part of REVOCATION_VIEW's answer. */
+const RV = Object.fromEntries(REVOCATION_FIELDS.map((f, i) => [f, i])) as Record<(typeof REVOCATION_FIELDS)[number], number>;
+
+/** A lease's part of REVOCATION_VIEW's answer (from offset `o`) as a RevokingLease; null when the lease is gone. */
+function revocationView(id: string, v: (string | null)[], o: number): RevokingLease | null {
+  const state = v[o + RV.state];
+  if (!state) return null;
+  const backend = v[o + RV.backend] as Lease["backend"];
+  const handle = v[o + RV.handle];
+  const tat = v[o + RV.tat];
+  const lease: RevokingLease = {
+    id,
+    state: state as LeaseState,
+    backend,
+    role: v[o + RV.role]!,
+    workload: v[o + RV.workload]!,
+    task_id: v[o + RV.task_id]!,
+    identity: { issuer: v[o + RV.issuer]! },
+    handle: handle ? (JSON.parse(handle) as Record<string, string>) : null,
+    op: v[o + RV.op] ?? null,
+    trigger_at: tat ? Number(tat) : null,
+    issued_ms: Number(v[o + RV.iat]),
+    revocation_kind: REVOCATION_KIND[backend] ?? "expiry_only",
+    has_children: v[o + RV.hk] === "1",
+  };
+  const trig = v[o + RV.trig];
+  if (trig) {
+    lease.revocation = { trigger: trig as RevocationTrigger };
+    const by = v[o + RV.by];
+    const reason = v[o + RV.reason];
+    if (by) lease.revocation.by = by;
+    if (reason) lease.revocation.reason = reason;
+  }
+  const att = v[o + RV.att];
+  if (att) lease.revoke_attempts = Number(att);
+  return lease;
+}
+
 export interface LeaseFilter {
   workload?: string;
   task_id?: string;
@@ -365,7 +448,7 @@ type Selector = "workload" | "role" | "issuer" | "task";
 /** The lease store of one shard: every key of one call is under that shard's hash tag. */
 function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) {
   const now = opts.now ?? Date.now;
-  registerScripts(redis, [CREATE, ACTIVATE, TRIGGER, EXPIRE_DUE, FINISH, FAIL, ADD_CHILD, COMPLETE_TASK]);
+  registerScripts(redis, [CREATE, ACTIVATE, TRIGGER, EXPIRE_DUE, FINISH, FAIL, ADD_CHILD, COMPLETE_TASK, REVOCATION_VIEW]);
   const k = {
     lease: sk.lease,
     due: sk.leasesDue,
@@ -466,12 +549,20 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
     return ids.map((id, i) => decode(id, hs[i]!));
   }
 
+  /** The leases as revocation needs them (REVOCATION_VIEW: one script, a dozen fields each); null for a lease that is gone. */
+  async function forRevocation(ids: string[]): Promise<(RevokingLease | null)[]> {
+    if (ids.length === 0) return [];
+    const v = await storeCall(() => runScript(redis, REVOCATION_VIEW, ids.map(k.lease), REVOCATION_FIELDS as unknown as string[]));
+    const n = REVOCATION_FIELDS.length;
+    return ids.map((id, i) => revocationView(id, v, i * n));
+  }
+
   /**
    * revoking/revoke_failed → revoked (or expired when the trigger was expiry), for many leases in
    * one script. Per lease, in order: the terminal state set, or "unchanged" when the lease was in
    * no such state (already finished by a concurrent revoker, or gone).
    */
-  async function finishMany(leases: StoredLease[]): Promise<("revoked" | "expired" | "unchanged")[]> {
+  async function finishMany(leases: RevokingLease[]): Promise<("revoked" | "expired" | "unchanged")[]> {
     if (leases.length === 0) return [];
     const at = String(now());
     const keys = [k.due, k.failed, k.tasks];
@@ -587,7 +678,7 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
     finishMany,
 
     /** `finishMany` of one lease. */
-    async finish(lease: StoredLease): Promise<"revoked" | "expired" | "unchanged"> {
+    async finish(lease: RevokingLease): Promise<"revoked" | "expired" | "unchanged"> {
       return (await finishMany([lease]))[0]!;
     },
 
@@ -595,7 +686,7 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
      * Records a failed revocation attempt; after `failAfter` attempts the lease shows revoke_failed.
      * Returns "now_failed" only to the one caller whose attempt made that transition.
      */
-    async fail(lease: StoredLease, error: string, failAfter: number, nextAttemptAt: number): Promise<LeaseState | "missing" | "now_failed"> {
+    async fail(lease: Pick<RevokingLease, "id" | "op">, error: string, failAfter: number, nextAttemptAt: number): Promise<LeaseState | "missing" | "now_failed"> {
       return storeCall(() =>
         runScript(
           redis,
@@ -608,6 +699,7 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
 
     get,
     getMany,
+    forRevocation,
 
     /**
      * Registers `childId` as delegated from `parentId` while the parent is active ("ok"), else
@@ -829,8 +921,8 @@ export function createLeaseStore(redis: Redis, keys: Keyspace, opts: LeaseStoreO
       for (const [s, g] of byShard(ids)) out.push(...(await s.trigger(g.ids, t)));
       return out;
     },
-    finish: (lease: StoredLease) => ofId(lease.id).finish(lease),
-    async finishMany(leases: StoredLease[]): Promise<("revoked" | "expired" | "unchanged")[]> {
+    finish: (lease: RevokingLease) => ofId(lease.id).finish(lease),
+    async finishMany(leases: RevokingLease[]): Promise<("revoked" | "expired" | "unchanged")[]> {
       const out = new Array<"revoked" | "expired" | "unchanged">(leases.length);
       await Promise.all(
         [...byShard(leases.map((l) => l.id))].map(async ([s, g]) => {
@@ -840,13 +932,23 @@ export function createLeaseStore(redis: Redis, keys: Keyspace, opts: LeaseStoreO
       );
       return out;
     },
-    fail: (lease: StoredLease, error: string, failAfter: number, nextAttemptAt: number) => ofId(lease.id).fail(lease, error, failAfter, nextAttemptAt),
+    fail: (lease: Pick<RevokingLease, "id" | "op">, error: string, failAfter: number, nextAttemptAt: number) => ofId(lease.id).fail(lease, error, failAfter, nextAttemptAt),
     get: (id: string) => ofId(id).get(id),
     async getMany(ids: string[]): Promise<(StoredLease | null)[]> {
       const out: (StoredLease | null)[] = new Array<StoredLease | null>(ids.length).fill(null);
       await Promise.all(
         [...byShard(ids)].map(async ([s, g]) => {
           const got = await s.getMany(g.ids);
+          got.forEach((l, i) => (out[g.at[i]!] = l));
+        }),
+      );
+      return out;
+    },
+    async forRevocation(ids: string[]): Promise<(RevokingLease | null)[]> {
+      const out: (RevokingLease | null)[] = new Array<RevokingLease | null>(ids.length).fill(null);
+      await Promise.all(
+        [...byShard(ids)].map(async ([s, g]) => {
+          const got = await s.forRevocation(g.ids);
           got.forEach((l, i) => (out[g.at[i]!] = l));
         }),
       );

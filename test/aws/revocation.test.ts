@@ -86,12 +86,12 @@ describe("aws_sts revocation policy", () => {
     // 3 s before its end by this broker's clock: that clock may be up to the margin (60 s)
     // ahead of AWS's or of the minting broker's, so the session may live a minute more: denied.
     clock.advance(900_000 - 3_000);
-    await h.backend.revoke({ ...m!.lease, revocation: { trigger: "expiry" } }, m!.handle);
+    await h.backend.revoke(m!.lease, m!.handle);
     expect(puts()).toBe(1);
     expect(server.denies(server.session(m!.lease.id))).toBe(true);
     // Ended more than the margin minus 5 s ago: dead whatever the skew; nothing is written.
     clock.advance(3_000 + DEFAULT_CLOCK_SKEW_MARGIN_MS - NOT_WORTH_DENYING_MS);
-    await h.backend.revoke({ ...n!.lease, revocation: { trigger: "expiry" } }, n!.handle);
+    await h.backend.revoke(n!.lease, n!.handle);
     expect(puts()).toBe(1);
   });
 
@@ -101,7 +101,7 @@ describe("aws_sts revocation policy", () => {
       const r = server.addRole("expiring-0");
       const [m] = await mintMany(h0, r, clock.now(), 1, 900);
       clock.advance(900_000 - 3_000);
-      await h0.backend.revoke({ ...m!.lease, revocation: { trigger: "expiry" } }, m!.handle);
+      await h0.backend.revoke(m!.lease, m!.handle);
       expect(server.calls("PutRolePolicy").filter((c) => c.params.RoleName === "expiring-0")).toHaveLength(0);
       expect(server.policy("expiring-0", POLICY_NAME)).toBeNull();
     } finally {

@@ -192,6 +192,74 @@ describe("FINISH of many leases in one script (the store)", () => {
     expect((await store.getOp("op_finishtest01"))!.revoked).toBe("3");
   });
 
+  it("the revoker reads only what revocation needs, the same as the whole record says, with values stored in pieces joined (a hostile-length issuer, handle or reason is read whole)", async () => {
+    const keys = createKeyspace(`rv${randomBytes(4).toString("hex")}`);
+    const store = createLeaseStore(redis, keys, { retentionSeconds: 60, taskRetentionSeconds: 60 });
+    const now = Date.now();
+    // Values over 64 bytes are stored in pieces (multi-byte characters never split); one of 63
+    // bytes is stored whole and must not be joined with anything.
+    const longIssuer = `https://idp.example/${"é".repeat(40)}/tenant`;
+    const longWorkload = `spiffe://prod.example/ns/payments/sa/${"w".repeat(60)}`;
+    const task63 = "t".repeat(63);
+    const mk = (id: string, over: Partial<NewLease> = {}): NewLease => ({
+      id,
+      role: "orders-read",
+      backend: "vault",
+      workload: "w",
+      task: { id: `task-${id}`, intent: "", tool: "", destination: "", sensitivity: "" },
+      issuedAt: now - 1000,
+      expiresAt: now + 60_000,
+      identity: { kind: "oidc", issuer: "idp", subject: "s" },
+      policy: { ids: ["p"], hash: "00".repeat(32) },
+      ...over,
+    });
+    const a = mk("l_rva", { identity: { kind: "spiffe", issuer: longIssuer, subject: "s" }, workload: longWorkload });
+    const b = mk("l_rvb", { task: { id: task63, intent: "", tool: "", destination: "", sensitivity: "" }, backend: "jwt" });
+    const c = mk("l_rvc");
+    for (const l of [a, c]) expect(await store.create(l, 0)).toBe("ok");
+    expect(await store.create(b, 0, { handle: { jti: b.id } })).toBe("ok");
+    const handle = { lease_id: `database/creds/orders-read/${"x".repeat(90)}`, accessor: "acc" };
+    expect(await store.activate(a.id, handle)).toBe("active");
+    expect(await store.addChild(b.id, now + 60_000, "l_rvkid")).toBe("ok");
+    const reason = `policy change: ${"r".repeat(100)}`;
+    expect(await store.trigger([a.id, b.id], { trigger: "operator", by: "ops@example", reason, op: "op_rvtest0001" })).toHaveLength(2);
+    expect(await store.fail((await store.get(b.id))!, "down", 5, now + 5000)).toBe("revoking");
+
+    const view = await store.forRevocation([a.id, "l_missing", b.id, c.id]);
+    const full = await store.getMany([a.id, "l_missing", b.id, c.id]);
+    expect(view[1]).toBeNull();
+    for (const i of [0, 2, 3]) {
+      const v = view[i]!;
+      const f = full[i]!;
+      expect(v).toEqual({
+        id: f.id,
+        state: f.state,
+        backend: f.backend,
+        role: f.role,
+        workload: f.workload,
+        task_id: f.task_id,
+        identity: { issuer: f.identity.issuer },
+        handle: f.handle,
+        op: f.op,
+        trigger_at: f.trigger_at,
+        issued_ms: f.issued_ms,
+        revocation_kind: f.revocation_kind,
+        has_children: f.has_children,
+        ...(f.revocation ? { revocation: { trigger: f.revocation.trigger, ...(f.revocation.by ? { by: f.revocation.by } : {}), ...(f.revocation.reason ? { reason: f.revocation.reason } : {}) } } : {}),
+        ...(f.revoke_attempts ? { revoke_attempts: f.revoke_attempts } : {}),
+      });
+    }
+    expect(view[0]).toMatchObject({ workload: longWorkload, identity: { issuer: longIssuer }, handle, state: "revoking", op: "op_rvtest0001", revocation: { trigger: "operator", by: "ops@example", reason } });
+    expect(view[2]).toMatchObject({ task_id: task63, has_children: true, revoke_attempts: 1, handle: { jti: b.id } });
+    expect(view[3]).toMatchObject({ state: "issuing", op: null, trigger_at: null });
+    expect(view[3]!.revocation).toBeUndefined();
+    // FINISH with the view ends the leases and clears every live set (the keys come from it).
+    expect(await store.finishMany([view[0]!, view[2]!])).toEqual(["revoked", "revoked"]);
+    expect(await store.countLive("workload", longWorkload)).toBe(0);
+    expect(await store.countLive("issuer", longIssuer)).toBe(0);
+    expect(await store.countLive("task", task63)).toBe(0);
+  });
+
   it("a FINISH whose reply is lost (command timeout) still answers which leases it ended, so their events are not lost", async () => {
     const keys = createKeyspace(`fto${randomBytes(4).toString("hex")}`);
     // A private Redis (it will be paused), a client that gives up on a reply after 100 ms.

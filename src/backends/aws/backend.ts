@@ -54,7 +54,7 @@ import type { Lease } from "../../leases/types";
 import type { Keyspace } from "../../redis/keys";
 import type { BackendDeps } from "../registry";
 import { AWS_STS_DEFAULTS } from "./config";
-import { BackendError, remainingSeconds, type Backend, type BackendStatus, type MintRequest, type MintResult } from "../types";
+import { BackendError, remainingSeconds, type Backend, type BackendStatus, type MintRequest, type MintResult, type RevocationTarget } from "../types";
 import { GC_GRACE_MS, fitDenyPolicy, mergeDenyState, parseDenyPolicy, stateDenies, type FitResult, type RevokedSession } from "./deny";
 import { createRoleLock, type LockGuard } from "./lock";
 import { roleAccountOf, roleNameOf, sessionNameOf, sessionTags, sourceIdentityOf } from "./names";
@@ -132,7 +132,7 @@ interface SessionHandle {
 }
 
 interface Pending {
-  lease: Lease;
+  lease: RevocationTarget;
   handle: SessionHandle;
   resolve: () => void;
   reject: (e: unknown) => void;
@@ -457,7 +457,7 @@ export function createAwsStsBackend(opts: AwsStsBackendOptions): AwsStsBackend {
 
   // ---- revoke -----------------------------------------------------------------------------
 
-  function readHandle(lease: Lease, h: Record<string, string>): SessionHandle {
+  function readHandle(lease: RevocationTarget, h: Record<string, string>): SessionHandle {
     for (const f of HANDLE_FIELDS) {
       if (typeof h[f] !== "string" || h[f] === "") throw new BackendError(`lease ${lease.id}: its aws_sts handle has no ${f}`, "misconfigured");
     }
@@ -474,7 +474,7 @@ export function createAwsStsBackend(opts: AwsStsBackendOptions): AwsStsBackend {
 
   const queues = new Map<string, Pending[]>();
 
-  async function revoke(lease: Lease, handle: Record<string, string>): Promise<void> {
+  async function revoke(lease: RevocationTarget, handle: Record<string, string>): Promise<void> {
     const h = readHandle(lease, handle);
     // It dies on its own (I2), even if our clock is behind AWS's or the minting broker's by the margin.
     if (h.session.expiresAt + skewMargin - now() <= NOT_WORTH_DENYING_MS) return;

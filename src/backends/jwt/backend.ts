@@ -13,7 +13,7 @@
 import { SignJWT, decodeProtectedHeader, jwtVerify, type JWTHeaderParameters, type JWTPayload, type CryptoKey, type KeyObject } from "jose";
 import type { RoleConfig } from "../../config/schema";
 import type { Lease } from "../../leases/types";
-import { BackendError, type Backend, type MintRequest, type MintResult } from "../types";
+import { BackendError, type Backend, type MintRequest, type MintResult, type RevocationTarget } from "../types";
 import type { PublicSigningJwk, SigningKeys } from "./keys";
 
 /** Header `typ` of broker-issued tokens (RFC 9068 section 2.1). */
@@ -99,7 +99,7 @@ export function createJwtBackend(opts: JwtBackendOptions): JwtBackend {
   }
 
   /** Nothing to cut at a backend: introspection answers from the lease's state. Idempotent. */
-  async function revoke(_lease: Lease, _handle: Record<string, string>): Promise<void> {
+  async function revoke(_lease: RevocationTarget, _handle: Record<string, string>): Promise<void> {
     return;
   }
 

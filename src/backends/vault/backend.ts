@@ -24,7 +24,7 @@ import type { LoadedConfig } from "../../config/load";
 import type { RoleConfig } from "../../config/schema";
 import type { Lease } from "../../leases/types";
 import type { BackendDeps } from "../registry";
-import { BackendError, remainingSeconds, type Backend, type MintResult } from "../types";
+import { BackendError, remainingSeconds, type Backend, type MintResult, type RevocationTarget } from "../types";
 import { createVaultSession, vaultTimings, VaultCallError, type VaultResponse, type VaultSession } from "./client";
 import { createReconciler, type ReconcileReport } from "./reconcile";
 import { repeat } from "../../core/repeat";
@@ -170,7 +170,7 @@ export function createVaultBackend(cfg: LoadedConfig, deps: VaultBackendDeps): V
     }
   }
 
-  async function revoke(lease: Lease, handle: Record<string, string>): Promise<void> {
+  async function revoke(lease: RevocationTarget, handle: Record<string, string>): Promise<void> {
     try {
       if (handle.lease_id) {
         if ((await revokeLeaseId(handle.lease_id, "revoke")) === "gone") logger.info({ lease_id: lease.id }, "vault lease already gone");

@@ -34,7 +34,7 @@ import type { AuditLedger } from "../audit/ledger";
 import type { Keyspace } from "../redis/keys";
 import type { LeaseMetrics } from "./metrics";
 import { backoffMs, toRetry, type Revoker } from "./revoker";
-import type { LeaseStore, ShardStore } from "./store";
+import type { LeaseStore, RevokingLease, ShardStore } from "./store";
 import type { RevocationTrigger } from "./types";
 
 export const QUEUE_NAME = "revocations";
@@ -154,14 +154,15 @@ export function startRevocationWorker(opts: WorkerOptions) {
     let failure: { e: unknown } | null = null;
     for await (const ids of chunks) {
       if (failure) break;
-      const moved = await opts.store.trigger(ids, { trigger: data.trigger, by: data.by, reason: data.reason, op: data.op });
+      // The moved leases come back as revocation needs them (no second read).
+      const moved = await opts.store.triggerForRevocation(ids, { trigger: data.trigger, by: data.by, reason: data.reason, op: data.op });
       if (moved.length === 0) continue;
       triggered += moved.length;
       // Counted before the revocations can finish (revoked never runs ahead of triggered), and
       // added to, so that a retried job's count continues the first attempt's.
       await opts.store.incrOp(data.op, "triggered", moved.length);
       const p: Promise<void> = (async () => {
-        const outcome = await opts.revoker.revoke(moved);
+        const outcome = await opts.revoker.revokeLeases(moved);
         // Leases that failed get their own retrying job; the bulk job moves on (I4).
         await opts.queue.revokeSoon(toRetry(outcome));
       })()
@@ -193,9 +194,9 @@ export function startRevocationWorker(opts: WorkerOptions) {
       const at = now();
       let moved = 0;
       // Each shard's due set in turn (one with one shard).
-      for (const shard of opts.store.shardStores) moved += await walkExpiries(shard, at, async (ids) => {
+      for (const shard of opts.store.shardStores) moved += await walkExpiries(shard, at, async (_ids, leases) => {
         const p: Promise<void> = opts.revoker
-          .revoke(ids)
+          .revokeLeases(leases)
           .then((outcome) => opts.queue.revokeSoon(toRetry(outcome)))
           .then(
             () => undefined,
@@ -371,7 +372,8 @@ export type RevocationWorker = ReturnType<typeof startRevocationWorker>;
 /**
  * One walk of the expiry schedule at time `at`: EXPIRE_DUE from the head of the due set, `scan`
  * entries per step, each step triggering at most `batch` expired live leases, handed to
- * `onMoved` (awaited: it applies the back-pressure). Entries of leases already triggered stay in
+ * `onMoved` with the leases as revocation needs them, read by the same script (awaited: it
+ * applies the back-pressure). Entries of leases already triggered stay in
  * place and are stepped over by offset; moved leases leave the range (score `at` + IN_FLIGHT_MS,
  * src/leases/store.ts), so later walks do not step over them again while they are revoked.
  * Stops at the end of what is due, or after `maxSteps`. Returns how many leases it moved.
@@ -379,7 +381,7 @@ export type RevocationWorker = ReturnType<typeof startRevocationWorker>;
 export async function walkExpiries(
   store: Pick<ShardStore, "expireDue">,
   at: number,
-  onMoved: (ids: string[]) => Promise<void>,
+  onMoved: (ids: string[], leases: RevokingLease[]) => Promise<void>,
   { scan = 2000, batch = 500, maxSteps = 200 }: { scan?: number; batch?: number; maxSteps?: number } = {},
 ): Promise<number> {
   let offset = 0;
@@ -388,7 +390,7 @@ export async function walkExpiries(
     const r = await store.expireDue(at, offset, scan, batch);
     if (r.moved.length > 0) {
       moved += r.moved.length;
-      await onMoved(r.moved);
+      await onMoved(r.moved, r.leases);
     }
     // The end of what is due: fewer entries than asked, and none left unwalked for the batch cap.
     if (r.scanned < scan && r.moved.length < batch) break;

@@ -107,8 +107,11 @@ export function createRevoker(opts: RevokerOptions) {
   }
 
   async function revokeIds(ids: string[], out: RevokeOutcome): Promise<void> {
-    const leases = await opts.store.forRevocation(ids);
-    await Promise.all(leases.map((l) => (l ? revokeOne(l, out) : Promise.resolve())));
+    await revokeAll(await opts.store.forRevocation(ids), out);
+  }
+
+  async function revokeAll(leases: readonly (RevokingLease | null)[], out: RevokeOutcome): Promise<void> {
+    await Promise.all(leases.map((l) => (l ? revokeOne(l, out) : undefined)));
   }
 
   async function revokeOne(lease: RevokingLease, out: RevokeOutcome): Promise<void> {
@@ -221,6 +224,15 @@ export function createRevoker(opts: RevokerOptions) {
     async revoke(ids: string[]): Promise<RevokeOutcome> {
       const out: RevokeOutcome = { done: [], failed: [] };
       await revokeIds(ids, out);
+      return out;
+    },
+    /**
+     * `revoke` of leases already read as revocation needs them (the trigger that moved them
+     * answered them: `store.triggerForRevocation`, the expiry poller's `expireDue`).
+     */
+    async revokeLeases(leases: readonly RevokingLease[]): Promise<RevokeOutcome> {
+      const out: RevokeOutcome = { done: [], failed: [] };
+      await revokeAll(leases, out);
       return out;
     },
   };

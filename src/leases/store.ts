@@ -122,28 +122,66 @@ return st
 `,
 );
 
-const TRIGGER = luaScript<string[]>(
+/**
+ * The fields revocation reads of a lease (`forRevocation`), in the order REVOCATION_VIEW answers
+ * them: what the revoker, the backends' `revoke`, FINISH and FAIL use, and the `revoked` event.
+ */
+const REVOCATION_FIELDS = ["state", "backend", "role", "workload", "task_id", "issuer", "handle", "op", "tat", "iat", "trig", "by", "reason", "att", "hk"] as const;
+
+/**
+ * Lua: appends a lease's values of `fields` to `out` (false when absent). A value of 61 bytes or
+ * more may be the first of its pieces (f.1, f.2...: a value over 64 bytes is stored in pieces of
+ * at most 64, never split inside a character): they are joined here.
+ */
+const LUA_VIEW = `
+local function view(key, fields, out)
+  local h = redis.call('HMGET', key, unpack(fields))
+  for j = 1, #fields do
+    local v = h[j]
+    if v and #v >= 61 then
+      local k = 1
+      local p = redis.call('HGET', key, fields[j] .. '.' .. k)
+      while p do
+        v = v .. p
+        k = k + 1
+        p = redis.call('HGET', key, fields[j] .. '.' .. k)
+      end
+    end
+    out[#out + 1] = v
+  end
+end
+`;
+
+const TRIGGER = luaScript<(string | null)[]>(
   "jitLeaseTrigger",
   `
 -- KEYS: 1 due, 2.. lease keys.  ARGV: 1 trigger, 2 by, 3 reason, 4 now ms, 5 op id or '',
 --       6 only-if-expired ('1': trigger only leases whose expires_at <= now), 7 due-set score of a
---       triggered lease (now + IN_FLIGHT_MS), 8.. lease ids
--- Output: the ids this call moved to revoking
+--       triggered lease (now + IN_FLIGHT_MS), 8 F: how many field names follow (0: none),
+--       9..8+F field names, then the lease ids (one per lease key)
+-- Output: the ids this call moved to revoking; with F > 0 each id followed by its F values
+--       (false when absent, pieces joined: what REVOCATION_VIEW answers)
 -- Moves each live, untriggered lease to 'revoking' (the first trigger wins) and makes it due at ARGV[7].
+${LUA_VIEW}
+local nf = tonumber(ARGV[8])
+local fields = {}
+for j = 1, nf do fields[j] = ARGV[8 + j] end
+local set = {'state', 'revoking', 'trig', ARGV[1], 'tat', ARGV[4]}
+if ARGV[2] ~= '' then set[#set + 1] = 'by' set[#set + 1] = ARGV[2] end
+if ARGV[3] ~= '' then set[#set + 1] = 'reason' set[#set + 1] = ARGV[3] end
+if ARGV[5] ~= '' then set[#set + 1] = 'op' set[#set + 1] = ARGV[5] end
 local out = {}
 for i = 2, #KEYS do
-  local id = ARGV[6 + i]
+  local id = ARGV[7 + nf + i]
   local st = redis.call('HGET', KEYS[i], 'state')
   if st == 'issuing' or st == 'active' then
     local ok = true
     if ARGV[6] == '1' then ok = tonumber(redis.call('HGET', KEYS[i], 'exp')) <= tonumber(ARGV[4]) end
     if ok then
-      redis.call('HSET', KEYS[i], 'state', 'revoking', 'trig', ARGV[1], 'tat', ARGV[4])
-      if ARGV[2] ~= '' then redis.call('HSET', KEYS[i], 'by', ARGV[2]) end
-      if ARGV[3] ~= '' then redis.call('HSET', KEYS[i], 'reason', ARGV[3]) end
-      if ARGV[5] ~= '' then redis.call('HSET', KEYS[i], 'op', ARGV[5]) end
+      redis.call('HSET', KEYS[i], unpack(set))
       redis.call('ZADD', KEYS[1], ARGV[7], id)
       out[#out + 1] = id
+      if nf > 0 then view(KEYS[i], fields, out) end
     end
   end
 end
@@ -151,24 +189,29 @@ return out
 `,
 );
 
-const EXPIRE_DUE = luaScript<[number, ...string[]]>(
+const EXPIRE_DUE = luaScript<[number, ...(string | null)[]]>(
   "jitLeaseExpireDue",
   `
 -- KEYS: 1 due.  ARGV: 1 now ms, 2 offset, 3 entries to scan, 4 at most this many to trigger,
 --       5 lease key prefix ({p}:lease:, same hash tag as KEYS[1]), 6 due-set score of a triggered
---       lease (now + IN_FLIGHT_MS)
--- Output: {scanned, id...}: walks the due entries with score <= now from the offset and triggers
--- (expiry) each live, untriggered lease whose exp <= now, like TRIGGER; entries of leases already
--- triggered (revocation in flight) are passed over, so they cannot stall the walk. A moved lease's
--- score becomes ARGV[6], past the range: the next offset is offset + scanned - moved. An entry
--- without its lease hash is dropped.
+--       lease (now + IN_FLIGHT_MS), 7.. field names to answer for each moved lease (may be none)
+-- Output: {scanned, id, values..., id, values...}: walks the due entries with score <= now from
+-- the offset and triggers (expiry) each live, untriggered lease whose exp <= now, like TRIGGER,
+-- answering each moved id followed by its values of ARGV[7..] (false when absent, pieces joined:
+-- what REVOCATION_VIEW answers); entries of leases already triggered (revocation in flight) are
+-- passed over, so they cannot stall the walk. A moved lease's score becomes ARGV[6], past the
+-- range: the next offset is offset + scanned - moved. An entry without its lease hash is dropped.
+${LUA_VIEW}
 local now = tonumber(ARGV[1])
 local max = tonumber(ARGV[4])
+local fields = {}
+for j = 7, #ARGV do fields[#fields + 1] = ARGV[j] end
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', ARGV[2], ARGV[3])
 local out = {0}
 local scanned = 0
+local moved = 0
 for _, id in ipairs(ids) do
-  if #out > max then break end
+  if moved >= max then break end
   scanned = scanned + 1
   local key = ARGV[5] .. id
   local h = redis.call('HMGET', key, 'state', 'exp')
@@ -177,7 +220,9 @@ for _, id in ipairs(ids) do
   elseif (h[1] == 'issuing' or h[1] == 'active') and tonumber(h[2]) <= now then
     redis.call('HSET', key, 'state', 'revoking', 'trig', 'expiry', 'tat', ARGV[1])
     redis.call('ZADD', KEYS[1], ARGV[6], id)
+    moved = moved + 1
     out[#out + 1] = id
+    if #fields > 0 then view(key, fields, out) end
   end
 end
 out[1] = scanned
@@ -235,37 +280,15 @@ return out
 `,
 );
 
-/**
- * The fields revocation reads of a lease (`forRevocation`), in the order REVOCATION_VIEW answers
- * them: what the revoker, the backends' `revoke`, FINISH and FAIL use, and the `revoked` event.
- */
-const REVOCATION_FIELDS = ["state", "backend", "role", "workload", "task_id", "issuer", "handle", "op", "tat", "iat", "trig", "by", "reason", "att", "hk"] as const;
-
 const REVOCATION_VIEW = luaScript<(string | null)[]>(
   "jitLeaseRevocationView",
   `
 -- KEYS: lease keys.  ARGV: the field names to read (F of them)
--- Output: per lease, in order, its F values (nil when absent; no state: the lease is gone). A
--- value of 61 bytes or more may be the first of its pieces (f.1, f.2...: a value over 64 bytes is
--- stored in pieces of at most 64, never split inside a character): they are joined here.
+-- Output: per lease, in order, its F values (false when absent; no state: the lease is gone),
+-- values stored in pieces joined
+${LUA_VIEW}
 local out = {}
-local n = #ARGV
-for i = 1, #KEYS do
-  local h = redis.call('HMGET', KEYS[i], unpack(ARGV))
-  for j = 1, n do
-    local v = h[j]
-    if v and #v >= 61 then
-      local k = 1
-      local p = redis.call('HGET', KEYS[i], ARGV[j] .. '.' .. k)
-      while p do
-        v = v .. p
-        k = k + 1
-        p = redis.call('HGET', KEYS[i], ARGV[j] .. '.' .. k)
-      end
-    end
-    out[#out + 1] = v
-  end
-end
+for i = 1, #KEYS do view(KEYS[i], ARGV, out) end
 return out
 `,
 );
@@ -445,6 +468,15 @@ export interface LeaseStoreOptions {
 
 type Selector = "workload" | "role" | "issuer" | "task";
 
+/** How a revocation is triggered (TRIGGER): who, why, for which bulk op; only leases already expired. */
+export interface TriggerOptions {
+  trigger: RevocationTrigger;
+  by?: string;
+  reason?: string;
+  op?: string;
+  onlyIfExpired?: boolean;
+}
+
 /** The lease store of one shard: every key of one call is under that shard's hash tag. */
 function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) {
   const now = opts.now ?? Date.now;
@@ -547,6 +579,26 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
     });
     await resolvePolicies(hs);
     return ids.map((id, i) => decode(id, hs[i]!));
+  }
+
+  function runTrigger(ids: string[], t: TriggerOptions, views: boolean): Promise<(string | null)[]> {
+    const at = now();
+    const fields: readonly string[] = views ? REVOCATION_FIELDS : [];
+    return storeCall(() =>
+      runScript(redis, TRIGGER, [k.due, ...ids.map(k.lease)], [t.trigger, t.by ?? "", t.reason ?? "", String(at), t.op ?? "", t.onlyIfExpired ? "1" : "0", String(at + IN_FLIGHT_MS), String(fields.length), ...fields, ...ids]),
+    );
+  }
+
+  /** The leases of an answer made of ids each followed by its REVOCATION_FIELDS values, from offset `from`. */
+  function viewsOf(r: readonly unknown[], from: number): RevokingLease[] {
+    const out: RevokingLease[] = [];
+    const v = r as (string | null)[];
+    for (let o = from; o < v.length; o += REVOCATION_FIELDS.length + 1) {
+      const l = revocationView(v[o]!, v, o + 1);
+      // A moved lease has a state; a record damaged in between is the sweeper's to retry.
+      if (l) out.push(l);
+    }
+    return out;
   }
 
   /** The leases as revocation needs them (REVOCATION_VIEW: one script, a dozen fields each); null for a lease that is gone. */
@@ -657,22 +709,31 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
      * Triggers revocation of live, untriggered leases: issuing/active → revoking, due now. Returns
      * the ids that this call moved (others were already triggered or terminal).
      */
-    async trigger(ids: string[], t: { trigger: RevocationTrigger; by?: string; reason?: string; op?: string; onlyIfExpired?: boolean }): Promise<string[]> {
+    async trigger(ids: string[], t: TriggerOptions): Promise<string[]> {
       if (ids.length === 0) return [];
-      const at = now();
-      return storeCall(() =>
-        runScript(redis, TRIGGER, [k.due, ...ids.map(k.lease)], [t.trigger, t.by ?? "", t.reason ?? "", String(at), t.op ?? "", t.onlyIfExpired ? "1" : "0", String(at + IN_FLIGHT_MS), ...ids]),
-      );
+      return (await runTrigger(ids, t, false)) as string[];
+    },
+
+    /**
+     * `trigger`, answering the moved leases as revocation needs them (`forRevocation`, read in the
+     * same script): the caller that revokes what it triggered saves a round trip and a read.
+     */
+    async triggerForRevocation(ids: string[], t: TriggerOptions): Promise<RevokingLease[]> {
+      if (ids.length === 0) return [];
+      return viewsOf(await runTrigger(ids, t, true), 0);
     },
 
     /**
      * The expiry schedule's one step (the worker's poller, src/leases/queue.ts): triggers, as
      * expired, the live leases due by `at` among `scan` due entries from `offset`. Returns how
-     * many entries it walked and the ids it moved (see EXPIRE_DUE for the next offset).
+     * many entries it walked, the ids it moved (see EXPIRE_DUE for the next offset) and those
+     * leases as revocation needs them (`forRevocation`, read in the same script).
      */
-    async expireDue(at: number, offset: number, scan: number, max: number): Promise<{ scanned: number; moved: string[] }> {
-      const [scanned, ...moved] = await storeCall(() => runScript(redis, EXPIRE_DUE, [k.due], [String(at), String(offset), String(scan), String(max), k.lease(""), String(at + IN_FLIGHT_MS)]));
-      return { scanned, moved };
+    async expireDue(at: number, offset: number, scan: number, max: number): Promise<{ scanned: number; moved: string[]; leases: RevokingLease[] }> {
+      const r = await storeCall(() => runScript(redis, EXPIRE_DUE, [k.due], [String(at), String(offset), String(scan), String(max), k.lease(""), String(at + IN_FLIGHT_MS), ...REVOCATION_FIELDS]));
+      const moved: string[] = [];
+      for (let o = 1; o < r.length; o += REVOCATION_FIELDS.length + 1) moved.push(r[o] as string);
+      return { scanned: r[0], moved, leases: viewsOf(r, 1) };
     },
 
     finishMany,
@@ -903,7 +964,7 @@ export function createLeaseStore(redis: Redis, keys: Keyspace, opts: LeaseStoreO
     /** Each shard's store: the expiry poller walks each one's due set (walkExpiries in src/leases/queue.ts). */
     shardStores: shards as readonly ShardStore[],
     /** A walk step of one due set, so per shard: use `shardStores`. */
-    expireDue: (): Promise<{ scanned: number; moved: string[] }> => Promise.reject(new Error("with several shards the due sets are walked one by one (shardStores)")),
+    expireDue: (): Promise<{ scanned: number; moved: string[]; leases: RevokingLease[] }> => Promise.reject(new Error("with several shards the due sets are walked one by one (shardStores)")),
     keys: { ...shards[0]!.keys, lease: (id: string) => ofId(id).keys.lease(id) },
     /** A new lease id on the workload's shard. */
     newId: (workload: string) => newShardedId("l", index.get(keys.forWorkload(workload))!, shards.length),
@@ -916,9 +977,14 @@ export function createLeaseStore(redis: Redis, keys: Keyspace, opts: LeaseStoreO
     created: shards[0]!.created,
     activated: shards[0]!.activated,
     activate: (id: string, handle: Record<string, string>, backendExpiresAt?: number) => ofId(id).activate(id, handle, backendExpiresAt),
-    async trigger(ids: string[], t: Parameters<ShardStore["trigger"]>[1]): Promise<string[]> {
+    async trigger(ids: string[], t: TriggerOptions): Promise<string[]> {
       const out: string[] = [];
       for (const [s, g] of byShard(ids)) out.push(...(await s.trigger(g.ids, t)));
+      return out;
+    },
+    async triggerForRevocation(ids: string[], t: TriggerOptions): Promise<RevokingLease[]> {
+      const out: RevokingLease[] = [];
+      for (const [s, g] of byShard(ids)) out.push(...(await s.triggerForRevocation(g.ids, t)));
       return out;
     },
     finish: (lease: RevokingLease) => ofId(lease.id).finish(lease),

@@ -222,11 +222,18 @@ describe("FINISH of many leases in one script (the store)", () => {
     expect(await store.activate(a.id, handle)).toBe("active");
     expect(await store.addChild(b.id, now + 60_000, "l_rvkid")).toBe("ok");
     const reason = `policy change: ${"r".repeat(100)}`;
-    expect(await store.trigger([a.id, b.id], { trigger: "operator", by: "ops@example", reason, op: "op_rvtest0001" })).toHaveLength(2);
+    const triggered = await store.triggerForRevocation([a.id, c.id, b.id, c.id], { trigger: "operator", by: "ops@example", reason, op: "op_rvtest0001" });
+    // c moved once (first trigger wins), and each moved lease comes back as forRevocation reads it.
+    expect(triggered.map((l) => l.id)).toEqual([a.id, c.id, b.id]);
+    expect(triggered).toEqual(await store.forRevocation([a.id, c.id, b.id]));
+    expect(await store.trigger([c.id], { trigger: "owner" })).toEqual([]);
+    await store.finishMany([triggered[1]!]);
     expect(await store.fail((await store.get(b.id))!, "down", 5, now + 5000)).toBe("revoking");
+    const c2 = mk("l_rvc2");
+    expect(await store.create(c2, 0)).toBe("ok");
 
-    const view = await store.forRevocation([a.id, "l_missing", b.id, c.id]);
-    const full = await store.getMany([a.id, "l_missing", b.id, c.id]);
+    const view = await store.forRevocation([a.id, "l_missing", b.id, c2.id]);
+    const full = await store.getMany([a.id, "l_missing", b.id, c2.id]);
     expect(view[1]).toBeNull();
     for (const i of [0, 2, 3]) {
       const v = view[i]!;

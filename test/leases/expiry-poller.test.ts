@@ -6,7 +6,7 @@
 import { randomBytes } from "node:crypto";
 import { Redis } from "ioredis";
 import { walkExpiries } from "../../src/leases/queue";
-import { createLeaseStore, type LeaseStore, type NewLease } from "../../src/leases/store";
+import { createLeaseStore, type LeaseStore, type NewLease, type RevokingLease } from "../../src/leases/store";
 import { createKeyspace } from "../../src/redis/keys";
 
 let redis: Redis;
@@ -43,8 +43,17 @@ function setup() {
 
 async function walk(store: LeaseStore, at: number, opts: { scan: number; batch: number }) {
   const batches: string[][] = [];
-  const moved = await walkExpiries(store, at, async (ids) => void batches.push(ids), opts);
-  return { moved, batches, ids: batches.flat().sort() };
+  const handed: RevokingLease[] = [];
+  const moved = await walkExpiries(
+    store,
+    at,
+    async (ids, leases) => {
+      batches.push(ids);
+      handed.push(...leases);
+    },
+    opts,
+  );
+  return { moved, batches, ids: batches.flat().sort(), handed };
 }
 
 describe("expiry poller", () => {
@@ -55,6 +64,10 @@ describe("expiry poller", () => {
     const r = await walk(store, T0, { scan: 7, batch: 4 });
     expect(r.ids).toEqual([...expired].sort());
     expect(Math.max(...r.batches.map((b) => b.length))).toBeLessThanOrEqual(4);
+    // Each moved lease is handed over as revocation reads it, from the same script: no second read.
+    expect(r.handed.map((l) => l.id)).toEqual(r.batches.flat());
+    expect(r.handed).toEqual(await store.forRevocation(r.batches.flat()));
+    expect(r.handed.every((l) => l.state === "revoking" && l.revocation?.trigger === "expiry" && l.trigger_at === T0)).toBe(true);
     for (const l of await store.getMany(expired)) expect(l).toMatchObject({ state: "revoking", revocation: { trigger: "expiry" } });
     for (const l of await store.getMany(later)) expect(l?.state).toBe("issuing");
     // A second walk moves nothing: they are in flight now, not untriggered.

@@ -250,12 +250,17 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
 
   const leaseMetrics = createLeaseMetrics(metrics.registry);
   // Each lease store script is a span of its own when tracing.
+  const storeOptions = {
+    retentionSeconds: Math.ceil(cfg.leases.retention / 1000),
+    taskRetentionSeconds: Math.ceil(cfg.leases.task_retention / 1000),
+    now,
+  };
+  // The re-authorization walk reads the leases on a connection of its own, so its batch reads
+  // never sit between a request's commands and their replies (docs/ARCHITECTURE.md, Processes and connections).
+  const walkConn = connect("jitbroker-reauth", "serial");
+  const walkStore = createLeaseStore(walkConn, keys, storeOptions);
   const store = tracing.wrap(
-    createLeaseStore(redis, keys, {
-      retentionSeconds: Math.ceil(cfg.leases.retention / 1000),
-      taskRetentionSeconds: Math.ceil(cfg.leases.task_retention / 1000),
-      now,
-    }),
+    createLeaseStore(redis, keys, storeOptions),
     {
       create: "redis.script CREATE",
       activate: "redis.script ACTIVATE",
@@ -402,7 +407,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     logger,
     now,
     reauthorize: (cause) =>
-      reauthorizeLeases({ policy: policyEngine, roles: inventory.roles(), workloads, timeZone: cfg.policy.timezone, maxDepth: cfg.delegation.max_depth, store, queue, audit, metrics: leaseMetrics, logger, now }, cause),
+      reauthorizeLeases({ policy: policyEngine, roles: inventory.roles(), workloads, timeZone: cfg.policy.timezone, maxDepth: cfg.delegation.max_depth, store, reader: walkStore, queue, audit, metrics: leaseMetrics, logger, now }, cause),
   });
   // Gauges are sampled when Prometheus scrapes.
   const sampleGauges = () => sampleLeaseGauges(leaseMetrics, store, queue);
@@ -595,6 +600,7 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
         for (const b of backends.values()) await b.close?.().catch(() => undefined);
         await within(tracing.shutdown(), 5000);
         queueConn.disconnect();
+        walkConn.disconnect();
         redis.disconnect();
         if (embedded) await embedded.stop();
       })();

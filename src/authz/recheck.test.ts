@@ -2,7 +2,7 @@ import type { RoleConfig } from "../config/schema";
 import { compileWorkloads } from "../identity/workloads";
 import type { StoredLease } from "../leases/store";
 import { compilePolicies, createPolicyEngine, type PolicyEngine } from "../policy/engine";
-import { memoizeDecisions } from "../policy/memo";
+import { memoizeDecisions, memoizeRechecks } from "../policy/memo";
 import { recheckLease, type RecheckInputs } from "./recheck";
 
 const MONDAY_10 = Date.parse("2026-11-23T10:00:00Z");
@@ -231,5 +231,47 @@ describe("recheckLease with decisions shared between leases (memoizeDecisions, a
     // Both outcomes occur, and the memo did share decisions (the test is not vacuous).
     expect(new Set(alone.map((r) => r.allowed))).toEqual(new Set([true, false]));
     expect(memo.stats().evaluated).toBeLessThan(memo.stats().decisions);
+
+    // The walk's answer memo on top (memoizeRechecks): the same answers, in either order, in
+    // another time zone too, and it did share answers.
+    const decided = memoizeDecisions(policy);
+    const rechecks = memoizeRechecks({ policy: decided, roles, workloads });
+    expect(leases.map((l) => rechecks(l))).toEqual(alone);
+    expect(decided.stats().decisions).toBeLessThan(leases.length);
+    const rechecks2 = memoizeRechecks({ policy: memoizeDecisions(policy), roles, workloads });
+    expect(order.map((i) => rechecks2(leases[i]!))).toEqual(order.map((i) => alone[i]));
+    const aloneNY = leases.map((l) => recheckLease(l, { policy, roles, workloads, timeZone: "America/New_York" }));
+    const rechecksNY = memoizeRechecks({ policy: memoizeDecisions(policy), roles, workloads, timeZone: "America/New_York" });
+    expect(leases.map((l) => rechecksNY(l))).toEqual(aloneNY);
+  });
+
+  it("the walk's answer memo never reuses an answer of a replaced policy set", () => {
+    const policy = engine(POLICIES);
+    const rechecks = memoizeRechecks({ policy: memoizeDecisions(policy), roles, workloads });
+    expect(rechecks(lease()).allowed).toBe(true);
+    policy.replace(compilePolicies([{ path: "/p/p.cedar", text: `${POLICIES}\n@id("all-out") forbid (principal, action, resource);` }]));
+    expect(rechecks(lease({ id: "l_2" }))).toEqual({ allowed: false, reason: expect.stringMatching(/forbidden by all-out/) });
+  });
+
+  it("the walk's answer memo tells apart leases that differ only in what a policy reads: task id, issue minute, approval, asked TTL, person", () => {
+    const policy = engine(`${POLICIES}
+@id("picky") forbid (principal, action, resource) when {
+  context.task.id == "t-bad" || context.time.minute == 30 || context.ttl_seconds > 600 ||
+  (context has on_behalf_of && context.on_behalf_of.subject == "eve") };
+@id("approved-only") forbid (principal, action, resource) when { context.task.intent == "approve-me" && !context.approved };`);
+    const rechecks = memoizeRechecks({ policy: memoizeDecisions(policy), roles, workloads });
+    const cases: [Partial<StoredLease>, boolean][] = [
+      [{}, true],
+      [{ task_id: "t-bad", task: { id: "t-bad", intent: "", tool: "", destination: "", sensitivity: "" } }, false],
+      [{ issued_ms: MONDAY_10 + 30 * 60_000 }, false],
+      [{ issued_ms: MONDAY_10 + 31 * 60_000 }, true],
+      [{ asked_ttl_seconds: 900 }, false],
+      [{ obo: { issuer: "idp", subject: "eve", claims: {} } }, false],
+      [{ obo: { issuer: "idp", subject: "bob", claims: {} } }, true],
+      [{ task: { id: "t", intent: "approve-me", tool: "", destination: "", sensitivity: "" } }, false],
+      [{ task: { id: "t", intent: "approve-me", tool: "", destination: "", sensitivity: "" }, approval: { request_id: "rq", approved_by: "alice" } }, true],
+      [{}, true],
+    ];
+    for (const [over, allowed] of cases) expect([over, rechecks(lease(over)).allowed]).toEqual([over, allowed]);
   });
 });

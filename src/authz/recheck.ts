@@ -9,7 +9,7 @@
  */
 import type { RoleConfig } from "../config/schema";
 import type { WorkloadMatcher } from "../identity/workloads";
-import type { StoredLease } from "../leases/store";
+import type { DecisionInputs, StoredLease } from "../leases/store";
 import type { PolicyEngine } from "../policy/types";
 import { decisionContext, roleResource } from "./context";
 import { leasePrincipal } from "./principal";
@@ -39,7 +39,8 @@ export function chainContext(lease: Pick<StoredLease, "delegation" | "obo">): Re
   };
 }
 
-export function recheckLease(lease: StoredLease, inputs: RecheckInputs): Recheck {
+/** `lease` needs only its decision inputs: a whole StoredLease, or what the walk reads (`decisionInputs`). */
+export function recheckLease(lease: DecisionInputs, inputs: RecheckInputs): Recheck {
   const granted = leaseStillGranted(lease, inputs);
   if (granted.refused !== undefined) return { allowed: false, reason: granted.refused };
   const { workload: w, role } = granted;

@@ -56,6 +56,7 @@
  */
 import { createHash } from "node:crypto";
 import type { Redis } from "ioredis";
+import { BrokerError } from "../core/errors";
 import { storeCall } from "../redis/client";
 import { luaScript, registerScripts, runScript } from "../redis/scripts";
 import { newShardedId, type Keyspace, type ShardKeys } from "../redis/keys";
@@ -344,6 +345,58 @@ return 0
 `,
 );
 
+/**
+ * Lease hash fields a re-decision never reads (src/authz/recheck.ts): the re-authorization walk's
+ * read (DECISION_INPUTS) leaves them, and their pieces, in Redis. Leaving a field out is only
+ * ever a saving: a field not named here is read (a new one costs bytes, never a wrong decision).
+ */
+const NOT_DECISION_INPUTS = ["handle", "ev", "pr", "pids", "phash", "bexp", "rat", "trig", "by", "reason", "tat", "err", "att", "op", "hk"];
+
+const DECISION_INPUTS = luaScript<string>(
+  "jitLeaseDecisionInputs",
+  `
+-- KEYS: 1 due (the shard's live lease ids)
+-- ARGV: 1 ZSCAN cursor, 2 ZSCAN COUNT, 3 lease key prefix ({p}:lease:, same hash tag as KEYS[1]),
+--       4 the fields to leave out, space-separated (a field's pieces f.1, f.2... go with them)
+-- Output: a JSON text [[next cursor, skipped id...], [id, field, value, field, value...], ...]: one ZSCAN
+--   step over the due set, and an array per lease of that step in state active with its fields
+--   but those of ARGV[4], as stored (pieces not joined); the skipped ids are the leases of the
+--   step in another state (being issued, being revoked, ended). An id without a hash, or a hash without
+--   a state, is left out. As ZSCAN, an id may come in two steps.
+-- The re-authorization walk's read: ids and decision inputs in one compact reply instead of a
+-- ZSCAN and one HGETALL reply per lease (docs/BENCHMARKS.md, Issue 17).
+local skip = {}
+for f in string.gmatch(ARGV[4], '%S+') do skip[f] = true end
+local page = redis.call('ZSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
+local ids = page[2]
+local head = {page[1]}
+local out = {head}
+for n = 1, #ids, 2 do
+  local id = ids[n]
+  local h = redis.call('HGETALL', ARGV[3] .. id)
+  local st
+  for j = 1, #h, 2 do
+    if h[j] == 'state' then st = h[j + 1] break end
+  end
+  if st == 'active' then
+    local row = {id}
+    for j = 1, #h, 2 do
+      local f = h[j]
+      local dot = string.find(f, '.', 1, true)
+      if not skip[dot and string.sub(f, 1, dot - 1) or f] then
+        row[#row + 1] = f
+        row[#row + 1] = h[j + 1]
+      end
+    end
+    out[#out + 1] = row
+  elseif st then
+    head[#head + 1] = id
+  end
+end
+return cjson.encode(out)
+`,
+);
+
 export interface NewLease {
   id: string;
   role: string;
@@ -450,6 +503,137 @@ function revocationView(id: string, v: (string | null)[], o: number): RevokingLe
   return lease;
 }
 
+/**
+ * What deciding a lease again reads of it (`recheckLease`, src/authz/recheck.ts) and what
+ * revoking it needs: the inputs of its original decision, without its handle, its history or the
+ * fields only the API shows. The re-authorization walk reads these (`decisionInputs`), not
+ * whole leases.
+ */
+export type DecisionInputs = Pick<
+  StoredLease,
+  "id" | "workload" | "role" | "backend" | "task_id" | "task" | "identity" | "claims" | "ttl_seconds" | "asked_ttl_seconds" | "issued_ms" | "approval" | "delegation" | "obo"
+>;
+
+/**
+ * A lease whose decision inputs cannot be read (a damaged or hostile Redis): it cannot be
+ * decided again, so the walk revokes it (fail closed). `unreadable` names the field, never its value.
+ */
+export interface UnreadableLease {
+  id: string;
+  workload: string;
+  task_id: string;
+  unreadable: string;
+}
+
+/** A whole number of ms or seconds as stored (digits only); undefined otherwise. */
+const storedInt = (v: string | undefined): number | undefined => (v !== undefined && /^\d{1,16}$/.test(v) ? Number(v) : undefined);
+
+/** A stored JSON object (claims); undefined when it is not one. */
+function storedObject(v: string): Record<string, unknown> | undefined {
+  try {
+    const o: unknown = JSON.parse(v);
+    return o !== null && typeof o === "object" && !Array.isArray(o) ? (o as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The decision inputs of a lease hash (pieces joined here), as `decode` reads the same fields,
+ * but strict: a required field missing, a time or TTL that is not a whole number, claims that
+ * are not a JSON object make the lease unreadable instead of deciding on a wrong value (a TTL of
+ * NaN would pass every TTL check).
+ */
+export function decisionInputsOf(id: string, stored: Record<string, string>): DecisionInputs | UnreadableLease {
+  const h = joinPieces(stored);
+  const bad = (field: string): UnreadableLease => ({ id, workload: h.workload ?? "", task_id: h.task_id ?? "", unreadable: `its stored field ${field} is missing or malformed` });
+  const { role, backend, workload, task_id, issuer, subject } = h;
+  if (role === undefined) return bad("role");
+  if (backend === undefined) return bad("backend");
+  if (workload === undefined) return bad("workload");
+  if (task_id === undefined) return bad("task_id");
+  if (issuer === undefined) return bad("issuer");
+  if (subject === undefined) return bad("subject");
+  const iat = storedInt(h.iat);
+  if (iat === undefined) return bad("iat");
+  const exp = storedInt(h.exp);
+  if (exp === undefined || exp < iat) return bad("exp");
+  const ttl = ttlSeconds(iat, exp);
+  const asked = h.ask === undefined ? ttl : storedInt(h.ask);
+  if (asked === undefined) return bad("ask");
+  const claims = h.cl === undefined ? {} : storedObject(h.cl);
+  if (claims === undefined) return bad("cl");
+  let delegation: LeaseDelegation | null = null;
+  if (h.par !== undefined) {
+    const depth = h.dep === undefined ? 1 : storedInt(h.dep);
+    if (depth === undefined) return bad("dep");
+    delegation = { parent: h.par, depth, ancestors: (h.anc ?? h.par).split(" "), chain: h.chn ? h.chn.split(" ") : [] };
+  }
+  let obo: OnBehalfOf | null = null;
+  if (h.obs !== undefined) {
+    const oc = h.obc === undefined ? {} : storedObject(h.obc);
+    if (oc === undefined) return bad("obc");
+    obo = { issuer: h.obi ?? "", subject: h.obs, claims: oc as OnBehalfOf["claims"] };
+  }
+  const out: DecisionInputs = {
+    id,
+    workload,
+    role,
+    backend: backend as Lease["backend"],
+    task_id,
+    task: { id: task_id, intent: h.ti ?? "", tool: h.tt ?? "", destination: h.td ?? "", sensitivity: h.ts ?? "" },
+    identity: { kind: h.ikind as "oidc" | "spiffe", issuer, subject },
+    claims,
+    ttl_seconds: ttl,
+    asked_ttl_seconds: asked,
+    issued_ms: iat,
+    delegation,
+    obo,
+  };
+  if (h.apr) out.approval = { request_id: h.apr, approved_by: h.apb ?? "" };
+  return out;
+}
+
+/** Where a DECISION_INPUTS reply is not what the script answers: Redis is not to be trusted here. */
+const malformedReply = (what: string) =>
+  new BrokerError("store_unavailable", `the lease store (Redis) answered the re-authorization read with a malformed reply (${what})`, { reason: "redis" });
+
+/** One step of the walk's read (DECISION_INPUTS): where the next starts ("0": done), the active leases' inputs, the ids of those in another state. */
+export interface DecisionInputsPage {
+  next: string;
+  leases: (DecisionInputs | UnreadableLease)[];
+  skipped: string[];
+}
+
+/**
+ * Reads a DECISION_INPUTS reply. A reply that is not the script's shape (a hostile or broken
+ * Redis) is an error; a lease whose fields are malformed is an UnreadableLease.
+ */
+export function parseDecisionInputs(text: unknown): DecisionInputsPage {
+  if (typeof text !== "string") throw malformedReply("not a text");
+  let rows: unknown;
+  try {
+    rows = JSON.parse(text);
+  } catch {
+    throw malformedReply("not JSON");
+  }
+  if (!Array.isArray(rows) || rows.length === 0) throw malformedReply("not a list");
+  const head: unknown = rows[0];
+  const [next, ...skipped] = Array.isArray(head) ? (head as unknown[]) : [];
+  if (typeof next !== "string" || !/^\d{1,20}$/.test(next)) throw malformedReply("cursor");
+  if (!skipped.every((id) => typeof id === "string")) throw malformedReply("skipped ids");
+  const leases: (DecisionInputs | UnreadableLease)[] = [];
+  for (let r = 1; r < rows.length; r++) {
+    const row: unknown = rows[r];
+    if (!Array.isArray(row) || row.length % 2 !== 1) throw malformedReply("row shape");
+    const h = Object.create(null) as Record<string, string>;
+    for (let j = 0; j < row.length; j++) if (typeof row[j] !== "string") throw malformedReply("field");
+    for (let j = 1; j < row.length; j += 2) h[row[j] as string] = row[j + 1] as string;
+    leases.push(decisionInputsOf(row[0] as string, h));
+  }
+  return { next, leases, skipped: skipped as string[] };
+}
+
 export interface LeaseFilter {
   workload?: string;
   task_id?: string;
@@ -480,7 +664,7 @@ export interface TriggerOptions {
 /** The lease store of one shard: every key of one call is under that shard's hash tag. */
 function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) {
   const now = opts.now ?? Date.now;
-  registerScripts(redis, [CREATE, ACTIVATE, TRIGGER, EXPIRE_DUE, FINISH, FAIL, ADD_CHILD, COMPLETE_TASK, REVOCATION_VIEW]);
+  registerScripts(redis, [CREATE, ACTIVATE, TRIGGER, EXPIRE_DUE, FINISH, FAIL, ADD_CHILD, COMPLETE_TASK, REVOCATION_VIEW, DECISION_INPUTS]);
   const k = {
     lease: sk.lease,
     due: sk.leasesDue,
@@ -607,6 +791,16 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
     const v = await storeCall(() => runScript(redis, REVOCATION_VIEW, ids.map(k.lease), REVOCATION_FIELDS as unknown as string[]));
     const n = REVOCATION_FIELDS.length;
     return ids.map((id, i) => revocationView(id, v, i * n));
+  }
+
+  /**
+   * One step of the re-authorization walk over this shard's live leases (docs/BENCHMARKS.md, Issue
+   * 17): a ZSCAN step of `count` from `cursor` with the decision inputs of its active leases, in
+   * one script call and one compact reply. Start at "0"; done when `next` is "0".
+   */
+  async function decisionInputs(cursor: string, count: number): Promise<DecisionInputsPage> {
+    const text = await storeCall(() => runScript(redis, DECISION_INPUTS, [k.due], [cursor, String(count), k.lease(""), NOT_DECISION_INPUTS.join(" ")]));
+    return parseDecisionInputs(text);
   }
 
   /**
@@ -761,6 +955,7 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
     get,
     getMany,
     forRevocation,
+    decisionInputs,
 
     /**
      * Registers `childId` as delegated from `parentId` while the parent is active ("ok"), else

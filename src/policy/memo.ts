@@ -18,6 +18,9 @@
  * thousands of leases share a workload, role, task intent and issue hour: the walk then costs a
  * Cedar call per distinct request instead of one per lease.
  */
+import { timeContext } from "../authz/context";
+import { recheckLease, type Recheck, type RecheckInputs } from "../authz/recheck";
+import type { DecisionInputs } from "../leases/store";
 import { contextReads, projected, type ReadTree } from "./context-reads";
 import { toCedarRequest } from "./request";
 import type { BrokerResource, Decision, DecisionRequest, PolicyEngine, PolicySet, ResourceInfo } from "./types";
@@ -95,4 +98,72 @@ export function memoizeDecisions(engine: PolicyEngine, opts: { maxEntries?: numb
 /** Callers get their own arrays: a caller that edits a decision cannot change the memo's. */
 function copy(d: Decision): Decision {
   return { ...d, policyIds: [...d.policyIds], errors: [...d.errors] };
+}
+
+/**
+ * The text of everything `recheckLease` reads of a lease, for leases decided against one policy
+ * set and inventory: its grant (workload, identity, claims, role, backend, TTL, depth), its
+ * task's attributes, asked TTL, approval (present or not), chain and person, and, only as far as
+ * a policy of the set reads them (`reads`, src/policy/context-reads.ts), its task id and the time
+ * it was issued at. Undefined when it cannot be built (decide the lease alone).
+ */
+export function recheckKey(lease: DecisionInputs, reads: ReadTree, timeZone?: string): string | undefined {
+  try {
+    const varying = projected({ task: { id: lease.task.id }, time: timeContext(lease.issued_ms, timeZone) }, reads);
+    const t = lease.task;
+    const d = lease.delegation;
+    return JSON.stringify([
+      lease.workload,
+      lease.role,
+      lease.backend,
+      lease.identity.issuer,
+      lease.identity.subject,
+      lease.claims,
+      t.intent,
+      t.tool,
+      t.destination,
+      t.sensitivity,
+      lease.ttl_seconds,
+      lease.asked_ttl_seconds,
+      lease.approval !== undefined,
+      d ? [d.depth, d.chain] : null,
+      lease.obo,
+      varying,
+    ]);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * `recheckLease` for the leases of one walk (src/policy/reauthorize.ts), answered once for every
+ * lease with the same `recheckKey`: most leases of a walk share their workload, role, task
+ * attributes and issue hour with many others, and building their Cedar requests one by one (the
+ * decision memo's key, src/policy/memo.ts) was most of the walk's cost after reading them.
+ * Bound to the engine's policy set (emptied when it is replaced, checked on every call); at most
+ * `maxEntries` answers, then emptied. Meant for one walk: the inventory (`roles`, `workloads`)
+ * is the one the walk was started with.
+ */
+export function memoizeRechecks(inputs: RecheckInputs, opts: { maxEntries?: number } = {}): (lease: DecisionInputs) => Recheck {
+  const max = Math.max(1, opts.maxEntries ?? 10_000);
+  const memo = new Map<string, Recheck>();
+  let boundTo: PolicySet | undefined;
+  let reads: ReadTree | undefined;
+  return (lease) => {
+    // Synchronous from here to the answer: the set checked is the set that decides.
+    const set = inputs.policy.set();
+    if (set !== boundTo) {
+      memo.clear();
+      boundTo = set;
+      reads = contextReads(set);
+    }
+    const key = recheckKey(lease, reads!, inputs.timeZone);
+    if (key === undefined) return recheckLease(lease, inputs);
+    const hit = memo.get(key);
+    if (hit) return { ...hit };
+    const r = recheckLease(lease, inputs);
+    if (memo.size >= max) memo.clear();
+    memo.set(key, { ...r });
+    return r;
+  };
 }

@@ -14,32 +14,35 @@
  * walks Redis and `revokeForPolicyChange` (src/leases/policy-change.ts) ends what it refuses.
  *
  * Cost (docs/ARCHITECTURE.md, Revocation paths; docs/BENCHMARKS.md, Issue 17): leases that agree
- * on everything a decision reads share one Cedar call (`memoizeDecisions`, src/policy/memo.ts), so
- * the walk is bounded by reading the leases: 500 per ZSCAN and pipelined HGETALL, the next batch
- * read while this one is decided, revocations of refused leases in flight meanwhile.
+ * on everything a decision reads share one Cedar call (`memoizeDecisions`, src/policy/memo.ts),
+ * and leases that agree on everything `recheckLease` reads share its answer (`memoizeRechecks`),
+ * so the walk is bounded by reading the leases. It reads only their decision inputs
+ * (`store.decisionInputs`: a ZSCAN step of 250 and those leases' fields but the handle and the
+ * history, one script call and one JSON reply), on its own connection, the next step while it
+ * decides one; shards side by side; revocations of refused leases in flight meanwhile.
  */
 import type { Logger } from "pino";
 import type { AuditLedger } from "../audit/ledger";
-import { recheckLease, type RecheckInputs } from "../authz/recheck";
+import type { RecheckInputs } from "../authz/recheck";
 import type { LeaseMetrics } from "../leases/metrics";
 import { revokeForPolicyChange } from "../leases/policy-change";
 import type { RevocationQueue } from "../leases/queue";
-import type { LeaseStore, StoredLease } from "../leases/store";
-import { memoizeDecisions } from "./memo";
+import type { DecisionInputs, DecisionInputsPage, LeaseStore, ShardStore, UnreadableLease } from "../leases/store";
+import { memoizeDecisions, memoizeRechecks } from "./memo";
 
 /** Longest stretch of synchronous work without yielding the event loop (docs/BENCHMARKS.md: re-authorization). */
-const SLICE_MS = 10;
-/** Lease ids per ZSCAN and leases per pipelined read (HGETALL each). */
-const BATCH = 500;
+const SLICE_MS = 5;
 /**
- * Batches read ahead of the one being decided, so Redis's work on the next batch overlaps the
- * decisions. One is enough (parsing the reply runs on this thread anyway), and more would keep
- * more lease objects alive across young-generation GCs (each scavenge copies them: pauses) and
- * queue more reads in front of the request path's commands on the shared connection.
+ * Leases per read (one `jitLeaseDecisionInputs` call: a ZSCAN step and its leases' inputs). Redis
+ * runs a read as one script, so this bounds how long a read keeps other clients waiting (≈ 1–2 ms
+ * at 250 leases). The walk reads on its own connection (src/broker.ts), so its reads never queue
+ * in front of the request path's commands, and reads the next step while it decides one.
  */
-const READ_AHEAD = 1;
+const BATCH = 250;
 /** Revocation calls (trigger, queue, audit) in flight while the walk goes on. */
 const REVOKING = 4;
+/** Shards (`redis.shards`) walked at the same time. */
+const SHARDS_AT_ONCE = 4;
 /** Distinct decisions kept per walk (src/policy/memo.ts). */
 const MEMO_ENTRIES = 20_000;
 
@@ -52,56 +55,30 @@ export interface ReauthorizationReport {
   skipped: number;
 }
 
-/**
- * `load` applied to each item of `source` in order, up to `ahead` items ahead of the consumer:
- * the next batches are read from Redis while this one is decided. A batch that fails is
- * reported when the consumer reaches it.
- */
-async function* readAhead<T, U>(source: AsyncGenerator<T>, load: (x: T) => Promise<U>, ahead: number): AsyncGenerator<U> {
-  const pending: Promise<{ done: true } | { done: false; value: U }>[] = [];
-  let ended = false;
-  const fill = () => {
-    while (!ended && pending.length < ahead + 1) {
-      // Async generators answer next() calls in order, so the ids stay in ZSCAN order.
-      const p = source.next().then(async (n) => {
-        if (n.done) {
-          ended = true;
-          return { done: true as const };
-        }
-        return { done: false as const, value: await load(n.value) };
-      });
-      p.catch(() => undefined); // awaited below; not an unhandled rejection meanwhile
-      pending.push(p);
-    }
-  };
-  try {
-    for (;;) {
-      fill();
-      const next = await pending.shift()!;
-      if (next.done) return;
-      yield next.value;
-    }
-  } finally {
-    ended = true;
-    await source.return(undefined).catch(() => undefined);
-  }
-}
-
 export async function reauthorizeLeases(
-  deps: RecheckInputs & { store: LeaseStore; queue: RevocationQueue; audit: AuditLedger; metrics: LeaseMetrics; logger: Logger; now: () => number },
+  deps: RecheckInputs & {
+    store: LeaseStore;
+    /** The store the walk reads through: the same keys on the walk's own connection (src/broker.ts). Default: `store`. */
+    reader?: LeaseStore;
+    queue: RevocationQueue;
+    audit: AuditLedger;
+    metrics: LeaseMetrics;
+    logger: Logger;
+    now: () => number;
+  },
   cause: { actor: string; source: string },
 ): Promise<ReauthorizationReport> {
   const report: ReauthorizationReport = { policy_hash: deps.policy.set().hash, reevaluated: 0, revoked: 0, kept: 0, skipped: 0 };
-  const seen = new Set<string>();
   const at = () => new Date(deps.now()).toISOString();
   // Leases with the same decision inputs share one Cedar call (src/policy/memo.ts).
   const policy = memoizeDecisions(deps.policy, { maxEntries: MEMO_ENTRIES });
-  const inputs: RecheckInputs = { ...deps, policy };
+  // And leases that agree on everything recheckLease reads share its answer (memoizeRechecks).
+  const recheck = memoizeRechecks({ ...deps, policy } satisfies RecheckInputs, { maxEntries: MEMO_ENTRIES });
   const started = performance.now();
 
   const revoking = new Set<Promise<void>>();
   let revokeError: unknown;
-  const revoke = async (group: StoredLease[], reason: string) => {
+  const revoke = async (group: (DecisionInputs | UnreadableLease)[], reason: string) => {
     while (revoking.size >= REVOKING) await Promise.race(revoking);
     if (revokeError !== undefined) throw revokeError;
     const p = revokeForPolicyChange(deps, group, reason, cause.actor, report.policy_hash).then(
@@ -119,45 +96,65 @@ export async function reauthorizeLeases(
   };
 
   let sliceStart = performance.now();
-  const batches = readAhead(
-    deps.store.allLiveIds(BATCH),
-    (batch: string[]) => {
-      // ZSCAN may return an id twice; runs in ZSCAN order, as each batch's ids arrive.
-      const ids = batch.filter((id) => !seen.has(id));
-      for (const id of ids) seen.add(id);
-      return deps.store.getMany(ids);
-    },
-    READ_AHEAD,
-  );
-  try {
-    for await (const leases of batches) {
-      const byReason = new Map<string, StoredLease[]>();
-      for (const l of leases) {
-        // Give other requests the event loop every ~10 ms.
+  let stop = false;
+  /** One shard's live leases, step by step: read (the next step while this one is decided), decide, revoke. */
+  const walkShard = async (shard: ShardStore) => {
+    // ZSCAN may return an id in two steps: each lease is counted and decided once.
+    const seen = new Set<string>();
+    let reading: Promise<DecisionInputsPage> | null = shard.decisionInputs("0", BATCH);
+    while (reading && !stop) {
+      const page: DecisionInputsPage = await reading;
+      reading = page.next === "0" ? null : shard.decisionInputs(page.next, BATCH);
+      reading?.catch(() => undefined); // awaited on the next turn; not an unhandled rejection if the walk stops first
+      // Being issued (decided again by its own request once minted, service.issue), being revoked or ended.
+      for (const id of page.skipped) {
+        if (seen.has(id)) continue;
+        seen.add(id);
+        report.skipped++;
+      }
+      const byReason = new Map<string, (DecisionInputs | UnreadableLease)[]>();
+      for (const l of page.leases) {
+        // Give other requests the event loop every few ms.
         if (performance.now() - sliceStart > SLICE_MS) {
           await new Promise((r) => setImmediate(r));
           sliceStart = performance.now();
         }
-        // An issuing lease is decided again by its own request once minted (service.issue).
-        if (!l || l.state !== "active") {
-          if (l) report.skipped++;
-          continue;
-        }
+        if (seen.has(l.id)) continue;
+        seen.add(l.id);
         report.reevaluated++;
-        const r = recheckLease(l, inputs);
-        if (r.allowed) {
+        // A lease that cannot be decided again is not known to be allowed: it goes (fail closed).
+        const reason = "unreadable" in l ? `its decision inputs cannot be read (${l.unreadable})` : recheck(l).reason;
+        if (reason === undefined) {
           report.kept++;
           continue;
         }
-        const group = byReason.get(r.reason!);
+        const group = byReason.get(reason);
         if (group) group.push(l);
-        else byReason.set(r.reason!, [l]);
+        else byReason.set(reason, [l]);
       }
       for (const [reason, group] of byReason) await revoke(group, reason);
     }
+  };
+
+  // Shards are walked side by side, a few at a time (each one's reads overlap the others' decisions).
+  const shards = (deps.reader ?? deps.store).shardStores;
+  let next = 0;
+  let walkError: unknown;
+  const walker = async () => {
+    while (!stop && next < shards.length) {
+      const shard = shards[next++]!;
+      await walkShard(shard).catch((e: unknown) => {
+        walkError ??= e;
+        stop = true;
+      });
+    }
+  };
+  try {
+    await Promise.all(Array.from({ length: Math.min(SHARDS_AT_ONCE, shards.length) }, walker));
   } finally {
     await Promise.all(revoking);
   }
+  if (walkError !== undefined) throw walkError;
   if (revokeError !== undefined) throw revokeError;
   deps.metrics.reauthorized.inc({ outcome: "kept" }, report.kept);
   deps.metrics.reauthorized.inc({ outcome: "revoked" }, report.revoked);

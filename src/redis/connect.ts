@@ -30,7 +30,8 @@ export type RedisTarget = Partial<Pick<RedisConfig, "url" | "sentinel" | "cluste
  *            in one write and come back in one read (one syscall each way instead of one per
  *            command; docs/BENCHMARKS.md, issue 17). Every Lua script is registered on it
  *            before traffic (src/redis/scripts.ts);
- *   serial   one sequential writer's own connection (the audit ledger's commits): like request,
+ *   serial   one sequential user's own connection (the audit ledger's commits, the
+ *            re-authorization walk's reads): like request,
  *            without auto-pipelining (nothing to group; and a connection that holds WATCH state
  *            must never auto-pipeline, whose deferred sends could reorder it);
  *   queue    BullMQ Queue (adds jobs): like watch;

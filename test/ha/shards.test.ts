@@ -4,7 +4,7 @@
  * shards, audit verify) with each workload's keys on its own shard, bulk progress summed over
  * shards, and a broker whose shard count does not match the data refused at start.
  */
-import { cpSync, mkdtempSync, rmSync } from "node:fs";
+import { cpSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { Redis } from "ioredis";
@@ -21,7 +21,7 @@ let dir: string;
 beforeAll(async () => {
   dir = mkdtempSync(path.join(os.tmpdir(), "jit-shards-"));
   cpSync(path.resolve(__dirname, "../../config/policies"), dir, { recursive: true });
-  f = await startFixture({ extra: { redis: { shards: 4 }, policy: { files: [path.join(dir, "*.cedar")] }, limits: { requests_per_minute: 0 } } });
+  f = await startFixture({ extra: { redis: { shards: 4 }, policy: { files: [path.join(dir, "*.cedar")] }, limits: { requests_per_minute: 0 }, leases: { quota_per_workload: 0 } } });
   conn = new Redis(testRedisUrl());
 });
 afterAll(async () => {
@@ -78,6 +78,45 @@ it("a bulk revocation over several shards reports the progress of all of them", 
   }, 10_000, "all 4 revoked");
   expect(done).toMatchObject({ matched: 4, triggered: 4, revoked: 4, failed: 0 });
   for (const id of ids) expect((await f.call("GET", `/v1/leases/${id}`, "alice")).body.lease.state).toBe("revoked");
+});
+
+it("a policy change over several shards (walked side by side) revokes exactly the forbidden leases of every shard and keeps every other", async () => {
+  const keys = createKeyspace(f.b.config.redis.prefix, 4);
+  expect(keys.forWorkload("agent").tag).not.toBe(keys.forWorkload("agent2").tag);
+  const auth = (id: "agent" | "agent2", subject: string) => ({
+    identity: { issuer: "idp", kind: "oidc" as const, iss: f.issuer.url, subject, claims: { sub: subject }, jti: undefined, expiresAt: Date.now() + 3_600_000 },
+    workload: { id, kind: "agent" as const, owner: id === "agent" ? "a@example.com" : "a2@example.com", purpose: "support", issuer: "idp", subject, claims: {} },
+  });
+  const agents = [auth("agent", "agent-1"), auth("agent2", "agent-2")] as const;
+  // More than one read step (250) on each of the two shards.
+  const ids: { id: string; workload: string }[] = [];
+  for (let i = 0; i < 640; i += 64) {
+    ids.push(
+      ...(await Promise.all(
+        Array.from({ length: 64 }, async (_, k) => {
+          const a = agents[(i + k) % 2]!;
+          const out = await f.b.broker.service.issue(a, { role: "orders-read", task: { id: `SH-walk-${i + k}` }, ttlMs: 600_000 });
+          if (!("lease" in out)) throw new Error("expected a lease");
+          return { id: out.lease.id, workload: a.workload.id };
+        }),
+      )),
+    );
+  }
+  const file = path.join(dir, "zz-shards-walk.cedar");
+  writeFileSync(file, '@id("shards-agent2-suspended")\nforbid (principal == Workload::"agent2", action, resource);\n');
+  try {
+    const r = await f.call("POST", "/v1/admin/policy/reload", "alice");
+    expect(r.status).toBe(200);
+    expect(r.body.reauthorization.state).toBe("completed");
+    const after = await f.b.broker.store.getMany(ids.map((x) => x.id));
+    after.forEach((l, i) => {
+      if (ids[i]!.workload === "agent2") expect([l?.state, l?.revocation?.trigger, l?.revocation?.reason]).toEqual([expect.stringMatching(/^revok/), "policy_change", expect.stringMatching(/shards-agent2-suspended/)]);
+      else expect(l?.state).toBe("active");
+    });
+  } finally {
+    rmSync(file, { force: true });
+    await f.call("POST", "/v1/admin/policy/reload", "alice");
+  }
 });
 
 it("a lease id from a request that names no lease of that shard is simply not found", async () => {

@@ -12,7 +12,7 @@
  */
 import { Redis } from "ioredis";
 import { createKeyspace, newShardedId, type ShardKeys } from "../../src/redis/keys";
-import { createLeaseStore, joinPieces, pieces, type NewLease } from "../../src/leases/store";
+import { createLeaseStore, joinPieces, pieces, type NewLease, type StoredLease } from "../../src/leases/store";
 import { startFixture, waitFor, type Fixture } from "../support/fixture";
 
 /** The CREATE script of the layout before `live:tasks` and `leases:policies`, verbatim. */
@@ -267,5 +267,82 @@ describe("values over 64 bytes are stored in pieces (the lease stays a listpack)
     expect(await store.activate(l.id, { user_id: "short" })).toBe("active");
     expect((await store.get(l.id))?.handle).toEqual({ user_id: "short" });
     expect(Object.keys(await redis.hgetall(key)).filter((f) => f.startsWith("handle."))).toEqual([]);
+  });
+});
+
+describe("the re-authorization walk's read (decisionInputs) agrees with get() on every decision input, in every layout", () => {
+  /** What recheckLease reads of a lease, taken from a whole lease. */
+  const inputsOf = (l: StoredLease) => ({
+    id: l.id,
+    workload: l.workload,
+    role: l.role,
+    backend: l.backend,
+    task_id: l.task_id,
+    task: l.task,
+    identity: l.identity,
+    claims: l.claims,
+    ttl_seconds: l.ttl_seconds,
+    asked_ttl_seconds: l.asked_ttl_seconds,
+    issued_ms: l.issued_ms,
+    ...(l.approval ? { approval: l.approval } : {}),
+    delegation: l.delegation,
+    obo: l.obo,
+  });
+
+  it("reads active leases of this layout (every optional field, values in pieces) and of the layout before; leases in other states come as skipped ids", async () => {
+    const store = f.b.broker.store;
+    const now = Date.now();
+    const full: NewLease = {
+      id: newShardedId("l", 0, 1),
+      role: "orders-read",
+      backend: "jwt",
+      workload: "agent",
+      task: { id: "T-walk-full", intent: `export ${"é".repeat(50)}`, tool: "psql", destination: "db://orders/a/rather/long/destination/name/past/sixty-four/bytes", sensitivity: "high" },
+      issuedAt: now,
+      expiresAt: now + 300_000,
+      identity: { kind: "spiffe", issuer: "idp", subject: "spiffe://example.org/ns/production/sa/orders-agent-with-a-long-name" },
+      policy: { ids: ["p"], hash: "34".repeat(32) },
+      askedTtlSeconds: 900,
+      claims: { ref: "refs/heads/main", repository_id: 912345 },
+      approval: { request_id: "rq_walk", approved_by: "alice" },
+      delegation: { parent: "l_parent", depth: 2, ancestors: ["l_root", "l_parent"], chain: ["ci", "agent2"] },
+      onBehalfOf: { issuer: "idp", subject: "eve", claims: { groups: ["ops", "oncall"] } },
+    };
+    expect(await store.create(full, 0, { handle: { jti: full.id, note: "x".repeat(120) } })).toBe("ok");
+    const plain: NewLease = { ...full, id: newShardedId("l", 0, 1), task: { id: "T-walk-plain", intent: "", tool: "", destination: "", sensitivity: "" } };
+    delete plain.askedTtlSeconds;
+    delete plain.claims;
+    delete plain.approval;
+    delete plain.delegation;
+    delete plain.onBehalfOf;
+    expect(await store.create(plain, 0, { handle: { jti: plain.id } })).toBe("ok");
+    const old = await previousLayoutLease("T-walk-old");
+    const issuing: NewLease = { ...plain, id: newShardedId("l", 0, 1), task: { ...plain.task, id: "T-walk-issuing" } };
+    expect(await store.create(issuing, 0)).toBe("ok");
+    const revoked = await issue("agent", "T-walk-revoked");
+    expect((await f.call("DELETE", `/v1/leases/${revoked}`, "agent")).status).toBe(200);
+
+    const shard = store.shardStores[0]!;
+    const read = new Map<string, unknown>();
+    const skipped = new Set<string>();
+    let cursor = "0";
+    do {
+      const page = await shard.decisionInputs(cursor, 50);
+      for (const l of page.leases) read.set(l.id, l);
+      for (const id of page.skipped) skipped.add(id);
+      cursor = page.next;
+    } while (cursor !== "0");
+    for (const id of [full.id, plain.id, old]) {
+      const whole = (await store.get(id))!;
+      expect(whole.state).toBe("active");
+      expect(read.get(id)).toEqual(inputsOf(whole));
+    }
+    expect(read.get(full.id)).toMatchObject({ task: full.task, identity: full.identity, asked_ttl_seconds: 900, delegation: { depth: 2, chain: ["ci", "agent2"] } });
+    // Being issued: its own request decides it again. Being revoked: not re-evaluated.
+    expect(skipped.has(issuing.id)).toBe(true);
+    expect(read.has(issuing.id)).toBe(false);
+    const revokedState = (await store.get(revoked))!.state;
+    if (revokedState === "revoking") expect(skipped.has(revoked)).toBe(true);
+    expect(read.has(revoked)).toBe(false);
   });
 });

@@ -8,6 +8,7 @@ import os from "node:os";
 import path from "node:path";
 import { parse, stringify } from "yaml";
 import type { Backend } from "../../src/backends/types";
+import { newShardedId } from "../../src/redis/keys";
 import { startFixture, waitFor, type Fixture } from "../support/fixture";
 
 type Who = "agent" | "agent2" | "ci";
@@ -197,6 +198,98 @@ describe("re-authorization with decisions shared between leases of the same inpu
       if (ids[i]!.workload === "agent2") expect(l?.revocation).toMatchObject({ trigger: "policy_change", reason: expect.stringMatching(/agent2-suspended/) });
       else expect(l?.state).toBe("active");
     });
+  });
+});
+
+describe("re-authorization reads only a lease's decision inputs, and reads them strictly", () => {
+  let f: Fixture;
+  let dir: string;
+  beforeAll(async () => {
+    dir = mkdtempSync(path.join(os.tmpdir(), "jit-reauth-"));
+    cpSync(path.resolve(__dirname, "../../config/policies"), dir, { recursive: true });
+    f = await startFixture({ extra: { policy: { files: [path.join(dir, "*.cedar")] }, leases: { quota_per_workload: 0 }, limits: { requests_per_minute: 0 } } });
+  });
+  afterAll(async () => {
+    await f.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const issue = async (who: Who, task: string) => {
+    const r = await f.call("POST", "/v1/credentials", who, { role: "orders-read", task: { id: task } });
+    expect(r.status).toBe(201);
+    return r.body.lease.id as string;
+  };
+  const stored = (id: string) => f.b.broker.redis.hmget(f.b.broker.store.keys.lease(id), "state", "trig", "reason");
+  let policyChange = 0;
+  /** A new policy that forbids what `when` says (or nothing), then a reload: every active lease is decided again. */
+  const reloadWith = async (when = "false") => {
+    writeFileSync(path.join(dir, "zz-change.cedar"), `@id("change-${++policyChange}")\nforbid (principal, action, resource) when { ${when} };\n`);
+    const r = await f.call("POST", "/v1/admin/policy/reload", "alice");
+    expect(r.status).toBe(200);
+    return r.body.reauthorization;
+  };
+
+  it("a lease whose stored fields were tampered with is revoked (fail closed), and does not stop the walk from deciding every other lease", async () => {
+    const ids = [];
+    for (let i = 0; i < 6; i++) ids.push(await issue("agent", `TMP-${i}`));
+    const key = f.b.broker.store.keys.lease;
+    // An expiry that is not a number would make the TTL NaN, which passes every TTL check.
+    await f.b.broker.redis.hset(key(ids[0]!), "exp", "later");
+    // Claims that are not JSON: the walk before this one stopped at such a lease, and every lease after it was never decided.
+    await f.b.broker.redis.hset(key(ids[1]!), "cl", "{not json");
+    await f.b.broker.redis.hdel(key(ids[2]!), "role");
+    const report = await reloadWith();
+    // (The file watcher may re-authorize for the new file before the reload call does: the
+    // leases' states, not one walk's counts, are what is checked.)
+    expect(report).toMatchObject({ state: "completed" });
+    const expected: [string, string][] = [
+      [ids[0]!, "exp"],
+      [ids[1]!, "cl"],
+      [ids[2]!, "role"],
+    ];
+    for (const [id, field] of expected) {
+      const [state, trig, reason] = await stored(id);
+      expect(["revoking", "revoked"]).toContain(state);
+      expect(trig).toBe("policy_change");
+      expect(reason).toBe(`its decision inputs cannot be read (its stored field ${field} is missing or malformed)`);
+    }
+    for (const id of ids.slice(3)) expect((await stored(id))[0]).toBe("active");
+  });
+
+  it("a lease written by the layout before (policy inline, every lease in its task's set) is decided again: revoked when the new policy forbids it, kept otherwise", async () => {
+    const keys = f.b.broker.store.keys;
+    const oldLease = async (workload: "agent" | "agent2", subject: string, task: string) => {
+      const id = newShardedId("l", 0, 1);
+      const iat = Date.now();
+      const exp = iat + 300_000;
+      await f.b.broker.redis.hset(keys.lease(id), {
+        role: "orders-read",
+        backend: "jwt",
+        workload,
+        task_id: task,
+        state: "active",
+        iat: String(iat),
+        exp: String(exp),
+        ikind: "oidc",
+        issuer: "idp",
+        subject,
+        pids: JSON.stringify(["agents-request-read"]),
+        phash: Buffer.from("ab".repeat(32), "hex").toString("base64url"),
+        handle: JSON.stringify({ jti: id }),
+      });
+      await f.b.broker.redis.zadd(keys.due, exp, id);
+      for (const [sel, v] of [["workload", workload], ["role", "orders-read"], ["issuer", "idp"], ["task", task]] as const) await f.b.broker.redis.sadd(keys.live(sel, v), id);
+      return id;
+    };
+    const kept = await oldLease("agent", "agent-1", "OLD-1");
+    const gone = await oldLease("agent2", "agent-2", "OLD-2");
+    const report = await reloadWith('principal == Workload::"agent2"');
+    expect(report).toMatchObject({ state: "completed" });
+    const [state, trig, reason] = await stored(gone);
+    expect(["revoking", "revoked"]).toContain(state);
+    expect(trig).toBe("policy_change");
+    expect(reason).toMatch(/forbidden by change-\d+/);
+    expect((await stored(kept))[0]).toBe("active");
+    await waitFor(async () => (await stored(gone))[0] === "revoked", 10_000, "the old lease to be revoked");
   });
 });
 

@@ -13,7 +13,9 @@
  *     4. the credential signed by the project's jwt backend (jose SignJWT, ES256, the broker's
  *        signing key file)
  *     5. one Redis round trip writing the lease: an EVALSHA that writes the same lease hash
- *        fields as the broker and adds it to the due set
+ *        fields as the broker (its field names, its policy ref with the ref's `HSETNX` into
+ *        `leases:policies`, its stored handle form: src/leases/store.ts, handle.ts) and adds it
+ *        to the due set
  *   → 201 {lease, credential}
  *
  * What it leaves out is what the broker adds on top: the rate limiter, the task-completed check,
@@ -33,8 +35,10 @@ const port = Number(process.argv[2]);
 const cfg = JSON.parse(fs.readFileSync(process.argv[3], "utf8"));
 
 const WRITE = `
--- KEYS: 1 lease, 2 due.  ARGV: 1 id, 2 expires_at ms, 3.. field/value pairs.  Output: 1
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+-- KEYS: 1 lease, 2 due, 3 leases:policies.  ARGV: 1 id, 2 expires_at ms, 3 policy ref, 4 its value,
+--       5.. field/value pairs.  Output: 1
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('HSETNX', KEYS[3], ARGV[3], ARGV[4])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 return 1
 `;
@@ -43,6 +47,8 @@ async function main() {
   const { createPolicyEngine, compilePolicies, loadPolicyFiles } = L.dist("policy/engine.js");
   const { decisionContext, roleResource } = L.dist("policy/context.js");
   const { createJwtBackend } = L.dist("backends/jwt/backend.js");
+  const { policyRef } = L.dist("leases/store.js");
+  const { encodeHandle } = L.dist("leases/handle.js");
   const { loadOrCreateSigningKeys } = L.dist("backends/jwt/keys.js");
   const engine = createPolicyEngine(compilePolicies(await loadPolicyFiles(cfg.policyFiles)));
   const jwks = createLocalJWKSet(JSON.parse(fs.readFileSync(cfg.jwksFile, "utf8")));
@@ -50,7 +56,7 @@ async function main() {
   const role = cfg.role;
   const resource = roleResource(role);
   const redis = new Redis(cfg.redisUrl, { enableOfflineQueue: true, maxRetriesPerRequest: 1 });
-  redis.defineCommand("limitWrite", { numberOfKeys: 2, lua: WRITE });
+  redis.defineCommand("limitWrite", { numberOfKeys: 3, lua: WRITE });
   const tag = `{${cfg.prefix}}`;
 
   const app = express();
@@ -69,10 +75,11 @@ async function main() {
       const id = `l_${randomBytes(12).toString("base64url")}`;
       const lease = { id, role: role.name, backend: "jwt", workload: payload.sub, task_id: taskId, state: "active", issued_at: new Date(issuedAt).toISOString(), expires_at: new Date(expiresAt).toISOString() };
       const minted = await backend.mint(lease, role);
-      await redis.limitWrite(`${tag}:lease:${id}`, `${tag}:leases:due`, id, String(expiresAt),
-        "role", role.name, "backend", "jwt", "workload", payload.sub, "task_id", taskId, "state", "active", "iat", String(issuedAt), "exp", String(expiresAt),
-        "ikind", "oidc", "issuer", "idp", "subject", payload.sub, "pids", JSON.stringify(decision.policyIds), "phash", Buffer.from(decision.policyHash, "hex").toString("base64url"),
-        "handle", JSON.stringify(minted.handle));
+      const policy = { ids: decision.policyIds, hash: decision.policyHash };
+      await redis.limitWrite(`${tag}:lease:${id}`, `${tag}:leases:due`, `${tag}:leases:policies`, id, String(expiresAt),
+        policyRef(policy), `${Buffer.from(policy.hash, "hex").toString("base64url")} ${JSON.stringify(policy.ids)}`,
+        "r", role.name, "b", "jwt", "w", payload.sub, "t", taskId, "state", "active", "iat", String(issuedAt), "exp", String(expiresAt),
+        "k", "oidc", "i", "idp", "s", payload.sub, "pr", policyRef(policy), "h", encodeHandle({ id, issuedMs: issuedAt, expiresMs: expiresAt }, minted.handle, false).value);
       res.status(201).json({ lease, credential: minted.credential });
     } catch (e) {
       res.status(e?.code === "ERR_JWT_EXPIRED" || e?.code?.startsWith?.("ERR_J") ? 401 : 500).json({ error: String(e?.message ?? e) });

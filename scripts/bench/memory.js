@@ -49,6 +49,7 @@ async function main() {
       "leases:all (zset)": `${tag}:leases:all`,
       "live:tasks (hash, a task's first lease)": `${tag}:live:tasks`,
       "leases:policies (hash)": `${tag}:leases:policies`,
+      "leases:handles (hash)": `${tag}:leases:handles`,
       "live:workload:* (50 sets)": L.AGENTS > 0 ? Array.from({ length: L.AGENTS }, (_, i) => `${tag}:live:workload:${L.agentId(i)}`) : [],
       "live:role:orders-read (set)": `${tag}:live:role:orders-read`,
       "live:issuer:idp (set)": `${tag}:live:issuer:idp`,
@@ -89,7 +90,7 @@ async function main() {
 
     // One lease's own keys, averaged over a sample of 200 leases.
     const sample = [];
-    for (const id of ids.slice(0, 200)) sample.push({ id, task_id: await rc.hget(`${tag}:lease:${id}`, "task_id") });
+    for (const id of ids.slice(0, 200)) sample.push({ id, task_id: (await rc.hmget(`${tag}:lease:${id}`, "t", "task_id")).find((v) => v !== null) });
     const own = { "lease hash": 0, "bullmq job hash": 0, "live:task:<t> (set)": 0, "audit:lease:<id> (list)": 0 };
     for (const l of sample) {
       own["lease hash"] += Number(await usage(`${tag}:lease:${l.id}`));

@@ -305,8 +305,9 @@ async function main() {
       const forb = new Set(forbidden);
       for (let i = 0; i < ids.length; i += 5000) {
         const pipe = rc.pipeline();
-        for (const id of ids.slice(i, i + 5000)) pipe.hmget(`${p}:lease:${id}`, "workload", "state", "trig");
-        for (const [, [w, st, trig]] of await pipe.exec()) {
+        for (const id of ids.slice(i, i + 5000)) pipe.hmget(`${p}:lease:${id}`, "w", "state", "trig", "workload");
+        for (const [, [w0, st, trig, w1]] of await pipe.exec()) {
+          const w = w0 ?? w1;
           const k = forb.has(w) ? `forbidden:${st}:${trig}` : `allowed:${st}`;
           states[k] = (states[k] ?? 0) + 1;
         }

@@ -8,7 +8,7 @@
  *    lease's policy ids and set hash become the filled leases' decision), then stops.
  * 2. Fill: short-lived child processes (`scale.js --fill`, 100,000 leases each, two at a time)
  *    write N leases through the lease store's real code (`createLeaseStore` from dist/: CREATE,
- *    then ACTIVATE with a jwt handle, then the ledger's `ev` field, as an exchange leaves them),
+ *    then ACTIVATE with a backend handle (`--handle`), then the ledger's `ev` field, as an exchange leaves them),
  *    2,000 in flight on one auto-pipelined connection. 50 agent workloads, role orders-read, one
  *    task id per lease, expiries spread over the hour after `--ttl-min` (default 90) minutes, so
  *    none expires during the run. No audit events: the ledger grows per issuance, not per
@@ -42,19 +42,31 @@ const argv = process.argv.slice(2);
 const opt = (k, d) => L.numArg(argv, k, d);
 
 /**
- * Backend handles of the shapes the backends write (src/backends/*): jwt's is short; a Vault
- * lease id and an AWS session are longer than Redis's default hash-max-listpack-value (64).
+ * Backend handles as the backends write them (src/backends/*), with real lengths: jwt's is the
+ * lease id; a Vault dynamic-secret lease id is `<path>/<24 base62 characters>` (Vault's
+ * expiration manager); an AWS session is the role ARN, the session name (the lease id,
+ * names.ts), `aws:userid` (`<RoleId>:<session name>`, a RoleId is `AROA` + 17 characters) and
+ * upper bounds of the session's issue and end times as the backend computes them (AWS's
+ * Expiration has second precision; the session lasts the lease's remaining seconds).
  */
+const B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+const base62 = (n) => Array.from(require("node:crypto").randomBytes(n), (b) => B62[b % 62]).join("");
 const HANDLES = {
   jwt: (id) => ({ jti: id }),
-  vault: (id) => ({ lease_id: `database/creds/orders-read/${id.slice(2)}AbCdEfGh` }),
-  aws: (id) => ({
-    role_arn: "arn:aws:iam::123456789012:role/jitbroker-orders-read",
-    session_name: `jit-${id}`,
-    user_id: `AROAEXAMPLEID123456:jit-${id}`,
-    issued_at: new Date().toISOString(),
-    expires_at: new Date(Date.now() + 900_000).toISOString(),
-  }),
+  vault: () => ({ lease_id: `database/creds/orders-read/${base62(24)}` }),
+  aws: (id, lease) => {
+    const mintedAt = lease.issuedAt + 40;
+    const duration = Math.max(900, Math.floor((lease.expiresAt - mintedAt) / 1000));
+    const awsExpiry = Math.floor((mintedAt + 60 + duration * 1000) / 1000) * 1000;
+    const iso = (ms) => new Date(ms).toISOString();
+    return {
+      role_arn: "arn:aws:iam::123456789012:role/jitbroker/orders-read",
+      session_name: id,
+      user_id: `AROA3XFRBF535PLBIFPI4:${id}`,
+      issued_at: iso(awsExpiry - duration * 1000 + 1000),
+      expires_at: iso(Math.max(awsExpiry, mintedAt + 90 + duration * 1000)),
+    };
+  },
 };
 
 /** The fill child: writes leases FROM..FROM+COUNT through the lease store. */
@@ -87,7 +99,7 @@ async function fill(dir, from, count) {
       };
       const created = await store.create(lease, 0);
       if (created !== "ok") throw new Error(`create ${id}: ${created}`);
-      const activated = await store.activate(id, HANDLES[spec.handle](id));
+      const activated = await store.activate(id, HANDLES[spec.handle](id, lease), undefined, { issuedAt, expiresAt });
       if (activated !== "active") throw new Error(`activate ${id}: ${activated}`);
       // The mint event's id, as the audit ledger appends it to the lease hash (field ev).
       await redis.hset(leaseKey(id), "ev", `${issuedAt}-0`);

@@ -137,7 +137,7 @@ export function createLeaseService(opts: LeaseServiceOptions) {
 
     let state;
     try {
-      state = await store.activate(id, minted.handle, minted.backendExpiresAt?.getTime());
+      state = await store.activate(id, minted.handle, minted.backendExpiresAt?.getTime(), { issuedAt: draft.issuedAt, expiresAt: draft.expiresAt });
     } catch (e) {
       // Redis may be gone: revoke from what we wrote, not from what we could read back.
       await undoMint(store.created(draft), id, backend, minted, "could not record the lease");

@@ -24,6 +24,9 @@
  *                                  issued under one policy set by the same policies); written with
  *                                  the lease, never changed (content-addressed), one entry per
  *                                  distinct (policy set, determining policies) pair
+ *   {p}:leases:handles      hash   handle ref -> the shared part of backend handles (a Vault lease
+ *                                  path, an AWS role ARN and RoleId) that a lease's field `h` names
+ *                                  (src/leases/handle.ts); written with the handle, never changed
  *   {p}:task:<w>:<t>        string completion ms: task completed (I5); EXPIRE = task retention;
  *                                  <w> and <t> escaped by keys.taskMarker (ids may hold `:`)
  *   {p}:leases:failed       set    lease ids in state revoke_failed (metrics, operators)
@@ -31,14 +34,17 @@
  *   {p}:kids:<id>           set    ids of the leases delegated from lease <id> (RFC 8693, src/oauth);
  *                                  EXPIRE = the parent's remaining life + retention
  *
- * Lease hash fields: role backend workload task_id state iat (issued_at ms) exp (expires_at
- * ms) bexp (backend_expires_at ms) rat (revoked_at ms) trig by reason tat (trigger ms) ikind
- * issuer subject pr (policy ref: a field of {p}:leases:policies holding the policy-set hash and
- * the determining policy ids; leases written before it hold them inline as pids (JSON) and phash
- * (base64url), still read) ti tt td ts (task intent, tool, destination, sensitivity; absent when
- * empty). The revocation kind follows from the backend and the TTL from iat/exp, so neither is
+ * Lease hash fields: r b w t (role, backend, workload, task id) state iat (issued_at ms) exp
+ * (expires_at ms; never changed once written: the AWS handle's times are relative to it) bexp
+ * (backend_expires_at ms) rat (revoked_at ms) trig by reason tat (trigger ms) k i s (identity
+ * kind, absent for "oidc"; issuer; subject) pr (policy ref: a field of {p}:leases:policies holding the policy-set
+ * hash and the determining policy ids; leases written before it hold them inline as pids (JSON)
+ * and phash (base64url), still read) ti tt td ts (task intent, tool, destination, sensitivity;
+ * absent when empty). Leases written before issue 17's second pass name role backend workload
+ * task_id ikind issuer subject in full and hold the handle as JSON in `handle` (still read).
+ * The revocation kind follows from the backend and the TTL from iat/exp, so neither is
  * stored: every byte counts at 1 KB a lease.
- * handle (JSON backend handle, never secret) err att (revoke attempts) op (bulk op id) ev (the
+ * h (the backend handle in its stored form, src/leases/handle.ts; never secret) err att (revoke attempts) op (bulk op id) ev (the
  * lease's audit event ids, space-separated, written by the audit ledger). For re-authorization
  * (src/policy/reauthorize.ts) the original decision's inputs that are not otherwise stored:
  * ask (the TTL seconds the request asked for, when it differs from the lease's), cl (the token
@@ -61,6 +67,7 @@ import { storeCall } from "../redis/client";
 import { luaScript, registerScripts, runScript } from "../redis/scripts";
 import { newShardedId, type Keyspace, type ShardKeys } from "../redis/keys";
 import { type Lease, type LeaseState, type RevocationTrigger, type TaskContext } from "./types";
+import { decodeHandle, encodeHandle, handleRefOf, type HandleContext } from "./handle";
 
 /**
  * How long after its trigger a lease in revocation is due again (its due-set score): the revoker
@@ -97,19 +104,27 @@ return 'ok'
 const ACTIVATE = luaScript<LeaseState | "missing" | "reopened">(
   "jitLeaseActivate",
   `
--- KEYS: 1 lease, 2 due.  ARGV: 1 handle JSON (its first piece when over 64 bytes), 2 backend_expires_at
---       ms or '', 3 lease id, 4 now ms, 5.. the handle's further pieces (fields handle.1, handle.2...)
+-- KEYS: 1 lease, 2 due, 3 leases:handles.  ARGV: 1 handle as stored (field h, src/leases/handle.ts;
+--       its first piece when over 64 bytes), 2 backend_expires_at ms or '', 3 lease id, 4 now ms,
+--       5 the handle's ref or '', 6 the ref's shared value, 7.. the handle's further pieces (h.1, h.2...)
 -- Output: active (flipped from issuing) | reopened | missing | the state the lease was in
 -- A lease the worker already finished as "never minted" (its mint outlived worker.mint_timeout)
 -- is reopened as revoking and due now: the credential that did get minted is then revoked with
--- its handle, retried like any other (I1).
+-- its handle, retried like any other (I1). A handle of the layout before (field handle, JSON,
+-- and its pieces) is replaced.
 local st = redis.call('HGET', KEYS[1], 'state')
 if not st then return 'missing' end
-local had = redis.call('HEXISTS', KEYS[1], 'handle')
-local i = 1
-while redis.call('HDEL', KEYS[1], 'handle.' .. i) == 1 do i = i + 1 end
-redis.call('HSET', KEYS[1], 'handle', ARGV[1])
-for j = 5, #ARGV do redis.call('HSET', KEYS[1], 'handle.' .. (j - 4), ARGV[j]) end
+local had = redis.call('HEXISTS', KEYS[1], 'h') + redis.call('HEXISTS', KEYS[1], 'handle')
+if had > 0 then
+  for _, f in ipairs({'h', 'handle'}) do
+    local i = 1
+    while redis.call('HDEL', KEYS[1], f .. '.' .. i) == 1 do i = i + 1 end
+  end
+  redis.call('HDEL', KEYS[1], 'handle')
+end
+if ARGV[5] ~= '' then redis.call('HSETNX', KEYS[3], ARGV[5], ARGV[6]) end
+redis.call('HSET', KEYS[1], 'h', ARGV[1])
+for j = 7, #ARGV do redis.call('HSET', KEYS[1], 'h.' .. (j - 6), ARGV[j]) end
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'bexp', ARGV[2]) end
 if st == 'issuing' then redis.call('HSET', KEYS[1], 'state', 'active') return 'active' end
 if had == 0 and (st == 'revoked' or st == 'expired') then
@@ -127,7 +142,8 @@ return st
  * The fields revocation reads of a lease (`forRevocation`), in the order REVOCATION_VIEW answers
  * them: what the revoker, the backends' `revoke`, FINISH and FAIL use, and the `revoked` event.
  */
-const REVOCATION_FIELDS = ["state", "backend", "role", "workload", "task_id", "issuer", "handle", "op", "tat", "iat", "trig", "by", "reason", "att", "hk"] as const;
+// The last six are the names of the layout before issue 17's second pass (absent from newer leases).
+const REVOCATION_FIELDS = ["state", "b", "r", "w", "t", "i", "h", "op", "tat", "iat", "exp", "trig", "by", "reason", "att", "hk", "backend", "role", "workload", "task_id", "issuer", "handle"] as const;
 
 /**
  * Lua: appends a lease's values of `fields` to `out` (false when absent). A value of 61 bytes or
@@ -465,25 +481,31 @@ export type RevokingLease = Pick<
   "id" | "state" | "backend" | "role" | "workload" | "task_id" | "handle" | "op" | "trigger_at" | "issued_ms" | "revocation_kind" | "revocation" | "revoke_attempts" | "has_children"
 > & { identity: Pick<Lease["identity"], "issuer"> };
 
+/** Reads a lease's handle from its stored fields h / handle, iat and exp. */
+type HandleReader = (id: string, f: Partial<Record<"h" | "handle" | "iat" | "exp", string>>) => Record<string, string> | null;
+
 /** Where each of REVOCATION_FIELDS is in a lease's part of REVOCATION_VIEW's answer. */
 const RV = Object.fromEntries(REVOCATION_FIELDS.map((f, i) => [f, i])) as Record<(typeof REVOCATION_FIELDS)[number], number>;
 
-/** A lease's part of REVOCATION_VIEW's answer (from offset `o`) as a RevokingLease; null when the lease is gone. */
-function revocationView(id: string, v: (string | null)[], o: number): RevokingLease | null {
+/**
+ * A lease's part of REVOCATION_VIEW's answer (from offset `o`) as a RevokingLease; null when the
+ * lease is gone. `handleOf` reads the handle from its stored fields (its refs resolved first).
+ */
+function revocationView(id: string, v: (string | null)[], o: number, handleOf: HandleReader): RevokingLease | null {
   const state = v[o + RV.state];
   if (!state) return null;
-  const backend = v[o + RV.backend] as Lease["backend"];
-  const handle = v[o + RV.handle];
+  const at = (a: number, b: number) => v[o + a] ?? v[o + b] ?? undefined;
+  const backend = at(RV.b, RV.backend) as Lease["backend"];
   const tat = v[o + RV.tat];
   const lease: RevokingLease = {
     id,
     state: state as LeaseState,
     backend,
-    role: v[o + RV.role]!,
-    workload: v[o + RV.workload]!,
-    task_id: v[o + RV.task_id]!,
-    identity: { issuer: v[o + RV.issuer]! },
-    handle: handle ? (JSON.parse(handle) as Record<string, string>) : null,
+    role: at(RV.r, RV.role)!,
+    workload: at(RV.w, RV.workload)!,
+    task_id: at(RV.t, RV.task_id)!,
+    identity: { issuer: at(RV.i, RV.issuer)! },
+    handle: handleOf(id, { h: v[o + RV.h] ?? undefined, handle: v[o + RV.handle] ?? undefined, iat: v[o + RV.iat] ?? undefined, exp: v[o + RV.exp] ?? undefined }),
     op: v[o + RV.op] ?? null,
     trigger_at: tat ? Number(tat) : null,
     issued_ms: Number(v[o + RV.iat]),
@@ -676,6 +698,7 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
     kids: sk.kids,
     tasks: sk.liveTasks,
     policies: sk.leasesPolicies,
+    handles: sk.leasesHandles,
   };
   // Policy refs resolved so far (content-addressed, so an entry never goes stale); bounded.
   const policyCache = new Map<string, Lease["policy"]>();
@@ -683,15 +706,38 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
     if (policyCache.size >= POLICY_CACHE_MAX) policyCache.clear();
     policyCache.set(ref, policy);
   };
-  /** Resolves the policy refs of these lease hashes that this process has not seen yet (one HMGET). */
+  // The same for the shared parts of backend handles ({p}:leases:handles, src/leases/handle.ts).
+  const sharedCache = new Map<string, string>();
+  const rememberShared = (ref: string, value: string) => {
+    if (sharedCache.size >= POLICY_CACHE_MAX) sharedCache.clear();
+    sharedCache.set(ref, value);
+  };
+  /**
+   * Resolves the policy refs and handle refs of these lease hashes that this process has not seen
+   * yet (one HMGET of each hash, at most).
+   */
   async function resolvePolicies(hs: Record<string, string>[]): Promise<void> {
     const missing = [...new Set(hs.map((h) => h.pr).filter((r): r is string => r !== undefined && !policyCache.has(r)))];
-    if (missing.length === 0) return;
-    const values = await storeCall(() => redis.hmget(k.policies, ...missing));
+    const missingShared = [...new Set(hs.map((h) => handleRefOf(h.h)).filter((r): r is string => r !== undefined && !sharedCache.has(r)))];
+    if (missing.length === 0 && missingShared.length === 0) return;
+    const [values, shared] = await Promise.all([
+      missing.length === 0 ? [] : storeCall(() => redis.hmget(k.policies, ...missing)),
+      missingShared.length === 0 ? [] : storeCall(() => redis.hmget(k.handles, ...missingShared)),
+    ]);
     missing.forEach((ref, i) => {
       const p = parsePolicyValue(values[i] ?? null);
       if (p) remember(ref, p);
     });
+    missingShared.forEach((ref, i) => {
+      const v = shared[i];
+      if (typeof v === "string") rememberShared(ref, v);
+    });
+  }
+  /** A handle's stored form; its shared part is remembered (it is written with the lease). */
+  function encode(l: HandleContext, handle: Record<string, string>, refs: boolean) {
+    const e = encodeHandle(l, handle, refs);
+    if (e.ref) rememberShared(e.ref.ref, e.ref.value);
+    return e;
   }
   const liveKeys = (l: { workload: string; role: string; identity: { issuer: string }; task_id: string }) => [
     k.live("workload", l.workload),
@@ -700,25 +746,36 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
     k.live("task", l.task_id),
   ];
 
+  /** The lease's handle: field h (src/leases/handle.ts), or the JSON of the layout before (field handle). */
+  function storedHandle(id: string, h: Record<string, string>): Record<string, string> | null {
+    if (h.h !== undefined) return decodeHandle({ id, issuedMs: Number(h.iat), expiresMs: Number(h.exp) }, h.h, (ref) => sharedCache.get(ref));
+    return h.handle !== undefined ? decodeHandle({ id, issuedMs: 0, expiresMs: 0 }, h.handle.startsWith("{") ? h.handle : "", () => undefined) : null;
+  }
+
   function decode(id: string, stored: Record<string, string>): StoredLease | null {
     if (!stored.state) return null;
     const h = joinPieces(stored);
+    // The layout before issue 17's second pass named these fields in full (still read).
+    const role = h.r ?? h.role;
+    const backend = (h.b ?? h.backend) as Lease["backend"];
+    const workload = h.w ?? h.workload;
+    const taskId = h.t ?? h.task_id;
     const iso = (ms: string | undefined) => (ms === undefined ? undefined : new Date(Number(ms)).toISOString());
     const lease: StoredLease = {
       id,
-      role: h.role!,
-      backend: h.backend as Lease["backend"],
-      workload: h.workload!,
-      task_id: h.task_id!,
+      role: role!,
+      backend,
+      workload: workload!,
+      task_id: taskId!,
       state: h.state as LeaseState,
       issued_at: iso(h.iat)!,
       expires_at: iso(h.exp)!,
-      revocation_kind: REVOCATION_KIND[h.backend as Lease["backend"]] ?? "expiry_only",
-      identity: { kind: h.ikind as "oidc" | "spiffe", issuer: h.issuer!, subject: h.subject! },
+      revocation_kind: REVOCATION_KIND[backend] ?? "expiry_only",
+      identity: { kind: (h.k ?? h.ikind ?? "oidc") as "oidc" | "spiffe", issuer: (h.i ?? h.issuer)!, subject: (h.s ?? h.subject)! },
       policy: h.pr !== undefined ? (policyCache.get(h.pr) ?? { ids: [], hash: "" }) : { ids: JSON.parse(h.pids ?? "[]") as string[], hash: h.phash ? Buffer.from(h.phash, "base64url").toString("hex") : "" },
-      task: { id: h.task_id!, intent: h.ti ?? "", tool: h.tt ?? "", destination: h.td ?? "", sensitivity: h.ts ?? "" },
+      task: { id: taskId!, intent: h.ti ?? "", tool: h.tt ?? "", destination: h.td ?? "", sensitivity: h.ts ?? "" },
       ttl_seconds: ttlSeconds(Number(h.iat), Number(h.exp)),
-      handle: h.handle ? (JSON.parse(h.handle) as Record<string, string>) : null,
+      handle: storedHandle(id, h),
       op: h.op ?? null,
       trigger_at: h.tat ? Number(h.tat) : null,
       issued_ms: Number(h.iat),
@@ -773,12 +830,24 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
     );
   }
 
+  /** Resolves the handle refs of the views at `from`, `from + stride`... (one HMGET, for those not cached). */
+  async function resolveViewRefs(v: (string | null)[], from: number, stride: number): Promise<void> {
+    const hs: Record<string, string>[] = [];
+    for (let o = from; o < v.length; o += stride) {
+      const raw = v[o + RV.h];
+      if (raw && handleRefOf(raw) !== undefined) hs.push({ h: raw });
+    }
+    if (hs.length > 0) await resolvePolicies(hs);
+  }
+  const handleOf: HandleReader = (id, f) => storedHandle(id, f as Record<string, string>);
+
   /** The leases of an answer made of ids each followed by its REVOCATION_FIELDS values, from offset `from`. */
-  function viewsOf(r: readonly unknown[], from: number): RevokingLease[] {
+  async function viewsOf(r: readonly unknown[], from: number): Promise<RevokingLease[]> {
     const out: RevokingLease[] = [];
     const v = r as (string | null)[];
+    await resolveViewRefs(v, from + 1, REVOCATION_FIELDS.length + 1);
     for (let o = from; o < v.length; o += REVOCATION_FIELDS.length + 1) {
-      const l = revocationView(v[o]!, v, o + 1);
+      const l = revocationView(v[o]!, v, o + 1, handleOf);
       // A moved lease has a state; a record damaged in between is the sweeper's to retry.
       if (l) out.push(l);
     }
@@ -790,7 +859,8 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
     if (ids.length === 0) return [];
     const v = await storeCall(() => runScript(redis, REVOCATION_VIEW, ids.map(k.lease), REVOCATION_FIELDS as unknown as string[]));
     const n = REVOCATION_FIELDS.length;
-    return ids.map((id, i) => revocationView(id, v, i * n));
+    await resolveViewRefs(v, 0, n);
+    return ids.map((id, i) => revocationView(id, v, i * n, handleOf));
   }
 
   /**
@@ -856,7 +926,7 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
      * `active` with its handle at once: what `activate` would have done, without its round trip.
      */
     async create(l: NewLease, quota: number, minted?: Minted): Promise<"ok" | "task_completed" | "quota_exceeded" | "exists"> {
-      const fields = minted ? activeFields(l, minted) : newLeaseFields(l);
+      const fields = minted ? activeFields(l, minted, encode(ctxOf(l), minted.handle, false).value) : newLeaseFields(l);
       remember(fields.pr!, l.policy);
       const lk = liveKeys({ workload: l.workload, role: l.role, identity: l.identity, task_id: l.task.id });
       return storeCall(() =>
@@ -886,16 +956,21 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
      * wrote plus the handle, the backend expiry and the new state.
      */
     activated(l: NewLease, handle: Record<string, string>, backendExpiresAt?: number): StoredLease {
-      const h = activeFields(l, { handle, ...(backendExpiresAt === undefined ? {} : { backendExpiresAt }) });
+      const h = activeFields(l, { handle, ...(backendExpiresAt === undefined ? {} : { backendExpiresAt }) }, encode(ctxOf(l), handle, true).value);
       remember(h.pr!, l.policy);
       return decode(l.id, h)!;
     },
 
-    /** Records the backend handle; flips issuing → active. Returns the state after the call. */
-    async activate(id: string, handle: Record<string, string>, backendExpiresAt?: number): Promise<LeaseState | "missing" | "reopened"> {
-      const [first, ...rest] = pieces(JSON.stringify(handle));
+    /**
+     * Records the backend handle; flips issuing → active. Returns the state after the call.
+     * `times`: the lease's issued_at and expires_at (ms), which the compact form of an AWS
+     * session handle is relative to (without them it is stored as JSON).
+     */
+    async activate(id: string, handle: Record<string, string>, backendExpiresAt?: number, times?: { issuedAt: number; expiresAt: number }): Promise<LeaseState | "missing" | "reopened"> {
+      const e = encode({ id, issuedMs: times?.issuedAt ?? Number.NaN, expiresMs: times?.expiresAt ?? Number.NaN }, handle, true);
+      const [first, ...rest] = pieces(e.value);
       return storeCall(() =>
-        runScript(redis, ACTIVATE, [k.lease(id), k.due], [first!, backendExpiresAt === undefined ? "" : String(backendExpiresAt), id, String(now()), ...rest]),
+        runScript(redis, ACTIVATE, [k.lease(id), k.due, k.handles], [first!, backendExpiresAt === undefined ? "" : String(backendExpiresAt), id, String(now()), e.ref?.ref ?? "", e.ref?.value ?? "", ...rest]),
       );
     },
 
@@ -914,7 +989,7 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
      */
     async triggerForRevocation(ids: string[], t: TriggerOptions): Promise<RevokingLease[]> {
       if (ids.length === 0) return [];
-      return viewsOf(await runTrigger(ids, t, true), 0);
+      return await viewsOf(await runTrigger(ids, t, true), 0);
     },
 
     /**
@@ -927,7 +1002,7 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
       const r = await storeCall(() => runScript(redis, EXPIRE_DUE, [k.due], [String(at), String(offset), String(scan), String(max), k.lease(""), String(at + IN_FLIGHT_MS), ...REVOCATION_FIELDS]));
       const moved: string[] = [];
       for (let o = 1; o < r.length; o += REVOCATION_FIELDS.length + 1) moved.push(r[o] as string);
-      return { scanned: r[0], moved, leases: viewsOf(r, 1) };
+      return { scanned: r[0], moved, leases: await viewsOf(r, 1) };
     },
 
     finishMany,
@@ -1171,7 +1246,7 @@ export function createLeaseStore(redis: Redis, keys: Keyspace, opts: LeaseStoreO
     },
     created: shards[0]!.created,
     activated: shards[0]!.activated,
-    activate: (id: string, handle: Record<string, string>, backendExpiresAt?: number) => ofId(id).activate(id, handle, backendExpiresAt),
+    activate: (id: string, handle: Record<string, string>, backendExpiresAt?: number, times?: { issuedAt: number; expiresAt: number }) => ofId(id).activate(id, handle, backendExpiresAt, times),
     async trigger(ids: string[], t: TriggerOptions): Promise<string[]> {
       const out: string[] = [];
       for (const [s, g] of byShard(ids)) out.push(...(await s.trigger(g.ids, t)));
@@ -1426,25 +1501,34 @@ export interface Minted {
   backendExpiresAt?: number;
 }
 
-/** The fields of a lease that is active with its handle (`activate`'s result, or `create` with `minted`). */
-function activeFields(l: NewLease, m: Minted): Record<string, string> {
-  const h: Record<string, string> = { ...newLeaseFields(l), state: "active", handle: JSON.stringify(m.handle) };
+/** What a lease's handle is encoded against (src/leases/handle.ts). */
+const ctxOf = (l: NewLease): HandleContext => ({ id: l.id, issuedMs: l.issuedAt, expiresMs: l.expiresAt });
+
+/**
+ * The fields of a lease that is active with its handle (`activate`'s result, or `create` with
+ * `minted`); `handle` is the handle's stored form (field h).
+ */
+function activeFields(l: NewLease, m: Minted, handle: string): Record<string, string> {
+  const h: Record<string, string> = { ...newLeaseFields(l), state: "active", h: handle };
   if (m.backendExpiresAt !== undefined) h.bexp = String(m.backendExpiresAt);
   return h;
 }
 
 function newLeaseFields(l: NewLease): Record<string, string> {
   return {
-    role: l.role,
-    backend: l.backend,
-    workload: l.workload,
-    task_id: l.task.id,
+    // One- and two-letter names for the fields only this module reads (the scripts read state,
+    // exp, trig, op...): every byte of a field name is a byte of every lease.
+    r: l.role,
+    b: l.backend,
+    w: l.workload,
+    t: l.task.id,
     state: "issuing",
     iat: String(l.issuedAt),
     exp: String(l.expiresAt),
-    ikind: l.identity.kind,
-    issuer: l.identity.issuer,
-    subject: l.identity.subject,
+    // The identity kind only when not "oidc" (the common case costs no field).
+    ...(l.identity.kind === "oidc" ? {} : { k: l.identity.kind }),
+    i: l.identity.issuer,
+    s: l.identity.subject,
     pr: policyRef(l.policy),
     // Task context as separate fields, absent when empty: short values keep the hash in Redis's
     // compact listpack encoding (values up to hash-max-listpack-value, 64 bytes by default).

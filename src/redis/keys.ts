@@ -75,6 +75,8 @@ export interface ShardKeys {
   leasesFailed: string;
   /** The policy decisions leases refer to (field `pr` of a lease hash), see src/leases/store.ts. */
   leasesPolicies: string;
+  /** The shared parts of backend handles leases refer to (field `h` of a lease hash), see src/leases/handle.ts. */
+  leasesHandles: string;
   /** Live lease ids of one workload, role, identity issuer or task id (any workload). */
   live: Record<"workload" | "role" | "issuer" | "task", (value: string) => string>;
   /** One live lease id per task id (any workload); the task's other live leases are in `live.task`. */
@@ -186,6 +188,7 @@ function shardKeysOf(tag: string): ShardKeys {
     leasesAll: `${tag}:leases:all`,
     leasesFailed: `${tag}:leases:failed`,
     leasesPolicies: `${tag}:leases:policies`,
+    leasesHandles: `${tag}:leases:handles`,
     live: {
       workload: (value) => `${tag}:live:workload:${value}`,
       role: (value) => `${tag}:live:role:${value}`,

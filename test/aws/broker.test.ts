@@ -7,6 +7,8 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { parse, stringify } from "yaml";
 import { startAwsServer, type AwsServer } from "../support/aws-server";
 import { getJson } from "../support/broker";
+import { createKeyspace } from "../../src/redis/keys";
+import { writeOldLease } from "../support/old-layouts";
 import { startFixture, waitFor, type Fixture } from "../support/fixture";
 import { BROKER_CREDS, POLICY_NAME, expectNoSecrets, redisContents } from "./helpers";
 
@@ -107,6 +109,30 @@ describe("aws_sts through the broker", () => {
     expect(events.find((e) => e.type === "aws_deny_attached")!.note).toMatch(
       new RegExp(`^deny attached at \\S+ to role ${server.roles.get("artifacts-reader")!.arn.replace(/[/]/g, "\\/")} \\(inline policy ${POLICY_NAME}\\); AWS may take a short while to apply it .*; the session would otherwise have lived until ${lease.backend_expires_at.replace(/\./g, "\\.")}$`),
     );
+  });
+
+  it("a session stored compactly (a ref and two offsets) and one in the layout before (JSON in pieces, full field names) both revoke: each is denied", async () => {
+    const sk = createKeyspace(f.b.config.redis.prefix).shardKeys[0]!;
+    const redis = f.b.broker.redis;
+    const [a, b] = await Promise.all(["AWS-L1", "AWS-L2"].map((t) => f.call("POST", "/v1/credentials", "agent", { role: "artifacts-read", task: { id: t } })));
+    expect([a!.status, b!.status]).toEqual([201, 201]);
+    const arn = server.roles.get("artifacts-reader")!.arn;
+    const stored = await redis.hgetall(sk.lease(a!.body.lease.id));
+    expect(stored.h).toMatch(/^a[A-Za-z0-9_-]{12}-?\d+ -?\d+$/);
+    expect(JSON.stringify(stored)).not.toContain(arn);
+    expect(await redis.hget(sk.leasesHandles, stored.h!.slice(1, 13))).toBe(`${server.roles.get("artifacts-reader")!.roleId} ${arn}`);
+    expect((await f.b.broker.store.get(a!.body.lease.id))?.handle).toMatchObject({ role_arn: arn, session_name: a!.body.lease.id, user_id: server.session(a!.body.lease.id).userId });
+
+    // b, rewritten as the broker before wrote it (v2): same lease, JSON handle in pieces.
+    const lb = (await f.b.broker.store.get(b!.body.lease.id))!;
+    await redis.del(sk.lease(lb.id));
+    const old = { id: lb.id, role: lb.role, backend: "aws_sts" as const, workload: lb.workload, task: lb.task_id, issuer: lb.identity.issuer, subject: lb.identity.subject, iat: lb.issued_ms, exp: lb.expires_ms, policy: lb.policy };
+    expect(await writeOldLease(redis, sk, "v2", old, lb.handle!)).toEqual(["ok", "active"]);
+    expect(await redis.hexists(sk.lease(lb.id), "handle.1")).toBe(1);
+
+    for (const r of [a!, b!]) expect((await f.call("DELETE", `/v1/leases/${r.body.lease.id}`, "agent", { reason: "layout" })).status).toBe(200);
+    for (const r of [a!, b!]) await waitFor(async () => (await f.call("GET", `/v1/leases/${r.body.lease.id}`, "agent")).body.lease.state === "revoked", 15_000, "revoked");
+    expect([a!, b!].map((r) => server.denies(server.session(r.body.lease.id)))).toEqual([true, true]);
   });
 
   it("a lease expiring before its session (the 900 s minimum) gets a deny at expiry (I2)", async () => {

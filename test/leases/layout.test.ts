@@ -14,24 +14,7 @@ import { Redis } from "ioredis";
 import { createKeyspace, newShardedId, type ShardKeys } from "../../src/redis/keys";
 import { createLeaseStore, joinPieces, pieces, type NewLease, type StoredLease } from "../../src/leases/store";
 import { startFixture, waitFor, type Fixture } from "../support/fixture";
-
-/** The CREATE script of the layout before `live:tasks` and `leases:policies`, verbatim. */
-const PREVIOUS_CREATE = `
--- KEYS: 1 lease, 2 due, 3 all, 4 live:workload, 5 live:role, 6 live:issuer, 7 live:task, 8 task marker
--- ARGV: 1 quota (0 = none), 2 id, 3 issued_at ms, 4 expires_at ms, 5.. field/value pairs
--- Output: ok | task_completed | quota_exceeded | exists (nothing written unless ok)
-if redis.call('EXISTS', KEYS[8]) == 1 then return 'task_completed' end
-local quota = tonumber(ARGV[1])
-if quota > 0 and redis.call('SCARD', KEYS[4]) >= quota then return 'quota_exceeded' end
-if redis.call('EXISTS', KEYS[1]) == 1 then return 'exists' end
-local fields = {}
-for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[1], unpack(fields))
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2])
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
-for k = 4, 7 do redis.call('SADD', KEYS[k], ARGV[2]) end
-return 'ok'
-`;
+import { writeOldLease } from "../support/old-layouts";
 
 const OLD_POLICY_HASH = "ab".repeat(32);
 
@@ -54,28 +37,12 @@ const issue = async (who: "agent" | "agent2", task: string) => {
   return r.body.lease.id as string;
 };
 
-/** A lease of `agent` written as the previous broker wrote it (CREATE, then ACTIVATE with its handle). */
-async function previousLayoutLease(task: string, ttlMs = 300_000): Promise<string> {
+/** A lease of `agent` written as an earlier broker wrote it (its CREATE, then its ACTIVATE with the JSON handle). */
+async function previousLayoutLease(task: string, ttlMs = 300_000, layout: "v1" | "v2" = "v1"): Promise<string> {
   const id = newShardedId("l", 0, 1);
   const iat = Date.now();
-  const exp = iat + ttlMs;
-  const fields = {
-    role: "orders-read",
-    backend: "jwt",
-    workload: "agent",
-    task_id: task,
-    state: "issuing",
-    iat: String(iat),
-    exp: String(exp),
-    ikind: "oidc",
-    issuer: "idp",
-    subject: "agent-1",
-    pids: JSON.stringify(["agents-request-read"]),
-    phash: Buffer.from(OLD_POLICY_HASH, "hex").toString("base64url"),
-  };
-  const keys = [sk.lease(id), sk.leasesDue, sk.leasesAll, sk.live.workload("agent"), sk.live.role("orders-read"), sk.live.issuer("idp"), sk.live.task(task), sk.taskMarker("agent", task)];
-  expect(await redis.eval(PREVIOUS_CREATE, keys.length, ...keys, "0", id, String(iat), String(exp), ...Object.entries(fields).flat())).toBe("ok");
-  expect(await f.b.broker.store.activate(id, { jti: id })).toBe("active");
+  const l = { id, role: "orders-read", backend: "jwt" as const, workload: "agent", task, issuer: "idp", subject: "agent-1", iat, exp: iat + ttlMs, policy: { ids: ["agents-request-read"], hash: OLD_POLICY_HASH } };
+  expect(await writeOldLease(redis, sk, layout, l, { jti: id })).toEqual(["ok", "active"]);
   return id;
 }
 
@@ -87,38 +54,43 @@ async function expectUnindexed(id: string, task: string) {
   expect(await redis.zscore(sk.leasesDue, id)).toBeNull();
 }
 
-describe("upgrade: leases written by the previous layout", () => {
+describe.each(["v1", "v2"] as const)("upgrade: leases written by an earlier layout (%s)", (layout) => {
   it("task completion finds an old lease in its task's set beside a new one, the worker revokes both, and no index keeps them", async () => {
-    const old = await previousLayoutLease("T-up-complete");
-    const fresh = await issue("agent", "T-up-complete");
-    // The new lease took the task's live:tasks field; the old one is only in the set.
-    expect(await redis.hget(sk.liveTasks, "T-up-complete")).toBe(fresh);
-    const done = await f.call("POST", "/v1/tasks/T-up-complete/complete", "agent");
-    expect(done.body).toEqual({ task_id: "T-up-complete", revoked: 2 });
+    const old = await previousLayoutLease(`T-up-complete-${layout}`, 300_000, layout);
+    const fresh = await issue("agent", `T-up-complete-${layout}`);
+    // v1: the new lease took the task's live:tasks field, the old one is only in the set; v2: the
+    // old one holds the field and the new one is in the set.
+    expect(await redis.hget(sk.liveTasks, `T-up-complete-${layout}`)).toBe(layout === "v1" ? fresh : old);
+    const done = await f.call("POST", `/v1/tasks/T-up-complete-${layout}/complete`, "agent");
+    expect(done.body).toEqual({ task_id: `T-up-complete-${layout}`, revoked: 2 });
     for (const id of [old, fresh]) {
       const l = await waitFor(async () => {
         const x = await leaseOf(id);
         return x.state === "revoked" ? x : null;
       });
       expect(l.revocation).toMatchObject({ trigger: "task_completed", by: "agent" });
-      await expectUnindexed(id, "T-up-complete");
+      await expectUnindexed(id, `T-up-complete-${layout}`);
     }
-    expect(await redis.exists(sk.live.task("T-up-complete"))).toBe(0);
-    expect(await redis.hexists(sk.liveTasks, "T-up-complete")).toBe(0);
+    expect(await redis.exists(sk.live.task(`T-up-complete-${layout}`))).toBe(0);
+    expect(await redis.hexists(sk.liveTasks, `T-up-complete-${layout}`)).toBe(0);
   });
 
-  it("an old lease still shows its policy ids and set hash (inline fields)", async () => {
-    const old = await previousLayoutLease("T-up-show");
-    expect((await leaseOf(old)).policy).toEqual({ ids: ["agents-request-read"], hash: OLD_POLICY_HASH });
+  it("an old lease still shows its fields named in full, its policy ids and set hash, and its JSON handle", async () => {
+    const old = await previousLayoutLease(`T-up-show-${layout}`, 300_000, layout);
+    const shown = await leaseOf(old);
+    expect(shown.policy).toEqual({ ids: ["agents-request-read"], hash: OLD_POLICY_HASH });
+    expect(shown).toMatchObject({ role: "orders-read", backend: "jwt", workload: "agent", task_id: `T-up-show-${layout}`, state: "active", identity: { kind: "oidc", issuer: "idp", subject: "agent-1" } });
+    expect(shown.task.id).toBe(`T-up-show-${layout}`);
+    expect((await f.b.broker.store.get(old))?.handle).toEqual({ jti: old });
     await f.b.broker.store.trigger([old], { trigger: "operator", by: "test" });
   });
 
   it("an operator's revocation by task id matches old and new leases of every workload (the task index is any workload)", async () => {
-    const old = await previousLayoutLease("T-up-op");
-    const a = await issue("agent2", "T-up-op");
-    const b = await issue("agent", "T-up-op");
-    expect(await f.b.broker.store.countLive("task", "T-up-op")).toBe(3);
-    const op = await f.call("POST", "/v1/admin/revocations", "alice", { task_id: "T-up-op", reason: "upgrade test" });
+    const old = await previousLayoutLease(`T-up-op-${layout}`, 300_000, layout);
+    const a = await issue("agent2", `T-up-op-${layout}`);
+    const b = await issue("agent", `T-up-op-${layout}`);
+    expect(await f.b.broker.store.countLive("task", `T-up-op-${layout}`)).toBe(3);
+    const op = await f.call("POST", "/v1/admin/revocations", "alice", { task_id: `T-up-op-${layout}`, reason: "upgrade test" });
     expect(op.status).toBe(202);
     expect(op.body.matched).toBe(3);
     const progress = await waitFor(async () => {
@@ -128,19 +100,19 @@ describe("upgrade: leases written by the previous layout", () => {
     expect(progress).toMatchObject({ triggered: 3, revoked: 3, failed: 0 });
     for (const id of [old, a, b]) {
       expect((await leaseOf(id)).state).toBe("revoked");
-      await expectUnindexed(id, "T-up-op");
+      await expectUnindexed(id, `T-up-op-${layout}`);
     }
   });
 
   it("an old lease expires on schedule (its due entry) and leaves its task's set", async () => {
-    const old = await previousLayoutLease("T-up-expire", 1200);
+    const old = await previousLayoutLease(`T-up-expire-${layout}`, 1200, layout);
     const l = await waitFor(async () => {
       const x = await leaseOf(old);
       return x.state === "expired" ? x : null;
     });
     expect(l.revocation).toMatchObject({ trigger: "expiry" });
-    await expectUnindexed(old, "T-up-expire");
-    expect(await redis.exists(sk.live.task("T-up-expire"))).toBe(0);
+    await expectUnindexed(old, `T-up-expire-${layout}`);
+    expect(await redis.exists(sk.live.task(`T-up-expire-${layout}`))).toBe(0);
   });
 });
 
@@ -266,7 +238,109 @@ describe("values over 64 bytes are stored in pieces (the lease stays a listpack)
     // The revocation finds its keys from the joined record (the task id, the live sets).
     expect(await store.activate(l.id, { user_id: "short" })).toBe("active");
     expect((await store.get(l.id))?.handle).toEqual({ user_id: "short" });
-    expect(Object.keys(await redis.hgetall(key)).filter((f) => f.startsWith("handle."))).toEqual([]);
+    expect(Object.keys(await redis.hgetall(key)).filter((f) => f.startsWith("h.") || f.startsWith("handle"))).toEqual([]);
+  });
+});
+
+describe("compact handles (src/leases/handle.ts): Vault and AWS leases fit in 1 KB", () => {
+  const prefix = () => `${f.b.config.redis.prefix}hd`;
+  const lease = (id: string, backend: NewLease["backend"]): NewLease => {
+    const issuedAt = Date.now();
+    return {
+      id,
+      role: "orders-read",
+      backend,
+      workload: "agent",
+      task: { id: `T-${id}`, intent: "", tool: "", destination: "", sensitivity: "" },
+      issuedAt,
+      expiresAt: issuedAt + 3_600_000,
+      identity: { kind: "oidc", issuer: "idp", subject: "agent-1" },
+      policy: { ids: ["p"], hash: "34".repeat(32) },
+    };
+  };
+  const awsHandle = (l: NewLease) => ({
+    role_arn: "arn:aws:iam::123456789012:role/jitbroker/orders-read",
+    session_name: l.id,
+    user_id: `AROA3XFRBF535PLBIFPI4:${l.id}`,
+    issued_at: new Date(l.issuedAt + 1040).toISOString(),
+    expires_at: new Date(l.expiresAt + 90).toISOString(),
+  });
+
+  it("an AWS session is stored as a ref and two offsets: no piece, no ARN in the lease, read back whole by a process that never saw it", async () => {
+    const keys = createKeyspace(prefix());
+    const sk2 = keys.shardKeys[0]!;
+    const store = createLeaseStore(redis, keys, { retentionSeconds: 60, taskRetentionSeconds: 60 });
+    const l = lease("l_aws1", "aws_sts");
+    const handle = awsHandle(l);
+    expect(await store.create(l, 0)).toBe("ok");
+    expect(await store.activate(l.id, handle, undefined, { issuedAt: l.issuedAt, expiresAt: l.expiresAt })).toBe("active");
+    const stored = await redis.hgetall(sk2.lease(l.id));
+    expect(stored.h).toMatch(/^a[A-Za-z0-9_-]{12}1040 90$/);
+    expect(Object.keys(stored).filter((k) => k.includes(".") || k === "handle")).toEqual([]);
+    expect(JSON.stringify(stored)).not.toContain("arn:aws");
+    expect(await redis.hgetall(sk2.leasesHandles)).toEqual({ [stored.h!.slice(1, 13)]: `AROA3XFRBF535PLBIFPI4 ${handle.role_arn}` });
+    expect(await redis.object("ENCODING", sk2.lease(l.id))).toBe("listpack");
+    const fresh = createLeaseStore(redis, keys, { retentionSeconds: 60, taskRetentionSeconds: 60 });
+    const got = await fresh.get(l.id);
+    expect(got?.handle).toEqual(handle);
+    expect(got).toEqual(store.activated(l, handle));
+    expect((await fresh.getMany([l.id]))[0]?.handle).toEqual(handle);
+    // Field names: short, and no field of the layout before.
+    for (const old of ["role", "backend", "workload", "task_id", "ikind", "issuer", "subject", "handle"]) expect(stored[old]).toBeUndefined();
+    expect(stored).toMatchObject({ r: "orders-read", b: "aws_sts", w: "agent", t: `T-${l.id}`, i: "idp", s: "agent-1" });
+    expect(stored.k).toBeUndefined();
+  });
+
+  it("Vault: a lease id shares its path through a ref, a token is its accessor; a SPIFFE identity keeps its kind", async () => {
+    const keys = createKeyspace(prefix());
+    const sk2 = keys.shardKeys[0]!;
+    const store = createLeaseStore(redis, keys, { retentionSeconds: 60, taskRetentionSeconds: 60 });
+    const a = lease("l_vault1", "vault");
+    const b = { ...lease("l_vault2", "vault"), identity: { kind: "spiffe" as const, issuer: "mesh", subject: "spiffe://example.org/agent" } };
+    for (const l of [a, b]) expect(await store.create(l, 0)).toBe("ok");
+    expect(await store.activate(a.id, { lease_id: "database/creds/orders-read/Hr0Hpa3ZBmAsNYHSsE9qSxUa" }, undefined, { issuedAt: a.issuedAt, expiresAt: a.expiresAt })).toBe("active");
+    expect(await store.activate(b.id, { accessor: "Vhu5sjGK0dOTbNtkqQ4kF0YA" })).toBe("active");
+    expect(await redis.hget(sk2.lease(a.id), "h")).toMatch(/^v[A-Za-z0-9_-]{12}Hr0Hpa3ZBmAsNYHSsE9qSxUa$/);
+    expect(await redis.hget(sk2.lease(b.id), "h")).toBe("tVhu5sjGK0dOTbNtkqQ4kF0YA");
+    expect(await redis.hget(sk2.lease(b.id), "k")).toBe("spiffe");
+    const fresh = createLeaseStore(redis, keys, { retentionSeconds: 60, taskRetentionSeconds: 60 });
+    const [ga, gb] = await fresh.getMany([a.id, b.id]);
+    expect(ga?.handle).toEqual({ lease_id: "database/creds/orders-read/Hr0Hpa3ZBmAsNYHSsE9qSxUa" });
+    expect(gb?.handle).toEqual({ accessor: "Vhu5sjGK0dOTbNtkqQ4kF0YA" });
+    expect(ga?.identity.kind).toBe("oidc");
+    expect(gb?.identity).toEqual(b.identity);
+  });
+
+  it("a v2 lease's pieced JSON handle reads back whole; activating it again replaces every piece of it", async () => {
+    const keys = createKeyspace(prefix());
+    const sk2 = keys.shardKeys[0]!;
+    const store = createLeaseStore(redis, keys, { retentionSeconds: 60, taskRetentionSeconds: 60 });
+    const l = lease("l_awsold", "aws_sts");
+    const handle = awsHandle(l);
+    const old = { id: l.id, role: l.role, backend: "aws_sts" as const, workload: l.workload, task: l.task.id, issuer: "idp", subject: "agent-1", iat: l.issuedAt, exp: l.expiresAt, policy: l.policy };
+    expect(await writeOldLease(redis, sk2, "v2", old, handle)).toEqual(["ok", "active"]);
+    expect(await redis.hexists(sk2.lease(l.id), "handle.3")).toBe(1);
+    const got = await store.get(l.id);
+    expect(got?.handle).toEqual(handle);
+    expect(got).toMatchObject({ role: l.role, backend: "aws_sts", workload: "agent", task_id: l.task.id, revocation_kind: "deny_by_session" });
+    expect(await store.activate(l.id, handle, undefined, { issuedAt: l.issuedAt, expiresAt: l.expiresAt })).toBe("active");
+    expect(Object.keys(await redis.hgetall(sk2.lease(l.id))).filter((k) => k.startsWith("handle"))).toEqual([]);
+    expect((await store.get(l.id))?.handle).toEqual(handle);
+  });
+
+  it("a handle whose shared part is gone or damaged reads as a handle without it (the backend refuses it: never taken for 'never minted')", async () => {
+    const keys = createKeyspace(`${prefix()}bad`);
+    const sk2 = keys.shardKeys[0]!;
+    const store = createLeaseStore(redis, keys, { retentionSeconds: 60, taskRetentionSeconds: 60 });
+    const l = lease("l_awsbad", "aws_sts");
+    expect(await store.create(l, 0)).toBe("ok");
+    expect(await store.activate(l.id, awsHandle(l), undefined, { issuedAt: l.issuedAt, expiresAt: l.expiresAt })).toBe("active");
+    await redis.del(sk2.leasesHandles);
+    const got = await createLeaseStore(redis, keys, { retentionSeconds: 60, taskRetentionSeconds: 60 }).get(l.id);
+    expect(got?.handle).not.toBeNull();
+    expect(got?.handle?.role_arn).toBeUndefined();
+    await redis.hset(sk2.lease(l.id), "h", "{not json");
+    expect((await createLeaseStore(redis, keys, { retentionSeconds: 60, taskRetentionSeconds: 60 }).get(l.id))?.handle).toEqual({});
   });
 });
 

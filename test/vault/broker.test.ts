@@ -4,6 +4,8 @@
  * reconciliation, and a scan of everything the broker wrote for Vault secrets (I6).
  */
 import { getJson } from "../support/broker";
+import { createKeyspace } from "../../src/redis/keys";
+import { handleRef } from "../../src/leases/handle";
 import { startFixture, waitFor, type Fixture } from "../support/fixture";
 import { startVaultServer, type VaultTestServer } from "../support/vault-server";
 import { expectNoSecrets, redisContents, tempFile } from "./helpers";
@@ -77,6 +79,12 @@ it("mints a database credential and a child token for a task, and revokes both a
   const accessor = tok.body.credential.data.accessor as string;
   expect(server.token(accessor)!.meta).toEqual({ workload: "agent", task: "T-1", lease_id: tok.body.lease.id });
   expect(tok.body.lease.backend_expires_at).toBeUndefined();
+  // Stored compactly (src/leases/handle.ts): the lease id's path through a ref, the accessor as is.
+  const sk = createKeyspace(f.b.config.redis.prefix).shardKeys[0]!;
+  const path = vaultLease.slice(0, vaultLease.lastIndexOf("/") + 1);
+  expect(await f.b.broker.redis.hget(sk.lease(db.body.lease.id), "h")).toBe(`v${handleRef(path)}${vaultLease.slice(path.length)}`);
+  expect(await f.b.broker.redis.hget(sk.leasesHandles, handleRef(path))).toBe(path);
+  expect(await f.b.broker.redis.hget(sk.lease(tok.body.lease.id), "h")).toBe(`t${accessor}`);
 
   const done = await f.call("POST", "/v1/tasks/T-1/complete", "agent");
   expect(done.body).toEqual({ task_id: "T-1", revoked: 2 });

@@ -69,6 +69,29 @@ const HANDLES = {
   },
 };
 
+/**
+ * The bytes of a small hash's listpack (Redis 7.0, listpack.c): a 6-byte header, per field and
+ * value an entry (an integer-looking string as an integer of 1-9 bytes, a string with a 1-5 byte
+ * header) plus its 1-3 byte back-length, and the end byte. jemalloc then rounds the allocation up
+ * to its size class (160, 192, 224, 256, 320, 384, 448, 512...), which is what used_memory counts.
+ */
+function listpackBytes(hash) {
+  const entry = (s) => {
+    let n;
+    if (/^-?(0|[1-9]\d{0,18})$/.test(s) && BigInt(s) >= -(2n ** 63n) && BigInt(s) < 2n ** 63n) {
+      const v = BigInt(s);
+      n = v >= 0n && v <= 127n ? 1 : v >= -4096n && v <= 4095n ? 2 : v >= -32768n && v <= 32767n ? 3 : v >= -8388608n && v <= 8388607n ? 4 : v >= -2147483648n && v <= 2147483647n ? 5 : 9;
+    } else {
+      const len = Buffer.byteLength(s);
+      n = (len < 64 ? 1 : len < 4096 ? 2 : 5) + len;
+    }
+    return n + (n < 128 ? 1 : n < 16384 ? 2 : 3);
+  };
+  let total = 7;
+  for (const [f, v] of Object.entries(hash)) total += entry(f) + entry(v);
+  return total;
+}
+
 /** The fill child: writes leases FROM..FROM+COUNT through the lease store. */
 async function fill(dir, from, count) {
   const { Redis } = require("ioredis");
@@ -268,10 +291,12 @@ async function main() {
       used_memory_after: memAfter,
       lease_hash: hashBytes / sample.length,
       lease_hash_encoding: await rc.object("ENCODING", `${tag}:lease:${sample[0]}`),
+      lease_hash_fields: Object.keys(await rc.hgetall(`${tag}:lease:${sample[0]}`)).length,
+      lease_hash_listpack_bytes: listpackBytes(await rc.hgetall(`${tag}:lease:${sample[0]}`)),
       shared_per_lease: sharedPerLease,
       keys: await rc.dbsize(),
     };
-    process.stderr.write(`${N} leases filled in ${fillSeconds.toFixed(0)} s: ${memory.bytes_per_lease.toFixed(0)} B/lease; lease hash ${memory.lease_hash} B (${memory.lease_hash_encoding}); shared ${JSON.stringify(sharedPerLease)}\n`);
+    process.stderr.write(`${N} leases filled in ${fillSeconds.toFixed(0)} s: ${memory.bytes_per_lease.toFixed(0)} B/lease; lease hash ${memory.lease_hash} B (${memory.lease_hash_encoding}, ${memory.lease_hash_fields} fields, ${memory.lease_hash_listpack_bytes} B of listpack); shared ${JSON.stringify(sharedPerLease)}\n`);
 
     broker = await L.spawnBroker(dir, cfg);
     const result = { n: N, fill_seconds: fillSeconds, memory, exchange: [], lag: [] };

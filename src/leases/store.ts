@@ -37,15 +37,16 @@
  * Lease hash fields: r b w t (role, backend, workload, task id) state iat (issued_at ms) exp
  * (expires_at ms; never changed once written: the AWS handle's times are relative to it) bexp
  * (backend_expires_at ms) rat (revoked_at ms) trig by reason tat (trigger ms) k i s (identity
- * kind, absent for "oidc"; issuer; subject) pr (policy ref: a field of {p}:leases:policies holding the policy-set
- * hash and the determining policy ids; leases written before it hold them inline as pids (JSON)
- * and phash (base64url), still read) ti tt td ts (task intent, tool, destination, sensitivity;
- * absent when empty). Leases written before issue 17's second pass name role backend workload
- * task_id ikind issuer subject in full and hold the handle as JSON in `handle` (still read).
- * The revocation kind follows from the backend and the TTL from iat/exp, so neither is
- * stored: every byte counts at 1 KB a lease.
- * h (the backend handle in its stored form, src/leases/handle.ts; never secret) err att (revoke attempts) op (bulk op id) ev (the
- * lease's audit event ids, space-separated, written by the audit ledger). For re-authorization
+ * kind, absent for "oidc"; issuer; subject) pr (policy ref: a field of {p}:leases:policies
+ * holding the policy-set hash and the determining policy ids; leases written before it hold them
+ * inline as pids (JSON) and phash (base64url), still read) ti tt td ts (task intent, tool,
+ * destination, sensitivity; absent when empty). Leases written before issue 17's second pass
+ * name role backend workload task_id ikind issuer subject in full and hold the handle as JSON in
+ * `handle` (still read). The revocation kind follows from the backend and the TTL from iat/exp,
+ * so neither is stored: every byte counts at 1 KB a lease.
+ * h (the backend handle in its stored form, src/leases/handle.ts; never secret) err att (revoke
+ * attempts) op (bulk op id) ev (the lease's audit event ids, space-separated, written by the
+ * audit ledger). For re-authorization
  * (src/policy/reauthorize.ts) the original decision's inputs that are not otherwise stored:
  * ask (the TTL seconds the request asked for, when it differs from the lease's), cl (the token
  * claim values the workload's inventory entry constrains, JSON, absent when none), apr and apb

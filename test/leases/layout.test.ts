@@ -285,6 +285,10 @@ describe("compact handles (src/leases/handle.ts): Vault and AWS leases fit in 1 
     expect(got?.handle).toEqual(handle);
     expect(got).toEqual(store.activated(l, handle));
     expect((await fresh.getMany([l.id]))[0]?.handle).toEqual(handle);
+    // Revocation's own reads (REVOCATION_VIEW, and TRIGGER's answer) resolve the ref too.
+    expect((await createLeaseStore(redis, keys, { retentionSeconds: 60, taskRetentionSeconds: 60 }).forRevocation([l.id]))[0]?.handle).toEqual(handle);
+    const [moved] = await createLeaseStore(redis, keys, { retentionSeconds: 60, taskRetentionSeconds: 60 }).triggerForRevocation([l.id], { trigger: "operator", by: "test" });
+    expect(moved).toMatchObject({ id: l.id, backend: "aws_sts", role: "orders-read", workload: "agent", task_id: `T-${l.id}`, identity: { issuer: "idp" }, handle });
     // Field names: short, and no field of the layout before.
     for (const old of ["role", "backend", "workload", "task_id", "ikind", "issuer", "subject", "handle"]) expect(stored[old]).toBeUndefined();
     expect(stored).toMatchObject({ r: "orders-read", b: "aws_sts", w: "agent", t: `T-${l.id}`, i: "idp", s: "agent-1" });
@@ -323,6 +327,7 @@ describe("compact handles (src/leases/handle.ts): Vault and AWS leases fit in 1 
     const got = await store.get(l.id);
     expect(got?.handle).toEqual(handle);
     expect(got).toMatchObject({ role: l.role, backend: "aws_sts", workload: "agent", task_id: l.task.id, revocation_kind: "deny_by_session" });
+    expect((await store.forRevocation([l.id]))[0]).toMatchObject({ role: l.role, backend: "aws_sts", workload: "agent", task_id: l.task.id, identity: { issuer: "idp" }, handle });
     expect(await store.activate(l.id, handle, undefined, { issuedAt: l.issuedAt, expiresAt: l.expiresAt })).toBe("active");
     expect(Object.keys(await redis.hgetall(sk2.lease(l.id))).filter((k) => k.startsWith("handle"))).toEqual([]);
     expect((await store.get(l.id))?.handle).toEqual(handle);

@@ -22,6 +22,14 @@ const base: Record<string, string> = {
 };
 
 describe("decisionInputsOf", () => {
+  it("reads the short field names of the current layout as it reads the full names of the layout before (k absent: oidc)", () => {
+    const short = { r: "orders-read", b: "jwt", w: "agent", t: "T-1", state: "active", iat: base.iat!, exp: base.exp!, i: "idp", s: "agent-1", h: "j" };
+    expect(decisionInputsOf("l_1", short)).toEqual(decisionInputsOf("l_1", base));
+    expect(decisionInputsOf("l_1", { ...short, k: "spiffe" })).toMatchObject({ identity: { kind: "spiffe", issuer: "idp", subject: "agent-1" } });
+    const { r: _r, ...noRole } = short;
+    expect(decisionInputsOf("l_1", noRole)).toMatchObject({ unreadable: "its stored field role is missing or malformed", workload: "agent", task_id: "T-1" });
+  });
+
   it("reads every decision input, joining values stored in pieces", () => {
     const intent = "é".repeat(40); // 80 bytes: two pieces
     const d = decisionInputsOf("l_1", {

@@ -367,7 +367,7 @@ return 0
  * read (DECISION_INPUTS) leaves them, and their pieces, in Redis. Leaving a field out is only
  * ever a saving: a field not named here is read (a new one costs bytes, never a wrong decision).
  */
-const NOT_DECISION_INPUTS = ["handle", "ev", "pr", "pids", "phash", "bexp", "rat", "trig", "by", "reason", "tat", "err", "att", "op", "hk"];
+const NOT_DECISION_INPUTS = ["h", "handle", "ev", "pr", "pids", "phash", "bexp", "rat", "trig", "by", "reason", "tat", "err", "att", "op", "hk"];
 
 const DECISION_INPUTS = luaScript<string>(
   "jitLeaseDecisionInputs",
@@ -569,8 +569,14 @@ function storedObject(v: string): Record<string, unknown> | undefined {
  */
 export function decisionInputsOf(id: string, stored: Record<string, string>): DecisionInputs | UnreadableLease {
   const h = joinPieces(stored);
-  const bad = (field: string): UnreadableLease => ({ id, workload: h.workload ?? "", task_id: h.task_id ?? "", unreadable: `its stored field ${field} is missing or malformed` });
-  const { role, backend, workload, task_id, issuer, subject } = h;
+  // The short names, or those of the layout before issue 17's second pass (as `decode`).
+  const role = h.r ?? h.role;
+  const backend = h.b ?? h.backend;
+  const workload = h.w ?? h.workload;
+  const task_id = h.t ?? h.task_id;
+  const issuer = h.i ?? h.issuer;
+  const subject = h.s ?? h.subject;
+  const bad = (field: string): UnreadableLease => ({ id, workload: workload ?? "", task_id: task_id ?? "", unreadable: `its stored field ${field} is missing or malformed` });
   if (role === undefined) return bad("role");
   if (backend === undefined) return bad("backend");
   if (workload === undefined) return bad("workload");
@@ -605,7 +611,7 @@ export function decisionInputsOf(id: string, stored: Record<string, string>): De
     backend: backend as Lease["backend"],
     task_id,
     task: { id: task_id, intent: h.ti ?? "", tool: h.tt ?? "", destination: h.td ?? "", sensitivity: h.ts ?? "" },
-    identity: { kind: h.ikind as "oidc" | "spiffe", issuer, subject },
+    identity: { kind: (h.k ?? h.ikind ?? "oidc") as "oidc" | "spiffe", issuer, subject },
     claims,
     ttl_seconds: ttl,
     asked_ttl_seconds: asked,

@@ -236,7 +236,7 @@ describe("re-authorization reads only a lease's decision inputs, and reads them 
     await f.b.broker.redis.hset(key(ids[0]!), "exp", "later");
     // Claims that are not JSON: the walk before this one stopped at such a lease, and every lease after it was never decided.
     await f.b.broker.redis.hset(key(ids[1]!), "cl", "{not json");
-    await f.b.broker.redis.hdel(key(ids[2]!), "role");
+    await f.b.broker.redis.hdel(key(ids[2]!), "r"); // the role (its short name, docs/ARCHITECTURE.md, Lease record)
     const report = await reloadWith();
     // (The file watcher may re-authorize for the new file before the reload call does: the
     // leases' states, not one walk's counts, are what is checked.)

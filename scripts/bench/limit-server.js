@@ -79,7 +79,7 @@ async function main() {
       await redis.limitWrite(`${tag}:lease:${id}`, `${tag}:leases:due`, `${tag}:leases:policies`, id, String(expiresAt),
         policyRef(policy), `${Buffer.from(policy.hash, "hex").toString("base64url")} ${JSON.stringify(policy.ids)}`,
         "r", role.name, "b", "jwt", "w", payload.sub, "t", taskId, "state", "active", "iat", String(issuedAt), "exp", String(expiresAt),
-        "k", "oidc", "i", "idp", "s", payload.sub, "pr", policyRef(policy), "h", encodeHandle({ id, issuedMs: issuedAt, expiresMs: expiresAt }, minted.handle, false).value);
+        "i", "idp", "s", payload.sub, "pr", policyRef(policy), "h", encodeHandle({ id, issuedMs: issuedAt, expiresMs: expiresAt }, minted.handle, false).value);
       res.status(201).json({ lease, credential: minted.credential });
     } catch (e) {
       res.status(e?.code === "ERR_JWT_EXPIRED" || e?.code?.startsWith?.("ERR_J") ? 401 : 500).json({ error: String(e?.message ?? e) });

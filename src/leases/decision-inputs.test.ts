@@ -104,9 +104,9 @@ describe("decisionInputsOf", () => {
 describe("parseDecisionInputs: the walk's read, as the script answers it", () => {
   const row = (id: string, h: Record<string, string>) => [id, ...Object.entries(h).flat()];
 
-  it("reads the next cursor, the active leases and the ids of the others", () => {
-    const page = parseDecisionInputs(JSON.stringify([["1234", "l_issuing", "l_revoking"], row("l_1", base), row("l_2", { ...base, cl: "nope" })]));
-    expect(page.next).toBe("1234");
+  it("reads the active leases and the ids of the others", () => {
+    const page = parseDecisionInputs(JSON.stringify([["l_issuing", "l_revoking"], row("l_1", base), row("l_2", { ...base, cl: "nope" })]));
+    expect(parseDecisionInputs(JSON.stringify([{}, row("l_1", base)])).skipped).toEqual([]); // cjson's empty table
     expect(page.skipped).toEqual(["l_issuing", "l_revoking"]);
     expect(page.leases).toHaveLength(2);
     expect(page.leases[0]).toMatchObject({ id: "l_1", workload: "agent", ttl_seconds: 300 });
@@ -114,21 +114,20 @@ describe("parseDecisionInputs: the walk's read, as the script answers it", () =>
   });
 
   it("a field named __proto__ in Redis is a plain field, not the record's prototype", () => {
-    const page = parseDecisionInputs(JSON.stringify([["0"], ["l_1", ...Object.entries(base).flat(), "__proto__", "x"]]));
+    const page = parseDecisionInputs(JSON.stringify([[], ["l_1", ...Object.entries(base).flat(), "__proto__", "x"]]));
     expect(page.leases[0]).toMatchObject({ id: "l_1", role: "orders-read" });
   });
 
   it.each([
     ["not a text", 42],
-    ["not JSON", "[[\"0\"],"],
+    ["not JSON", "[[],"],
     ["not a list", '{"0":1}'],
     ["an empty list", "[]"],
-    ["a cursor that is not a number", '[["next"]]'],
-    ["no cursor", "[[]]"],
-    ["a skipped id that is not a string", '[["0", 7]]'],
-    ["a row with a field but no value", '[["0"], ["l_1", "role"]]'],
-    ["a row with a value that is not a string", '[["0"], ["l_1", "role", 5]]'],
-    ["a row that is not a list", '[["0"], {"id": "l_1"}]'],
+    ["skipped ids that are not a list", '["l_1"]'],
+    ["a skipped id that is not a string", '[["l_1", 7]]'],
+    ["a row with a field but no value", '[[], ["l_1", "role"]]'],
+    ["a row with a value that is not a string", '[[], ["l_1", "role", 5]]'],
+    ["a row that is not a list", '[[], {"id": "l_1"}]'],
   ])("a reply with %s is an error (store_unavailable), not a walk that skips leases", (_name, reply) => {
     let err: unknown;
     try {

@@ -372,25 +372,22 @@ const NOT_DECISION_INPUTS = ["h", "handle", "ev", "pr", "pids", "phash", "bexp",
 const DECISION_INPUTS = luaScript<string>(
   "jitLeaseDecisionInputs",
   `
--- KEYS: 1 due (the shard's live lease ids)
--- ARGV: 1 ZSCAN cursor, 2 ZSCAN COUNT, 3 lease key prefix ({p}:lease:, same hash tag as KEYS[1]),
---       4 the fields to leave out, space-separated (a field's pieces f.1, f.2... go with them)
--- Output: a JSON text [[next cursor, skipped id...], [id, field, value, field, value...], ...]: one ZSCAN
---   step over the due set, and an array per lease of that step in state active with its fields
---   but those of ARGV[4], as stored (pieces not joined); the skipped ids are the leases of the
---   step in another state (being issued, being revoked, ended). An id without a hash, or a hash without
---   a state, is left out. As ZSCAN, an id may come in two steps.
--- The re-authorization walk's read: ids and decision inputs in one compact reply instead of a
--- ZSCAN and one HGETALL reply per lease (docs/BENCHMARKS.md, Issue 17).
+-- KEYS: 1 due (the shard's live lease ids; names the shard)
+-- ARGV: 1 lease key prefix ({p}:lease:, same hash tag as KEYS[1]), 2 the fields to leave out,
+--       space-separated (a field's pieces f.1, f.2... go with them), 3.. lease ids
+-- Output: a JSON text [[skipped id...], [id, field, value, field, value...], ...]: an array per
+--   lease in state active with its fields but those of ARGV[2], as stored (pieces not joined);
+--   the skipped ids are the leases in another state (being issued, being revoked, ended). An id
+--   without a hash, or a hash without a state, is left out.
+-- The re-authorization walk's read: the decision inputs of a batch in one compact reply instead
+-- of one HGETALL reply per lease (docs/BENCHMARKS.md, Issue 17).
 local skip = {}
-for f in string.gmatch(ARGV[4], '%S+') do skip[f] = true end
-local page = redis.call('ZSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
-local ids = page[2]
-local head = {page[1]}
+for f in string.gmatch(ARGV[2], '%S+') do skip[f] = true end
+local head = {}
 local out = {head}
-for n = 1, #ids, 2 do
-  local id = ids[n]
-  local h = redis.call('HGETALL', ARGV[3] .. id)
+for n = 3, #ARGV do
+  local id = ARGV[n]
+  local h = redis.call('HGETALL', ARGV[1] .. id)
   local st
   for j = 1, #h, 2 do
     if h[j] == 'state' then st = h[j + 1] break end
@@ -410,6 +407,7 @@ for n = 1, #ids, 2 do
     head[#head + 1] = id
   end
 end
+-- (cjson writes an empty head as {}.)
 return cjson.encode(out)
 `,
 );
@@ -627,9 +625,8 @@ export function decisionInputsOf(id: string, stored: Record<string, string>): De
 const malformedReply = (what: string) =>
   new BrokerError("store_unavailable", `the lease store (Redis) answered the re-authorization read with a malformed reply (${what})`, { reason: "redis" });
 
-/** One step of the walk's read (DECISION_INPUTS): where the next starts ("0": done), the active leases' inputs, the ids of those in another state. */
-export interface DecisionInputsPage {
-  next: string;
+/** The walk's read of a batch (DECISION_INPUTS): the active leases' inputs, the ids of those in another state. */
+export interface DecisionInputsBatch {
   leases: (DecisionInputs | UnreadableLease)[];
   skipped: string[];
 }
@@ -638,7 +635,7 @@ export interface DecisionInputsPage {
  * Reads a DECISION_INPUTS reply. A reply that is not the script's shape (a hostile or broken
  * Redis) is an error; a lease whose fields are malformed is an UnreadableLease.
  */
-export function parseDecisionInputs(text: unknown): DecisionInputsPage {
+export function parseDecisionInputs(text: unknown): DecisionInputsBatch {
   if (typeof text !== "string") throw malformedReply("not a text");
   let rows: unknown;
   try {
@@ -647,10 +644,10 @@ export function parseDecisionInputs(text: unknown): DecisionInputsPage {
     throw malformedReply("not JSON");
   }
   if (!Array.isArray(rows) || rows.length === 0) throw malformedReply("not a list");
-  const head: unknown = rows[0];
-  const [next, ...skipped] = Array.isArray(head) ? (head as unknown[]) : [];
-  if (typeof next !== "string" || !/^\d{1,20}$/.test(next)) throw malformedReply("cursor");
-  if (!skipped.every((id) => typeof id === "string")) throw malformedReply("skipped ids");
+  const skipped: unknown = rows[0];
+  // An empty Lua table is written {} by cjson.
+  const skippedIds = Array.isArray(skipped) ? skipped : skipped !== null && typeof skipped === "object" && Object.keys(skipped).length === 0 ? [] : undefined;
+  if (!skippedIds || !skippedIds.every((id) => typeof id === "string")) throw malformedReply("skipped ids");
   const leases: (DecisionInputs | UnreadableLease)[] = [];
   for (let r = 1; r < rows.length; r++) {
     const row: unknown = rows[r];
@@ -660,7 +657,7 @@ export function parseDecisionInputs(text: unknown): DecisionInputsPage {
     for (let j = 1; j < row.length; j += 2) h[row[j] as string] = row[j + 1] as string;
     leases.push(decisionInputsOf(row[0] as string, h));
   }
-  return { next, leases, skipped: skipped as string[] };
+  return { leases, skipped: skippedIds as string[] };
 }
 
 export interface LeaseFilter {
@@ -871,12 +868,13 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
   }
 
   /**
-   * One step of the re-authorization walk over this shard's live leases (docs/BENCHMARKS.md, Issue
-   * 17): a ZSCAN step of `count` from `cursor` with the decision inputs of its active leases, in
-   * one script call and one compact reply. Start at "0"; done when `next` is "0".
+   * The decision inputs of the active leases among `ids` (one script call, one compact reply;
+   * docs/BENCHMARKS.md, Issue 17), for the re-authorization walk; the ids of leases in another
+   * state come back as skipped, missing ones are left out.
    */
-  async function decisionInputs(cursor: string, count: number): Promise<DecisionInputsPage> {
-    const text = await storeCall(() => runScript(redis, DECISION_INPUTS, [k.due], [cursor, String(count), k.lease(""), NOT_DECISION_INPUTS.join(" ")]));
+  async function decisionInputs(ids: string[]): Promise<DecisionInputsBatch> {
+    if (ids.length === 0) return { leases: [], skipped: [] };
+    const text = await storeCall(() => runScript(redis, DECISION_INPUTS, [k.due], [k.lease(""), NOT_DECISION_INPUTS.join(" "), ...ids]));
     return parseDecisionInputs(text);
   }
 

@@ -17,9 +17,9 @@
  * on everything a decision reads share one Cedar call (`memoizeDecisions`, src/policy/memo.ts),
  * and leases that agree on everything `recheckLease` reads share its answer (`memoizeRechecks`),
  * so the walk is bounded by reading the leases. It reads only their decision inputs
- * (`store.decisionInputs`: a ZSCAN step of 250 and those leases' fields but the handle and the
- * history, one script call and one JSON reply), on its own connection, the next step while it
- * decides one; shards side by side; revocations of refused leases in flight meanwhile.
+ * (`store.decisionInputs`: 250 leases' fields but the handle and the history, one script call
+ * and one JSON reply, after a ZSCAN of their ids), on its own connection, three batches ahead of
+ * the one it decides; shards side by side; revocations of refused leases in flight meanwhile.
  */
 import type { Logger } from "pino";
 import type { AuditLedger } from "../audit/ledger";
@@ -27,18 +27,22 @@ import type { RecheckInputs } from "../authz/recheck";
 import type { LeaseMetrics } from "../leases/metrics";
 import { revokeForPolicyChange } from "../leases/policy-change";
 import type { RevocationQueue } from "../leases/queue";
-import type { DecisionInputs, DecisionInputsPage, LeaseStore, ShardStore, UnreadableLease } from "../leases/store";
+import type { DecisionInputs, LeaseStore, ShardStore, UnreadableLease } from "../leases/store";
 import { memoizeDecisions, memoizeRechecks } from "./memo";
 
 /** Longest stretch of synchronous work without yielding the event loop (docs/BENCHMARKS.md: re-authorization). */
 const SLICE_MS = 5;
 /**
- * Leases per read (one `jitLeaseDecisionInputs` call: a ZSCAN step and its leases' inputs). Redis
- * runs a read as one script, so this bounds how long a read keeps other clients waiting (≈ 1–2 ms
- * at 250 leases). The walk reads on its own connection (src/broker.ts), so its reads never queue
- * in front of the request path's commands, and reads the next step while it decides one.
+ * Lease ids per ZSCAN and per read (one `jitLeaseDecisionInputs` call). Redis runs a read as one
+ * script, so this bounds how long a read keeps other clients waiting (≈ 1–2 ms at 250 leases).
  */
 const BATCH = 250;
+/**
+ * Batches read ahead of the one being decided: the reads' round trips overlap the decisions (on a
+ * loaded machine a round trip, not Redis's work, is what a read costs). The reads go over the
+ * walk's own connection (src/broker.ts), so they never queue in front of the request path's commands.
+ */
+const READ_AHEAD = 3;
 /** Revocation calls (trigger, queue, audit) in flight while the walk goes on. */
 const REVOKING = 4;
 /** Shards (`redis.shards`) walked at the same time. */
@@ -53,6 +57,41 @@ export interface ReauthorizationReport {
   kept: number;
   /** Leases that were already being revoked or were still being issued (not re-evaluated). */
   skipped: number;
+}
+
+/**
+ * `load` applied to each item of `source` in order, up to `ahead` items ahead of the consumer:
+ * the next batches are read from Redis while this one is decided. A batch that fails is
+ * reported when the consumer reaches it.
+ */
+async function* readAhead<T, U>(source: AsyncGenerator<T>, load: (x: T) => Promise<U>, ahead: number): AsyncGenerator<U> {
+  const pending: Promise<{ done: true } | { done: false; value: U }>[] = [];
+  let ended = false;
+  const fill = () => {
+    while (!ended && pending.length < ahead + 1) {
+      // Async generators answer next() calls in order, so the ids stay in ZSCAN order.
+      const p = source.next().then(async (n) => {
+        if (n.done) {
+          ended = true;
+          return { done: true as const };
+        }
+        return { done: false as const, value: await load(n.value) };
+      });
+      p.catch(() => undefined); // awaited below; not an unhandled rejection meanwhile
+      pending.push(p);
+    }
+  };
+  try {
+    for (;;) {
+      fill();
+      const next = await pending.shift()!;
+      if (next.done) return;
+      yield next.value;
+    }
+  } finally {
+    ended = true;
+    await source.return(undefined).catch(() => undefined);
+  }
 }
 
 export async function reauthorizeLeases(
@@ -97,30 +136,31 @@ export async function reauthorizeLeases(
 
   let sliceStart = performance.now();
   let stop = false;
-  /** One shard's live leases, step by step: read (the next step while this one is decided), decide, revoke. */
+  /** One shard's live leases, batch by batch: read (the next batches while this one is decided), decide, revoke. */
   const walkShard = async (shard: ShardStore) => {
-    // ZSCAN may return an id in two steps: each lease is counted and decided once.
+    // ZSCAN may return an id twice: each lease is counted and decided once.
     const seen = new Set<string>();
-    let reading: Promise<DecisionInputsPage> | null = shard.decisionInputs("0", BATCH);
-    while (reading && !stop) {
-      const page: DecisionInputsPage = await reading;
-      reading = page.next === "0" ? null : shard.decisionInputs(page.next, BATCH);
-      reading?.catch(() => undefined); // awaited on the next turn; not an unhandled rejection if the walk stops first
+    const batches = readAhead(
+      shard.allLiveIds(BATCH),
+      (batch: string[]) => {
+        // Runs in ZSCAN order, as each batch's ids arrive.
+        const ids = batch.filter((id) => !seen.has(id));
+        for (const id of ids) seen.add(id);
+        return shard.decisionInputs(ids);
+      },
+      READ_AHEAD,
+    );
+    for await (const { leases, skipped } of batches) {
+      if (stop) return;
       // Being issued (decided again by its own request once minted, service.issue), being revoked or ended.
-      for (const id of page.skipped) {
-        if (seen.has(id)) continue;
-        seen.add(id);
-        report.skipped++;
-      }
+      report.skipped += skipped.length;
       const byReason = new Map<string, (DecisionInputs | UnreadableLease)[]>();
-      for (const l of page.leases) {
+      for (const l of leases) {
         // Give other requests the event loop every few ms.
         if (performance.now() - sliceStart > SLICE_MS) {
           await new Promise((r) => setImmediate(r));
           sliceStart = performance.now();
         }
-        if (seen.has(l.id)) continue;
-        seen.add(l.id);
         report.reevaluated++;
         // A lease that cannot be decided again is not known to be allowed: it goes (fail closed).
         const reason = "unreadable" in l ? `its decision inputs cannot be read (${l.unreadable})` : recheck(l).reason;

@@ -404,13 +404,11 @@ describe("the re-authorization walk's read (decisionInputs) agrees with get() on
     const shard = store.shardStores[0]!;
     const read = new Map<string, unknown>();
     const skipped = new Set<string>();
-    let cursor = "0";
-    do {
-      const page = await shard.decisionInputs(cursor, 50);
-      for (const l of page.leases) read.set(l.id, l);
-      for (const id of page.skipped) skipped.add(id);
-      cursor = page.next;
-    } while (cursor !== "0");
+    for await (const ids of shard.allLiveIds(50)) {
+      const batch = await shard.decisionInputs(ids);
+      for (const l of batch.leases) read.set(l.id, l);
+      for (const id of batch.skipped) skipped.add(id);
+    }
     for (const id of [full.id, plain.id, old]) {
       const whole = (await store.get(id))!;
       expect(whole.state).toBe("active");

@@ -43,6 +43,8 @@ const FOREVER = 2 ** 31 - 1;
 const BULK_CHUNK = 1000;
 /** Steps of a bulk revocation, or batches of the expiry poller, revoked at once. */
 const IN_FLIGHT = 4;
+/** Batches of the expiry poller already ended whose audit events may still be committing (bounds what waits in memory). */
+const RECORDING = 16;
 
 export type Selector = "lease" | "task" | "workload" | "role" | "issuer";
 
@@ -190,14 +192,22 @@ export function startRevocationWorker(opts: WorkerOptions) {
     if (polling) return 0;
     polling = true;
     const inFlight = new Set<Promise<void>>();
+    // Audit appends of ended batches still being committed: the walk goes on meanwhile (the
+    // events are queued in the ledger already), up to RECORDING of them; the poll ends when all
+    // are committed, so one poll's events are in before the next poll starts.
+    const recording = new Set<Promise<void>>();
     try {
       const at = now();
       let moved = 0;
       // Each shard's due set in turn (one with one shard).
       for (const shard of opts.store.shardStores) moved += await walkExpiries(shard, at, async (_ids, leases) => {
         const p: Promise<void> = opts.revoker
-          .revokeLeases(leases)
-          .then((outcome) => opts.queue.revokeSoon(toRetry(outcome)))
+          .revokeLeases(leases, { awaitRecords: false })
+          .then((outcome) => {
+            const r = outcome.recorded.finally(() => recording.delete(r));
+            recording.add(r);
+            return opts.queue.revokeSoon(toRetry(outcome));
+          })
           .then(
             () => undefined,
             (e: unknown) => onError("expiry", e), // the sweeper takes these over after sweep_grace
@@ -205,12 +215,15 @@ export function startRevocationWorker(opts: WorkerOptions) {
           .finally(() => inFlight.delete(p));
         inFlight.add(p);
         if (inFlight.size >= IN_FLIGHT) await Promise.race(inFlight);
+        while (recording.size >= RECORDING) await Promise.race(recording);
       });
       await Promise.all(inFlight);
+      await Promise.all(recording);
       opts.onRecovered?.("expiry");
       return moved;
     } catch (e) {
       await Promise.all(inFlight);
+      await Promise.all(recording);
       onError("expiry", e);
       return 0;
     } finally {

@@ -50,6 +50,9 @@ export const MISCONFIGURED_RETRY_MS = 3_600_000;
 const MAX_FINISH = 500;
 
 type Final = "revoked" | "expired" | "unchanged";
+/** A lease's FINISH outcome, and the audit append of its batch (resolves once committed; never rejects). */
+type Finished = { final: Final; recorded: Promise<void> };
+const NOTHING_TO_RECORD: Promise<void> = Promise.resolve();
 
 /** The ids of failed revocations that get an immediate retry job (all but the misconfigured). */
 export const toRetry = (outcome: RevokeOutcome): string[] => outcome.failed.filter((f) => f.retry).map((f) => f.id);
@@ -106,22 +109,23 @@ export function createRevoker(opts: RevokerOptions) {
     return moved;
   }
 
-  async function revokeIds(ids: string[], out: RevokeOutcome): Promise<void> {
-    await revokeAll(await opts.store.forRevocation(ids), out);
+  /** `records` collects, per finished batch, the promise of its audit append (never rejects). */
+  async function revokeIds(ids: string[], out: RevokeOutcome, records: Promise<void>[]): Promise<void> {
+    await revokeAll(await opts.store.forRevocation(ids), out, records);
   }
 
-  async function revokeAll(leases: readonly (RevokingLease | null)[], out: RevokeOutcome): Promise<void> {
-    await Promise.all(leases.map((l) => (l ? revokeOne(l, out) : undefined)));
+  async function revokeAll(leases: readonly (RevokingLease | null)[], out: RevokeOutcome, records: Promise<void>[]): Promise<void> {
+    await Promise.all(leases.map((l) => (l ? revokeOne(l, out, records) : undefined)));
   }
 
-  async function revokeOne(lease: RevokingLease, out: RevokeOutcome): Promise<void> {
+  async function revokeOne(lease: RevokingLease, out: RevokeOutcome, records: Promise<void>[]): Promise<void> {
     if (lease.state !== "revoking" && lease.state !== "revoke_failed") return;
     const backend = opts.backends.get(lease.backend);
     try {
       if (lease.has_children) {
         // Children first: they must not outlive the parent's revocation by a retry's backoff.
         const moved = await cascade(lease);
-        if (moved.length > 0) await revokeIds(moved, out);
+        if (moved.length > 0) await revokeIds(moved, out, records);
       }
       if (lease.handle === null) {
         // Issued but not (yet) minted: wait for the mint to record its handle, or time out. A
@@ -155,7 +159,9 @@ export function createRevoker(opts: RevokerOptions) {
       }
     }
     // Recorded with the other leases whose revocation succeeded in this macrotask (finishSoon).
-    if ((await finishSoon(lease)) !== "unchanged") out.done.push(lease.id);
+    const finished = await finishSoon(lease);
+    if (finished.final !== "unchanged") out.done.push(lease.id);
+    records.push(finished.recorded);
   }
 
   /**
@@ -166,9 +172,9 @@ export function createRevoker(opts: RevokerOptions) {
    * recorded only after its own backend revocation succeeded; until FINISH it stays revoking in
    * the due set, so a process that dies in between leaves it to the sweeper (I3).
    */
-  let finishing: { lease: RevokingLease; resolve: (f: Final) => void; reject: (e: unknown) => void }[] = [];
-  function finishSoon(lease: RevokingLease): Promise<Final> {
-    return new Promise<Final>((resolve, reject) => {
+  let finishing: { lease: RevokingLease; resolve: (f: Finished) => void; reject: (e: unknown) => void }[] = [];
+  function finishSoon(lease: RevokingLease): Promise<Finished> {
+    return new Promise<Finished>((resolve, reject) => {
       if (finishing.push({ lease, resolve, reject }) === 1) setImmediate(() => void finishBatch());
     });
   }
@@ -214,26 +220,43 @@ export function createRevoker(opts: RevokerOptions) {
     });
     // The leases are terminal now, and no later attempt will record them (only the caller that
     // made the transition does, I4): if Redis went away since FINISH, each event is retried in
-    // the background until it lands (audit.record) instead of being lost with this attempt.
-    if (events.length > 0) await opts.audit.appendMany(events).catch(() => events.forEach((ev) => opts.audit.record(ev)));
-    part.forEach((p, j) => p.resolve(finals[j]!));
+    // the background until it lands (audit.record) instead of being lost with this attempt. The
+    // events are in the ledger's queue from here on (its close() flushes them); each caller
+    // decides whether to wait for the commit (see revokeLeases).
+    const recorded =
+      events.length > 0
+        ? opts.audit.appendMany(events).then(
+            () => undefined,
+            () => events.forEach((ev) => opts.audit.record(ev)),
+          )
+        : NOTHING_TO_RECORD;
+    part.forEach((p, j) => p.resolve({ final: finals[j]!, recorded }));
   }
 
   return {
     /** Revokes the given (already triggered) leases. Never throws for one lease's failure (I4). */
     async revoke(ids: string[]): Promise<RevokeOutcome> {
       const out: RevokeOutcome = { done: [], failed: [] };
-      await revokeIds(ids, out);
+      const records: Promise<void>[] = [];
+      await revokeIds(ids, out, records);
+      await Promise.all(records);
       return out;
     },
     /**
      * `revoke` of leases already read as revocation needs them (the trigger that moved them
-     * answered them: `store.triggerForRevocation`, the expiry poller's `expireDue`).
+     * answered them: `store.triggerForRevocation`, the expiry poller's `expireDue`). Resolves once
+     * their audit events are committed too, or, with `awaitRecords: false`, as soon as the leases
+     * are terminal and their events queued in the ledger: `recorded` then resolves when those are
+     * committed (it never rejects; an append that failed goes on in the background, audit.record).
+     * The expiry poller uses that to end the next batch while the ledger commits this one.
      */
-    async revokeLeases(leases: readonly RevokingLease[]): Promise<RevokeOutcome> {
+    async revokeLeases(leases: readonly RevokingLease[], { awaitRecords = true }: { awaitRecords?: boolean } = {}): Promise<RevokeOutcome & { recorded: Promise<void> }> {
       const out: RevokeOutcome = { done: [], failed: [] };
-      await revokeAll(leases, out);
-      return out;
+      const records: Promise<void>[] = [];
+      await revokeAll(leases, out, records);
+      const recorded = Promise.all(records).then(() => undefined);
+      if (awaitRecords) await recorded;
+      return { ...out, recorded };
     },
   };
 }

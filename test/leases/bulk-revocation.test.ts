@@ -306,3 +306,62 @@ describe("FINISH of many leases in one script (the store)", () => {
     }
   });
 });
+
+describe("the expiry poller while the ledger is slow", () => {
+  let f: Fixture;
+  beforeAll(async () => {
+    // A long sweep_grace: only the poller may end these leases here.
+    f = await startFixture({ extra: { leases: { quota_per_workload: 0 }, worker: { sweep_interval: "200ms", sweep_grace: "60s", fail_after: 2 } } });
+  });
+  afterAll(async () => {
+    await f.close();
+  });
+
+  it("ends every batch of a mass expiry while earlier batches' events are still committing, and records each lease's expired event exactly once", async () => {
+    // 2,600 leases expiring together: more batches (500) than the poller revokes at once (4).
+    const store = f.b.broker.store;
+    const now = Date.now();
+    const expiresAt = now + 3000;
+    const ids: string[] = [];
+    for (let i = 0; i < 2600; i += 100) {
+      const chunk = Array.from({ length: 100 }, (_, j): NewLease => ({
+        id: store.newId("agent"),
+        role: "orders-read",
+        backend: "jwt",
+        workload: "agent",
+        task: { id: `slow-ledger-${i + j}`, intent: "", tool: "", destination: "", sensitivity: "" },
+        issuedAt: now,
+        expiresAt,
+        identity: { kind: "oidc", issuer: "idp", subject: SUBJECTS.agent },
+        policy: { ids: ["p"], hash: "00".repeat(32) },
+      }));
+      const res = await Promise.all(chunk.map((l) => store.create(l, 0, { handle: { jti: l.id } })));
+      expect(res.every((r) => r === "ok")).toBe(true);
+      ids.push(...chunk.map((l) => l.id));
+    }
+    expect(Date.now()).toBeLessThan(expiresAt); // all still live when they come due together
+    // Hold every expiry's audit commit until all leases are ended.
+    const audit = f.b.broker.audit;
+    const real = audit.appendMany.bind(audit);
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((r) => (release = r));
+    let held = 0;
+    audit.appendMany = async (events) => {
+      if (events.some((e) => e.type === "expired")) {
+        held += events.length;
+        await gate;
+      }
+      return real(events);
+    };
+    try {
+      await waitFor(async () => ((await store.getMany(ids)).every((l) => l?.state === "expired") ? true : null), 30_000, "every lease expired while the ledger is held");
+      expect(held).toBe(2600);
+    } finally {
+      release();
+      audit.appendMany = real;
+    }
+    await waitFor(async () => ((await terminalEvents(f, "expired")).size >= 2600 ? true : null), 30_000, "the held events to be committed");
+    const events = await terminalEvents(f, "expired");
+    for (const id of ids) expect(events.get(id)).toBe(1);
+  });
+});

@@ -581,7 +581,18 @@ export function createAuditLedger<E extends LedgerEvent = AuditEvent>(redis: Red
     }
     const newHead = formatMark(opts.key, "head", { seq: lastId, link: prev });
     const mode = opts.leaseIndexField ? ["f", opts.leaseIndexField.field] : ["l", String(ttl)];
-    const res = await runScript(c, COMMIT, [streamKey, headKey, ...indexKeys], [state.head ?? "", state.last, ...mode, newHead, String(entries.length / 4), firstPrev, ...entries, ...indexIds]);
+    let res: NonNullable<(typeof COMMIT)["reply"]>;
+    try {
+      res = await runScript(c, COMMIT, [streamKey, headKey, ...indexKeys], [state.head ?? "", state.last, ...mode, newHead, String(entries.length / 4), firstPrev, ...entries, ...indexIds]);
+    } catch (e) {
+      // No answer is not "not committed": a reply lost to a command timeout may follow a script
+      // that ran. Committed again, the batch would be in the chain twice (a revocation's event
+      // recorded twice). The script writes all or nothing, so the batch is in exactly when its
+      // last entry is, with this attempt's link; read on the same connection, behind the script.
+      // (Only a timeout: a command refused or never sent, Redis being away, wrote nothing.)
+      if (!(e instanceof Error && /timed out/i.test(e.message)) || !(await landed(c, lastId, prev))) throw e;
+      res = [1, 0];
+    }
     if (res[0] === 0) {
       const added = res[3];
       // entries-added is an integer (0 without a stream), or nil before Redis 7.
@@ -596,6 +607,24 @@ export function createAuditLedger<E extends LedgerEvent = AuditEvent>(redis: Red
     // This process wrote that mark: its link is known without verifying the mark's MAC again.
     parsedHead = { text: newHead, link: prev, legacy: false };
     return out;
+  }
+
+  /**
+   * Whether the entry `id` is in the stream with link `link` (then the attempt that computed them
+   * committed), asked a few times over a few seconds: what delayed the reply may delay this too.
+   * False when the stream answers without it (the script did not write), or never answers.
+   */
+  async function landed(c: Redis, id: string, link: string): Promise<boolean> {
+    for (const wait of [0, 200, 500, 1000, 2000]) {
+      if (wait > 0) await sleep(wait);
+      try {
+        const got = await c.xrange(streamKey, id, id);
+        return got.length === 1 && fieldsToMap(got[0]![1]).get("h") === link;
+      } catch {
+        // no answer again: ask again
+      }
+    }
+    return false;
   }
 
   async function commit(batch: Pending[]): Promise<void> {

@@ -7,6 +7,7 @@
  */
 import { createHash, randomBytes } from "node:crypto";
 import { Writable } from "node:stream";
+import { rm } from "node:fs/promises";
 import { Redis } from "ioredis";
 import pino from "pino";
 import {
@@ -24,6 +25,7 @@ import { auditKeyFromBytes, type AuditKey } from "../../src/audit/key";
 import { formatMark, keyedLink, legacyLink } from "../../src/audit/chain";
 import { createAuditMetrics } from "../../src/audit/metrics";
 import { Registry } from "prom-client";
+import { startRedisServer } from "../support/redis-server";
 
 async function waitUntil(fn: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
   const start = Date.now();
@@ -601,5 +603,30 @@ describe("audit ledger", () => {
     }
     expect(await verifyAuditChain(redis, keys)).toEqual({ ok: true, checked: total, legacy: 0 });
     expect(await l.byLease("lease-7")).toHaveLength(perAppender);
+  });
+
+  it("a commit whose reply is lost (command timeout) is not committed twice: the append resolves and each event is in the chain once", async () => {
+    // A private Redis (it will be paused) and a ledger connection that gives up on a reply after 100 ms.
+    const server = await startRedisServer({ appendonly: false });
+    const admin = new Redis(server.url);
+    const main = new Redis(server.url, { maxRetriesPerRequest: 1 });
+    try {
+      const keys = keysFor(uniquePrefix());
+      const l = createAuditLedger<AuditEvent>(main, { ...keys, leaseIndexTtlSeconds: 3600, watchConnection: () => new Redis(server.url, { commandTimeout: 100, maxRetriesPerRequest: 1 }) });
+      await l.append(ev({ n: 0 }));
+      // Writes held for 600 ms: the commit script runs long after the ledger stopped waiting for it.
+      await admin.call("CLIENT", "PAUSE", "600", "WRITE");
+      const stored = await l.appendMany([ev({ type: "revoked", lease_id: "L1" }), ev({ type: "revoked", lease_id: "L2" })]);
+      expect(stored.map((e) => e.lease_id)).toEqual(["L1", "L2"]);
+      await l.append(ev({ n: 3 }));
+      expect(await main.xlen(keys.streamKey)).toBe(4);
+      expect((await verifyAuditChain(main, { key: keys.key, streamKey: keys.streamKey, headKey: keys.headKey })).ok).toBe(true);
+      await l.close();
+    } finally {
+      main.disconnect();
+      admin.disconnect();
+      await server.stop();
+      await rm(server.dir, { recursive: true, force: true });
+    }
   });
 });

@@ -29,6 +29,7 @@ const WORKER = Object.fromEntries(
     ["concurrency", sopt("concurrency") && Number(sopt("concurrency"))],
     ["sweep_interval", sopt("sweep-interval")],
     ["sweep_grace", sopt("sweep-grace")],
+    ["expiry_poll_interval", sopt("expiry-poll-interval")],
   ].filter(([, v]) => v !== undefined),
 );
 const BROKERS = opt("brokers", 1);

@@ -303,7 +303,7 @@ export const configSchema = z
         listen: listenSchema.optional(),
         concurrency: z.number().int().min(1).max(1000).default(50),
         /** How often the worker walks the expiry schedule ({p}:leases:due) for expired leases. */
-        expiry_poll_interval: duration.prefault("50ms"),
+        expiry_poll_interval: duration.prefault("20ms"),
         sweep_interval: duration.prefault("250ms"),
         /** How late a due lease may be before the sweeper takes it over from BullMQ. */
         sweep_grace: duration.prefault("250ms"),

@@ -406,25 +406,23 @@ const CLK_TCK = (() => {
   }
 })();
 
-/** CPU seconds (user + system) a process has used so far, from /proc (Linux). */
-function cpuSeconds(pid) {
+/**
+ * CPU seconds a process has used so far, from /proc (Linux): `cpu` user + system, and `sys` the
+ * system (kernel) part of it, socket and pipe I/O. NaN for both when the process is gone.
+ */
+function cpuTimes(pid) {
   try {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
     const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return (Number(f[11]) + Number(f[12])) / CLK_TCK;
+    return { cpu: (Number(f[11]) + Number(f[12])) / CLK_TCK, sys: Number(f[12]) / CLK_TCK };
   } catch {
-    return NaN;
+    return { cpu: NaN, sys: NaN };
   }
 }
 
-/** System (kernel) CPU seconds a process has used so far, from /proc (Linux): socket and pipe I/O. */
-function sysSeconds(pid) {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
-    return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[12]) / CLK_TCK;
-  } catch {
-    return NaN;
-  }
+/** CPU seconds (user + system) a process has used so far, from /proc (Linux). */
+function cpuSeconds(pid) {
+  return cpuTimes(pid).cpu;
 }
 
 /** Redis INFO commandstats as {command: {calls, usec}}. */
@@ -440,10 +438,7 @@ async function commandStats(port) {
 async function snapshot(watch = {}) {
   const cpu = {};
   const sys = {};
-  for (const [name, pid] of Object.entries(watch.procs ?? {})) {
-    cpu[name] = cpuSeconds(pid);
-    sys[name] = sysSeconds(pid);
-  }
+  for (const [name, pid] of Object.entries(watch.procs ?? {})) ({ cpu: cpu[name], sys: sys[name] } = cpuTimes(pid));
   return { cpu, sys, cmds: watch.redisPort ? await commandStats(watch.redisPort) : {} };
 }
 

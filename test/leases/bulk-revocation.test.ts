@@ -19,6 +19,21 @@ import { startRedisServer } from "../support/redis-server";
 jest.setTimeout(120_000);
 
 /** What `authenticate` puts on the request, for the service layer (no HTTP per lease). */
+/** A jwt lease for the store alone, issued a second before `now`, expiring a minute after it. */
+function plainLease(id: string, workload: string, taskId: string, now: number): NewLease {
+  return {
+    id,
+    role: "orders-read",
+    backend: "jwt",
+    workload,
+    task: { id: taskId, intent: "", tool: "", destination: "", sensitivity: "" },
+    issuedAt: now - 1000,
+    expiresAt: now + 60_000,
+    identity: { kind: "oidc", issuer: "idp", subject: "s" },
+    policy: { ids: ["p"], hash: "00".repeat(32) },
+  };
+}
+
 function authFor(f: Fixture, workload: "agent" | "ci"): AuthContext {
   const w = f.b.config.workloads.find((x) => x.id === workload)!;
   return {
@@ -142,17 +157,7 @@ describe("FINISH of many leases in one script (the store)", () => {
     const store = createLeaseStore(redis, keys, { retentionSeconds: 60, taskRetentionSeconds: 60 });
     const now = Date.now();
     const mk = async (i: number): Promise<string> => {
-      const l: NewLease = {
-        id: `l_fin${i}`,
-        role: "orders-read",
-        backend: "jwt",
-        workload: `w${i % 2}`,
-        task: { id: `t${i}`, intent: "", tool: "", destination: "", sensitivity: "" },
-        issuedAt: now - 1000,
-        expiresAt: now + 60_000,
-        identity: { kind: "oidc", issuer: "idp", subject: "s" },
-        policy: { ids: ["p"], hash: "00".repeat(32) },
-      };
+      const l = plainLease(`l_fin${i}`, `w${i % 2}`, `t${i}`, now);
       expect(await store.create(l, 0)).toBe("ok");
       return l.id;
     };
@@ -278,17 +283,7 @@ describe("FINISH of many leases in one script (the store)", () => {
       const now = Date.now();
       const ids: string[] = [];
       for (let i = 0; i < 3; i++) {
-        const l: NewLease = {
-          id: `l_fto${i}`,
-          role: "orders-read",
-          backend: "jwt",
-          workload: "w",
-          task: { id: `t${i}`, intent: "", tool: "", destination: "", sensitivity: "" },
-          issuedAt: now - 1000,
-          expiresAt: now + 60_000,
-          identity: { kind: "oidc", issuer: "idp", subject: "s" },
-          policy: { ids: ["p"], hash: "00".repeat(32) },
-        };
+        const l = plainLease(`l_fto${i}`, "w", `t${i}`, now);
         expect(await store.create(l, 0)).toBe("ok");
         ids.push(l.id);
       }

@@ -13,12 +13,21 @@ import { startFixture, waitFor, type Fixture } from "../support/fixture";
 
 type Who = "agent" | "agent2" | "ci";
 
+/** A copy of the shipped policies in a directory of its own, which a test adds policy files to. */
+function policyCopy(): string {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "jit-reauth-"));
+  cpSync(path.resolve(__dirname, "../../config/policies"), dir, { recursive: true });
+  return dir;
+}
+
+/** For tests that issue many leases: no per-workload quota, no rate limit. */
+const unlimited = { leases: { quota_per_workload: 0 }, limits: { requests_per_minute: 0 } };
+
 describe("re-authorization of active leases", () => {
   let f: Fixture;
   let dir: string;
   beforeEach(async () => {
-    dir = mkdtempSync(path.join(os.tmpdir(), "jit-reauth-"));
-    cpSync(path.resolve(__dirname, "../../config/policies"), dir, { recursive: true });
+    dir = policyCopy();
     f = await startFixture({ extra: { policy: { files: [path.join(dir, "*.cedar")] } } });
   });
   afterEach(async () => {
@@ -135,9 +144,8 @@ describe("re-authorization with decisions shared between leases of the same inpu
   let f: Fixture;
   let dir: string;
   beforeAll(async () => {
-    dir = mkdtempSync(path.join(os.tmpdir(), "jit-reauth-"));
-    cpSync(path.resolve(__dirname, "../../config/policies"), dir, { recursive: true });
-    f = await startFixture({ extra: { policy: { files: [path.join(dir, "*.cedar")] }, leases: { quota_per_workload: 0 }, limits: { requests_per_minute: 0 } } });
+    dir = policyCopy();
+    f = await startFixture({ extra: { policy: { files: [path.join(dir, "*.cedar")] }, ...unlimited } });
   });
   afterAll(async () => {
     await f.close();
@@ -205,9 +213,8 @@ describe("re-authorization reads only a lease's decision inputs, and reads them 
   let f: Fixture;
   let dir: string;
   beforeAll(async () => {
-    dir = mkdtempSync(path.join(os.tmpdir(), "jit-reauth-"));
-    cpSync(path.resolve(__dirname, "../../config/policies"), dir, { recursive: true });
-    f = await startFixture({ extra: { policy: { files: [path.join(dir, "*.cedar")] }, leases: { quota_per_workload: 0 }, limits: { requests_per_minute: 0 } } });
+    dir = policyCopy();
+    f = await startFixture({ extra: { policy: { files: [path.join(dir, "*.cedar")] }, ...unlimited } });
   });
   afterAll(async () => {
     await f.close();
@@ -297,8 +304,7 @@ describe("a re-authorization longer than the broker's wait", () => {
   let f: Fixture;
   let dir: string;
   beforeAll(async () => {
-    dir = mkdtempSync(path.join(os.tmpdir(), "jit-reauth-"));
-    cpSync(path.resolve(__dirname, "../../config/policies"), dir, { recursive: true });
+    dir = policyCopy();
     f = await startFixture({ extra: { policy: { files: [path.join(dir, "*.cedar")] } }, reloadWaitMs: 0 });
   });
   afterAll(async () => {
@@ -328,8 +334,7 @@ describe("a re-authorization longer than the broker's wait", () => {
 
 describe("a credential minted across a reload", () => {
   it("is checked again before it is handed out: refused and revoked if the new policy no longer allows it", async () => {
-    const dir = mkdtempSync(path.join(os.tmpdir(), "jit-reauth-"));
-    cpSync(path.resolve(__dirname, "../../config/policies"), dir, { recursive: true });
+    const dir = policyCopy();
     let real: Backend | null = null;
     let release!: () => void;
     const held = new Promise<void>((r) => (release = r));

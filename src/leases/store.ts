@@ -77,6 +77,8 @@ import { decodeHandle, encodeHandle, handleRefOf, type HandleContext } from "./h
  * takes over what is still there `worker.sweep_grace` after that.
  */
 export const IN_FLIGHT_MS = 250;
+/** Listing entries read per step of a listing's scan (`list`). */
+const LIST_PAGE = 200;
 
 const CREATE = luaScript<"ok" | "task_completed" | "quota_exceeded" | "exists">(
   "jitLeaseCreate",
@@ -308,6 +310,19 @@ ${LUA_VIEW}
 local out = {}
 for i = 1, #KEYS do view(KEYS[i], ARGV, out) end
 return out
+`,
+);
+
+const LIST_AFTER = luaScript<string[] | null>(
+  "jitLeaseListAfter",
+  `
+-- KEYS: 1 the listing ({p}:leases:all, score = issued ms).  ARGV: 1 a lease id (a listing cursor's), 2 how many to read after it
+-- Output: false when the id is not listed; else its own entry, then up to ARGV[2] entries after it in
+-- listing order (score descending, then id descending), as id, score pairs. One call, so no write
+-- between finding the id and reading after it can shift the page.
+local r = redis.call('ZREVRANK', KEYS[1], ARGV[1])
+if not r then return false end
+return redis.call('ZREVRANGE', KEYS[1], r, r + tonumber(ARGV[2]), 'WITHSCORES')
 `,
 );
 
@@ -690,7 +705,7 @@ export interface TriggerOptions {
 /** The lease store of one shard: every key of one call is under that shard's hash tag. */
 function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) {
   const now = opts.now ?? Date.now;
-  registerScripts(redis, [CREATE, ACTIVATE, TRIGGER, EXPIRE_DUE, FINISH, FAIL, ADD_CHILD, COMPLETE_TASK, REVOCATION_VIEW, DECISION_INPUTS]);
+  registerScripts(redis, [CREATE, ACTIVATE, TRIGGER, EXPIRE_DUE, FINISH, FAIL, ADD_CHILD, COMPLETE_TASK, REVOCATION_VIEW, DECISION_INPUTS, LIST_AFTER]);
   const k = {
     lease: sk.lease,
     due: sk.leasesDue,
@@ -1153,26 +1168,37 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
       const out: StoredLease[] = [];
       let scanned = 0;
       while (out.length < limit && scanned < scanLimit) {
-        let ids: string[];
-        let scores: string[];
+        const ids: string[] = [];
+        const scores: string[] = [];
+        const take = (pairs: string[], from = 0) => {
+          for (let i = from; i + 1 < pairs.length; i += 2) {
+            ids.push(pairs[i]!);
+            scores.push(pairs[i + 1]!);
+          }
+        };
         if (pos) {
-          // Ties at the cursor's score that sort after it, then everything strictly older.
-          const ties = (await storeCall(() => redis.zrevrangebyscore(k.all, pos!.score, pos!.score))).filter((id) => id < pos!.id);
-          const older = await storeCall(() => redis.zrevrangebyscore(k.all, `(${pos!.score}`, "-inf", "WITHSCORES", "LIMIT", 0, 200));
-          ids = [...ties];
-          scores = ties.map(() => pos!.score);
-          for (let i = 0; i < older.length; i += 2) {
-            ids.push(older[i]!);
-            scores.push(older[i + 1]!);
+          const p = pos;
+          // The cursor's lease is listed here (every page after a request's first): the entries
+          // after it, by rank. Leases issued in the same millisecond share a score, and thousands
+          // can (a bulk load): a step never reads more than LIST_PAGE of them.
+          const after = await storeCall(() => runScript(redis, LIST_AFTER, [k.all], [p.id, String(LIST_PAGE)]));
+          if (after && after[0] === p.id && after[1] === p.score) take(after, 2);
+          else {
+            // Not listed here (another shard's cursor, trimmed, or deleted): the ties at its score
+            // that sort after it, LIST_PAGE at a time, then what is strictly older.
+            for (let off = 0; ids.length < LIST_PAGE; off += LIST_PAGE) {
+              const tied = await storeCall(() => redis.zrevrangebyscore(k.all, p.score, p.score, "LIMIT", off, LIST_PAGE));
+              for (const id of tied) {
+                if (id >= p.id || ids.length >= LIST_PAGE) continue;
+                ids.push(id);
+                scores.push(p.score);
+              }
+              if (tied.length < LIST_PAGE) break;
+            }
+            if (ids.length < LIST_PAGE) take(await storeCall(() => redis.zrevrangebyscore(k.all, `(${p.score}`, "-inf", "WITHSCORES", "LIMIT", 0, LIST_PAGE - ids.length)));
           }
         } else {
-          const page = await storeCall(() => redis.zrevrangebyscore(k.all, "+inf", "-inf", "WITHSCORES", "LIMIT", 0, 200));
-          ids = [];
-          scores = [];
-          for (let i = 0; i < page.length; i += 2) {
-            ids.push(page[i]!);
-            scores.push(page[i + 1]!);
-          }
+          take(await storeCall(() => redis.zrevrangebyscore(k.all, "+inf", "-inf", "WITHSCORES", "LIMIT", 0, LIST_PAGE)));
         }
         if (ids.length === 0) return { leases: out, next: null };
         const leases = await getMany(ids);

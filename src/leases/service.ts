@@ -398,9 +398,12 @@ export function createLeaseService(opts: LeaseServiceOptions) {
     async completeTask(auth: AuthContext, taskId: string): Promise<{ task_id: string; revoked: number }> {
       const workload = auth.workload.id;
       await store.completeTask(workload, taskId);
-      const ids: string[] = [];
-      for await (const chunk of store.liveIds("task", taskId)) ids.push(...chunk);
-      const mine = (await store.getMany(ids)).filter((l): l is StoredLease => l !== null && l.workload === workload).map((l) => l.id);
+      // Read a scan step at a time (a task may hold thousands of leases: one pipeline of all of
+      // them could run past the command timeout).
+      const mine: string[] = [];
+      for await (const chunk of store.liveIds("task", taskId)) {
+        for (const l of await store.getMany(chunk)) if (l !== null && l.workload === workload) mine.push(l.id);
+      }
       const moved = await store.trigger(mine, { trigger: "task_completed", by: workload });
       await opts.queue.revokeSoon(moved);
       // A completion that revoked nothing keeps only its marker (I9: a flood of completions of

@@ -143,6 +143,30 @@ describe("bulk revocation in batches", () => {
     for (const l of await f.b.broker.store.getMany(lost)) expect(l?.state).toBe("revoked");
     expect((await f.b.broker.store.counts()).revoke_failed).toBe(0);
   });
+
+  it("completing a task of 2,500 leases revokes each of them (read a scan step at a time), and another workload's leases of the same task id stay active", async () => {
+    const store = f.b.broker.store;
+    const now = Date.now();
+    const mk = async (workload: string, n: number) => {
+      const ids = Array.from({ length: n }, () => store.newId(workload));
+      for (let i = 0; i < n; i += 500) {
+        await Promise.all(
+          ids.slice(i, i + 500).map(async (id) => {
+            expect(await store.create({ ...plainLease(id, workload, "T-many", now), expiresAt: now + 600_000 }, 0)).toBe("ok");
+            expect(await store.activate(id, { jti: id })).toBe("active");
+          }),
+        );
+      }
+      return ids;
+    };
+    const mine = await mk("agent", 2500); // more than two SSCAN steps of 1,000
+    const theirs = await mk("ci", 300);
+    const out = await f.b.broker.service.completeTask(authFor(f, "agent"), "T-many");
+    expect(out).toEqual({ task_id: "T-many", revoked: 2500 });
+    await waitFor(async () => (await store.getMany(mine)).every((l) => l?.state === "revoked"), 60_000, "the task's 2,500 leases revoked");
+    for (const l of await store.getMany(mine)) expect(l!.revocation).toMatchObject({ trigger: "task_completed", by: "agent" });
+    expect((await store.getMany(theirs)).map((l) => l!.state)).toEqual(Array(300).fill("active"));
+  });
 });
 
 describe("FINISH of many leases in one script (the store)", () => {

@@ -44,7 +44,7 @@ import { createRevocationQueue, startRevocationWorker, within, type RevocationWo
 import { createRevoker } from "./leases/revoker";
 import { leaseRoutes } from "./leases/routes";
 import { createLeaseService, type LeaseService } from "./leases/service";
-import { createLeaseStore, REVOCATION_KIND, type LeaseStore } from "./leases/store";
+import { createLeaseStore, REVOCATION_KIND, type LeaseStore, type UnreadableLease } from "./leases/store";
 import { compilePolicies, createPolicyEngine, loadPolicyFiles, type PolicyEngine } from "./policy/engine";
 import { createReloadWorkflow } from "./policy/workflow";
 import { createInventory } from "./policy/inventory";
@@ -254,6 +254,11 @@ export async function createBroker(cfg: LoadedConfig, opts: BrokerOptions): Prom
     retentionSeconds: Math.ceil(cfg.leases.retention / 1000),
     taskRetentionSeconds: Math.ceil(cfg.leases.task_retention / 1000),
     now,
+    // A malformed lease record fails closed wherever it is read; say so (the field, never its value).
+    onUnreadable: (l: UnreadableLease) => {
+      leaseMetrics.unreadable.inc({ field: l.field });
+      logger.warn({ lease_id: l.id, field: l.field }, `lease record in Redis is unreadable (${l.unreadable}): not shown, introspected inactive, not delegated from`);
+    },
   };
   // The re-authorization walk reads the leases on a connection of its own, so its batch reads
   // never sit between a request's commands and their replies (docs/ARCHITECTURE.md, Processes and connections).

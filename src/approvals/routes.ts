@@ -170,6 +170,7 @@ export function approvalRoutes(opts: ApprovalRoutesOptions): Router {
     }
     if (!(await approvals.endCollect(request.id, out.lease.id))) {
       // Cannot happen while the collection lock is held; never hand out an untracked collection.
+      // Readable or not (a malformed record), the lease is revoked.
       const stored = await opts.store.get(out.lease.id);
       if (stored) await opts.service.revokeLease(stored, "operator", "system", "approval request changed during collection");
       throw new BrokerError("request_not_pending", `request ${request.id} changed while it was being collected`);

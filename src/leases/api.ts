@@ -49,7 +49,7 @@ export const LEASES_API = defineRoutes({
       auth: "workload",
       params: leaseIdParam,
       responses: { 200: { description: "The lease", schema: leaseEnvelopeSchema } },
-      errors: ["not_found"],
+      errors: ["not_found", "lease_unreadable"],
     },
   revokeLease: {
       method: "delete",
@@ -62,7 +62,7 @@ export const LEASES_API = defineRoutes({
       body: revokeBodySchema,
       bodyOptional: true,
       responses: { 200: { description: "The lease, revoking or already ended", schema: leaseEnvelopeSchema } },
-      errors: ["not_found", "invalid_request", "rate_limited"],
+      errors: ["not_found", "invalid_request", "rate_limited", "lease_unreadable"],
     },
   listLeases: {
       method: "get",
@@ -113,6 +113,6 @@ export const LEASES_API = defineRoutes({
       auth: "workload",
       params: leaseIdParam,
       responses: { 200: { description: "The four questions of I8, and the lease's audit events", schema: leaseHistorySchema } },
-      errors: ["not_found", "policy_denied"],
+      errors: ["not_found", "policy_denied", "lease_unreadable"],
     },
 });

@@ -84,9 +84,12 @@ describe("decisionInputsOf", () => {
     ["claims that are JSON but not an object", { cl: '["refs/heads/main"]' }, "cl"],
     ["a tampered delegation depth", { par: "l_0", dep: "-1" }, "dep"],
     ["the person's claims not an object", { obs: "eve", obc: "null" }, "obc"],
+    ["an unknown backend (no revoker, no revocation kind)", { backend: "ldap" }, "backend"],
+    ["an unknown identity kind", { ikind: "saml" }, "ikind"],
+    ["an issue time past what a date holds (toISOString would throw)", { iat: "9999999999999999", exp: "9999999999999999" }, "iat"],
   ])("%s makes the lease unreadable (the walk revokes it)", (_name, over, field) => {
     const d = decisionInputsOf("l_1", { ...base, ...over });
-    expect(d).toEqual({ id: "l_1", workload: "agent", task_id: "T-1", unreadable: `its stored field ${field} is missing or malformed` });
+    expect(d).toEqual({ id: "l_1", workload: "agent", task_id: "T-1", state: "active", field, unreadable: `its stored field ${field} is missing or malformed` });
   });
 
   it.each(["role", "backend", "workload", "issuer", "subject", "iat", "exp"])("a lease without its %s is unreadable", (field) => {

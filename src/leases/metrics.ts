@@ -28,6 +28,8 @@ export function createLeaseMetrics(registry: Registry) {
     queueDepth: new Gauge({ name: "jitbroker_revocation_queue_jobs", help: "Revocation queue jobs by state", labelNames: ["state"], registers: [registry] }),
     approvals: new Counter({ name: "jitbroker_approval_requests_total", help: "Approval requests by event (requested, approved, denied, expired, collected)", labelNames: ["event"], registers: [registry] }),
     reauthorized: new Counter({ name: "jitbroker_reauthorization_leases_total", help: "Active leases re-evaluated after a policy or inventory change, by outcome (kept, revoked)", labelNames: ["outcome"], registers: [registry] }),
+    /** Alert on any: a lease record in Redis is malformed (a damaged or hostile Redis); its reads fail closed. */
+    unreadable: new Counter({ name: "jitbroker_lease_unreadable_reads_total", help: "Reads that found a lease record malformed (a missing or malformed field), by field", labelNames: ["field"], registers: [registry] }),
     dueLeases: new Gauge({ name: "jitbroker_leases_due", help: "Live leases whose expiry or revocation is due (sweeper backlog)", registers: [registry] }),
   };
 }

@@ -12,7 +12,7 @@ import { isOperator as isOperatorOf, requireOperator as requireOperatorOf, type 
 import type { PolicyEngine } from "../policy/engine";
 import type { LeaseMetrics } from "./metrics";
 import type { LeaseService } from "./service";
-import { matchesFilter, publicLease, type LeaseStore, type StoredLease } from "./store";
+import { isUnreadable, leaseUnreadable, matchesFilter, publicLease, readable, type LeaseRead, type LeaseStore, type StoredLease } from "./store";
 import { publicRequest } from "./approval-request";
 import { mount } from "../http/api";
 import { LEASES_API } from "./api";
@@ -47,8 +47,12 @@ export function leaseRoutes(opts: LeaseRoutesOptions): Router {
   const check = { policy: opts.policy, metrics: opts.metrics, timeZone: opts.timeZone };
   const requireOperator = (req: Request, action: AdminAction): AuthContext => requireOperatorOf(req.auth!, action, check);
   const isOperator = (auth: AuthContext, action: AdminAction) => isOperatorOf(auth, action, check);
-  /** The lease if the caller owns it or is an operator; otherwise 404, revealing nothing. */
-  async function visibleLease(req: Request, action: "admin_read" | "admin_revoke"): Promise<{ lease: StoredLease; operator: boolean }> {
+  /**
+   * The lease if the caller owns it or is an operator; otherwise 404, revealing nothing. An
+   * unreadable lease (a malformed record in Redis) is returned as such: its owner is the workload
+   * its record names, and otherwise only operators see it.
+   */
+  async function visibleLease(req: Request, action: "admin_read" | "admin_revoke"): Promise<{ lease: LeaseRead; operator: boolean }> {
     const id = leaseId(req.params.id);
     const lease = id ? await store.get(id) : null;
     const auth = req.auth!;
@@ -74,13 +78,18 @@ export function leaseRoutes(opts: LeaseRoutesOptions): Router {
   });
 
   mount(r, LEASES_API.getLease, async (req, res) => {
-    res.json({ lease: publicLease((await visibleLease(req, "admin_read")).lease) });
+    const { lease } = await visibleLease(req, "admin_read");
+    if (isUnreadable(lease)) throw leaseUnreadable(lease);
+    res.json({ lease: publicLease(lease) });
   });
 
   mount(r, LEASES_API.revokeLease, async (req, res) => {
     const { lease, operator } = await visibleLease(req, "admin_revoke");
     const body = optionalBody(revokeBodySchema, req.body);
-    res.json({ lease: await service.revokeLease(lease, operator ? "operator" : "owner", req.auth!.workload.id, body.reason) });
+    // An unreadable lease is revoked all the same (fail closed); the answer then says it cannot be shown.
+    const out = await service.revokeLease(lease, operator ? "operator" : "owner", req.auth!.workload.id, body.reason);
+    if (isUnreadable(out)) throw leaseUnreadable(out, "its revocation was requested all the same");
+    res.json({ lease: out });
   });
 
   mount(r, LEASES_API.listLeases, async (req, res) => {
@@ -88,7 +97,8 @@ export function leaseRoutes(opts: LeaseRoutesOptions): Router {
     const q = parse(leaseListQuery, req.query, "query");
     if (q.parent !== undefined) {
       // The children of one lease, oldest first (one set; bounded by quotas and rate limits).
-      const kids = (await store.getMany(await store.children(q.parent))).filter((l): l is StoredLease => l !== null && matchesFilter(l, q));
+      // An unreadable child is not listed, as in every listing (the store reports it: a warning, a metric).
+      const kids = (await store.getMany(await store.children(q.parent))).map(readable).filter((l): l is StoredLease => l !== null && matchesFilter(l, q));
       kids.sort((a, b) => a.issued_ms - b.issued_ms || (a.id < b.id ? -1 : 1));
       res.json({ leases: kids.slice(0, q.limit).map(publicLease), next_cursor: null });
       return;
@@ -143,6 +153,7 @@ export function leaseRoutes(opts: LeaseRoutesOptions): Router {
     const id = leaseId(req.params.id);
     const lease = id ? await store.get(id) : null;
     if (!lease) throw new BrokerError("not_found", "no such lease");
+    if (isUnreadable(lease)) throw leaseUnreadable(lease);
     const { events, trimmed, trimmedThrough, missing } = await opts.audit.leaseHistory(lease.id);
     const sinks = opts.auditSinks ?? [];
     const d = lease.delegation;
@@ -163,6 +174,8 @@ export function leaseRoutes(opts: LeaseRoutesOptions): Router {
               depth: d.depth,
               ancestors: d.ancestors.map((id, i) => {
                 const a = ancestors[i];
+                // An unreadable ancestor shows the stored field that is malformed, no value.
+                if (a && isUnreadable(a)) return { id, state: "unreadable", unreadable_field: a.field };
                 return a ? { id, workload: a.workload, state: a.state, policy_ids: a.policy.ids } : { id, state: "gone" };
               }),
             },

@@ -158,7 +158,15 @@ export const leaseHistorySchema = apiComponent(
       .strictObject({
         parent_lease_id: text,
         depth: z.number().int(),
-        ancestors: z.array(z.strictObject({ id: text, workload: text.optional(), state: text.describe("a lease state, or gone once past retention"), policy_ids: z.array(text).optional() })),
+        ancestors: z.array(
+          z.strictObject({
+            id: text,
+            workload: text.optional(),
+            state: text.describe("a lease state, gone once past retention, or unreadable when its record in Redis is malformed"),
+            policy_ids: z.array(text).optional(),
+            unreadable_field: text.optional().describe("with state unreadable: the stored field that is missing or malformed (never its value)"),
+          }),
+        ),
       })
       .optional()
       .describe("Delegated leases: the leases this one derives from, root first"),

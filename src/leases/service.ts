@@ -31,7 +31,7 @@ import { issueDecisionRequest, planIssue, taskOf, type CredentialRequest, type E
 import { revokeForPolicyChange } from "./policy-change";
 import type { RevocationQueue, Selector } from "./queue";
 import type { Revoker } from "./revoker";
-import { publicLease, type LeaseStore, type NewLease, type StoredLease } from "./store";
+import { isUnreadable, publicLease, readable, type LeaseRead, type LeaseStore, type NewLease, type StoredLease, type UnreadableLease } from "./store";
 import type { Lease, RevocationTrigger } from "./types";
 import type { Durability } from "../redis/durability";
 import { describeRedisError } from "../redis/health";
@@ -144,7 +144,8 @@ export function createLeaseService(opts: LeaseServiceOptions) {
       throw e;
     }
     if (state !== "active") {
-      const lease = await store.get(id).catch(() => null);
+      // Unreadable (a malformed record) or unanswered: undo from what we wrote.
+      const lease = readable(await store.get(id).catch(() => null));
       if (state === "reopened") {
         // The mint outlived worker.mint_timeout and the worker had ended the lease as never
         // minted; the lease is revoking again, with the handle, and the worker retries it.
@@ -318,7 +319,7 @@ export function createLeaseService(opts: LeaseServiceOptions) {
     try {
       let soonest = Infinity;
       for await (const ids of store.liveIds("workload", workload, 200)) {
-        for (const l of await store.getMany(ids)) if (l) soonest = Math.min(soonest, l.expires_ms);
+        for (const l of await store.getMany(ids)) if (l && !isUnreadable(l)) soonest = Math.min(soonest, l.expires_ms);
       }
       return Math.min(300, Math.max(1, Math.ceil((soonest - now()) / 1000)));
     } catch {
@@ -399,7 +400,9 @@ export function createLeaseService(opts: LeaseServiceOptions) {
       const workload = auth.workload.id;
       await store.completeTask(workload, taskId);
       // Read a scan step at a time (a task may hold thousands of leases: one pipeline of all of
-      // them could run past the command timeout).
+      // them could run past the command timeout). A lease whose record is unreadable is revoked
+      // with the task when the workload its record names is the caller (fail closed: its fields
+      // cannot be trusted to keep it alive).
       const mine: string[] = [];
       for await (const chunk of store.liveIds("task", taskId)) {
         for (const l of await store.getMany(chunk)) if (l !== null && l.workload === workload) mine.push(l.id);
@@ -414,14 +417,18 @@ export function createLeaseService(opts: LeaseServiceOptions) {
       return { task_id: taskId, revoked: moved.length };
     },
 
-    /** One lease, revoked by its owner or an operator. */
-    async revokeLease(lease: StoredLease, trigger: Extract<RevocationTrigger, "owner" | "operator">, by: string, reason?: string): Promise<Lease> {
+    /**
+     * One lease, revoked by its owner or an operator; answers the lease as it is now. An unreadable
+     * lease (a malformed record) is revoked all the same and answered as unreadable.
+     */
+    async revokeLease(lease: LeaseRead, trigger: Extract<RevocationTrigger, "owner" | "operator">, by: string, reason?: string): Promise<Lease | UnreadableLease> {
       const moved = await store.trigger([lease.id], { trigger, by, reason });
       if (moved.length > 0) {
         await audit.append({ type: "revocation_requested", at: at(), lease_id: lease.id, workload: lease.workload, task_id: lease.task_id, actor: by, trigger, ...(reason ? { reason } : {}) });
         await opts.queue.revokeSoon(moved);
       }
-      return publicLease((await store.get(lease.id)) ?? lease);
+      const after = (await store.get(lease.id)) ?? lease;
+      return isUnreadable(after) ? after : publicLease(after);
     },
 
     /** Starts an asynchronous bulk revocation; returns its id and how many live leases matched. */
@@ -429,6 +436,7 @@ export function createLeaseService(opts: LeaseServiceOptions) {
       const id = newOpId();
       let matched: number;
       if (selector === "lease") {
+        // An unreadable lease counts when its stored state is live (its revocation goes by state alone).
         const l = await store.get(value);
         matched = l && (l.state === "issuing" || l.state === "active") ? 1 : 0;
       } else {

@@ -67,7 +67,7 @@ import { BrokerError } from "../core/errors";
 import { storeCall } from "../redis/client";
 import { luaScript, registerScripts, runScript } from "../redis/scripts";
 import { newShardedId, type Keyspace, type ShardKeys } from "../redis/keys";
-import { type Lease, type LeaseState, type RevocationTrigger, type TaskContext } from "./types";
+import { LEASE_STATES, type BackendKind, type Lease, type LeaseState, type RevocationTrigger, type TaskContext } from "./types";
 import { decodeHandle, encodeHandle, handleRefOf, type HandleContext } from "./handle";
 
 /**
@@ -176,7 +176,7 @@ const TRIGGER = luaScript<(string | null)[]>(
   "jitLeaseTrigger",
   `
 -- KEYS: 1 due, 2.. lease keys.  ARGV: 1 trigger, 2 by, 3 reason, 4 now ms, 5 op id or '',
---       6 only-if-expired ('1': trigger only leases whose expires_at <= now), 7 due-set score of a
+--       6 only-if-expired ('1': trigger only leases whose expires_at <= now or is not a number), 7 due-set score of a
 --       triggered lease (now + IN_FLIGHT_MS), 8 F: how many field names follow (0: none),
 --       9..8+F field names, then the lease ids (one per lease key)
 -- Output: the ids this call moved to revoking; with F > 0 each id followed by its F values
@@ -196,7 +196,12 @@ for i = 2, #KEYS do
   local st = redis.call('HGET', KEYS[i], 'state')
   if st == 'issuing' or st == 'active' then
     local ok = true
-    if ARGV[6] == '1' then ok = tonumber(redis.call('HGET', KEYS[i], 'exp')) <= tonumber(ARGV[4]) end
+    -- An expiry that is not a number (a damaged or hostile Redis) counts as passed: fail closed,
+    -- and never a script error that would stop the walk for every other lease of the batch.
+    if ARGV[6] == '1' then
+      local e = tonumber(redis.call('HGET', KEYS[i], 'exp'))
+      ok = e == nil or e <= tonumber(ARGV[4])
+    end
     if ok then
       redis.call('HSET', KEYS[i], unpack(set))
       redis.call('ZADD', KEYS[1], ARGV[7], id)
@@ -221,6 +226,8 @@ const EXPIRE_DUE = luaScript<[number, ...(string | null)[]]>(
 -- what REVOCATION_VIEW answers); entries of leases already triggered (revocation in flight) are
 -- passed over, so they cannot stall the walk. A moved lease's score becomes ARGV[6], past the
 -- range: the next offset is offset + scanned - moved. An entry without its lease hash is dropped.
+-- A live lease whose exp is not a number (a damaged or hostile Redis) is due: its entry's score
+-- (its expiry as written) brought it here, and an unreadable expiry must end it, not stall the walk.
 ${LUA_VIEW}
 local now = tonumber(ARGV[1])
 local max = tonumber(ARGV[4])
@@ -237,7 +244,7 @@ for _, id in ipairs(ids) do
   local h = redis.call('HMGET', key, 'state', 'exp')
   if not h[1] then
     redis.call('ZREM', KEYS[1], id)
-  elseif (h[1] == 'issuing' or h[1] == 'active') and tonumber(h[2]) <= now then
+  elseif (h[1] == 'issuing' or h[1] == 'active') and (tonumber(h[2]) == nil or tonumber(h[2]) <= now) then
     redis.call('HSET', key, 'state', 'revoking', 'trig', 'expiry', 'tat', ARGV[1])
     redis.call('ZADD', KEYS[1], ARGV[6], id)
     moved = moved + 1
@@ -508,34 +515,37 @@ const RV = Object.fromEntries(REVOCATION_FIELDS.map((f, i) => [f, i])) as Record
 function revocationView(id: string, v: (string | null)[], o: number, handleOf: HandleReader): RevokingLease | null {
   const state = v[o + RV.state];
   if (!state) return null;
-  const at = (a: number, b: number) => v[o + a] ?? v[o + b] ?? undefined;
+  // Hostile values are not trusted here either, but a malformed field never stops a revocation
+  // (fail closed): a missing name reads as "", a malformed time as absent (0 for issued_at: a
+  // lease without a handle is then past its mint timeout), an unknown trigger as none; an unknown
+  // backend has no revoker, so the lease shows revoke_failed (misconfigured) until its expiry.
+  const at = (a: number, b: number) => v[o + a] ?? v[o + b] ?? "";
   const backend = at(RV.b, RV.backend) as Lease["backend"];
-  const tat = v[o + RV.tat];
   const lease: RevokingLease = {
     id,
     state: state as LeaseState,
     backend,
-    role: at(RV.r, RV.role)!,
-    workload: at(RV.w, RV.workload)!,
-    task_id: at(RV.t, RV.task_id)!,
-    identity: { issuer: at(RV.i, RV.issuer)! },
+    role: at(RV.r, RV.role),
+    workload: at(RV.w, RV.workload),
+    task_id: at(RV.t, RV.task_id),
+    identity: { issuer: at(RV.i, RV.issuer) },
     handle: handleOf(id, { h: v[o + RV.h] ?? undefined, handle: v[o + RV.handle] ?? undefined, iat: v[o + RV.iat] ?? undefined, exp: v[o + RV.exp] ?? undefined }),
     op: v[o + RV.op] ?? null,
-    trigger_at: tat ? Number(tat) : null,
-    issued_ms: Number(v[o + RV.iat]),
+    trigger_at: storedMs(v[o + RV.tat] ?? undefined) ?? null,
+    issued_ms: storedMs(v[o + RV.iat] ?? undefined) ?? 0,
     revocation_kind: REVOCATION_KIND[backend] ?? "expiry_only",
     has_children: v[o + RV.hk] === "1",
   };
   const trig = v[o + RV.trig];
-  if (trig) {
+  if (trig && TRIGGERS.includes(trig)) {
     lease.revocation = { trigger: trig as RevocationTrigger };
     const by = v[o + RV.by];
     const reason = v[o + RV.reason];
     if (by) lease.revocation.by = by;
     if (reason) lease.revocation.reason = reason;
   }
-  const att = v[o + RV.att];
-  if (att) lease.revoke_attempts = Number(att);
+  const att = storedInt(v[o + RV.att] ?? undefined);
+  if (att !== undefined) lease.revoke_attempts = att;
   return lease;
 }
 
@@ -551,18 +561,68 @@ export type DecisionInputs = Pick<
 >;
 
 /**
- * A lease whose decision inputs cannot be read (a damaged or hostile Redis): it cannot be
- * decided again, so the walk revokes it (fail closed). `unreadable` names the field, never its value.
+ * A lease whose stored record cannot be read (a damaged or hostile Redis): a required field is
+ * missing, or a field is not what the broker writes (a time that is not a whole number, JSON that
+ * is not an object, a value outside its enumeration). It cannot be decided again, so the walk
+ * revokes it; every other reader fails closed with it (docs/ARCHITECTURE.md, Lease record:
+ * hostile values). `field` and `unreadable` name the field, never its value. `workload` and
+ * `task_id` are the stored strings ("" when absent): who may see or revoke it, and its events;
+ * `state` is set when the stored state is one of LEASE_STATES.
  */
 export interface UnreadableLease {
   id: string;
   workload: string;
   task_id: string;
+  /** The stored field that is missing or malformed (a field name of the current layout or the one before). */
+  field: string;
+  /** "its stored field <field> is missing or malformed". */
   unreadable: string;
+  state?: LeaseState;
 }
+
+/** A lease read back from Redis: the lease, or why it cannot be read. */
+export type LeaseRead = StoredLease | UnreadableLease;
+
+/** The read could not make a lease of the record (UnreadableLease). */
+export const isUnreadable = <T extends object>(l: T | UnreadableLease): l is UnreadableLease => "unreadable" in l;
+
+/** The lease when it is readable; null when it is gone or unreadable (for callers to whom both mean "no lease to act on"). */
+export const readable = (l: LeaseRead | null): StoredLease | null => (l === null || isUnreadable(l) ? null : l);
+
+/**
+ * The answer about an unreadable lease (RFC 9457, 500 lease_unreadable): the lease id and the
+ * field, never a stored value (docs/ARCHITECTURE.md, Errors).
+ */
+export function leaseUnreadable(l: UnreadableLease, more?: string): BrokerError {
+  return new BrokerError("lease_unreadable", `lease ${l.id} cannot be read: ${l.unreadable} in the lease store${more ? `; ${more}` : ""}`, {
+    reason: "unreadable_lease",
+    extra: { lease_id: l.id, field: l.field },
+  });
+}
+
+const BACKENDS: readonly string[] = ["jwt", "vault", "aws_sts"] satisfies BackendKind[];
+const IDENTITY_KINDS: readonly string[] = ["oidc", "spiffe"] satisfies Lease["identity"]["kind"][];
+const TRIGGERS: readonly string[] = ["expiry", "task_completed", "owner", "operator", "policy_change", "issue_failed", "parent_revoked"] satisfies RevocationTrigger[];
+const isLeaseState = (v: string | undefined): v is LeaseState => v !== undefined && (LEASE_STATES as readonly string[]).includes(v);
 
 /** A whole number of ms or seconds as stored (digits only); undefined otherwise. */
 const storedInt = (v: string | undefined): number | undefined => (v !== undefined && /^\d{1,16}$/.test(v) ? Number(v) : undefined);
+
+/** The latest time a Date holds (ms): a stored time past it is malformed (toISOString would throw). */
+const MAX_DATE_MS = 8.64e15;
+
+/** A stored time (ms since the epoch, digits only, a time a Date can hold); undefined otherwise. */
+const storedMs = (v: string | undefined): number | undefined => {
+  const n = storedInt(v);
+  return n !== undefined && n <= MAX_DATE_MS ? n : undefined;
+};
+
+/** The UnreadableLease of a lease hash (pieces joined) whose `field` is missing or malformed. */
+function unreadableLease(id: string, h: Record<string, string>, field: string): UnreadableLease {
+  const out: UnreadableLease = { id, workload: h.w ?? h.workload ?? "", task_id: h.t ?? h.task_id ?? "", field, unreadable: `its stored field ${field} is missing or malformed` };
+  if (isLeaseState(h.state)) out.state = h.state;
+  return out;
+}
 
 /** A stored JSON object (claims); undefined when it is not one. */
 function storedObject(v: string): Record<string, unknown> | undefined {
@@ -589,16 +649,18 @@ export function decisionInputsOf(id: string, stored: Record<string, string>): De
   const task_id = h.t ?? h.task_id;
   const issuer = h.i ?? h.issuer;
   const subject = h.s ?? h.subject;
-  const bad = (field: string): UnreadableLease => ({ id, workload: workload ?? "", task_id: task_id ?? "", unreadable: `its stored field ${field} is missing or malformed` });
+  const bad = (field: string): UnreadableLease => unreadableLease(id, h, field);
   if (role === undefined) return bad("role");
-  if (backend === undefined) return bad("backend");
+  if (backend === undefined || !BACKENDS.includes(backend)) return bad("backend");
   if (workload === undefined) return bad("workload");
   if (task_id === undefined) return bad("task_id");
   if (issuer === undefined) return bad("issuer");
   if (subject === undefined) return bad("subject");
-  const iat = storedInt(h.iat);
+  const kind = h.k ?? h.ikind ?? "oidc";
+  if (!IDENTITY_KINDS.includes(kind)) return bad("ikind");
+  const iat = storedMs(h.iat);
   if (iat === undefined) return bad("iat");
-  const exp = storedInt(h.exp);
+  const exp = storedMs(h.exp);
   if (exp === undefined || exp < iat) return bad("exp");
   const ttl = ttlSeconds(iat, exp);
   const asked = h.ask === undefined ? ttl : storedInt(h.ask);
@@ -624,7 +686,7 @@ export function decisionInputsOf(id: string, stored: Record<string, string>): De
     backend: backend as Lease["backend"],
     task_id,
     task: { id: task_id, intent: h.ti ?? "", tool: h.tt ?? "", destination: h.td ?? "", sensitivity: h.ts ?? "" },
-    identity: { kind: (h.k ?? h.ikind ?? "oidc") as "oidc" | "spiffe", issuer, subject },
+    identity: { kind: kind as Lease["identity"]["kind"], issuer, subject },
     claims,
     ttl_seconds: ttl,
     asked_ttl_seconds: asked,
@@ -634,6 +696,99 @@ export function decisionInputsOf(id: string, stored: Record<string, string>): De
   };
   if (h.apr) out.approval = { request_id: h.apr, approved_by: h.apb ?? "" };
   return out;
+}
+
+/** What `readLease` takes from the store: a policy ref's decision (resolved first), a lease's handle from its stored fields. */
+export interface LeaseResolver {
+  policy(ref: string): Lease["policy"] | undefined;
+  handle(id: string, h: Record<string, string>): Record<string, string> | null;
+}
+
+const isoOfMs = (ms: number) => new Date(ms).toISOString();
+
+/**
+ * A lease hash as a StoredLease (pieces joined here); null when it is gone (no hash, or no
+ * state); an UnreadableLease when a field is missing or malformed. The one validator of a stored
+ * lease: the decision inputs are read by `decisionInputsOf` (what the re-authorization walk
+ * reads), the rest here, as strictly: a time that is not a whole number of ms, a state, trigger
+ * or backend outside its enumeration, claims or policy ids that are not the JSON written make the
+ * lease unreadable, never a lease shown, introspected or delegated from on a made-up value, and
+ * never an exception out of a read (docs/ARCHITECTURE.md, Lease record: hostile values).
+ */
+export function readLease(id: string, stored: Record<string, string>, r: LeaseResolver): LeaseRead | null {
+  if (!stored.state) return null;
+  const h = joinPieces(stored);
+  const d = decisionInputsOf(id, h);
+  if (isUnreadable(d)) return d;
+  const bad = (field: string): UnreadableLease => unreadableLease(id, h, field);
+  const state = h.state;
+  if (!isLeaseState(state)) return bad("state");
+  const times: Partial<Record<"tat" | "rat" | "bexp", number>> = {};
+  for (const f of ["tat", "rat", "bexp"] as const) {
+    if (h[f] === undefined) continue;
+    const ms = storedMs(h[f]);
+    if (ms === undefined) return bad(f);
+    times[f] = ms;
+  }
+  const att = h.att === undefined ? undefined : storedInt(h.att);
+  if (h.att !== undefined && att === undefined) return bad("att");
+  if (h.trig !== undefined && !TRIGGERS.includes(h.trig)) return bad("trig");
+  let policy: Lease["policy"];
+  if (h.pr !== undefined) policy = r.policy(h.pr) ?? { ids: [], hash: "" };
+  else {
+    const ids = h.pids === undefined ? [] : storedList(h.pids);
+    if (ids === undefined) return bad("pids");
+    policy = { ids, hash: h.phash ? Buffer.from(h.phash, "base64url").toString("hex") : "" };
+  }
+  const exp = storedMs(h.exp)!;
+  const lease: StoredLease = {
+    id,
+    role: d.role,
+    backend: d.backend,
+    workload: d.workload,
+    task_id: d.task_id,
+    state,
+    issued_at: isoOfMs(d.issued_ms),
+    expires_at: isoOfMs(exp),
+    revocation_kind: REVOCATION_KIND[d.backend],
+    identity: d.identity,
+    policy,
+    task: d.task,
+    ttl_seconds: d.ttl_seconds,
+    handle: r.handle(id, h),
+    op: h.op ?? null,
+    trigger_at: times.tat ?? null,
+    issued_ms: d.issued_ms,
+    expires_ms: exp,
+    asked_ttl_seconds: d.asked_ttl_seconds,
+    claims: d.claims,
+    delegation: d.delegation,
+    obo: d.obo,
+    has_children: h.hk === "1",
+  };
+  if (d.delegation) lease.parent_lease_id = d.delegation.parent;
+  if (d.obo) lease.on_behalf_of = { issuer: d.obo.issuer, subject: d.obo.subject };
+  if (d.approval) lease.approval = d.approval;
+  if (times.bexp !== undefined) lease.backend_expires_at = isoOfMs(times.bexp);
+  if (times.rat !== undefined) lease.revoked_at = isoOfMs(times.rat);
+  if (h.trig !== undefined) {
+    lease.revocation = { trigger: h.trig as RevocationTrigger, ...(times.tat !== undefined ? { at: isoOfMs(times.tat) } : {}) };
+    if (h.by) lease.revocation.by = h.by;
+    if (h.reason) lease.revocation.reason = h.reason;
+  }
+  if (h.err) lease.last_error = h.err;
+  if (att !== undefined) lease.revoke_attempts = att;
+  return lease;
+}
+
+/** A stored JSON list of strings (policy ids of the layout before); undefined when it is not one. */
+function storedList(v: string): string[] | undefined {
+  try {
+    const o: unknown = JSON.parse(v);
+    return Array.isArray(o) && o.every((x) => typeof x === "string") ? (o as string[]) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Where a DECISION_INPUTS reply is not what the script answers: Redis is not to be trusted here. */
@@ -689,6 +844,12 @@ export interface LeaseStoreOptions {
   /** Seconds a completed-task marker is kept (I5 holds for this long). */
   taskRetentionSeconds: number;
   now?: () => number;
+  /**
+   * Called for each lease a read (`get`, `getMany`, `list`) found unreadable: the broker logs a
+   * warning naming the lease and the field (never the value) and counts it
+   * (jitbroker_lease_unreadable_reads_total).
+   */
+  onUnreadable?: (l: UnreadableLease) => void;
 }
 
 type Selector = "workload" | "role" | "issuer" | "task";
@@ -771,64 +932,31 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
     return h.handle !== undefined ? decodeHandle({ id, issuedMs: 0, expiresMs: 0 }, h.handle.startsWith("{") ? h.handle : "", () => undefined) : null;
   }
 
-  function decode(id: string, stored: Record<string, string>): StoredLease | null {
-    if (!stored.state) return null;
-    const h = joinPieces(stored);
-    // The layout before issue 17's second pass named these fields in full (still read).
-    const role = h.r ?? h.role;
-    const backend = (h.b ?? h.backend) as Lease["backend"];
-    const workload = h.w ?? h.workload;
-    const taskId = h.t ?? h.task_id;
-    const iso = (ms: string | undefined) => (ms === undefined ? undefined : new Date(Number(ms)).toISOString());
-    const lease: StoredLease = {
-      id,
-      role: role!,
-      backend,
-      workload: workload!,
-      task_id: taskId!,
-      state: h.state as LeaseState,
-      issued_at: iso(h.iat)!,
-      expires_at: iso(h.exp)!,
-      revocation_kind: REVOCATION_KIND[backend] ?? "expiry_only",
-      identity: { kind: (h.k ?? h.ikind ?? "oidc") as "oidc" | "spiffe", issuer: (h.i ?? h.issuer)!, subject: (h.s ?? h.subject)! },
-      policy: h.pr !== undefined ? (policyCache.get(h.pr) ?? { ids: [], hash: "" }) : { ids: JSON.parse(h.pids ?? "[]") as string[], hash: h.phash ? Buffer.from(h.phash, "base64url").toString("hex") : "" },
-      task: { id: taskId!, intent: h.ti ?? "", tool: h.tt ?? "", destination: h.td ?? "", sensitivity: h.ts ?? "" },
-      ttl_seconds: ttlSeconds(Number(h.iat), Number(h.exp)),
-      handle: storedHandle(id, h),
-      op: h.op ?? null,
-      trigger_at: h.tat ? Number(h.tat) : null,
-      issued_ms: Number(h.iat),
-      expires_ms: Number(h.exp),
-      asked_ttl_seconds: h.ask ? Number(h.ask) : ttlSeconds(Number(h.iat), Number(h.exp)),
-      claims: h.cl ? (JSON.parse(h.cl) as Record<string, unknown>) : {},
-      delegation: h.par
-        ? { parent: h.par, depth: Number(h.dep ?? 1), ancestors: (h.anc ?? h.par).split(" "), chain: h.chn ? h.chn.split(" ") : [] }
-        : null,
-      obo: h.obs !== undefined ? { issuer: h.obi ?? "", subject: h.obs, claims: h.obc ? (JSON.parse(h.obc) as OnBehalfOf["claims"]) : {} } : null,
-      has_children: h.hk === "1",
-    };
-    if (h.par) lease.parent_lease_id = h.par;
-    if (h.obs !== undefined) lease.on_behalf_of = { issuer: h.obi ?? "", subject: h.obs };
-    if (h.apr) lease.approval = { request_id: h.apr, approved_by: h.apb ?? "" };
-    if (h.bexp) lease.backend_expires_at = iso(h.bexp);
-    if (h.rat) lease.revoked_at = iso(h.rat);
-    if (h.trig) {
-      lease.revocation = { trigger: h.trig as RevocationTrigger, at: iso(h.tat) };
-      if (h.by) lease.revocation.by = h.by;
-      if (h.reason) lease.revocation.reason = h.reason;
-    }
-    if (h.err) lease.last_error = h.err;
-    if (h.att) lease.revoke_attempts = Number(h.att);
-    return lease;
+  const resolver: LeaseResolver = { policy: (ref) => policyCache.get(ref), handle: storedHandle };
+
+  /** `readLease`, reporting each unreadable lease (opts.onUnreadable: a warning and a metric). */
+  function decode(id: string, stored: Record<string, string>): LeaseRead | null {
+    const l = readLease(id, stored, resolver);
+    if (l && isUnreadable(l)) opts.onUnreadable?.(l);
+    return l;
   }
 
-  async function get(id: string): Promise<StoredLease | null> {
+  /** A lease this process just wrote (`created`, `activated`): readable, or a bug. */
+  function decodeOwn(id: string, fields: Record<string, string>): StoredLease {
+    const l = readLease(id, fields, resolver);
+    if (!l || isUnreadable(l)) throw new BrokerError("internal", `lease ${id} as written does not read back${l ? ` (${l.unreadable})` : ""}`);
+    return l;
+  }
+
+  /** The lease; null when it is gone; an UnreadableLease when its record is malformed (never an exception). */
+  async function get(id: string): Promise<LeaseRead | null> {
     const h = await storeCall(() => redis.hgetall(k.lease(id)));
     await resolvePolicies([h]);
     return decode(id, h);
   }
 
-  async function getMany(ids: string[]): Promise<(StoredLease | null)[]> {
+  /** `get` of many leases (one pipeline). */
+  async function getMany(ids: string[]): Promise<(LeaseRead | null)[]> {
     if (ids.length === 0) return [];
     const pipe = redis.pipeline();
     for (const id of ids) pipe.hgetall(k.lease(id));
@@ -966,7 +1094,7 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
     created(l: NewLease): StoredLease {
       const h = newLeaseFields(l);
       remember(h.pr!, l.policy);
-      return decode(l.id, h)!;
+      return decodeOwn(l.id, h);
     },
 
     /**
@@ -978,7 +1106,7 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
     activated(l: NewLease, handle: Record<string, string>, backendExpiresAt?: number): StoredLease {
       const h = activeFields(l, { handle, ...(backendExpiresAt === undefined ? {} : { backendExpiresAt }) }, encode(ctxOf(l), handle, true).value);
       remember(h.pr!, l.policy);
-      return decode(l.id, h)!;
+      return decodeOwn(l.id, h);
     },
 
     /**
@@ -1155,7 +1283,8 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
      * Lists leases newest first. The cursor is the (issued_at, id) of the last lease examined;
      * equal scores are ordered by id, so no lease is skipped or repeated across pages. Filters
      * are applied while scanning; at most `scanLimit` leases are examined per call, so a page may
-     * hold fewer than `limit` items while `next` is still set.
+     * hold fewer than `limit` items while `next` is still set. An unreadable lease is not listed
+     * (it matches no filter: its fields cannot be trusted); `onUnreadable` reports it.
      */
     async list(filter: LeaseFilter, limit: number, cursor: string | undefined, scanLimit = 5000): Promise<{ leases: StoredLease[]; next: string | null }> {
       await storeCall(() => redis.zremrangebyscore(k.all, "-inf", String(now() - opts.retentionSeconds * 1000)));
@@ -1206,7 +1335,7 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
           scanned++;
           pos = { score: scores[i]!, id: ids[i]! };
           const l = leases[i];
-          if (!l || !matchesFilter(l, filter)) continue;
+          if (!l || isUnreadable(l) || !matchesFilter(l, filter)) continue;
           out.push(l);
         }
       }
@@ -1301,8 +1430,8 @@ export function createLeaseStore(redis: Redis, keys: Keyspace, opts: LeaseStoreO
     },
     fail: (lease: Pick<RevokingLease, "id" | "op">, error: string, failAfter: number, nextAttemptAt: number) => ofId(lease.id).fail(lease, error, failAfter, nextAttemptAt),
     get: (id: string) => ofId(id).get(id),
-    async getMany(ids: string[]): Promise<(StoredLease | null)[]> {
-      const out: (StoredLease | null)[] = new Array<StoredLease | null>(ids.length).fill(null);
+    async getMany(ids: string[]): Promise<(LeaseRead | null)[]> {
+      const out: (LeaseRead | null)[] = new Array<LeaseRead | null>(ids.length).fill(null);
       await Promise.all(
         [...byShard(ids)].map(async ([s, g]) => {
           const got = await s.getMany(g.ids);

@@ -35,7 +35,7 @@ import type { TokenVerifier } from "../identity/verify";
 import type { WorkloadMatcher } from "../identity/workloads";
 import type { RateLimiter } from "../limits/ratelimit";
 import type { ExchangeRequest, LeaseService } from "../leases/service";
-import type { LeaseStore, OnBehalfOf } from "../leases/store";
+import { isUnreadable, type LeaseStore, type OnBehalfOf } from "../leases/store";
 
 export const GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange";
 export const TOKEN_TYPES = {
@@ -238,7 +238,12 @@ export function createTokenExchange(opts: TokenExchangeOptions) {
   async function delegation(actor: AuthContext, p: ExchangeParams): Promise<{ exchange: ExchangeRequest; role: RoleConfig; task: Parameters<LeaseService["issue"]>[1]["task"] }> {
     const verified = await opts.jwt.verify(p.subject_token);
     if (!verified) throw new OAuthError("invalid_request", "invalid_token", "subject_token: not a valid, unexpired credential issued by this broker", 400, {}, "bad_subject");
-    const parent = await opts.store.get(verified.leaseId);
+    const read = await opts.store.get(verified.leaseId);
+    if (read && isUnreadable(read)) {
+      // A malformed record in Redis: nothing is delegated from it (fail closed); the field is named, never its value.
+      throw new OAuthError("invalid_request", "lease_unreadable", `subject_token: its lease cannot be read (${read.unreadable}); nothing is delegated from it`, 400, {}, "unreadable_subject");
+    }
+    const parent = read;
     if (!parent || parent.state !== "active" || parent.expires_ms <= now() || parent.backend !== "jwt") {
       throw new OAuthError("invalid_request", "invalid_request", `subject_token: its lease is ${parent ? parent.state : "gone"}, not active`, 400, {}, "inactive_subject");
     }

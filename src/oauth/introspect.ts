@@ -1,7 +1,7 @@
 /**
  * RFC 7662 introspection of broker-issued JWTs (`POST /v1/introspect`). A token is active only
  * while its lease is active and unexpired and, for a delegated lease, while every ancestor lease
- * is too: a chain revoked at its root is inactive from the moment the root is triggered, before
+ * is too (a lease whose record in Redis is unreadable counts as not active: fail closed): a chain revoked at its root is inactive from the moment the root is triggered, before
  * the cascade (src/leases/revoker.ts) reaches each descendant. With `resource` (RFC 8707), a
  * token whose audience does not include it is inactive: a resource server asking about a token
  * bound to another resource learns nothing but `active: false`.
@@ -10,7 +10,7 @@
  * outermost = current), `on_behalf_of` and `parent_lease_id`.
  */
 import type { JwtBackend } from "../backends/jwt/backend";
-import type { LeaseStore } from "../leases/store";
+import { readable, type LeaseStore } from "../leases/store";
 import { Router } from "express";
 import { BrokerError } from "../core/errors";
 import { requireJsonObject } from "../http/app";
@@ -23,13 +23,14 @@ export function createIntrospector(deps: { jwt: JwtBackend; store: LeaseStore; n
   const now = deps.now ?? Date.now;
   return async function introspect(token: string, resource?: string): Promise<Introspection> {
     const verified = await deps.jwt.verify(token);
-    const lease = verified ? await deps.store.get(verified.leaseId) : null;
+    // An unreadable lease (a malformed record in Redis) is no lease: inactive, fail closed.
+    const lease = verified ? readable(await deps.store.get(verified.leaseId)) : null;
     if (!verified || !lease || lease.state !== "active" || lease.expires_ms <= now()) return { active: false };
     const p = verified.payload;
     const aud = Array.isArray(p.aud) ? p.aud : typeof p.aud === "string" ? [p.aud] : [];
     if (resource !== undefined && !aud.includes(resource)) return { active: false };
     if (lease.delegation) {
-      const ancestors = await deps.store.getMany(lease.delegation.ancestors);
+      const ancestors = (await deps.store.getMany(lease.delegation.ancestors)).map(readable);
       if (ancestors.some((a) => !a || a.state !== "active" || a.expires_ms <= now())) return { active: false };
     }
     return {

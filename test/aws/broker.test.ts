@@ -11,6 +11,7 @@ import { createKeyspace } from "../../src/redis/keys";
 import { writeOldLease } from "../support/old-layouts";
 import { startFixture, waitFor, type Fixture } from "../support/fixture";
 import { BROKER_CREDS, POLICY_NAME, expectNoSecrets, redisContents } from "./helpers";
+import { readable } from "../../src/leases/store";
 
 const SESSION_POLICY = {
   Version: "2012-10-17",
@@ -121,10 +122,10 @@ describe("aws_sts through the broker", () => {
     expect(stored.h).toMatch(/^a[A-Za-z0-9_-]{12}-?\d+ -?\d+$/);
     expect(JSON.stringify(stored)).not.toContain(arn);
     expect(await redis.hget(sk.leasesHandles, stored.h!.slice(1, 13))).toBe(`${server.roles.get("artifacts-reader")!.roleId} ${arn}`);
-    expect((await f.b.broker.store.get(a!.body.lease.id))?.handle).toMatchObject({ role_arn: arn, session_name: a!.body.lease.id, user_id: server.session(a!.body.lease.id).userId });
+    expect((readable(await f.b.broker.store.get(a!.body.lease.id)))?.handle).toMatchObject({ role_arn: arn, session_name: a!.body.lease.id, user_id: server.session(a!.body.lease.id).userId });
 
     // b, rewritten as the broker before wrote it (v2): same lease, JSON handle in pieces.
-    const lb = (await f.b.broker.store.get(b!.body.lease.id))!;
+    const lb = (readable(await f.b.broker.store.get(b!.body.lease.id)))!;
     await redis.del(sk.lease(lb.id));
     const old = { id: lb.id, role: lb.role, backend: "aws_sts" as const, workload: lb.workload, task: lb.task_id, issuer: lb.identity.issuer, subject: lb.identity.subject, iat: lb.issued_ms, exp: lb.expires_ms, policy: lb.policy };
     expect(await writeOldLease(redis, sk, "v2", old, lb.handle!)).toEqual(["ok", "active"]);

@@ -5,6 +5,7 @@
  */
 import { startFixture, waitFor, type Fixture } from "../support/fixture";
 import { newLeaseId } from "../../src/leases/service";
+import { readable } from "../../src/leases/store";
 
 jest.setTimeout(60_000);
 
@@ -38,7 +39,7 @@ it("a lease stuck in issuing (activation lost) is ended as issue_failed within m
     ),
   ).toBe("ok");
   const ended = await waitFor(async () => {
-    const l = await store.get(id);
+    const l = readable(await store.get(id));
     return l && (l.state === "revoked" || l.state === "expired") ? l : null;
   }, 20_000, "the stuck lease ended");
   expect(ended.state).toBe("revoked");
@@ -49,5 +50,5 @@ it("a lease stuck in issuing (activation lost) is ended as issue_failed within m
   const r = await f.call("POST", "/v1/credentials", "agent", { role: "orders-read", task: { id: "R-2" } });
   expect(r.status).toBe(201);
   await new Promise((res) => setTimeout(res, 3500));
-  expect((await store.get(r.body.lease.id))!.state).toBe("active");
+  expect((readable(await store.get(r.body.lease.id)))!.state).toBe("active");
 });

@@ -10,6 +10,7 @@ import { verifyAuditChain } from "../../src/audit/ledger";
 import { readAuditKey } from "../../src/audit/key";
 import { createKeyspace } from "../../src/redis/keys";
 import { waitFor, type Fixture } from "../support/fixture";
+import { readable } from "../../src/leases/store";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -215,7 +216,7 @@ export async function failoverUnderLoad(
   const store = f.b.broker.store;
   for (let i = 0; i < issued.length; i += 200) {
     const batch = issued.slice(i, i + 200);
-    const leases = await store.getMany(batch.map((l) => l.id));
+    const leases = (await store.getMany(batch.map((l) => l.id))).map(readable);
     leases.forEach((l, j) => {
       const want = batch[j]!;
       if (!l) return void lost.push(want.id);

@@ -12,6 +12,7 @@ import { createKeyspace } from "../../src/redis/keys";
 import { startTestBroker, testRedisUrl, uniquePrefix } from "../support/broker";
 import { startFixture, waitFor, type Fixture } from "../support/fixture";
 import { lifecycle } from "./scenarios";
+import { readable } from "../../src/leases/store";
 
 jest.setTimeout(120_000);
 
@@ -108,7 +109,7 @@ it("a policy change over several shards (walked side by side) revokes exactly th
     const r = await f.call("POST", "/v1/admin/policy/reload", "alice");
     expect(r.status).toBe(200);
     expect(r.body.reauthorization.state).toBe("completed");
-    const after = await f.b.broker.store.getMany(ids.map((x) => x.id));
+    const after = (await f.b.broker.store.getMany(ids.map((x) => x.id))).map(readable);
     after.forEach((l, i) => {
       if (ids[i]!.workload === "agent2") expect([l?.state, l?.revocation?.trigger, l?.revocation?.reason]).toEqual([expect.stringMatching(/^revok/), "policy_change", expect.stringMatching(/shards-agent2-suspended/)]);
       else expect(l?.state).toBe("active");

@@ -10,7 +10,7 @@ import { randomBytes } from "node:crypto";
 import { rm } from "node:fs/promises";
 import { Redis } from "ioredis";
 import type { AuthContext } from "../../src/authz/principal";
-import { createLeaseStore, type NewLease } from "../../src/leases/store";
+import { createLeaseStore, type NewLease, readable } from "../../src/leases/store";
 import { createKeyspace } from "../../src/redis/keys";
 import { getJson } from "../support/broker";
 import { startFixture, SUBJECTS, waitFor, type Fixture } from "../support/fixture";
@@ -116,7 +116,7 @@ describe("bulk revocation in batches", () => {
     const lagBefore = await metric(f, "jitbroker_revocation_lag_seconds_count", 'trigger="operator"');
     const progress = await bulkRevoke(f, "agent", 60_000);
     expect(progress).toMatchObject({ matched: 1200, triggered: 1200, revoked: 1200, failed: 0, state: "completed" });
-    const leases = await f.b.broker.store.getMany(ids);
+    const leases = (await f.b.broker.store.getMany(ids)).map(readable);
     expect(leases.every((l) => l?.state === "revoked" && l.revocation?.trigger === "operator" && l.revocation.by === "alice")).toBe(true);
     // Batched: far fewer FINISH calls than leases, and every lease in exactly one of them.
     expect(finishCalls.reduce((a, b) => a + b, 0)).toBe(1200);
@@ -135,12 +135,12 @@ describe("bulk revocation in batches", () => {
     const lost = failNextFinish.ids;
     expect(lost.length).toBeGreaterThan(0); // a batch really failed
     expect(progress).toMatchObject({ matched: 1100, triggered: 1100, revoked: 1100, failed: 0, state: "completed" });
-    const leases = await f.b.broker.store.getMany(ids);
+    const leases = (await f.b.broker.store.getMany(ids)).map(readable);
     expect(leases.filter((l) => l?.state !== "revoked")).toEqual([]);
     const events = await terminalEvents(f, "revoked");
     for (const id of ids) expect(events.get(id)).toBe(1);
     // The lost batch's leases were finished later (by the sweeper), not left revoking.
-    for (const l of await f.b.broker.store.getMany(lost)) expect(l?.state).toBe("revoked");
+    for (const l of (await f.b.broker.store.getMany(lost)).map(readable)) expect(l?.state).toBe("revoked");
     expect((await f.b.broker.store.counts()).revoke_failed).toBe(0);
   });
 
@@ -164,7 +164,7 @@ describe("bulk revocation in batches", () => {
     const out = await f.b.broker.service.completeTask(authFor(f, "agent"), "T-many");
     expect(out).toEqual({ task_id: "T-many", revoked: 2500 });
     await waitFor(async () => (await store.getMany(mine)).every((l) => l?.state === "revoked"), 60_000, "the task's 2,500 leases revoked");
-    for (const l of await store.getMany(mine)) expect(l!.revocation).toMatchObject({ trigger: "task_completed", by: "agent" });
+    for (const l of (await store.getMany(mine)).map(readable)) expect(l!.revocation).toMatchObject({ trigger: "task_completed", by: "agent" });
     expect((await store.getMany(theirs)).map((l) => l!.state)).toEqual(Array(300).fill("active"));
   });
 });
@@ -190,14 +190,14 @@ describe("FINISH of many leases in one script (the store)", () => {
     expect(await store.trigger([a!, b!, d!], { trigger: "operator", by: "ops", op: "op_finishtest01" })).toHaveLength(3);
     expect(await store.trigger([e!], { trigger: "expiry" })).toEqual([e]);
     // d failed once with fail_after 1: revoke_failed, listed, counted as failed in the op.
-    expect(await store.fail((await store.get(d!))!, "backend down", 1, now + 5000)).toBe("now_failed");
+    expect(await store.fail((readable(await store.get(d!)))!, "backend down", 1, now + 5000)).toBe("now_failed");
     expect(await redis.sismember(keys.shardKeys[0]!.leasesFailed, d!)).toBe(1);
     expect((await store.getOp("op_finishtest01"))!.failed).toBe("1");
 
-    const leases = (await store.getMany([a!, b!, a!, c!, d!, e!])).map((l) => l!);
+    const leases = (await store.getMany([a!, b!, a!, c!, d!, e!])).map((l) => readable(l)!);
     // a twice in one call: the first ends it, the second finds it ended; c was never triggered.
     expect(await store.finishMany(leases)).toEqual(["revoked", "revoked", "unchanged", "unchanged", "revoked", "expired"]);
-    const after = await store.getMany([a!, b!, c!, d!, e!]);
+    const after = (await store.getMany([a!, b!, c!, d!, e!])).map(readable);
     expect(after.map((l) => l!.state)).toEqual(["revoked", "revoked", "issuing", "revoked", "expired"]);
     expect(after[3]!.last_error).toBeUndefined();
     const op = (await store.getOp("op_finishtest01"))!;
@@ -257,12 +257,12 @@ describe("FINISH of many leases in one script (the store)", () => {
     expect(triggered).toEqual(await store.forRevocation([a.id, c.id, b.id]));
     expect(await store.trigger([c.id], { trigger: "owner" })).toEqual([]);
     await store.finishMany([triggered[1]!]);
-    expect(await store.fail((await store.get(b.id))!, "down", 5, now + 5000)).toBe("revoking");
+    expect(await store.fail((readable(await store.get(b.id)))!, "down", 5, now + 5000)).toBe("revoking");
     const c2 = mk("l_rvc2");
     expect(await store.create(c2, 0)).toBe("ok");
 
     const view = await store.forRevocation([a.id, "l_missing", b.id, c2.id]);
-    const full = await store.getMany([a.id, "l_missing", b.id, c2.id]);
+    const full = (await store.getMany([a.id, "l_missing", b.id, c2.id])).map(readable);
     expect(view[1]).toBeNull();
     for (const i of [0, 2, 3]) {
       const v = view[i]!;
@@ -312,7 +312,7 @@ describe("FINISH of many leases in one script (the store)", () => {
         ids.push(l.id);
       }
       expect(await store.trigger(ids.slice(0, 2), { trigger: "operator", by: "ops" })).toHaveLength(2);
-      const leases = (await store.getMany(ids)).map((l) => l!);
+      const leases = (await store.getMany(ids)).map((l) => readable(l)!);
       // Writes held for 600 ms: the script runs long after the client stopped waiting for it.
       await admin.call("CLIENT", "PAUSE", "600", "WRITE");
       expect(await store.finishMany(leases)).toEqual(["revoked", "revoked", "unchanged"]);

@@ -6,7 +6,7 @@
 import { randomBytes } from "node:crypto";
 import { Redis } from "ioredis";
 import { walkExpiries } from "../../src/leases/queue";
-import { createLeaseStore, type LeaseStore, type NewLease, type RevokingLease } from "../../src/leases/store";
+import { createLeaseStore, type LeaseStore, type NewLease, type RevokingLease, readable } from "../../src/leases/store";
 import { createKeyspace } from "../../src/redis/keys";
 
 let redis: Redis;
@@ -68,8 +68,8 @@ describe("expiry poller", () => {
     expect(r.handed.map((l) => l.id)).toEqual(r.batches.flat());
     expect(r.handed).toEqual(await store.forRevocation(r.batches.flat()));
     expect(r.handed.every((l) => l.state === "revoking" && l.revocation?.trigger === "expiry" && l.trigger_at === T0)).toBe(true);
-    for (const l of await store.getMany(expired)) expect(l).toMatchObject({ state: "revoking", revocation: { trigger: "expiry" } });
-    for (const l of await store.getMany(later)) expect(l?.state).toBe("issuing");
+    for (const l of (await store.getMany(expired)).map(readable)) expect(l).toMatchObject({ state: "revoking", revocation: { trigger: "expiry" } });
+    for (const l of (await store.getMany(later)).map(readable)) expect(l?.state).toBe("issuing");
     // A second walk moves nothing: they are in flight now, not untriggered.
     expect((await walk(store, T0, { scan: 7, batch: 4 })).moved).toBe(0);
   });
@@ -88,7 +88,7 @@ describe("expiry poller", () => {
     const r = await walk(store, T0, { scan: 10, batch: 4 });
     expect(r.ids).toEqual([...expired].sort());
     // The ones in flight keep their trigger (first trigger wins).
-    for (const l of await store.getMany(inFlight)) expect(l?.revocation?.trigger).toBe("operator");
+    for (const l of (await store.getMany(inFlight)).map(readable)) expect(l?.revocation?.trigger).toBe("operator");
   });
 
   it("drops a due entry whose lease record is gone instead of walking over it forever", async () => {

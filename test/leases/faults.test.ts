@@ -17,6 +17,7 @@ import { getJson, startTestBroker, type TestBroker } from "../support/broker";
 import { redisContents } from "../support/secrets";
 import { startFixture, waitFor, type Fixture } from "../support/fixture";
 import { startRedisServer, type RedisServerHandle } from "../support/redis-server";
+import { readable } from "../../src/leases/store";
 
 jest.setTimeout(60_000);
 
@@ -233,7 +234,7 @@ describe("worker killed, stopped or hung mid-run", () => {
       worker = await startTestBroker(sameStore(f.b), { worker: true });
       await expectAllEnd(worker, ids, "expired", 15_000);
       expect((await f.b.broker.store.counts()).live).toBe(0);
-      for (const l of (await f.b.broker.store.getMany(ids))!) {
+      for (const l of (await f.b.broker.store.getMany(ids)).map(readable)) {
         expect(l!.revocation?.trigger).toBe("expiry");
         expect(Date.parse(l!.revoked_at!)).toBeGreaterThanOrEqual(l!.expires_ms);
       }
@@ -304,7 +305,7 @@ describe("worker killed, stopped or hung mid-run", () => {
       closing = null;
       for (const id of ids) {
         expect((await eventTypes(f.b, id)).filter((t) => t === "expired")).toHaveLength(1);
-        expect((await f.b.broker.store.get(id))!.state).toBe("expired");
+        expect((readable(await f.b.broker.store.get(id)))!.state).toBe("expired");
       }
     } finally {
       release.resolve();
@@ -349,7 +350,7 @@ describe("Redis restarted mid-run (AOF)", () => {
         completed.push(r.body.lease.id);
       }
       const all = [...short, ...long, ...completed];
-      const maxExp = Math.max(...(await f.b.broker.store.getMany(short)).map((l) => l!.expires_ms));
+      const maxExp = Math.max(...((await f.b.broker.store.getMany(short)).map(readable)).map((l) => l!.expires_ms));
 
       // Lose the delayed BullMQ jobs of half the short leases (earlier versions kept one per lease;
       // now there are none, the due set is the schedule, and BullMQ answers 1 for an absent job):
@@ -386,7 +387,7 @@ describe("Redis restarted mid-run (AOF)", () => {
       await waitFor(async () => (await getJson(`${f.b.url}/readyz`)).status === 200, 10_000, "readiness after the restart");
 
       // No lease lost: every id is still readable, and nothing from the outage exists.
-      const back = await f.b.broker.store.getMany(all);
+      const back = (await f.b.broker.store.getMany(all)).map(readable);
       expect(back.filter((l) => l === null)).toHaveLength(0);
       expect(await f.b.broker.redis.zcard(f.b.broker.store.keys.all)).toBe(all.length);
       expect(ctl.mints).toBe(mintsBefore);
@@ -395,7 +396,7 @@ describe("Redis restarted mid-run (AOF)", () => {
       await expectAllEnd(f.b, completed, "revoked", 15_000);
       expect(new Set(await states(f.b, long))).toEqual(new Set(["active"]));
       expect((await f.b.broker.store.counts()).live).toBe(long.length);
-      for (const l of (await f.b.broker.store.getMany(completed))!) expect(l!.revocation).toMatchObject({ trigger: "task_completed", by: "agent2" });
+      for (const l of ((await f.b.broker.store.getMany(completed)).map(readable))!) expect(l!.revocation).toMatchObject({ trigger: "task_completed", by: "agent2" });
       // I5 survived the restart: the completed task stays completed.
       expect((await issue(f, "agent2", "orders-read", "R-pre")).body.code).toBe("task_completed");
       // The API works again.
@@ -540,7 +541,7 @@ describe("revocation faults", () => {
         }
         const pending = issue(f, who, "orders-read", task);
         const leaseId = await entered.promise; // the lease exists (issuing) and the mint is blocked
-        expect([ctx, (await f.b.broker.store.get(leaseId))!.state]).toEqual([ctx, "issuing"]);
+        expect([ctx, (readable(await f.b.broker.store.get(leaseId)))!.state]).toEqual([ctx, "issuing"]);
         let r: Res;
         if (kind === "complete_during_mint") {
           expect((await call(f, "POST", `/v1/tasks/${task}/complete`, who)).body).toEqual({ task_id: task, revoked: 1 });
@@ -571,7 +572,7 @@ describe("revocation faults", () => {
           const op = await call(f, "POST", "/v1/admin/revocations", "alice", { workload: "agent2", reason: `race ${i}` });
           expect(op.status).toBe(202);
           // Sometimes let the bulk job reach the lease first, sometimes release at once.
-          if (rand() < 0.5) await waitFor(async () => (await f.b.broker.store.get(leaseId))!.state !== "issuing", 5000, "the bulk job");
+          if (rand() < 0.5) await waitFor(async () => (readable(await f.b.broker.store.get(leaseId)))!.state !== "issuing", 5000, "the bulk job");
           gate.resolve();
           r = await pending;
           await waitFor(async () => (await call(f, "GET", `/v1/admin/revocations/${op.body.id}`, "bob")).body.state !== "running", 10_000, "the bulk op");
@@ -591,7 +592,7 @@ describe("revocation faults", () => {
         } else {
           expect([ctx, r.body.credential, r.body.lease]).toEqual([ctx, undefined, undefined]);
         }
-        const now = (await f.b.broker.store.get(leaseId))!;
+        const now = (readable(await f.b.broker.store.get(leaseId)))!;
         expect([ctx, now.state]).not.toEqual([ctx, "active"]);
         expect([ctx, now.state]).not.toEqual([ctx, "issuing"]);
         outcomes.push({ i, kind, leaseId, status: r.status, token: r.status === 201 ? r.body.credential.token : null });
@@ -682,7 +683,7 @@ describe("typed backend errors: the revoker branches on the code (src/backends/t
     const before = await metric(f, "jitbroker_revocation_errors_total", 'backend="jwt",code="misconfigured"');
     const id = await revokeNow("TE-1", "misconfigured", "role orders-read points at a path without leases");
     const failed = await waitFor(async () => {
-      const [l] = await f.b.broker.store.getMany([id]);
+      const [l] = (await f.b.broker.store.getMany([id])).map(readable);
       return l?.state === "revoke_failed" ? l : null;
     }, 10_000, "revoke_failed");
     expect(failed.revoke_attempts).toBe(1); // worker.fail_after is 2: misconfigured does not wait for it
@@ -702,7 +703,7 @@ describe("typed backend errors: the revoker branches on the code (src/backends/t
     const before = await metric(f, "jitbroker_revocation_failures_total", 'backend="jwt"');
     const id = await revokeNow("TE-2", "gone", "the credential no longer exists");
     const done = await waitFor(async () => {
-      const [l] = await f.b.broker.store.getMany([id]);
+      const [l] = (await f.b.broker.store.getMany([id])).map(readable);
       return l?.state === "revoked" ? l : null;
     }, 10_000, "revoked");
     expect(done.revoke_attempts ?? 0).toBe(0);
@@ -735,8 +736,8 @@ describe("a mint that outlives worker.mint_timeout", () => {
       const pending = f.call("POST", "/v1/credentials", "agent", { role: "orders-read", task: { id: "slow-mint" } });
       await waitFor(async () => leaseId !== "", 10_000, "the mint to start");
       expect((await f.call("POST", "/v1/tasks/slow-mint/complete", "agent")).status).toBe(200);
-      await waitFor(async () => (await f.b.broker.store.get(leaseId))?.state === "revoked", 15_000, "the lease to end as never minted");
-      expect((await f.b.broker.store.get(leaseId))?.handle).toBeNull();
+      await waitFor(async () => (readable(await f.b.broker.store.get(leaseId)))?.state === "revoked", 15_000, "the lease to end as never minted");
+      expect((readable(await f.b.broker.store.get(leaseId)))?.handle).toBeNull();
       ctl.onMint = null;
       release();
       const r = await pending;
@@ -747,7 +748,7 @@ describe("a mint that outlives worker.mint_timeout", () => {
       // The late credential is revoked at the backend with its handle, and the lease ends with it.
       await waitFor(async () => (ctl.revokeCalls.get(leaseId) ?? 0) > 0, 10_000, "the late credential to be revoked");
       const l = await waitFor(async () => {
-        const x = await f.b.broker.store.get(leaseId);
+        const x = readable(await f.b.broker.store.get(leaseId));
         return x && x.state === "revoked" && x.handle !== null ? x : null;
       }, 10_000, "the reopened lease to end");
       expect(l.handle).not.toBeNull();

@@ -12,7 +12,7 @@
  */
 import { Redis } from "ioredis";
 import { createKeyspace, newShardedId, type ShardKeys } from "../../src/redis/keys";
-import { createLeaseStore, joinPieces, pieces, type NewLease, type StoredLease } from "../../src/leases/store";
+import { createLeaseStore, joinPieces, pieces, type NewLease, type StoredLease, readable } from "../../src/leases/store";
 import { startFixture, waitFor, type Fixture } from "../support/fixture";
 import { writeOldLease } from "../support/old-layouts";
 
@@ -81,7 +81,7 @@ describe.each(["v1", "v2"] as const)("upgrade: leases written by an earlier layo
     expect(shown.policy).toEqual({ ids: ["agents-request-read"], hash: OLD_POLICY_HASH });
     expect(shown).toMatchObject({ role: "orders-read", backend: "jwt", workload: "agent", task_id: `T-up-show-${layout}`, state: "active", identity: { kind: "oidc", issuer: "idp", subject: "agent-1" } });
     expect(shown.task.id).toBe(`T-up-show-${layout}`);
-    expect((await f.b.broker.store.get(old))?.handle).toEqual({ jti: old });
+    expect((readable(await f.b.broker.store.get(old)))?.handle).toEqual({ jti: old });
     await f.b.broker.store.trigger([old], { trigger: "operator", by: "test" });
   });
 
@@ -170,9 +170,9 @@ describe("policy ref", () => {
     expect(await redis.hexists(sk2.lease("l_ref1"), "phash")).toBe(0);
     // A fresh store (another process, or after a restart) has nothing cached.
     const reader = createLeaseStore(redis, keys, { retentionSeconds: 60, taskRetentionSeconds: 60 });
-    const got = await reader.getMany(["l_ref1", "l_ref2", "l_ref3"]);
+    const got = (await reader.getMany(["l_ref1", "l_ref2", "l_ref3"])).map(readable);
     expect(got.map((l) => l?.policy)).toEqual([p1, p1, p2]);
-    expect((await createLeaseStore(redis, keys, { retentionSeconds: 60, taskRetentionSeconds: 60 }).get("l_ref3"))?.policy).toEqual(p2);
+    expect(readable(await createLeaseStore(redis, keys, { retentionSeconds: 60, taskRetentionSeconds: 60 }).get("l_ref3"))?.policy).toEqual(p2);
   });
 
   it("a damaged policies entry reads as an unknown policy, not a crash (a hostile or broken Redis)", async () => {
@@ -182,10 +182,10 @@ describe("policy ref", () => {
     const sk2 = keys.shardKeys[0]!;
     const ref = await redis.hget(sk2.lease("l_bad1"), "pr");
     await redis.hset(sk2.leasesPolicies, ref!, "garbage-without-a-space");
-    const l = await createLeaseStore(redis, keys, { retentionSeconds: 60, taskRetentionSeconds: 60 }).get("l_bad1");
+    const l = readable(await createLeaseStore(redis, keys, { retentionSeconds: 60, taskRetentionSeconds: 60 }).get("l_bad1"));
     expect(l?.policy).toEqual({ ids: [], hash: "" });
     await redis.hset(sk2.leasesPolicies, ref!, 'AAAA {"not":"a list"}');
-    expect((await createLeaseStore(redis, keys, { retentionSeconds: 60, taskRetentionSeconds: 60 }).get("l_bad1"))?.policy).toEqual({ ids: [], hash: "" });
+    expect(readable(await createLeaseStore(redis, keys, { retentionSeconds: 60, taskRetentionSeconds: 60 }).get("l_bad1"))?.policy).toEqual({ ids: [], hash: "" });
   });
 });
 
@@ -230,14 +230,14 @@ describe("values over 64 bytes are stored in pieces (the lease stays a listpack)
     const key = keys.shardKeys[0]!.lease(l.id);
     expect(await redis.object("ENCODING", key)).toBe("listpack");
     for (const v of Object.values(await redis.hgetall(key))) expect(Buffer.byteLength(v)).toBeLessThanOrEqual(64);
-    const got = await store.get(l.id);
+    const got = readable(await store.get(l.id));
     expect(got?.handle).toEqual(handle);
     expect(got?.task).toEqual(l.task);
     expect(got?.identity.subject).toBe(l.identity.subject);
     expect(got).toEqual(store.activated(l, handle));
     // The revocation finds its keys from the joined record (the task id, the live sets).
     expect(await store.activate(l.id, { user_id: "short" })).toBe("active");
-    expect((await store.get(l.id))?.handle).toEqual({ user_id: "short" });
+    expect((readable(await store.get(l.id)))?.handle).toEqual({ user_id: "short" });
     expect(Object.keys(await redis.hgetall(key)).filter((f) => f.startsWith("h.") || f.startsWith("handle"))).toEqual([]);
   });
 });
@@ -281,10 +281,10 @@ describe("compact handles (src/leases/handle.ts): Vault and AWS leases fit in 1 
     expect(await redis.hgetall(sk2.leasesHandles)).toEqual({ [stored.h!.slice(1, 13)]: `AROA3XFRBF535PLBIFPI4 ${handle.role_arn}` });
     expect(await redis.object("ENCODING", sk2.lease(l.id))).toBe("listpack");
     const fresh = createLeaseStore(redis, keys, { retentionSeconds: 60, taskRetentionSeconds: 60 });
-    const got = await fresh.get(l.id);
+    const got = readable(await fresh.get(l.id));
     expect(got?.handle).toEqual(handle);
     expect(got).toEqual(store.activated(l, handle));
-    expect((await fresh.getMany([l.id]))[0]?.handle).toEqual(handle);
+    expect(readable((await fresh.getMany([l.id]))[0]!)?.handle).toEqual(handle);
     // Revocation's own reads (REVOCATION_VIEW, and TRIGGER's answer) resolve the ref too.
     expect((await createLeaseStore(redis, keys, { retentionSeconds: 60, taskRetentionSeconds: 60 }).forRevocation([l.id]))[0]?.handle).toEqual(handle);
     const [moved] = await createLeaseStore(redis, keys, { retentionSeconds: 60, taskRetentionSeconds: 60 }).triggerForRevocation([l.id], { trigger: "operator", by: "test" });
@@ -308,7 +308,7 @@ describe("compact handles (src/leases/handle.ts): Vault and AWS leases fit in 1 
     expect(await redis.hget(sk2.lease(b.id), "h")).toBe("tVhu5sjGK0dOTbNtkqQ4kF0YA");
     expect(await redis.hget(sk2.lease(b.id), "k")).toBe("spiffe");
     const fresh = createLeaseStore(redis, keys, { retentionSeconds: 60, taskRetentionSeconds: 60 });
-    const [ga, gb] = await fresh.getMany([a.id, b.id]);
+    const [ga, gb] = (await fresh.getMany([a.id, b.id])).map(readable);
     expect(ga?.handle).toEqual({ lease_id: "database/creds/orders-read/Hr0Hpa3ZBmAsNYHSsE9qSxUa" });
     expect(gb?.handle).toEqual({ accessor: "Vhu5sjGK0dOTbNtkqQ4kF0YA" });
     expect(ga?.identity.kind).toBe("oidc");
@@ -324,13 +324,13 @@ describe("compact handles (src/leases/handle.ts): Vault and AWS leases fit in 1 
     const old = { id: l.id, role: l.role, backend: "aws_sts" as const, workload: l.workload, task: l.task.id, issuer: "idp", subject: "agent-1", iat: l.issuedAt, exp: l.expiresAt, policy: l.policy };
     expect(await writeOldLease(redis, sk2, "v2", old, handle)).toEqual(["ok", "active"]);
     expect(await redis.hexists(sk2.lease(l.id), "handle.3")).toBe(1);
-    const got = await store.get(l.id);
+    const got = readable(await store.get(l.id));
     expect(got?.handle).toEqual(handle);
     expect(got).toMatchObject({ role: l.role, backend: "aws_sts", workload: "agent", task_id: l.task.id, revocation_kind: "deny_by_session" });
     expect((await store.forRevocation([l.id]))[0]).toMatchObject({ role: l.role, backend: "aws_sts", workload: "agent", task_id: l.task.id, identity: { issuer: "idp" }, handle });
     expect(await store.activate(l.id, handle, undefined, { issuedAt: l.issuedAt, expiresAt: l.expiresAt })).toBe("active");
     expect(Object.keys(await redis.hgetall(sk2.lease(l.id))).filter((k) => k.startsWith("handle"))).toEqual([]);
-    expect((await store.get(l.id))?.handle).toEqual(handle);
+    expect((readable(await store.get(l.id)))?.handle).toEqual(handle);
   });
 
   it("a handle whose shared part is gone or damaged reads as a handle without it (the backend refuses it: never taken for 'never minted')", async () => {
@@ -341,11 +341,11 @@ describe("compact handles (src/leases/handle.ts): Vault and AWS leases fit in 1 
     expect(await store.create(l, 0)).toBe("ok");
     expect(await store.activate(l.id, awsHandle(l), undefined, { issuedAt: l.issuedAt, expiresAt: l.expiresAt })).toBe("active");
     await redis.del(sk2.leasesHandles);
-    const got = await createLeaseStore(redis, keys, { retentionSeconds: 60, taskRetentionSeconds: 60 }).get(l.id);
+    const got = readable(await createLeaseStore(redis, keys, { retentionSeconds: 60, taskRetentionSeconds: 60 }).get(l.id));
     expect(got?.handle).not.toBeNull();
     expect(got?.handle?.role_arn).toBeUndefined();
     await redis.hset(sk2.lease(l.id), "h", "{not json");
-    expect((await createLeaseStore(redis, keys, { retentionSeconds: 60, taskRetentionSeconds: 60 }).get(l.id))?.handle).toEqual({});
+    expect(readable(await createLeaseStore(redis, keys, { retentionSeconds: 60, taskRetentionSeconds: 60 }).get(l.id))?.handle).toEqual({});
   });
 });
 
@@ -410,7 +410,7 @@ describe("the re-authorization walk's read (decisionInputs) agrees with get() on
       for (const id of batch.skipped) skipped.add(id);
     }
     for (const id of [full.id, plain.id, old]) {
-      const whole = (await store.get(id))!;
+      const whole = (readable(await store.get(id)))!;
       expect(whole.state).toBe("active");
       expect(read.get(id)).toEqual(inputsOf(whole));
     }
@@ -418,7 +418,7 @@ describe("the re-authorization walk's read (decisionInputs) agrees with get() on
     // Being issued: its own request decides it again. Being revoked: not re-evaluated.
     expect(skipped.has(issuing.id)).toBe(true);
     expect(read.has(issuing.id)).toBe(false);
-    const revokedState = (await store.get(revoked))!.state;
+    const revokedState = (readable(await store.get(revoked)))!.state;
     if (revokedState === "revoking") expect(skipped.has(revoked)).toBe(true);
     expect(read.has(revoked)).toBe(false);
   });

@@ -10,6 +10,7 @@ import { parse, stringify } from "yaml";
 import type { Backend } from "../../src/backends/types";
 import { newShardedId } from "../../src/redis/keys";
 import { startFixture, waitFor, type Fixture } from "../support/fixture";
+import { readable } from "../../src/leases/store";
 
 type Who = "agent" | "agent2" | "ci";
 
@@ -168,11 +169,11 @@ describe("re-authorization with decisions shared between leases of the same inpu
     const r = await f.call("POST", "/v1/admin/policy/reload", "alice");
     expect(r.body.reauthorization).toMatchObject({ state: "completed", reevaluated: 3, revoked: 1, kept: 2 });
     const l = await waitFor(async () => {
-      const x = await f.b.broker.store.get(gone);
+      const x = readable(await f.b.broker.store.get(gone));
       return x?.state === "revoked" ? x : null;
     }, 10_000, "the export lease to be revoked");
     expect(l.revocation).toMatchObject({ trigger: "policy_change", reason: expect.stringMatching(/forbidden by no-export/) });
-    for (const id of keep) expect((await f.b.broker.store.get(id))?.state).toBe("active");
+    for (const id of keep) expect((readable(await f.b.broker.store.get(id)))?.state).toBe("active");
     rmSync(path.join(dir, "zz-intent.cedar"));
     await f.call("POST", "/v1/admin/policy/reload", "alice");
   });
@@ -201,7 +202,7 @@ describe("re-authorization with decisions shared between leases of the same inpu
     expect(r.body.reauthorization).toMatchObject({ state: "completed", revoked: forbidden.length, skipped: 0 });
     expect(r.body.reauthorization.kept).toBe(r.body.reauthorization.reevaluated - forbidden.length);
     expect(live).toBe(ids.length - forbidden.length);
-    const after = await f.b.broker.store.getMany(ids.map((x) => x.id));
+    const after = (await f.b.broker.store.getMany(ids.map((x) => x.id))).map(readable);
     after.forEach((l, i) => {
       if (ids[i]!.workload === "agent2") expect(l?.revocation).toMatchObject({ trigger: "policy_change", reason: expect.stringMatching(/agent2-suspended/) });
       else expect(l?.state).toBe("active");
@@ -364,7 +365,7 @@ describe("a credential minted across a reload", () => {
       expect(answer.body.code).toBe("policy_denied");
       expect(answer.body.detail).toMatch(/changed while the credential was being issued: .*forbidden by agent2-suspended/);
       const l = await waitFor(async () => {
-        const x = await f.b.broker.store.get(id);
+        const x = readable(await f.b.broker.store.get(id));
         return x?.state === "revoked" ? x : null;
       }, 10_000, "the lease to be revoked");
       expect(l.revocation).toMatchObject({ trigger: "policy_change", by: "system" });

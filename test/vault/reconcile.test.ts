@@ -5,6 +5,7 @@
  */
 import { startVaultServer, type VaultTestServer } from "../support/vault-server";
 import { startBackend, tempFile, type Harness } from "./helpers";
+import { readable } from "../../src/leases/store";
 
 const APPROLE = { roleId: "jitbroker-role-id", secretId: "approle-secret-for-reconcile-tests", ttl: 3600 };
 const PATH = "database/creds/payments-ro";
@@ -76,7 +77,7 @@ describe("reconciliation of Vault leases", () => {
     const draft = await h.createLease("payments-db", 300);
     await h.store.activate(draft.id, { lease_id: stale });
     const [ended] = await h.store.trigger([draft.id], { trigger: "operator", by: "alice" });
-    expect(await h.store.finish((await h.store.get(ended!))!)).toBe("revoked");
+    expect(await h.store.finish((readable(await h.store.get(ended!)))!)).toBe("revoked");
 
     const report = await h.backend.reconcile();
     expect(report.revoked).toEqual([stale]);

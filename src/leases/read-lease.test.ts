@@ -5,7 +5,7 @@
  * the field, never the value, and never throws: a throw out of a read would crash the caller
  * (GET /v1/leases/{id}, introspection, delegation, listings, the Vault reconcile pass).
  */
-import { isUnreadable, leaseUnreadable, publicLease, readLease, readable, type LeaseResolver, type StoredLease, type UnreadableLease } from "./store";
+import { isUnreadable, leaseUnreadable, publicLease, readLease, readable, UNKNOWN_ID, type LeaseResolver, type StoredLease, type UnreadableLease } from "./store";
 
 const POLICY = { ids: ["agents-request-read"], hash: "ab".repeat(32) };
 const resolver: LeaseResolver = { policy: (ref) => (ref === "ref1" ? POLICY : undefined), handle: (id, h) => (h.h === "j" ? { jti: id } : null) };
@@ -154,7 +154,8 @@ describe("readLease: a tampered record is unreadable, names the field, never thr
     const l = unreadable(h);
     expect(l).toMatchObject({ id: "l_1", field, unreadable: `its stored field ${field} is missing or malformed` });
     // Who may see or revoke it (the workload its record names), and its state when that is one.
-    expect(l.workload).toBe("w" in over || "workload" in over ? "" : "agent");
+    expect(l.workload).toBe("w" in over || "workload" in over ? UNKNOWN_ID : "agent");
+    expect(l.task_id).toBe("t" in over || "task_id" in over ? UNKNOWN_ID : "T-1");
     if (field !== "state") expect(l.state).toBe(layout.state);
     else expect("state" in l).toBe(false);
     // Nothing written over reaches the answer.

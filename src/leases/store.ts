@@ -516,10 +516,10 @@ function revocationView(id: string, v: (string | null)[], o: number, handleOf: H
   const state = v[o + RV.state];
   if (!state) return null;
   // Hostile values are not trusted here either, but a malformed field never stops a revocation
-  // (fail closed): a missing name reads as "", a malformed time as absent (0 for issued_at: a
-  // lease without a handle is then past its mint timeout), an unknown trigger as none; an unknown
-  // backend has no revoker, so the lease shows revoke_failed (misconfigured) until its expiry.
-  const at = (a: number, b: number) => v[o + a] ?? v[o + b] ?? "";
+  // (fail closed): a missing name reads as UNKNOWN_ID, a malformed time as absent (0 for
+  // issued_at: a lease without a handle is then past its mint timeout), an unknown trigger as
+  // none; an unknown backend has no revoker, so the lease shows revoke_failed (misconfigured).
+  const at = (a: number, b: number) => v[o + a] || v[o + b] || UNKNOWN_ID;
   const backend = at(RV.b, RV.backend) as Lease["backend"];
   const lease: RevokingLease = {
     id,
@@ -566,7 +566,7 @@ export type DecisionInputs = Pick<
  * is not an object, a value outside its enumeration). It cannot be decided again, so the walk
  * revokes it; every other reader fails closed with it (docs/ARCHITECTURE.md, Lease record:
  * hostile values). `field` and `unreadable` name the field, never its value. `workload` and
- * `task_id` are the stored strings ("" when absent): who may see or revoke it, and its events;
+ * `task_id` are the stored strings (UNKNOWN_ID when absent): who may see or revoke it, and its events;
  * `state` is set when the stored state is one of LEASE_STATES.
  */
 export interface UnreadableLease {
@@ -617,9 +617,17 @@ const storedMs = (v: string | undefined): number | undefined => {
   return n !== undefined && n <= MAX_DATE_MS ? n : undefined;
 };
 
+/**
+ * What a lease record that lacks a workload, task, role or issuer reads as where one is needed
+ * (an unreadable lease's owner, its audit events, the live sets its revocation leaves): never an
+ * id (ids are [A-Za-z0-9._:@-], docs/ARCHITECTURE.md), so it is nobody's lease, and never empty
+ * (the audit ledger refuses an event with an empty workload or task, and it would be lost).
+ */
+export const UNKNOWN_ID = "(unknown)";
+
 /** The UnreadableLease of a lease hash (pieces joined) whose `field` is missing or malformed. */
 function unreadableLease(id: string, h: Record<string, string>, field: string): UnreadableLease {
-  const out: UnreadableLease = { id, workload: h.w ?? h.workload ?? "", task_id: h.t ?? h.task_id ?? "", field, unreadable: `its stored field ${field} is missing or malformed` };
+  const out: UnreadableLease = { id, workload: h.w || h.workload || UNKNOWN_ID, task_id: h.t || h.task_id || UNKNOWN_ID, field, unreadable: `its stored field ${field} is missing or malformed` };
   if (isLeaseState(h.state)) out.state = h.state;
   return out;
 }

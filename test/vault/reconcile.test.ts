@@ -136,6 +136,21 @@ describe("reconciliation of Vault leases", () => {
     }
   });
 
+  it("a tampered lease record does not stop the pass (its read used to throw): its Vault lease is an orphan, revoked; the others stay known", async () => {
+    for (const id of server.leases()) server.dropLease(id);
+    const held = server.addLease(PATH, 10 * 60_000);
+    const tamperedHeld = server.addLease(PATH, 10 * 60_000);
+    const kept = await h.createLease("payments-db", 300);
+    expect(await h.store.activate(kept.id, { lease_id: held })).toBe("active");
+    const tampered = await h.createLease("payments-db", 300);
+    expect(await h.store.activate(tampered.id, { lease_id: tamperedHeld })).toBe("active");
+    await h.redis.hset(h.store.keys.lease(tampered.id), "cl", '{"password":"do-not-echo"');
+
+    const report = await h.backend.reconcile();
+    expect(report).toMatchObject({ revoked: [tamperedHeld], errors: [] });
+    expect(server.leases()).toEqual([held]);
+  });
+
   it("the grace period is at least worker.mint_timeout", async () => {
     const server2 = await startVaultServer({ approle: APPROLE, engines: { [PATH]: { ttlParam: false, defaultTtl: 3600 } } });
     const h2 = await startBackend(

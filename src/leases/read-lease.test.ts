@@ -5,7 +5,7 @@
  * the field, never the value, and never throws: a throw out of a read would crash the caller
  * (GET /v1/leases/{id}, introspection, delegation, listings, the Vault reconcile pass).
  */
-import { isUnreadable, leaseUnreadable, publicLease, readLease, readable, UNKNOWN_ID, type LeaseResolver, type StoredLease, type UnreadableLease } from "./store";
+import { decisionInputsOf, isUnreadable, leaseUnreadable, publicLease, readLease, readable, UNKNOWN_ID, type LeaseResolver, type StoredLease, type UnreadableLease } from "./store";
 
 const POLICY = { ids: ["agents-request-read"], hash: "ab".repeat(32) };
 const resolver: LeaseResolver = { policy: (ref) => (ref === "ref1" ? POLICY : undefined), handle: (id, h) => (h.h === "j" ? { jti: id } : null) };
@@ -93,6 +93,12 @@ describe("readLease: the layouts as written read as before", () => {
   it("a lease of the layout before (names in full, policy ids inline, JSON handle) reads whole", () => {
     const l = read(old) as StoredLease;
     expect(publicLease(l)).toMatchObject({ backend: "vault", revocation_kind: "revocable", policy: POLICY, backend_expires_at: new Date(Number(EXP)).toISOString(), identity: { kind: "oidc" } });
+  });
+
+  it("an expiry before its issue time (a child whose parent ended within the second) is shown as it is, never decided on", () => {
+    const l = read({ ...current, exp: String(Number(IAT) - 500) });
+    expect(l && !isUnreadable(l) ? l.expires_ms : null).toBe(Number(IAT) - 500);
+    expect(decisionInputsOf("l_1", { ...current, exp: String(Number(IAT) - 500) })).toMatchObject({ field: "exp" });
   });
 
   it("a record without a state is gone (null), as is no record", () => {

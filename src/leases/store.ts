@@ -649,7 +649,15 @@ function storedObject(v: string): Record<string, unknown> | undefined {
  * NaN would pass every TTL check).
  */
 export function decisionInputsOf(id: string, stored: Record<string, string>): DecisionInputs | UnreadableLease {
-  const h = joinPieces(stored);
+  return readDecisionInputs(id, joinPieces(stored), true);
+}
+
+/**
+ * `decisionInputsOf` of a hash with its pieces joined. `deciding`: for a decision, an expiry
+ * before the issue time is malformed too (the TTL it gives would be decided on); `readLease`
+ * shows such a lease as it is (the plan can write one whose parent ends within the second).
+ */
+function readDecisionInputs(id: string, h: Record<string, string>, deciding: boolean): DecisionInputs | UnreadableLease {
   // The short names, or those of the layout before issue 17's second pass (as `decode`).
   const role = h.r ?? h.role;
   const backend = h.b ?? h.backend;
@@ -669,7 +677,7 @@ export function decisionInputsOf(id: string, stored: Record<string, string>): De
   const iat = storedMs(h.iat);
   if (iat === undefined) return bad("iat");
   const exp = storedMs(h.exp);
-  if (exp === undefined || exp < iat) return bad("exp");
+  if (exp === undefined || (deciding && exp < iat)) return bad("exp");
   const ttl = ttlSeconds(iat, exp);
   const asked = h.ask === undefined ? ttl : storedInt(h.ask);
   if (asked === undefined) return bad("ask");
@@ -726,7 +734,7 @@ const isoOfMs = (ms: number) => new Date(ms).toISOString();
 export function readLease(id: string, stored: Record<string, string>, r: LeaseResolver): LeaseRead | null {
   if (!stored.state) return null;
   const h = joinPieces(stored);
-  const d = decisionInputsOf(id, h);
+  const d = readDecisionInputs(id, h, false);
   if (isUnreadable(d)) return d;
   const bad = (field: string): UnreadableLease => unreadableLease(id, h, field);
   const state = h.state;

@@ -130,6 +130,20 @@ describe("a tampered lease record never crashes a read and never fails open", ()
     expect(list.body.leases.map((l: any) => l.id)).not.toContain(id);
   });
 
+  it.each([
+    ["current", { h: `{"jti":"${SECRET}"` }],
+    ["v2", { handle: "{not json", "handle.1": "x" }],
+  ] as const)("a tampered handle (%s layout) never crashes a read: the lease is shown (its handle never is) and revoked as usual", async (layout, over) => {
+    const id = layout === "current" ? (await issue("T-tamper-handle")).id : await oldLease("v2", "T-tamper-handle-v2");
+    await tamper(id, over);
+    const shown = await f.call("GET", `/v1/leases/${id}`, "alice");
+    expect(shown.status).toBe(200);
+    expect(shown.body.lease).toMatchObject({ id, state: "active" });
+    expect(JSON.stringify(shown.body)).not.toContain(SECRET);
+    expect((await f.call("DELETE", `/v1/leases/${id}`, "alice")).status).toBe(200);
+    await waitFor(async () => (await redis.hget(sk.lease(id), "state")) === "revoked", 10_000, "the lease revoked");
+  });
+
   it("an operator revokes a tampered lease: DELETE says it cannot be shown, and the worker ends it all the same", async () => {
     const { id, token } = await issue("T-tamper-revoke");
     await tamper(id, { cl: "{", w: null });

@@ -32,7 +32,7 @@ import { mayBeOperator } from "../authz/refusals";
 import type { TokenVerifier } from "../identity/verify";
 import type { Workload, WorkloadMatcher } from "../identity/workloads";
 import { TASK_ID } from "../leases/schemas";
-import { publicLease, type LeaseStore } from "../leases/store";
+import { isLive, publicLease, type LeaseStore } from "../leases/store";
 import type { OidcClient } from "./oidc";
 import { escapeHtml, refusalPage, SECURITY_HEADERS, page, signInPage } from "./pages";
 import { randomToken, sameToken, type ConsoleSessions } from "./sessions";
@@ -307,7 +307,7 @@ export function consoleRoutes(opts: ConsoleRoutesOptions): Router {
     let matched: number;
     if (key === "lease_id") {
       const l = await opts.store.get(q.lease_id!);
-      matched = l && (l.state === "issuing" || l.state === "active") ? 1 : 0;
+      matched = l && isLive(l) ? 1 : 0;
     } else {
       const sel = ({ task_id: "task", workload: "workload", role: "role", issuer: "issuer" } as const)[key];
       matched = await opts.store.countLive(sel, q[key]!);

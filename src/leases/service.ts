@@ -31,7 +31,7 @@ import { issueDecisionRequest, planIssue, taskOf, type CredentialRequest, type E
 import { revokeForPolicyChange } from "./policy-change";
 import type { RevocationQueue, Selector } from "./queue";
 import type { Revoker } from "./revoker";
-import { isUnreadable, publicLease, readable, type LeaseRead, type LeaseStore, type NewLease, type StoredLease, type UnreadableLease } from "./store";
+import { isLive, isUnreadable, publicLease, readable, type LeaseRead, type LeaseStore, type NewLease, type StoredLease, type UnreadableLease } from "./store";
 import type { Lease, RevocationTrigger } from "./types";
 import type { Durability } from "../redis/durability";
 import { describeRedisError } from "../redis/health";
@@ -436,9 +436,9 @@ export function createLeaseService(opts: LeaseServiceOptions) {
       const id = newOpId();
       let matched: number;
       if (selector === "lease") {
-        // An unreadable lease counts when its stored state is live (its revocation goes by state alone).
+        // An unreadable lease counts when its stored state is live or none of the broker's (its revocation goes by state alone).
         const l = await store.get(value);
-        matched = l && (l.state === "issuing" || l.state === "active") ? 1 : 0;
+        matched = l && isLive(l) ? 1 : 0;
       } else {
         matched = await store.countLive(selector, value);
       }

@@ -172,6 +172,17 @@ local function view(key, fields, out)
 end
 `;
 
+/**
+ * Lua: whether a lease in state `st` is live (not yet triggered): issuing or active, or a state
+ * that is none of LEASE_STATES (a damaged or hostile Redis), which is revoked rather than left
+ * out of every revocation path (fail closed). A lease without a state is gone.
+ */
+const LUA_LIVE = `
+local function live(st)
+  return st and st ~= 'revoking' and st ~= 'revoke_failed' and st ~= 'revoked' and st ~= 'expired'
+end
+`;
+
 const TRIGGER = luaScript<(string | null)[]>(
   "jitLeaseTrigger",
   `
@@ -182,7 +193,10 @@ const TRIGGER = luaScript<(string | null)[]>(
 -- Output: the ids this call moved to revoking; with F > 0 each id followed by its F values
 --       (false when absent, pieces joined: what REVOCATION_VIEW answers)
 -- Moves each live, untriggered lease to 'revoking' (the first trigger wins) and makes it due at ARGV[7].
+-- Live: issuing, active, or a state that is none of the broker's (a damaged or hostile Redis:
+-- fail closed, it is revoked rather than left alive out of every path).
 ${LUA_VIEW}
+${LUA_LIVE}
 local nf = tonumber(ARGV[8])
 local fields = {}
 for j = 1, nf do fields[j] = ARGV[8 + j] end
@@ -194,7 +208,7 @@ local out = {}
 for i = 2, #KEYS do
   local id = ARGV[7 + nf + i]
   local st = redis.call('HGET', KEYS[i], 'state')
-  if st == 'issuing' or st == 'active' then
+  if live(st) then
     local ok = true
     -- An expiry that is not a number (a damaged or hostile Redis) counts as passed: fail closed,
     -- and never a script error that would stop the walk for every other lease of the batch.
@@ -228,7 +242,9 @@ const EXPIRE_DUE = luaScript<[number, ...(string | null)[]]>(
 -- range: the next offset is offset + scanned - moved. An entry without its lease hash is dropped.
 -- A live lease whose exp is not a number (a damaged or hostile Redis) is due: its entry's score
 -- (its expiry as written) brought it here, and an unreadable expiry must end it, not stall the walk.
+-- Live as in TRIGGER: a state that is none of the broker's counts as live (fail closed).
 ${LUA_VIEW}
+${LUA_LIVE}
 local now = tonumber(ARGV[1])
 local max = tonumber(ARGV[4])
 local fields = {}
@@ -244,7 +260,7 @@ for _, id in ipairs(ids) do
   local h = redis.call('HMGET', key, 'state', 'exp')
   if not h[1] then
     redis.call('ZREM', KEYS[1], id)
-  elseif (h[1] == 'issuing' or h[1] == 'active') and (tonumber(h[2]) == nil or tonumber(h[2]) <= now) then
+  elseif live(h[1]) and (tonumber(h[2]) == nil or tonumber(h[2]) <= now) then
     redis.call('HSET', key, 'state', 'revoking', 'trig', 'expiry', 'tat', ARGV[1])
     redis.call('ZADD', KEYS[1], ARGV[6], id)
     moved = moved + 1
@@ -585,6 +601,12 @@ export type LeaseRead = StoredLease | UnreadableLease;
 
 /** The read could not make a lease of the record (UnreadableLease). */
 export const isUnreadable = <T extends object>(l: T | UnreadableLease): l is UnreadableLease => "unreadable" in l;
+
+/**
+ * Not yet triggered, as TRIGGER and EXPIRE_DUE see it: issuing, active, or (an unreadable lease)
+ * a stored state that is none of LEASE_STATES, which those scripts revoke (fail closed).
+ */
+export const isLive = (l: LeaseRead): boolean => l.state === undefined || l.state === "issuing" || l.state === "active";
 
 /** The lease when it is readable; null when it is gone or unreadable (for callers to whom both mean "no lease to act on"). */
 export const readable = (l: LeaseRead | null): StoredLease | null => (l === null || isUnreadable(l) ? null : l);

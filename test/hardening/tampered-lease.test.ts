@@ -182,6 +182,21 @@ describe("a tampered lease record never crashes a read and never fails open", ()
     for (const id of [a.id, b.id]) await waitFor(async () => (await redis.hget(sk.lease(id), "state")) === "revoked", 10_000, `lease ${id} revoked`);
   });
 
+  it("a state that is none of the broker's is revoked, not left alive out of every path: at its expiry, and by an operator", async () => {
+    const expiring = await issue("T-tamper-state-1", "short-read");
+    const revoked = await issue("T-tamper-state-2");
+    await tamper(expiring.id, { state: "forever" });
+    await tamper(revoked.id, { state: "forever" });
+    expectUnreadable(await f.call("GET", `/v1/leases/${revoked.id}`, "alice"), revoked.id, "state");
+    // The trigger writes the state over (revoking): the answer is the lease again.
+    const r = await f.call("DELETE", `/v1/leases/${revoked.id}`, "alice");
+    expect(r.status).toBe(200);
+    expect(r.body.lease).toMatchObject({ id: revoked.id, revocation: { trigger: "operator", by: "alice" } });
+    await waitFor(async () => (await redis.hget(sk.lease(revoked.id), "state")) === "revoked", 10_000, "the operator's revocation");
+    await waitFor(async () => (await redis.hget(sk.lease(expiring.id), "state")) === "expired", 15_000, "the expiry");
+    for (const { id } of [expiring, revoked]) expect(await redis.zscore(sk.leasesDue, id)).toBeNull();
+  });
+
   it("an expiry that is not a number does not stall the expiry walk: that lease and the others beside it expire", async () => {
     // Before, tonumber(exp) <= now raised a Lua error in EXPIRE_DUE and TRIGGER: every walk of
     // the shard failed from then on, and no lease expired until the record was repaired.

@@ -4,11 +4,9 @@
  * kill -9 of the primary owning its slot, under load, with durability.replicas 1: no 201 without
  * a lease record, leases due during the failover revoked within 5 s of recovery, /readyz honest.
  */
-import { cpSync, mkdtempSync, rmSync } from "node:fs";
-import os from "node:os";
-import path from "node:path";
 import type { Redis } from "ioredis";
 import { startFixture, waitFor, type Fixture } from "../support/fixture";
+import { policyDir } from "../support/policies";
 import { redisCli, slotOf, startCluster, type Cluster } from "../support/topology";
 import { failoverUnderLoad, lifecycle } from "./scenarios";
 
@@ -18,9 +16,8 @@ let cluster: Cluster;
 let f: Fixture;
 let conn: Redis;
 /** A copy of the example policies: the lifecycle's re-authorization step edits it. */
-const policyDir = mkdtempSync(path.join(os.tmpdir(), "jit-ha-policies-"));
-cpSync(path.resolve(__dirname, "../../config/policies"), policyDir, { recursive: true });
-const policy = { files: [path.join(policyDir, "*.cedar")] };
+const policies = policyDir();
+const policy = { files: [policies.files] };
 beforeAll(async () => {
   cluster = await startCluster();
   f = await startFixture({ extra: { redis: { cluster: { nodes: cluster.seeds.slice(0, 2) }, durability: { replicas: 1, timeout: "1s" } }, limits: { requests_per_minute: 0 }, policy } });
@@ -28,7 +25,7 @@ beforeAll(async () => {
   conn.on("error", () => undefined);
 });
 afterAll(async () => {
-  rmSync(policyDir, { recursive: true, force: true });
+  policies.close();
   conn?.disconnect();
   const t0 = Date.now();
   await f?.close();
@@ -40,7 +37,7 @@ const tag = () => `{${f.b.config.redis.prefix}}`;
 
 it("runs the whole lifecycle through a Cluster client, with its keys on the primary owning the tag", async () => {
   expect(f.b.broker.redisFactory.mode).toBe("cluster");
-  await lifecycle(f, conn, { policyDir });
+  await lifecycle(f, conn, { policyDir: policies });
   const owner = await cluster.primaryOf(await slotOf(cluster.nodes[0]!.port, tag()));
   const keys = await redisCli(owner.port, "--scan", "--pattern", `${tag()}:lease:*`);
   expect(keys.split("\n").filter(Boolean).length).toBeGreaterThan(5);
@@ -54,7 +51,7 @@ it("with redis.shards: 16 the whole lifecycle runs across the primaries, with le
   const gconn = g.b.broker.redisFactory.connect("test-shards", "request");
   gconn.on("error", () => undefined);
   try {
-    await lifecycle(g, gconn, { policyDir });
+    await lifecycle(g, gconn, { policyDir: policies });
     expect((await g.call("POST", "/v1/credentials", "ci", { role: "orders-read", task: { id: "SH-ci" } })).status).toBe(201);
     const primaries = [...new Set(await Promise.all([0, 5461, 16383].map((slot) => cluster.primaryOf(slot))))];
     expect(primaries.length).toBe(3);

@@ -3,23 +3,22 @@
  * failover under load that counts every 201 whose lease record is gone afterwards (I1), how late
  * the leases due during the failover were revoked (I3), and what /readyz said throughout (I10).
  */
-import { rmSync, writeFileSync } from "node:fs";
-import path from "node:path";
 import type { Redis } from "ioredis";
 import { verifyAuditChain } from "../../src/audit/ledger";
 import { readAuditKey } from "../../src/audit/key";
 import { createKeyspace } from "../../src/redis/keys";
 import { waitFor, type Fixture } from "../support/fixture";
 import { readable } from "../../src/leases/store";
+import type { PolicyDir } from "../support/policies";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * mint, complete, expire, owner revoke, force-revoke by each selector, approvals (approve and
  * collect, deny), listing page by page, audit verify; and re-authorization when `policyDir` is
- * the (writable) directory of the fixture's policy files.
+ * the fixture's policy directory (test/support/policies.ts).
  */
-export async function lifecycle(f: Fixture, conn: Redis, opts: { policyDir?: string } = {}): Promise<void> {
+export async function lifecycle(f: Fixture, conn: Redis, opts: { policyDir?: PolicyDir } = {}): Promise<void> {
   const leaseOf = async (id: string) => (await f.call("GET", `/v1/leases/${id}`, "alice")).body.lease;
   const stateOf = (id: string, state: string, step = "") =>
     waitFor(async () => ((await leaseOf(id))?.state === state ? true : null), 10_000, `lease ${id} ${state} (${step})`).catch(async (e: Error) => {
@@ -86,17 +85,17 @@ export async function lifecycle(f: Fixture, conn: Redis, opts: { policyDir?: str
   if (opts.policyDir) {
     const keep = await mint("HA-reauth-keep");
     const drop = await mint("HA-reauth-drop", "orders-read", "agent2");
-    const file = path.join(opts.policyDir, "zz-ha-suspend.cedar");
-    writeFileSync(file, '@id("ha-agent2-suspended")\nforbid (principal == Workload::"agent2", action, resource);\n');
+    // Unseen by the file watcher (test/support/policies.ts): the reload call alone re-authorizes,
+    // not the watcher's debounced reload racing it.
+    opts.policyDir.change({ write: { "zz-ha-suspend.cedar": '@id("ha-agent2-suspended")\nforbid (principal == Workload::"agent2", action, resource);\n' } });
     try {
-      // The file watcher or the reload call, whichever is first, re-authorizes.
       const r = await f.call("POST", "/v1/admin/policy/reload", "alice");
       expect(r.status).toBe(200);
       await stateOf(drop, "revoked", "re-authorization");
       expect((await leaseOf(drop)).revocation).toMatchObject({ trigger: "policy_change" });
       expect((await leaseOf(keep)).state).toBe("active");
     } finally {
-      rmSync(file, { force: true });
+      opts.policyDir.change({ remove: ["zz-ha-suspend.cedar"] });
       expect((await f.call("POST", "/v1/admin/policy/reload", "alice")).status).toBe(200);
     }
   }

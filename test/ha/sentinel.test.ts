@@ -4,11 +4,9 @@
  * the primary under load, with durability.replicas 1: no 201 without a lease record, leases due
  * during the failover revoked within 5 s of recovery, /readyz 503 while it cannot serve.
  */
-import { cpSync, mkdtempSync, rmSync } from "node:fs";
-import os from "node:os";
-import path from "node:path";
 import type { Redis } from "ioredis";
 import { startFixture, waitFor, type Fixture } from "../support/fixture";
+import { policyDir } from "../support/policies";
 import { redisCli, startSentinel, type Sentinel } from "../support/topology";
 import { failoverUnderLoad, lifecycle } from "./scenarios";
 
@@ -18,9 +16,8 @@ let s: Sentinel;
 let f: Fixture;
 let conn: Redis;
 /** A copy of the example policies: the lifecycle's re-authorization step edits it. */
-const policyDir = mkdtempSync(path.join(os.tmpdir(), "jit-ha-policies-"));
-cpSync(path.resolve(__dirname, "../../config/policies"), policyDir, { recursive: true });
-const policy = { files: [path.join(policyDir, "*.cedar")] };
+const policies = policyDir();
+const policy = { files: [policies.files] };
 beforeAll(async () => {
   s = await startSentinel();
   f = await startFixture({ extra: { redis: { sentinel: { master: s.master, nodes: s.seeds }, durability: { replicas: 1, timeout: "1s" } }, limits: { requests_per_minute: 0 }, policy } });
@@ -28,7 +25,7 @@ beforeAll(async () => {
   conn.on("error", () => undefined);
 });
 afterAll(async () => {
-  rmSync(policyDir, { recursive: true, force: true });
+  policies.close();
   conn?.disconnect();
   const t0 = Date.now();
   await f?.close();
@@ -56,7 +53,7 @@ async function promotedFrom(old: number, timeoutMs: number): Promise<void> {
 
 it("runs the whole lifecycle through the sentinels' primary", async () => {
   expect(f.b.broker.redisFactory.mode).toBe("sentinel");
-  await lifecycle(f, conn, { policyDir });
+  await lifecycle(f, conn, { policyDir: policies });
 });
 
 it("a plain url at the replica is reported as READONLY (503), not 'unreachable'", async () => {

@@ -4,13 +4,11 @@
  * shards, audit verify) with each workload's keys on its own shard, bulk progress summed over
  * shards, and a broker whose shard count does not match the data refused at start.
  */
-import { cpSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import os from "node:os";
-import path from "node:path";
 import { Redis } from "ioredis";
 import { createKeyspace } from "../../src/redis/keys";
 import { startTestBroker, testRedisUrl, uniquePrefix } from "../support/broker";
 import { startFixture, waitFor, type Fixture } from "../support/fixture";
+import { policyDir, type PolicyDir } from "../support/policies";
 import { lifecycle } from "./scenarios";
 import { readable } from "../../src/leases/store";
 
@@ -18,17 +16,16 @@ jest.setTimeout(120_000);
 
 let f: Fixture;
 let conn: Redis;
-let dir: string;
+let dir: PolicyDir;
 beforeAll(async () => {
-  dir = mkdtempSync(path.join(os.tmpdir(), "jit-shards-"));
-  cpSync(path.resolve(__dirname, "../../config/policies"), dir, { recursive: true });
-  f = await startFixture({ extra: { redis: { shards: 4 }, policy: { files: [path.join(dir, "*.cedar")] }, limits: { requests_per_minute: 0 }, leases: { quota_per_workload: 0 } } });
+  dir = policyDir();
+  f = await startFixture({ extra: { redis: { shards: 4 }, policy: { files: [dir.files] }, limits: { requests_per_minute: 0 }, leases: { quota_per_workload: 0 } } });
   conn = new Redis(testRedisUrl());
 });
 afterAll(async () => {
   conn?.disconnect();
   await f?.close();
-  rmSync(dir, { recursive: true, force: true });
+  dir?.close();
 });
 
 const scan = async (pattern: string) => {
@@ -103,8 +100,8 @@ it("a policy change over several shards (walked side by side) revokes exactly th
       )),
     );
   }
-  const file = path.join(dir, "zz-shards-walk.cedar");
-  writeFileSync(file, '@id("shards-agent2-suspended")\nforbid (principal == Workload::"agent2", action, resource);\n');
+  // Unseen by the file watcher (test/support/policies.ts): the walk is the reload call's own, done when it answers.
+  dir.change({ write: { "zz-shards-walk.cedar": '@id("shards-agent2-suspended")\nforbid (principal == Workload::"agent2", action, resource);\n' } });
   try {
     const r = await f.call("POST", "/v1/admin/policy/reload", "alice");
     expect(r.status).toBe(200);
@@ -115,7 +112,7 @@ it("a policy change over several shards (walked side by side) revokes exactly th
       else expect(l?.state).toBe("active");
     });
   } finally {
-    rmSync(file, { force: true });
+    dir.change({ remove: ["zz-shards-walk.cedar"] });
     await f.call("POST", "/v1/admin/policy/reload", "alice");
   }
 });

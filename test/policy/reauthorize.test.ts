@@ -3,37 +3,37 @@
  * active leases the new policies no longer allow, with trigger policy_change, and no other;
  * a workload removed from the inventory loses all its leases; the reload endpoint reports it.
  */
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import os from "node:os";
-import path from "node:path";
+import { readFileSync, writeFileSync } from "node:fs";
 import { parse, stringify } from "yaml";
 import type { Backend } from "../../src/backends/types";
 import { newShardedId } from "../../src/redis/keys";
 import { startFixture, waitFor, type Fixture } from "../support/fixture";
 import { readable } from "../../src/leases/store";
+import { policyDir, type PolicyDir } from "../support/policies";
 
 type Who = "agent" | "agent2" | "ci";
 
-/** A copy of the shipped policies in a directory of its own, which a test adds policy files to. */
-function policyCopy(): string {
-  const dir = mkdtempSync(path.join(os.tmpdir(), "jit-reauth-"));
-  cpSync(path.resolve(__dirname, "../../config/policies"), dir, { recursive: true });
-  return dir;
-}
+/*
+ * The policy changes these tests make reach the broker only through the reload call they test
+ * (`dir.change`, test/support/policies.ts): a file written where the broker's file watcher looks
+ * would be reloaded by the watcher too, 200 ms later, which on a loaded machine may come first
+ * (the call then reports no change and does not wait for the watcher's walk). The watcher's own
+ * re-authorization has its test here ("an edited policy file ...", `dir.edit`).
+ */
 
 /** For tests that issue many leases: no per-workload quota, no rate limit. */
 const unlimited = { leases: { quota_per_workload: 0 }, limits: { requests_per_minute: 0 } };
 
 describe("re-authorization of active leases", () => {
   let f: Fixture;
-  let dir: string;
+  let dir: PolicyDir;
   beforeEach(async () => {
-    dir = policyCopy();
-    f = await startFixture({ extra: { policy: { files: [path.join(dir, "*.cedar")] } } });
+    dir = policyDir();
+    f = await startFixture({ extra: { policy: { files: [dir.files] } } });
   });
   afterEach(async () => {
     await f.close();
-    rmSync(dir, { recursive: true, force: true });
+    dir.close();
   });
 
   async function issue(who: Who, task: string, role = "orders-read"): Promise<string> {
@@ -53,7 +53,7 @@ describe("re-authorization of active leases", () => {
     const gone = await issue("agent2", "B-2");
     expect((await f.call("DELETE", `/v1/leases/${gone}`, "agent2")).status).toBe(200);
 
-    writeFileSync(path.join(dir, "zz-offboard.cedar"), '@id("agent2-suspended")\nforbid (principal == Workload::"agent2", action, resource);\n');
+    dir.change({ write: { "zz-offboard.cedar": '@id("agent2-suspended")\nforbid (principal == Workload::"agent2", action, resource);\n' } });
     const r = await reload();
     expect(r.status).toBe(200);
     expect(r.body.policy.changed).toBe(true);
@@ -81,7 +81,7 @@ describe("re-authorization of active leases", () => {
   it("an edited policy file re-authorizes on its own (no reload call)", async () => {
     const a1 = await issue("agent", "W-1");
     const c1 = await issue("ci", "W-2");
-    writeFileSync(path.join(dir, "agents.cedar"), "// agents get nothing any more\n");
+    dir.edit("agents.cedar", "// agents get nothing any more\n"); // in the watched directory
     await waitFor(async () => (await lease(a1)).state === "revoked", 10_000, "the agent lease to be revoked");
     expect((await lease(a1)).revocation).toMatchObject({ trigger: "policy_change", by: "system" });
     expect((await lease(c1)).state).toBe("active");
@@ -89,7 +89,7 @@ describe("re-authorization of active leases", () => {
 
   it("a policy set that does not compile is refused with every problem; nothing is revoked", async () => {
     const a1 = await issue("agent", "X-1");
-    writeFileSync(path.join(dir, "broken.cedar"), "permit (principal, action, resource) when { principal.kind == };\n");
+    dir.change({ write: { "broken.cedar": "permit (principal, action, resource) when { principal.kind == };\n" } });
     const r = await reload();
     expect(r.status).toBe(422);
     expect(r.body.code).toBe("policy_invalid");
@@ -143,14 +143,14 @@ describe("re-authorization of active leases", () => {
 
 describe("re-authorization with decisions shared between leases of the same inputs", () => {
   let f: Fixture;
-  let dir: string;
+  let dir: PolicyDir;
   beforeAll(async () => {
-    dir = policyCopy();
-    f = await startFixture({ extra: { policy: { files: [path.join(dir, "*.cedar")] }, ...unlimited } });
+    dir = policyDir();
+    f = await startFixture({ extra: { policy: { files: [dir.files] }, ...unlimited } });
   });
   afterAll(async () => {
     await f.close();
-    rmSync(dir, { recursive: true, force: true });
+    dir.close();
   });
   const auth = (id: "agent" | "agent2", subject: string) => ({
     identity: { issuer: "idp", kind: "oidc" as const, iss: f.issuer.url, subject, claims: { sub: subject }, jti: undefined, expiresAt: Date.now() + 3_600_000 },
@@ -165,7 +165,7 @@ describe("re-authorization with decisions shared between leases of the same inpu
     };
     const keep = [await issue("I-1", "read"), await issue("I-3", "read")];
     const gone = await issue("I-2", "export");
-    writeFileSync(path.join(dir, "zz-intent.cedar"), '@id("no-export")\nforbid (principal, action, resource) when { context.task.intent == "export" };\n');
+    dir.change({ write: { "zz-intent.cedar": '@id("no-export")\nforbid (principal, action, resource) when { context.task.intent == "export" };\n' } });
     const r = await f.call("POST", "/v1/admin/policy/reload", "alice");
     expect(r.body.reauthorization).toMatchObject({ state: "completed", reevaluated: 3, revoked: 1, kept: 2 });
     const l = await waitFor(async () => {
@@ -174,7 +174,7 @@ describe("re-authorization with decisions shared between leases of the same inpu
     }, 10_000, "the export lease to be revoked");
     expect(l.revocation).toMatchObject({ trigger: "policy_change", reason: expect.stringMatching(/forbidden by no-export/) });
     for (const id of keep) expect((readable(await f.b.broker.store.get(id)))?.state).toBe("active");
-    rmSync(path.join(dir, "zz-intent.cedar"));
+    dir.change({ remove: ["zz-intent.cedar"] });
     await f.call("POST", "/v1/admin/policy/reload", "alice");
   });
 
@@ -194,7 +194,7 @@ describe("re-authorization with decisions shared between leases of the same inpu
       );
       ids.push(...batch);
     }
-    writeFileSync(path.join(dir, "zz-agent2.cedar"), '@id("agent2-suspended")\nforbid (principal == Workload::"agent2", action, resource);\n');
+    dir.change({ write: { "zz-agent2.cedar": '@id("agent2-suspended")\nforbid (principal == Workload::"agent2", action, resource);\n' } });
     const r = await f.call("POST", "/v1/admin/policy/reload", "alice");
     expect(r.status).toBe(200);
     const forbidden = ids.filter((x) => x.workload === "agent2");
@@ -212,14 +212,14 @@ describe("re-authorization with decisions shared between leases of the same inpu
 
 describe("re-authorization reads only a lease's decision inputs, and reads them strictly", () => {
   let f: Fixture;
-  let dir: string;
+  let dir: PolicyDir;
   beforeAll(async () => {
-    dir = policyCopy();
-    f = await startFixture({ extra: { policy: { files: [path.join(dir, "*.cedar")] }, ...unlimited } });
+    dir = policyDir();
+    f = await startFixture({ extra: { policy: { files: [dir.files] }, ...unlimited } });
   });
   afterAll(async () => {
     await f.close();
-    rmSync(dir, { recursive: true, force: true });
+    dir.close();
   });
   const issue = async (who: Who, task: string) => {
     const r = await f.call("POST", "/v1/credentials", who, { role: "orders-read", task: { id: task } });
@@ -230,7 +230,7 @@ describe("re-authorization reads only a lease's decision inputs, and reads them 
   let policyChange = 0;
   /** A new policy that forbids what `when` says (or nothing), then a reload: every active lease is decided again. */
   const reloadWith = async (when = "false") => {
-    writeFileSync(path.join(dir, "zz-change.cedar"), `@id("change-${++policyChange}")\nforbid (principal, action, resource) when { ${when} };\n`);
+    dir.change({ write: { "zz-change.cedar": `@id("change-${++policyChange}")\nforbid (principal, action, resource) when { ${when} };\n` } });
     const r = await f.call("POST", "/v1/admin/policy/reload", "alice");
     expect(r.status).toBe(200);
     return r.body.reauthorization;
@@ -246,8 +246,7 @@ describe("re-authorization reads only a lease's decision inputs, and reads them 
     await f.b.broker.redis.hset(key(ids[1]!), "cl", "{not json");
     await f.b.broker.redis.hdel(key(ids[2]!), "r"); // the role (its short name, docs/ARCHITECTURE.md, Lease record)
     const report = await reloadWith();
-    // (The file watcher may re-authorize for the new file before the reload call does: the
-    // leases' states, not one walk's counts, are what is checked.)
+    // The call's own walk (the file watcher does not see dir.change) decided the leases before it answered.
     expect(report).toMatchObject({ state: "completed" });
     const expected: [string, string][] = [
       [ids[0]!, "exp"],
@@ -303,14 +302,14 @@ describe("re-authorization reads only a lease's decision inputs, and reads them 
 
 describe("a re-authorization longer than the broker's wait", () => {
   let f: Fixture;
-  let dir: string;
+  let dir: PolicyDir;
   beforeAll(async () => {
-    dir = policyCopy();
-    f = await startFixture({ extra: { policy: { files: [path.join(dir, "*.cedar")] } }, reloadWaitMs: 0 });
+    dir = policyDir();
+    f = await startFixture({ extra: { policy: { files: [dir.files] } }, reloadWaitMs: 0 });
   });
   afterAll(async () => {
     await f.close();
-    rmSync(dir, { recursive: true, force: true });
+    dir.close();
   });
 
   it("answers 202 while it goes on; its report lands in the audit ledger", async () => {
@@ -318,7 +317,7 @@ describe("a re-authorization longer than the broker's wait", () => {
     const lease = async (id: string) => (await f.call("GET", `/v1/leases/${id}`, "alice")).body.lease;
     const a1 = await issue("agent", "L-1");
     const b1 = await issue("agent2", "L-2");
-    writeFileSync(path.join(dir, "zz-offboard.cedar"), '@id("agent2-suspended")\nforbid (principal == Workload::"agent2", action, resource);\n');
+    dir.change({ write: { "zz-offboard.cedar": '@id("agent2-suspended")\nforbid (principal == Workload::"agent2", action, resource);\n' } });
     const r = await f.call("POST", "/v1/admin/policy/reload", "alice");
     expect(r.status).toBe(202);
     expect(r.body.policy.changed).toBe(true);
@@ -335,7 +334,7 @@ describe("a re-authorization longer than the broker's wait", () => {
 
 describe("a credential minted across a reload", () => {
   it("is checked again before it is handed out: refused and revoked if the new policy no longer allows it", async () => {
-    const dir = policyCopy();
+    const dir = policyDir();
     let real: Backend | null = null;
     let release!: () => void;
     const held = new Promise<void>((r) => (release = r));
@@ -350,13 +349,13 @@ describe("a credential minted across a reload", () => {
       },
       revoke: (lease, handle) => real!.revoke(lease, handle),
     };
-    const f = await startFixture({ extra: { policy: { files: [path.join(dir, "*.cedar")] } }, backends: { jwt: slow } });
+    const f = await startFixture({ extra: { policy: { files: [dir.files] } }, backends: { jwt: slow } });
     real = f.b.broker.jwt;
     try {
       const pending = f.call("POST", "/v1/credentials", "agent2", { role: "orders-read", task: { id: "held" } });
       await waitFor(async () => minting !== null, 10_000, "the mint to start");
       const id = minting!;
-      writeFileSync(path.join(dir, "zz-offboard.cedar"), '@id("agent2-suspended")\nforbid (principal == Workload::"agent2", action, resource);\n');
+      dir.change({ write: { "zz-offboard.cedar": '@id("agent2-suspended")\nforbid (principal == Workload::"agent2", action, resource);\n' } });
       const r = await f.call("POST", "/v1/admin/policy/reload", "alice");
       expect(r.body.reauthorization).toMatchObject({ state: "completed", revoked: 0, skipped: 1 });
       release();
@@ -372,7 +371,7 @@ describe("a credential minted across a reload", () => {
     } finally {
       release();
       await f.close();
-      rmSync(dir, { recursive: true, force: true });
+      dir.close();
     }
   });
 });

@@ -205,10 +205,12 @@ describe("a PutRolePolicy that lands after its sender gave up (lock deadline)", 
   let server: AwsServer;
   let proxy: Awaited<ReturnType<typeof startRecordingServer>>;
   let holdFirstPut = 0;
+  /** The first PutRolePolicy reached the proxy and is being held. */
+  let held = false;
   beforeEach(async () => {
     server = await startAwsServer();
     const target = new URL(server.url);
-    let held = false;
+    held = false;
     holdFirstPut = 0;
     // An IAM endpoint whose network delivers the first PutRolePolicy late (a slow path, a
     // request that timed out client-side, a GC pause before the socket write...).
@@ -246,14 +248,18 @@ describe("a PutRolePolicy that lands after its sender gave up (lock deadline)", 
 
   it("a slow IAM call is abandoned at the locked section's deadline, well before the lock could expire", async () => {
     const r = server.addRole("slow");
-    const h = await startHarness({ server, lockTtlMs: 600 });
+    // A 2 s lock, so a 1 s section: the retry below (GetRole, GetRolePolicy, the lock's refresh and
+    // PutRolePolicy, against the stand-in) must fit in it, which 300 ms (a 600 ms lock) did not
+    // always on a loaded 2-core CI machine. What is tested keeps its margins: the slow answer comes
+    // 5 s after the call, the revocation gives up at 1 s, well before both.
+    const h = await startHarness({ server, lockTtlMs: 2000 });
     try {
       const a = await mint(h, server, r, "T-s1");
-      server.delay("GetRolePolicy", 1500);
+      server.delay("GetRolePolicy", 5000);
       const t = Date.now();
       const err = await h.backend.revoke(a.lease, a.handle).catch((e: unknown) => e);
-      expect(Date.now() - t).toBeLessThan(1200); // the answer would take 1,500 ms
-      expect(err).toMatchObject({ retryable: true, message: `GetRolePolicy abandoned: the revocation policy update of ${r.arn} ran past its 300 ms deadline (the role's lock lasts 600 ms); will retry` });
+      expect(Date.now() - t).toBeLessThan(4000); // the answer would take 5,000 ms
+      expect(err).toMatchObject({ retryable: true, message: `GetRolePolicy abandoned: the revocation policy update of ${r.arn} ran past its 1000 ms deadline (the role's lock lasts 2000 ms); will retry` });
       expect(await h.redis.exists(h.keys.awsLock(r.arn))).toBe(0); // released
       expect(server.calls("PutRolePolicy")).toEqual([]);
       server.delay("GetRolePolicy", 0);
@@ -268,16 +274,20 @@ describe("a PutRolePolicy that lands after its sender gave up (lock deadline)", 
   it("a replica's late write overwrites another's newer deny; the re-read after the writes puts it back", async () => {
     const r = server.addRole("deployer");
     const prefix = uniquePrefix();
-    const A = await startHarness({ server, iamUrl: proxy.url, prefix, lockTtlMs: 1000, repairDelayMs: 8000 });
-    const B = await startHarness({ server, iamUrl: proxy.url, prefix, lockTtlMs: 1000, repairDelayMs: 8000 });
+    // 2 s locks, so 1 s sections: B's whole locked update (GetRole, GetRolePolicy, PutRolePolicy
+    // through the proxy) must fit in one, which 500 ms did not always on a loaded 2-core CI machine.
+    const A = await startHarness({ server, iamUrl: proxy.url, prefix, lockTtlMs: 2000, repairDelayMs: 8000 });
+    const B = await startHarness({ server, iamUrl: proxy.url, prefix, lockTtlMs: 2000, repairDelayMs: 8000 });
     try {
       const a = await mint(A, server, r, "T-l1");
       const b = await mint(B, server, r, "T-l2");
-      holdFirstPut = 5000; // > A's 500 ms section: A gives up on its write, which lands later (margins wide enough for a loaded CI machine: B writes within ~4 s, the repair comes 8 s after it)
+      holdFirstPut = 5000; // > A's 1,000 ms section: A gives up on its write, which lands later (margins wide enough for a loaded CI machine: B writes within ~2 s, A's write lands at ~5 s, the repair comes 8 s after the writes)
       const ra = outcome(A.backend.revoke(a.lease, a.handle));
-      await new Promise((res) => setTimeout(res, 100));
-      const rb = outcome(B.backend.revoke(b.lease, b.handle)); // waits for A's lock, writes {a, b}
-      expect(await ra).toMatch(/^rejected: PutRolePolicy abandoned: the revocation policy update of .* ran past its 500 ms deadline .*; will retry \(IAM may still apply it; the check of the policy against the recorded revocations repairs what it drops\)$/);
+      // B starts once A's write is the one held (a fixed 100 ms head start was not always enough
+      // for A to take the lock first on a loaded machine: B's write was then the one held).
+      await waitFor(async () => held, 10_000, "A's PutRolePolicy to reach the proxy");
+      const rb = outcome(B.backend.revoke(b.lease, b.handle)); // waits for A's lock (or finds it released), writes {a, b}
+      expect(await ra).toMatch(/^rejected: PutRolePolicy abandoned: the revocation policy update of .* ran past its 1000 ms deadline .*; will retry \(IAM may still apply it; the check of the policy against the recorded revocations repairs what it drops\)$/);
       expect(await rb).toBe("resolved");
       expect({ a: server.denies(a.session), b: server.denies(b.session) }).toEqual({ a: true, b: true });
       // A's abandoned {a} lands: b's deny is gone for a moment...

@@ -70,6 +70,11 @@ describe("audit sinks: receivers down for a while under load", () => {
     await Promise.all([httpJson.start(), syslog.start()]);
     await load(18, 6);
 
+    // A completed task's lease is revoked by the worker after the complete call answered, and its
+    // `revoked` event is the last event the broker writes for it: wait for all 8 (tasks 0, 3, ... 21),
+    // so that `expected` is the whole chain (an event appended after it was taken arrived at every
+    // sink as "got X where nothing more was due", and the sinks' positions went past its last seq).
+    await waitFor(async () => (await f.b.broker.audit.range({ count: 10000 })).filter((e) => e.type === "revoked" && e.trigger === "task_completed").length >= 8, 20_000, "the completed tasks' revoked events");
     const expected = await allSeqs();
     expect(expected.length).toBeGreaterThan(40);
     for (const r of [httpJson, httpOcsf, syslog]) {

@@ -298,25 +298,29 @@ describe("FINISH of many leases in one script (the store)", () => {
 
   it("a FINISH whose reply is lost (command timeout) still answers which leases it ended, so their events are not lost", async () => {
     const keys = createKeyspace(`fto${randomBytes(4).toString("hex")}`);
-    // A private Redis (it will be paused), a client that gives up on a reply after 100 ms.
+    // A private Redis (it will be paused), a client that gives up on a reply after 250 ms. Only
+    // the FINISH under test goes through it: the set-up and the final read use a patient client
+    // (with 100 ms for every command, the set-up itself timed out now and then on a loaded CI machine).
     const server = await startRedisServer({ appendonly: false });
     const admin = new Redis(server.url);
-    const impatient = new Redis(server.url, { commandTimeout: 100, maxRetriesPerRequest: 1 });
+    const impatient = new Redis(server.url, { commandTimeout: 250, maxRetriesPerRequest: 1 });
     try {
+      const setup = createLeaseStore(admin, keys, { retentionSeconds: 60, taskRetentionSeconds: 60 });
       const store = createLeaseStore(impatient, keys, { retentionSeconds: 60, taskRetentionSeconds: 60 });
       const now = Date.now();
       const ids: string[] = [];
       for (let i = 0; i < 3; i++) {
         const l = plainLease(`l_fto${i}`, "w", `t${i}`, now);
-        expect(await store.create(l, 0)).toBe("ok");
+        expect(await setup.create(l, 0)).toBe("ok");
         ids.push(l.id);
       }
-      expect(await store.trigger(ids.slice(0, 2), { trigger: "operator", by: "ops" })).toHaveLength(2);
-      const leases = (await store.getMany(ids)).map((l) => readable(l)!);
-      // Writes held for 600 ms: the script runs long after the client stopped waiting for it.
-      await admin.call("CLIENT", "PAUSE", "600", "WRITE");
+      expect(await setup.trigger(ids.slice(0, 2), { trigger: "operator", by: "ops" })).toHaveLength(2);
+      const leases = (await setup.getMany(ids)).map((l) => readable(l)!);
+      // Writes held for 1,200 ms: the script runs long after the client stopped waiting for it
+      // (and after the store's first two read-backs, which wait behind it, timed out too).
+      await admin.call("CLIENT", "PAUSE", "1200", "WRITE");
       expect(await store.finishMany(leases)).toEqual(["revoked", "revoked", "unchanged"]);
-      expect((await store.getMany(ids)).map((l) => l!.state)).toEqual(["revoked", "revoked", "issuing"]);
+      expect((await setup.getMany(ids)).map((l) => l!.state)).toEqual(["revoked", "revoked", "issuing"]);
     } finally {
       impatient.disconnect();
       admin.disconnect();
@@ -340,7 +344,9 @@ describe("the expiry poller while the ledger is slow", () => {
     // 2,600 leases expiring together: more batches (500) than the poller revokes at once (4).
     const store = f.b.broker.store;
     const now = Date.now();
-    const expiresAt = now + 3000;
+    // Writing the 2,600 leases takes about 0.5 s here, and was seen at 1.1 s on a loaded machine:
+    // 5 s leaves room for a loaded 2-core CI machine before the first of them comes due.
+    const expiresAt = now + 5000;
     const ids: string[] = [];
     for (let i = 0; i < 2600; i += 100) {
       const chunk = Array.from({ length: 100 }, (_, j): NewLease => ({

@@ -15,6 +15,12 @@ import { DEV_OIDC_ISSUER, DEV_TRUST_DOMAIN, ensureDevIssuer } from "../../src/de
 import { CLI, ROOT, lines, runCli } from "../support/cli";
 
 
+// Each run is a fresh Node process loading the whole CLI: about a second on a quiet machine,
+// several on a loaded 2-core CI machine, and a test here runs up to 5 of them one after the other.
+// One timeout for the file (jest.setTimeout applies to the whole file, whichever describe calls
+// it; the 60 s set in two describes below applied to every test); each run keeps its own 20 s.
+jest.setTimeout(120_000);
+
 const run = (args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {}) => runCli(args, { ...opts, timeoutMs: 20_000 });
 
 
@@ -355,7 +361,6 @@ describe("token dev", () => {
 });
 
 describe("keys rotate", () => {
-  jest.setTimeout(60_000);
   it("refuses a missing key file with exit 2, and rotates an existing one keeping the previous key", async () => {
     const dir = mkdtempSync(path.join(tmp, "keys-"));
     const file = path.join(dir, "broker.yaml");
@@ -375,7 +380,6 @@ describe("keys rotate", () => {
 });
 
 describe("offline commands without --config (policy why, policy test, keys rotate, audit verify)", () => {
-  jest.setTimeout(60_000);
   it("read the running jitbroker dev's configuration and say so; otherwise say they read the default", async () => {
     const home = mkdtempSync(path.join(tmp, "devhome-"));
     const cwd = mkdtempSync(path.join(tmp, "devcwd-"));

@@ -13,6 +13,11 @@ const RISKY = "test/policy/fixtures/risky.yaml";
 
 
 
+// Each run is a fresh Node process loading the CLI and the Cedar engine: about a second on a quiet
+// machine, several on a loaded 2-core CI machine (tests here timed out at Jest's default 30 s in
+// loaded full runs, with 2 or 3 runs each). Each run keeps its own 20 s bound.
+jest.setTimeout(90_000);
+
 const run = (args: string[]) => runCli(args, { timeoutMs: 20_000 });
 
 

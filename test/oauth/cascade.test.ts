@@ -5,7 +5,7 @@
  */
 import { describeHistory } from "../../src/cli/client/operators";
 import { waitFor } from "../support/fixture";
-import { delegation, startDelegationFixture, type DelegationFixture } from "./support";
+import { delegation, POLICIES, startDelegationFixture, type DelegationFixture } from "./support";
 
 jest.setTimeout(120_000);
 
@@ -38,15 +38,20 @@ beforeAll(() => {
 });
 
 /**
- * Puts the policy file back and waits until the broker runs the original set again (the file
- * watcher may reload a moment later than the explicit reload), so later tests start from it.
+ * The policy changes reach the broker through the reload call only (`f.policies.change`, unseen
+ * by the file watcher, test/support/policies.ts): a file written where the watcher looks was
+ * reloaded by it too, 200 ms later, and a watcher reload overlapping the call's could leave
+ * neither to re-authorize (the descendants' wait then timed out in loaded runs).
  */
-async function restorePolicies(file: string, text: string) {
-  const fs = await import("node:fs");
-  fs.writeFileSync(file, text);
-  await f.call("POST", "/v1/admin/policy/reload", "alice");
-  await waitFor(async () => f.b.broker.policy().set().hash === originalHash, 15_000, "the original policies");
-  await new Promise((r) => setTimeout(r, 500));
+async function changePolicies(text: string) {
+  f.policies.change({ write: { "p.cedar": text } });
+  const r = await f.call("POST", "/v1/admin/policy/reload", "alice");
+  expect(r.status).toBeLessThan(300);
+}
+
+/** Puts the policy file back, so later tests start from the original set. */
+async function restorePolicies(text: string) {
+  await changePolicies(text);
   expect(f.b.broker.policy().set().hash).toBe(originalHash);
 }
 
@@ -95,7 +100,13 @@ describe("cascade revocation", () => {
 
     // History of the deepest lease answers the four questions through the whole chain (I8).
     const deep = c.descendants[1]!;
-    const h = (await f.call("GET", `/v1/admin/leases/${deep.lease_id}/history`, "alice")).body;
+    // The deepest lease's `revoked` event is appended after it is revoked, and the root ends after
+    // its descendants (children first): wait for both before reading the history.
+    const h = await waitFor(async () => {
+      const body = (await f.call("GET", `/v1/admin/leases/${deep.lease_id}/history`, "alice")).body;
+      const done = body.events?.some((e: any) => e.type === "revoked") && body.delegation?.ancestors?.every((a: any) => a.state === "revoked");
+      return done ? body : null;
+    }, 15_000, "the deepest lease's revoked event and its ancestors revoked");
     expect(h.requested_by).toMatchObject({ workload: "tool", chain: ["orchestrator", "subagent", "tool"] });
     expect(h.identity).toMatchObject({ issuer: "idp", subject: "tool-1" });
     expect(h.allowed_by.ids).toEqual(["agents-delegate-read"]);
@@ -148,18 +159,14 @@ describe("cascade revocation", () => {
   it("policy change: a reload that no longer allows the root's role", async () => {
     const c = await chain("T-c-policy");
     // Cut the root only: agents may no longer request orders-read directly (delegation stays).
-    const fs = await import("node:fs");
-    const file = f.b.config.policy.files[0]!.replace("*.cedar", "p.cedar");
-    const before = fs.readFileSync(file, "utf8");
-    fs.writeFileSync(file, before.replace('@max_ttl("10m")', '@max_ttl("1m")'));
+    const before = POLICIES;
     try {
-      const r = await f.call("POST", "/v1/admin/policy/reload", "alice");
-      expect(r.status).toBeLessThan(300);
+      await changePolicies(before.replace('@max_ttl("10m")', '@max_ttl("1m")'));
       await expectChainEnded(c);
       const root = (await f.call("GET", `/v1/leases/${c.root.lease.id}`, "alice")).body.lease;
       expect(root.revocation.trigger).toBe("policy_change");
     } finally {
-      await restorePolicies(file, before);
+      await restorePolicies(before);
     }
   });
 
@@ -176,13 +183,10 @@ describe("cascade revocation", () => {
 
   it("re-authorization decides delegated leases again with their chain", async () => {
     const c = await chain("T-c-reauth");
-    const fs = await import("node:fs");
-    const file = f.b.config.policy.files[0]!.replace("*.cedar", "p.cedar");
-    const before = fs.readFileSync(file, "utf8");
-    // Delegation now allowed one hop only: the second hop (depth 2) must go, depth 1 stays.
-    fs.writeFileSync(file, before.replace("context.delegation.depth <= 3", "context.delegation.depth <= 1"));
+    const before = POLICIES;
     try {
-      expect((await f.call("POST", "/v1/admin/policy/reload", "alice")).status).toBeLessThan(300);
+      // Delegation now allowed one hop only: the second hop (depth 2) must go, depth 1 stays.
+      await changePolicies(before.replace("context.delegation.depth <= 3", "context.delegation.depth <= 1"));
       const deep = await waitFor(async () => {
         const l = (await f.call("GET", `/v1/leases/${c.descendants[1]!.lease_id}`, "alice")).body.lease;
         return l.state === "revoked" ? l : null;
@@ -191,7 +195,7 @@ describe("cascade revocation", () => {
       expect((await f.introspect(c.descendants[0]!.access_token)).active).toBe(true);
       expect((await f.introspect(c.descendants[2]!.access_token)).active).toBe(true);
     } finally {
-      await restorePolicies(file, before);
+      await restorePolicies(before);
     }
   });
 

@@ -4,10 +4,8 @@
  * operator, and policies that allow reading, delegating read access at most two hops down, and
  * writing orders on behalf of people in the support group.
  */
-import { mkdtempSync, writeFileSync } from "node:fs";
-import os from "node:os";
-import path from "node:path";
 import { getJson, startTestBroker, type TestBroker } from "../support/broker";
+import { policyDir, type PolicyDir } from "../support/policies";
 import { startTestIssuer, type TestIssuer } from "../support/oidc-issuer";
 
 export const EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -59,6 +57,8 @@ export interface DelegationFixture {
   b: TestBroker;
   agents: TestIssuer;
   people: TestIssuer;
+  /** The policy directory (p.cedar holds POLICIES). */
+  policies: PolicyDir;
   token(who: Who): Promise<string>;
   /** An ID token of a person (audience: the console client id). */
   person(sub: string, claims?: Record<string, unknown>): Promise<string>;
@@ -74,8 +74,8 @@ export interface DelegationFixture {
 export async function startDelegationFixture(opts: { maxDepth?: number; extra?: Record<string, unknown>; limits?: Record<string, number> } = {}): Promise<DelegationFixture> {
   const agents = await startTestIssuer();
   const people = await startTestIssuer({ audience: "jitbroker-console" });
-  const dir = mkdtempSync(path.join(os.tmpdir(), "jitbroker-deleg-"));
-  writeFileSync(path.join(dir, "p.cedar"), POLICIES);
+  // Changed by tests through `policies.change` (unseen by the file watcher, test/support/policies.ts).
+  const policies = policyDir({ files: { "p.cedar": POLICIES } });
   const b = await startTestBroker({
     server: { public_url: "http://127.0.0.1:8080" },
     identity: {
@@ -101,7 +101,7 @@ export async function startDelegationFixture(opts: { maxDepth?: number; extra?: 
       },
       { name: "orders-write", backend: "jwt", ttl: { default: "2m", max: "5m" }, labels: { access: "write" }, jwt: { audience: "https://orders.internal", scope: "orders:write" } },
     ],
-    policy: { files: [path.join(dir, "*.cedar")] },
+    policy: { files: [policies.files] },
     worker: { sweep_interval: "200ms", sweep_grace: "1s", fail_after: 2 },
     ...(opts.maxDepth !== undefined ? { delegation: { max_depth: opts.maxDepth } } : {}),
     ...(opts.extra ?? {}),
@@ -109,6 +109,7 @@ export async function startDelegationFixture(opts: { maxDepth?: number; extra?: 
   const token = (who: Who) => agents.token({ sub: WHO[who] });
   const f: DelegationFixture = {
     b,
+    policies,
     agents,
     people,
     token,
@@ -144,6 +145,7 @@ export async function startDelegationFixture(opts: { maxDepth?: number; extra?: 
       await b.close();
       await agents.close();
       await people.close();
+      policies.close();
     },
   };
   return f;

@@ -1,5 +1,6 @@
 /**
- * A writable copy of the shipped policies (config/policies) for tests that change the policy set.
+ * A writable copy of the shipped policies (config/policies), or of a test's own, for tests that
+ * change the policy set.
  *
  * The broker reads `files` (`<root>/policies/*.cedar`) through a symlink, and `change()` applies an
  * edit to a fresh copy and points the link at it in one rename. The broker's file watcher
@@ -13,7 +14,7 @@
  * `edit()` writes in the directory the broker started with (the watched one): for tests of the
  * watcher itself.
  */
-import { cpSync, mkdtempSync, realpathSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { cpSync, mkdirSync, mkdtempSync, realpathSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 
@@ -34,11 +35,15 @@ export interface PolicyDir {
   close(): void;
 }
 
-export function policyDir(): PolicyDir {
+/** The shipped policies, or the given files (name → text) instead. */
+export function policyDir(opts: { files?: Record<string, string> } = {}): PolicyDir {
   const root = mkdtempSync(path.join(os.tmpdir(), "jit-policies-"));
   const link = path.join(root, "policies");
   let version = 1;
-  cpSync(SHIPPED_POLICIES, path.join(root, "v1"), { recursive: true });
+  if (opts.files) {
+    mkdirSync(path.join(root, "v1"));
+    for (const [name, text] of Object.entries(opts.files)) writeFileSync(path.join(root, "v1", name), text);
+  } else cpSync(SHIPPED_POLICIES, path.join(root, "v1"), { recursive: true });
   symlinkSync(path.join(root, "v1"), link);
   return {
     files: path.join(link, "*.cedar"),

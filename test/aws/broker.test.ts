@@ -101,7 +101,11 @@ describe("aws_sts through the broker", () => {
     expect(server.policy("artifacts-reader", POLICY_NAME)!.Statement[0]!.Condition).toEqual({ StringEquals: { "aws:userid": s.userId } });
 
     // The lease's history says what revocation meant for AWS (I8).
-    const hist = await f.call("GET", `/v1/admin/leases/${lease.id}/history`, "alice");
+    // The `revoked` event is appended after the lease is revoked (after FINISH): wait for it.
+    const hist = await waitFor(async () => {
+      const h = await f.call("GET", `/v1/admin/leases/${lease.id}/history`, "alice");
+      return h.status !== 200 || (h.body.events as { type: string }[]).some((e) => e.type === "revoked") ? h : null;
+    }, 10_000, "the revoked event in the lease's history");
     expect(hist.status).toBe(200);
     const events = hist.body.events as { type: string; note?: string }[];
     const types = events.map((e) => e.type);
@@ -205,7 +209,11 @@ describe("aws_sts through the broker", () => {
     expect(server.calls("AssumeRole").length).toBe(assumes);
     const listed = await f.call("GET", "/v1/admin/leases?task_id=AWS-7", "bob");
     expect(listed.body.leases).toHaveLength(1);
-    const hist = await f.call("GET", `/v1/admin/leases/${listed.body.leases[0].id}/history`, "alice");
+    // issue_failed is recorded in the background (audit.record), not awaited before the answer.
+    const hist = await waitFor(async () => {
+      const h = await f.call("GET", `/v1/admin/leases/${listed.body.leases[0].id}/history`, "alice");
+      return (h.body.events as { type: string }[] | undefined)?.some((e) => e.type === "issue_failed") ? h : null;
+    }, 10_000, "the issue_failed event in the lease's history");
     const failed = (hist.body.events as { type: string; reason?: string }[]).find((e) => e.type === "issue_failed");
     expect(failed?.reason).toBe(
       "role arn:aws:iam::222222222222:role/ci/artifacts-reader is in account 222222222222, but the broker's AWS credentials are in account 123456789012: " +

@@ -13,6 +13,7 @@ import { parse, stringify } from "yaml";
 import { devConfigYaml } from "../../src/dev/config";
 import { ROOT, runCli, startServeProcess } from "../support/cli";
 import { findFreePort } from "../support/redis-server";
+import { waitFor } from "../support/fixture";
 
 jest.setTimeout(120_000);
 
@@ -158,7 +159,11 @@ test("an operator signs in, sees a lease created through the API appear by itsel
   expect(r.status).toBe(200);
   expect(r.body.lease.state).toBe("revoked");
   expect(r.body.lease.revocation).toMatchObject({ trigger: "operator", by: "alice", reason: "suspicious refund burst" });
-  const h = await call("GET", `/v1/admin/leases/${id}/history`, "alice");
+  // The `revoked` event is appended after FINISH, which the page's progress already shows: wait for it.
+  const h = await waitFor(async () => {
+    const x = await call("GET", `/v1/admin/leases/${id}/history`, "alice");
+    return x.body.events?.some((e: { type: string }) => e.type === "revoked") ? x : null;
+  }, 10_000, "the revoked event in the lease's history");
   expect(h.body.events.some((e: { type: string; actor?: string }) => e.type === "revoked" && e.actor === "alice")).toBe(true);
   const other = await call("GET", `/v1/leases/${first}`, "alice");
   expect(other.body.lease.state).toBe("active");

@@ -40,6 +40,9 @@ describe("write floods (finding 1)", () => {
     const events = await f.b.broker.audit.range({ count: 10_000 });
     expect(events.filter((e) => e.type === "task_completed" && e.task_id === "done-1")).toHaveLength(1);
     expect((await f.call("POST", "/v1/credentials", "agent", { role: "orders-read", task: { id: "done-1" } })).body.code).toBe("task_completed");
+    // The worker revokes the lease after the completion answered; its `revoked` event is the last
+    // thing recorded for it. Wait for it here, or it could land inside the next test's audit count.
+    await waitFor(async () => (await f.b.broker.audit.byLease(l.body.lease.id)).some((e) => e.type === "revoked"), 10_000, "the completed task's revoked event");
   });
 
   it("refused approvals flood: a non-operator calling deny/approve writes one sampled audit event per interval, not one per attempt", async () => {

@@ -144,7 +144,11 @@ describe("operators and history", () => {
     const r = (await f.call("POST", "/v1/credentials", "agent", { role: "orders-read", task: { id: "T-hist", tool: "crm" } })).body;
     await f.call("POST", "/v1/tasks/T-hist/complete", "agent");
     await waitFor(async () => (await leaseOf(r.lease.id)).state === "revoked");
-    const h = (await f.call("GET", `/v1/admin/leases/${r.lease.id}/history`, "bob")).body;
+    // The `revoked` event is appended after the lease is revoked (after FINISH): wait for it.
+    const h = await waitFor(async () => {
+      const body = (await f.call("GET", `/v1/admin/leases/${r.lease.id}/history`, "bob")).body;
+      return body.events?.some((e: any) => e.type === "revoked") ? body : null;
+    }, 10_000, "the revoked event in the lease's history");
     expect(h.requested_by).toMatchObject({ workload: "agent", task: { id: "T-hist", tool: "crm" } });
     expect(h.identity).toEqual({ kind: "oidc", issuer: "idp", subject: "agent-1" });
     expect(h.allowed_by.ids).toEqual(["agents-request-read"]);

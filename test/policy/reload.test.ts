@@ -41,8 +41,11 @@ describe("policy reload on change", () => {
     expect(r.hash).toBe(hash1);
     expect((await request(`P-3-${Date.now()}`)).body.policy_hash).toBe(hash1);
 
-    const events = await f.b.broker.audit.range({ count: 1000 });
-    const reloads = events.filter((e) => e.type === "policy_reload");
+    // policy_reload events are recorded in the background (audit.record), not awaited by the reload.
+    const reloads = await waitFor(async () => {
+      const all = (await f.b.broker.audit.range({ count: 1000 })).filter((e) => e.type === "policy_reload");
+      return all.some((e) => e.ok === false) ? all : null;
+    }, 10_000, "the refused reload's event");
     expect(reloads.some((e) => e.ok === true && e.policy_hash === hash1 && e.previous_policy_hash === hash0)).toBe(true);
     expect(reloads.some((e) => e.ok === false && e.policy_hash === hash1)).toBe(true);
   });

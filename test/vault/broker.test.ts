@@ -114,7 +114,11 @@ it("a revocation is retried across a Vault outage and completes after it; Vault'
   server.clearFailures();
   await waitFor(async () => (await leaseState(id)).state === "revoked", 30_000, "revoked after the outage");
   expect(server.leases()).not.toContain(db.body.credential.lease_id);
-  const history = await f.call("GET", `/v1/admin/leases/${id}/history`, "alice");
+  // The `revoked` event is appended after the lease is revoked (after FINISH): wait for it.
+  const history = await waitFor(async () => {
+    const h = await f.call("GET", `/v1/admin/leases/${id}/history`, "alice");
+    return (h.body.events as { type: string }[] | undefined)?.some((e) => e.type === "revoked") ? h : null;
+  }, 10_000, "the revoked event in the lease's history");
   expect(history.body.events.map((e: { type: string }) => e.type)).toEqual(expect.arrayContaining(["mint", "revocation_requested", "revoke_failed", "revoked"]));
 });
 

@@ -66,7 +66,10 @@ export async function startServeProcess(args: string[], opts: { port?: number; e
         if (child.exitCode !== null) throw new Error(`jitbroker ${args.join(" ")} exited ${child.exitCode}: ${stderr}`);
         return (await fetch(`${url}/readyz`).catch(() => null))?.status === 200;
       },
-      opts.readyTimeoutMs ?? 20_000,
+      // A serve process starts in 1-3 s on a quiet machine; in loaded full runs 20 s was not always
+      // enough ("timed out ... waiting for jitbroker serve", ratelimit and worker tests): a deadline
+      // too tight for a loaded 2-core CI machine. 45 s fits the callers' 60 s set-up budgets.
+      opts.readyTimeoutMs ?? 45_000,
       `jitbroker ${args.join(" ")}`,
     );
   } catch (e) {

@@ -136,7 +136,12 @@ describe("tracing on (telemetry.otlp_endpoint)", () => {
     const r = await call("POST", "/v1/credentials", "agent", { role: "orders-read", task: { id: "traced-3" } });
     expect(r.status).toBe(201);
     expect((await call("DELETE", `/v1/leases/${r.body.lease.id}`, "agent")).status).toBe(200);
-    const job: ReceivedSpan = await waitFor(async () => otlp.spans.find((s) => s.name.startsWith("job ") && !s.parentSpanId && otlp.spans.some((c) => c.traceId === s.traceId && c.name === "backend.revoke")), 20_000, "a job trace with a revocation");
+    // Spans arrive in export batches as they end (FINISH ends after backend.revoke): wait for both.
+    const job: ReceivedSpan = await waitFor(
+      async () => otlp.spans.find((s) => s.name.startsWith("job ") && !s.parentSpanId && ["backend.revoke", "redis.script FINISH"].every((n) => otlp.spans.some((c) => c.traceId === s.traceId && c.name === n))),
+      20_000,
+      "a job trace with a revocation and its FINISH",
+    );
     const names = otlp.spans.filter((s) => s.traceId === job.traceId).map((s) => s.name);
     expect(names).toEqual(expect.arrayContaining(["backend.revoke", "redis.script FINISH"]));
   });

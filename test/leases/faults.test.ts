@@ -452,7 +452,9 @@ describe("revocation faults", () => {
     expect(listed.status).toBe(200);
     expect(listed.body.leases.map((l: Lease) => l.id)).toContain(id);
     expect((await f.b.broker.store.counts()).revoke_failed).toBeGreaterThanOrEqual(1);
-    expect(await metric(f, "jitbroker_revocation_failures_total", 'backend="jwt"')).toBeGreaterThanOrEqual(failuresBefore + 2);
+    // The revoker counts a failure after store.fail's answer comes back, which is after the state
+    // read above may already show revoke_failed: wait for the counter itself.
+    await waitFor(async () => (await metric(f, "jitbroker_revocation_failures_total", 'backend="jwt"')) >= failuresBefore + 2, 10_000, "two failures counted");
 
     // Retried with capped exponential backoff (0.5+1+2+4 s at worst), never dropped.
     const done = await waitFor(async () => {
@@ -688,6 +690,9 @@ describe("typed backend errors: the revoker branches on the code (src/backends/t
     }, 10_000, "revoke_failed");
     expect(failed.revoke_attempts).toBe(1); // worker.fail_after is 2: misconfigured does not wait for it
     expect(failed.last_error).toBe("role orders-read points at a path without leases");
+    // Counted after store.fail's answer comes back (the state read above may come first): wait for
+    // the counter, then check it counted this failure once.
+    await waitFor(async () => (await metric(f, "jitbroker_revocation_errors_total", 'backend="jwt",code="misconfigured"')) >= before + 1, 10_000, "the failure counted");
     expect(await metric(f, "jitbroker_revocation_errors_total", 'backend="jwt",code="misconfigured"')).toBe(before + 1);
     await waitFor(async () => (await eventTypes(f.b, id)).includes("revoke_failed"), 5000, "the revoke_failed event");
     // Not due again within the usual backoff (0.5-60 s), but within the hour after (the sweeper's).
@@ -714,8 +719,10 @@ describe("typed backend errors: the revoker branches on the code (src/backends/t
   it("a denied revocation (the broker's own access) keeps retrying with backoff, so the operator's fix ends it", async () => {
     const before = await metric(f, "jitbroker_revocation_errors_total", 'backend="jwt",code="denied"');
     const id = await revokeNow("TE-3", "denied", "403 permission denied");
+    // revokeCalls counts an attempt when it starts; its error is counted after it failed and
+    // store.fail answered: wait for the counter itself.
     await waitFor(async () => (ctl.revokeCalls.get(id) ?? 0) >= 2, 10_000, "a second attempt");
-    expect(await metric(f, "jitbroker_revocation_errors_total", 'backend="jwt",code="denied"')).toBeGreaterThanOrEqual(before + 2);
+    await waitFor(async () => (await metric(f, "jitbroker_revocation_errors_total", 'backend="jwt",code="denied"')) >= before + 2, 10_000, "both denied attempts counted");
     ctl.revokeError.delete(id); // the operator fixed the broker's permissions
     await waitFor(async () => (await f.b.broker.store.getMany([id]))[0]?.state === "revoked", 15_000, "revoked after the fix");
   });

@@ -157,6 +157,7 @@ export async function startVaultServer(opts: VaultServerOptions = {}): Promise<V
   let failures: FailureRule[] = [];
   let sealed = false;
   let delayMs = 0;
+  const delayed = new Set<NodeJS.Timeout>();
   const loginTokens: string[] = [];
 
   const addToken = (e: Omit<TokenEntry, "token" | "accessor">, token = `hvs.${randomBytes(18).toString("base64url")}`): TokenEntry => {
@@ -465,8 +466,15 @@ export async function startVaultServer(opts: VaultServerOptions = {}): Promise<V
         const out = JSON.stringify(reply.body);
         res.writeHead(reply.status, { "content-type": "application/json", "content-length": Buffer.byteLength(out) }).end(out);
       };
-      if (delayMs > 0) setTimeout(send, delayMs);
-      else send();
+      if (delayMs > 0) {
+        // A delayed answer whose client gave up must not keep the test process alive (Jest's
+        // "worker process has failed to exit gracefully"): close() clears what is still pending.
+        const t = setTimeout(() => {
+          delayed.delete(t);
+          send();
+        }, delayMs);
+        delayed.add(t);
+      } else send();
     });
   };
 
@@ -526,6 +534,8 @@ export async function startVaultServer(opts: VaultServerOptions = {}): Promise<V
     secrets: () => [...issuedSecrets],
     close: () =>
       new Promise<void>((resolve) => {
+        for (const t of delayed) clearTimeout(t);
+        delayed.clear();
         server.closeAllConnections();
         server.close(() => resolve());
       }),

@@ -208,7 +208,9 @@ describe("failures: retryable errors, sealed and slow Vault", () => {
   let server: VaultTestServer;
   let h: Harness;
   beforeAll(async () => {
-    ({ server, h } = await setup({ approle: APPROLE }, { auth: approleAuth(), request_timeout: "300ms" }));
+    // 1 s per request: every call of these tests but the slow one (answered 5 s later) must fit in
+    // it, which 300 ms did not always on a loaded 2-core CI machine (the set-up mint timed out).
+    ({ server, h } = await setup({ approle: APPROLE }, { auth: approleAuth(), request_timeout: "1s" }));
   });
   afterEach(() => {
     server.clearFailures();
@@ -237,7 +239,7 @@ describe("failures: retryable errors, sealed and slow Vault", () => {
 
   it("a Vault that does not answer in time: retryable, and the backend is unavailable until it answers again", async () => {
     const { lease, minted } = await mintOne();
-    server.setDelay(1500);
+    server.setDelay(5000);
     expectBackendError(await rejection(h.backend.revoke(lease, minted.handle)), true, /did not answer in time/);
     expect(h.backend.status!()).toEqual({ state: "unavailable", detail: "vault does not answer in time" });
     expect(await h.metric("jitbroker_vault_up")).toBe(0);

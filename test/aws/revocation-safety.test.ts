@@ -207,6 +207,7 @@ describe("a PutRolePolicy that lands after its sender gave up (lock deadline)", 
   let holdFirstPut = 0;
   /** The first PutRolePolicy reached the proxy and is being held. */
   let held = false;
+  let heldTimer: NodeJS.Timeout | undefined;
   beforeEach(async () => {
     server = await startAwsServer();
     const target = new URL(server.url);
@@ -229,12 +230,13 @@ describe("a PutRolePolicy that lands after its sender gave up (lock deadline)", 
         };
         if (!held && holdFirstPut > 0 && body.toString().includes("Action=PutRolePolicy")) {
           held = true;
-          setTimeout(forward, holdFirstPut);
+          heldTimer = setTimeout(forward, holdFirstPut);
         } else forward();
       });
     });
   });
   afterEach(async () => {
+    clearTimeout(heldTimer); // (a held write not forwarded yet must not outlive the test)
     await proxy.close();
     await server.close();
   });

@@ -160,6 +160,8 @@ export async function startAwsServer(opts: { now?: () => number; account?: strin
   const requests: RecordedRequest[] = [];
   const faults = new Map<string, { code: string; message: string }[]>();
   const delays = new Map<string, number>();
+  /** Answers waiting for their delay (cleared by close). */
+  const pending = new Set<NodeJS.Timeout>();
 
   function roleByArn(arn: string): FakeRole | undefined {
     const m = /^arn:aws:iam::(\d{12}):role\/(?:.*\/)?([\w+=,.@-]+)$/.exec(arn);
@@ -298,10 +300,12 @@ export async function startAwsServer(opts: { now?: () => number; account?: strin
         // The answer is computed on arrival and sent after the action's delay (a slow network).
         const wait = delays.get(action) ?? 0;
         const send = (status: number, body: string) => {
-          setTimeout(() => {
+          const t = setTimeout(() => {
+            pending.delete(t);
             res.writeHead(status, { "content-type": "text/xml", "x-amzn-requestid": requestId });
             res.end(body);
           }, wait);
+          pending.add(t);
         };
         const fail = (code: string, message: string, ns: string) => {
           const e = ERRORS[code] ?? { status: 400, type: "Sender" as const };
@@ -422,7 +426,13 @@ export async function startAwsServer(opts: { now?: () => number; account?: strin
       }
       return false;
     },
-    close: () => server.close(),
+    close: () => {
+      // A delayed answer whose client gave up must not keep the test process alive (Jest's "worker
+      // process has failed to exit gracefully").
+      for (const t of pending) clearTimeout(t);
+      pending.clear();
+      return server.close();
+    },
   };
 }
 

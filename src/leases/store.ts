@@ -998,11 +998,14 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
     if (ids.length === 0) return [];
     const pipe = redis.pipeline();
     for (const id of ids) pipe.hgetall(k.lease(id));
-    const res = await storeCall(() => pipe.exec());
-    const hs = res!.map(([err, h]) => {
-      if (err) throw err;
-      return h as Record<string, string>;
-    });
+    // A command's own error (its timeout, say) is thrown inside storeCall: 503 store_unavailable,
+    // as for `get`, not a plain Error answered 500.
+    const hs = await storeCall(async () =>
+      (await pipe.exec())!.map(([err, h]) => {
+        if (err) throw err;
+        return h as Record<string, string>;
+      }),
+    );
     await resolvePolicies(hs);
     return ids.map((id, i) => decode(id, hs[i]!));
   }

@@ -122,3 +122,26 @@ describe("listing leases issued in the same millisecond", () => {
     expect((await walk(store, { workload: "w3" }, 40)).ids).toEqual(listingOrder(all.filter((l) => l.workload === "w3")));
   });
 });
+
+describe("a listing whose Redis does not answer in time", () => {
+  it("is store_unavailable (503), as a single read is, not a plain error answered 500", async () => {
+    const impatient = new Redis(server.url, { commandTimeout: 200, maxRetriesPerRequest: 1 });
+    const admin = new Redis(server.url);
+    try {
+      const store = createLeaseStore(impatient, createKeyspace("tiepause"), { retentionSeconds: 3600, taskRetentionSeconds: 60 });
+      const t = Date.now() - 1000;
+      for (const id of ["l_p000", "l_p001"]) expect(await store.create(lease(id, "w", t), 0)).toBe("ok");
+      // The pipelined reads of getMany (what a listing reads its leases with) time out.
+      await admin.call("CLIENT", "PAUSE", "1000", "ALL");
+      const many = await store.getMany(["l_p000", "l_p001"]).then(() => null, (e: unknown) => e);
+      expect(many).toMatchObject({ code: "store_unavailable" });
+      await new Promise((r) => setTimeout(r, 1100));
+      await admin.call("CLIENT", "PAUSE", "1000", "ALL");
+      const one = await store.get("l_p000").then(() => null, (e: unknown) => e);
+      expect(one).toMatchObject({ code: "store_unavailable" });
+    } finally {
+      impatient.disconnect();
+      admin.disconnect();
+    }
+  });
+});

@@ -47,14 +47,18 @@ export function createReloadWorkflow(opts: ReloadWorkflowOptions) {
       if (r.changed || !r.ok) {
         audit.record({ type: "policy_reload", at: new Date(now()).toISOString(), actor: "system", ok: r.ok, policy_hash: r.hash, previous_policy_hash: previous, policies: r.policies, ...(r.problems ? { problems: r.problems } : {}) });
       }
-      // A policy file edited in place: re-authorize active leases (reloadAll does it itself).
-      if (r.changed && !reloadingAll) void reauthorize({ actor: "system", source: "policy files changed" }).catch(() => undefined);
+      if (r.changed) changes++;
+      // A policy file edited in place: re-authorize active leases (a reloadAll waiting does it itself).
+      if (r.changed && reloadingAll === 0) void reauthorize({ actor: "system", source: "policy files changed" }).catch(() => undefined);
     },
   });
 
   // Re-authorizations run one at a time, in order; each sees the policies current when it starts.
   let reauthChain: Promise<unknown> = Promise.resolve();
-  let reloadingAll = false;
+  /** reloadAll calls waiting on a policy reload: a pass that ends meanwhile leaves its re-authorization to them. */
+  let reloadingAll = 0;
+  /** Passes that changed the policy set in force (each is re-authorized by its pass or by a reloadAll waiting). */
+  let changes = 0;
   function reauthorize(cause: { actor: string; source: string }): Promise<ReauthorizationReport> {
     const run = reauthChain.then(() => opts.reauthorize(cause));
     reauthChain = run.catch((e: Error) => logger.error({ err: { message: e.message } }, "re-authorization of active leases failed; it runs again on the next reload"));
@@ -69,14 +73,29 @@ export function createReloadWorkflow(opts: ReloadWorkflowOptions) {
       logger.error({ problems: candidate.problems }, "configuration reload refused; the running inventory and policies stay in force");
       return { ok: false, inventory: summaryOf(candidate), policy: null, reauthorization: null };
     }
-    reloadingAll = true;
+    // What a pass that ends while this call waits changes is re-authorized by this call, not by
+    // the pass (onReload above). That pass may be one this call only joined (the file watcher's,
+    // started first), whose result is its last pass's, "unchanged" when a second pass found
+    // nothing new: so whether the policies changed is counted over every pass that ended while
+    // this call waited, never read from that result alone. A refused last pass does not hide an
+    // earlier change, and a change undone by a later pass is still re-authorized (leases may have
+    // been issued under the set in between).
+    const before = opts.engine.set().hash;
+    const changesBefore = changes;
+    reloadingAll++;
     let policy;
     try {
       policy = await policyReloader.reload();
     } finally {
-      reloadingAll = false;
+      reloadingAll--;
     }
-    if (!policy.ok) return { ok: false, inventory: { ...summaryOf(candidate), changed: false }, policy, reauthorization: null };
+    const policyChanged = changes !== changesBefore || opts.engine.set().hash !== before;
+    if (!policy.ok) {
+      const reauthorization = policyChanged ? reauthorize(cause) : null;
+      reauthorization?.catch(() => undefined);
+      return { ok: false, inventory: { ...summaryOf(candidate), changed: false }, policy, reauthorization };
+    }
+    policy = { ...policy, changed: policyChanged };
     candidate.apply();
     if (candidate.changed) {
       audit.record({ type: "inventory_reload", at: new Date(now()).toISOString(), actor: cause.actor, source: cause.source, ok: true, workloads: candidate.workloads, roles: candidate.roles });

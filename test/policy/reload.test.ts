@@ -1,7 +1,9 @@
 import { cpSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { readable } from "../../src/leases/store";
 import { startFixture, waitFor, type Fixture } from "../support/fixture";
+import { policyDir } from "../support/policies";
 
 describe("policy reload on change", () => {
   let f: Fixture;
@@ -48,5 +50,31 @@ describe("policy reload on change", () => {
     }, 10_000, "the refused reload's event");
     expect(reloads.some((e) => e.ok === true && e.policy_hash === hash1 && e.previous_policy_hash === hash0)).toBe(true);
     expect(reloads.some((e) => e.ok === false && e.policy_hash === hash1)).toBe(true);
+  });
+});
+
+describe("a reload call that joins a reload already running", () => {
+  it("still re-authorizes: a lease the new policy forbids is revoked when the file watcher's reload started first (its second pass finds nothing new)", async () => {
+    const dir = policyDir();
+    const f = await startFixture({ extra: { policy: { files: [dir.files] } } });
+    try {
+      const r0 = await f.call("POST", "/v1/credentials", "agent2", { role: "orders-read", task: { id: "S-join" } });
+      expect(r0.status).toBe(201);
+      const id = r0.body.lease.id as string;
+      dir.change({ write: { "zz-offboard.cedar": '@id("agent2-suspended")\nforbid (principal == Workload::"agent2", action, resource);\n' } });
+      // What the file watcher's debounce timer calls, then the admin endpoint's reload, at once:
+      // the second joins the first's run, and the run's result is its last pass's (unchanged).
+      const watcher = f.b.broker.reloadPolicies();
+      const call = f.b.broker.reload({ actor: "alice", source: "test" });
+      const [w, c] = await Promise.all([watcher, call]);
+      expect(w.ok).toBe(true);
+      expect(c.policy).toMatchObject({ ok: true, changed: true });
+      expect(c.reauthorization).not.toBeNull();
+      expect(await c.reauthorization).toMatchObject({ revoked: 1 });
+      await waitFor(async () => readable(await f.b.broker.store.get(id))?.state === "revoked", 10_000, "the forbidden lease to be revoked");
+    } finally {
+      await f.close();
+      dir.close();
+    }
   });
 });

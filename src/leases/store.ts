@@ -622,9 +622,19 @@ export function leaseUnreadable(l: UnreadableLease, more?: string): BrokerError 
   });
 }
 
-const BACKENDS: readonly string[] = ["jwt", "vault", "aws_sts"] satisfies BackendKind[];
-const IDENTITY_KINDS: readonly string[] = ["oidc", "spiffe"] satisfies Lease["identity"]["kind"][];
-const TRIGGERS: readonly string[] = ["expiry", "task_completed", "owner", "operator", "policy_change", "issue_failed", "parent_revoked"] satisfies RevocationTrigger[];
+// Each list is the keys of a record over its type, so a value added to the type must be added
+// here too (the compiler says so) instead of making every lease that carries it unreadable.
+const BACKENDS: readonly string[] = Object.keys({ jwt: 1, vault: 1, aws_sts: 1 } satisfies Record<BackendKind, 1>);
+const IDENTITY_KINDS: readonly string[] = Object.keys({ oidc: 1, spiffe: 1 } satisfies Record<Lease["identity"]["kind"], 1>);
+const TRIGGERS: readonly string[] = Object.keys({
+  expiry: 1,
+  task_completed: 1,
+  owner: 1,
+  operator: 1,
+  policy_change: 1,
+  issue_failed: 1,
+  parent_revoked: 1,
+} satisfies Record<RevocationTrigger, 1>);
 const isLeaseState = (v: string | undefined): v is LeaseState => v !== undefined && (LEASE_STATES as readonly string[]).includes(v);
 
 /** A whole number of ms or seconds as stored (digits only); undefined otherwise. */

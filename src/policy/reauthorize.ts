@@ -27,7 +27,7 @@ import type { RecheckInputs } from "../authz/recheck";
 import type { LeaseMetrics } from "../leases/metrics";
 import { revokeForPolicyChange } from "../leases/policy-change";
 import type { RevocationQueue } from "../leases/queue";
-import type { DecisionInputs, LeaseStore, ShardStore, UnreadableLease } from "../leases/store";
+import { isUnreadable, type DecisionInputs, type LeaseStore, type ShardStore, type UnreadableLease } from "../leases/store";
 import { memoizeDecisions, memoizeRechecks } from "./memo";
 
 /** Longest stretch of synchronous work without yielding the event loop (docs/BENCHMARKS.md: re-authorization). */
@@ -163,7 +163,7 @@ export async function reauthorizeLeases(
         }
         report.reevaluated++;
         // A lease that cannot be decided again is not known to be allowed: it goes (fail closed).
-        const reason = "unreadable" in l ? `its decision inputs cannot be read (${l.unreadable})` : recheck(l).reason;
+        const reason = isUnreadable(l) ? `its decision inputs cannot be read (${l.unreadable})` : recheck(l).reason;
         if (reason === undefined) {
           report.kept++;
           continue;

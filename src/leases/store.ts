@@ -675,10 +675,10 @@ function storedObject(v: string): Record<string, unknown> | undefined {
 }
 
 /**
- * The decision inputs of a lease hash (pieces joined here), as `decode` reads the same fields,
- * but strict: a required field missing, a time or TTL that is not a whole number, claims that
- * are not a JSON object make the lease unreadable instead of deciding on a wrong value (a TTL of
- * NaN would pass every TTL check).
+ * The decision inputs of a lease hash (pieces joined here), read strictly: a required field
+ * missing, a time or TTL that is not a whole number, claims that are not a JSON object make the
+ * lease unreadable instead of deciding on a wrong value (a TTL of NaN would pass every TTL check).
+ * `readLease` reads the rest of a lease on top of these.
  */
 export function decisionInputsOf(id: string, stored: Record<string, string>): DecisionInputs | UnreadableLease {
   return readDecisionInputs(id, joinPieces(stored), true);
@@ -690,7 +690,7 @@ export function decisionInputsOf(id: string, stored: Record<string, string>): De
  * shows such a lease as it is (the plan can write one whose parent ends within the second).
  */
 function readDecisionInputs(id: string, h: Record<string, string>, deciding: boolean): DecisionInputs | UnreadableLease {
-  // The short names, or those of the layout before issue 17's second pass (as `decode`).
+  // The short names, or those of the layout before issue 17's second pass.
   const role = h.r ?? h.role;
   const backend = h.b ?? h.backend;
   const workload = h.w ?? h.workload;
@@ -944,7 +944,7 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
    * Resolves the policy refs and handle refs of these lease hashes that this process has not seen
    * yet (one HMGET of each hash, at most).
    */
-  async function resolvePolicies(hs: Record<string, string>[]): Promise<void> {
+  async function resolveRefs(hs: Record<string, string>[]): Promise<void> {
     const missing = [...new Set(hs.map((h) => h.pr).filter((r): r is string => r !== undefined && !policyCache.has(r)))];
     const missingShared = [...new Set(hs.map((h) => handleRefOf(h.h)).filter((r): r is string => r !== undefined && !sharedCache.has(r)))];
     if (missing.length === 0 && missingShared.length === 0) return;
@@ -999,7 +999,7 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
   /** The lease; null when it is gone; an UnreadableLease when its record is malformed (never an exception). */
   async function get(id: string): Promise<LeaseRead | null> {
     const h = await storeCall(() => redis.hgetall(k.lease(id)));
-    await resolvePolicies([h]);
+    await resolveRefs([h]);
     return decode(id, h);
   }
 
@@ -1016,7 +1016,7 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
         return h as Record<string, string>;
       }),
     );
-    await resolvePolicies(hs);
+    await resolveRefs(hs);
     return ids.map((id, i) => decode(id, hs[i]!));
   }
 
@@ -1035,7 +1035,7 @@ function createShardStore(redis: Redis, sk: ShardKeys, opts: LeaseStoreOptions) 
       const raw = v[o + RV.h];
       if (raw && handleRefOf(raw) !== undefined) hs.push({ h: raw });
     }
-    if (hs.length > 0) await resolvePolicies(hs);
+    if (hs.length > 0) await resolveRefs(hs);
   }
   const handleOf: HandleReader = (id, f) => storedHandle(id, f as Record<string, string>);
 
@@ -1437,6 +1437,20 @@ export function createLeaseStore(redis: Redis, keys: Keyspace, opts: LeaseStoreO
     });
     return groups;
   };
+  /**
+   * A per-lease call on each shard's share of `ids` (side by side), its answers put back in the
+   * order of `ids`; `call` gets the shard's ids and their positions in `ids`.
+   */
+  async function inIdOrder<T>(ids: string[], call: (s: ShardStore, ids: string[], at: number[]) => Promise<T[]>): Promise<T[]> {
+    const out = new Array<T>(ids.length);
+    await Promise.all(
+      [...byShard(ids)].map(async ([s, g]) => {
+        const got = await call(s, g.ids, g.at);
+        got.forEach((v, j) => (out[g.at[j]!] = v));
+      }),
+    );
+    return out;
+  }
   const perShard = Math.ceil;
   const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
 
@@ -1469,38 +1483,15 @@ export function createLeaseStore(redis: Redis, keys: Keyspace, opts: LeaseStoreO
       return out;
     },
     finish: (lease: RevokingLease) => ofId(lease.id).finish(lease),
-    async finishMany(leases: RevokingLease[]): Promise<("revoked" | "expired" | "unchanged")[]> {
-      const out = new Array<"revoked" | "expired" | "unchanged">(leases.length);
-      await Promise.all(
-        [...byShard(leases.map((l) => l.id))].map(async ([s, g]) => {
-          const got = await s.finishMany(g.at.map((i) => leases[i]!));
-          got.forEach((f, j) => (out[g.at[j]!] = f));
-        }),
-      );
-      return out;
-    },
+    finishMany: (leases: RevokingLease[]): Promise<("revoked" | "expired" | "unchanged")[]> =>
+      inIdOrder(
+        leases.map((l) => l.id),
+        (s, _ids, at) => s.finishMany(at.map((i) => leases[i]!)),
+      ),
     fail: (lease: Pick<RevokingLease, "id" | "op">, error: string, failAfter: number, nextAttemptAt: number) => ofId(lease.id).fail(lease, error, failAfter, nextAttemptAt),
     get: (id: string) => ofId(id).get(id),
-    async getMany(ids: string[]): Promise<(LeaseRead | null)[]> {
-      const out: (LeaseRead | null)[] = new Array<LeaseRead | null>(ids.length).fill(null);
-      await Promise.all(
-        [...byShard(ids)].map(async ([s, g]) => {
-          const got = await s.getMany(g.ids);
-          got.forEach((l, i) => (out[g.at[i]!] = l));
-        }),
-      );
-      return out;
-    },
-    async forRevocation(ids: string[]): Promise<(RevokingLease | null)[]> {
-      const out: (RevokingLease | null)[] = new Array<RevokingLease | null>(ids.length).fill(null);
-      await Promise.all(
-        [...byShard(ids)].map(async ([s, g]) => {
-          const got = await s.forRevocation(g.ids);
-          got.forEach((l, i) => (out[g.at[i]!] = l));
-        }),
-      );
-      return out;
-    },
+    getMany: (ids: string[]): Promise<(LeaseRead | null)[]> => inIdOrder(ids, (s, own) => s.getMany(own)),
+    forRevocation: (ids: string[]): Promise<(RevokingLease | null)[]> => inIdOrder(ids, (s, own) => s.forRevocation(own)),
     addChild: (parentId: string, parentExpiresMs: number, childId: string) => ofId(parentId).addChild(parentId, parentExpiresMs, childId),
     children: (id: string) => ofId(id).children(id),
     isTaskCompleted: (workload: string, taskId: string) => ofWorkload(workload).isTaskCompleted(workload, taskId),
